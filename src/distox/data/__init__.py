@@ -1,0 +1,52 @@
+"""Named datasets as tensors in [0, 1], seeded retain subsets, and on-device batching.
+
+``load_dataset(name)`` accepts: ``digits`` (embedded default), ``fashion-mnist``, ``mnist``,
+``cifar10``, ``cifar100``, ``gtsrb``, ``tiny-imagenet`` and ``folder:PATH`` (an image folder
+with one sub-folder per class).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from .core import DataError, DatasetBundle, ImageSplit, select_retain, stratified_split
+from .digits import load_digits_bundle
+from .idx import load_idx_bundle
+
+_LOADERS: dict[str, Callable[..., DatasetBundle]] = {}
+
+
+def register_dataset(name: str, loader: Callable[..., DatasetBundle]) -> None:
+    """Register ``loader(data_root=None, **kw) -> DatasetBundle`` under ``name``."""
+    _LOADERS[name] = loader
+
+
+register_dataset("digits", lambda data_root=None, **kw: load_digits_bundle(**kw))
+register_dataset("fashion-mnist", lambda data_root=None, **kw: load_idx_bundle("fashion-mnist", data_root))
+register_dataset("mnist", lambda data_root=None, **kw: load_idx_bundle("mnist", data_root))
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`load_dataset` (plus ``folder:PATH``)."""
+    return sorted(_LOADERS)
+
+
+def load_dataset(
+    name: str, data_root: str | os.PathLike | None = None, **kwargs
+) -> DatasetBundle:
+    """Load a named dataset; raises :class:`DataError` naming the paths tried when missing."""
+    if name.startswith("folder:"):
+        from .folder import load_folder_bundle
+
+        return load_folder_bundle(name.split(":", 1)[1], **kwargs)
+    if name not in _LOADERS:
+        raise DataError(
+            f"unknown dataset '{name}'. Known: {', '.join(list_datasets())}, or folder:PATH"
+        )
+    return _LOADERS[name](data_root=data_root, **kwargs)
+
+
+__all__ = [
+    "DataError", "DatasetBundle", "ImageSplit", "load_dataset", "list_datasets",
+    "register_dataset", "select_retain", "stratified_split",
+]

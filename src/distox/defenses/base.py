@@ -1,0 +1,142 @@
+"""The defense base class: ``Defense(**hyper_parameters)(model, retain) -> Result``.
+
+scikit-learn style: all hyper-parameters go to ``__init__`` (validated there, no work done);
+the call copies the suspect model (the input is never modified), checks the retain data
+against it with clear errors, trains the copy through the shared loop
+(:func:`distox.training.train`) and returns a :class:`Result`.
+"""
+from __future__ import annotations
+
+from ..errors import DistoxError
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..data.core import ImageSplit
+from ..metrics import Evaluator
+from ..training import LoopConfig, TrainingDiverged, TrainState
+from ..utils import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+class DefenseError(DistoxError):
+    """Bad input to a defense or a run that could not finish, with a message meant for the user."""
+
+
+@dataclass
+class Result:
+    """A purified model with its per-epoch history and the resolved configuration."""
+
+    model: nn.Module
+    method: str
+    config: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """Last-epoch metrics plus method and time (JSON-serialisable)."""
+        last = self.history[-1] if self.history else {}
+        return {"method": self.method, "seconds": round(self.seconds, 3), **last, **self.info}
+
+
+def check_retain(model: nn.Module, retain: ImageSplit, device: torch.device) -> int:
+    """Validate retain data against the model; returns the model's number of classes.
+
+    Rejects: fewer than 2 images, non-finite pixels, an image shape the model cannot take,
+    a model output that is not (N, K) logits, and labels outside 0..K-1.
+    """
+    n = len(retain)
+    if n < 2:
+        raise DefenseError(f"the retain (clean) set has {n} image(s); at least 2 are needed")
+    if not torch.isfinite(retain.x).all():
+        raise DefenseError("the retain images contain NaN or infinite values")
+    probe = retain.x[:2].to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(probe)
+    except Exception as exc:  # the model's own error, summarised for the user
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DefenseError(
+            f"the model rejects retain images of shape {tuple(retain.x.shape[1:])} (C, H, W): {msg}"
+        ) from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise DefenseError(f"the model must return (N, num_classes) logits; got {getattr(out, 'shape', type(out))}")
+    k = int(out.shape[1])
+    bad = retain.y[(retain.y < 0) | (retain.y >= k)]
+    if len(bad):
+        raise DefenseError(
+            f"retain labels must be in 0..{k - 1} (the model has {k} outputs); found {sorted(set(bad.tolist()))[:10]}"
+        )
+    return k
+
+
+def crop_padding_for(side: int) -> int:
+    """Random-crop padding scaled with the image: 4 px at 32×32 (the reference), ≥ 1."""
+    return max(1, int(round(4 * side / 32)))
+
+
+class Defense:
+    """Base for all defenses. Common arguments (reference defaults, SPEC §4):
+
+    Args:
+        epochs: passes over the retain set (100).
+        batch_size: 256.
+        lr: learning rate (0.01).
+        augment: random crop + flip on the retain set, as the reference's train transform.
+        flip: horizontal flip within the augmentation (the reference flips CIFAR-10 only).
+        seed: seed of shuffling, augmentation and random warm starts (0).
+    """
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self, epochs: int = 100, batch_size: int = 256, lr: float = 0.01,
+                 augment: bool = True, flip: bool = True, seed: int = 0) -> None:
+        if int(epochs) < 1:
+            raise DefenseError(f"epochs must be >= 1; got {epochs}")
+        if int(batch_size) < 1:
+            raise DefenseError(f"batch_size must be >= 1; got {batch_size}")
+        if not lr > 0:
+            raise DefenseError(f"lr must be > 0; got {lr}")
+        self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
+        self.augment, self.flip, self.seed = bool(augment), bool(flip), int(seed)
+
+    def get_params(self) -> dict[str, Any]:
+        """The resolved hyper-parameters (saved with every result)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def loop_config(self, retain: ImageSplit, **overrides: Any) -> LoopConfig:
+        """The shared loop's configuration for this defense (override per defense)."""
+        base = dict(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, augment=self.augment,
+                    flip=self.flip, crop_padding=crop_padding_for(retain.x.shape[-1]), seed=self.seed)
+        base.update(overrides)
+        return LoopConfig(**base)
+
+    def fit(self, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
+            device: torch.device, progress: bool) -> TrainState:
+        """Purify ``model`` in place (it is already a copy). Implemented by each defense."""
+        raise NotImplementedError
+
+    def __call__(self, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None = None,
+                 device: str | torch.device = "auto", progress: bool = True) -> Result:
+        dev = resolve_device(device)
+        work = copy.deepcopy(model).to(dev)
+        check_retain(work, retain, dev)
+        t0 = time.perf_counter()
+        try:
+            state = self.fit(work, retain, evaluator=evaluator, device=dev, progress=progress)
+        except TrainingDiverged as exc:
+            raise DefenseError(f"{self.name}: {exc}") from None
+        work.eval()
+        return Result(model=work, method=self.name, config=self.get_params(), history=state.history,
+                      seconds=time.perf_counter() - t0)

@@ -1,0 +1,85 @@
+"""ACC, ASR, RA and DER (SPEC §2), in percent like the paper's tables (DER in [0, 1]).
+
+- ACC: accuracy on the clean test set.
+- ASR: on poisoned test images whose true label differs from the target (all-to-one; all
+  images for all-to-all), the fraction predicted as the attack's target label t(y).
+- RA: on the same poisoned images, the fraction predicted as the true label.
+- DER = (max(0, ASR_before − ASR_after) − max(0, ACC_before − ACC_after) + 1) / 2.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .utils import resolve_device
+
+
+@dataclass
+class BackdoorTestSet:
+    """Poisoned test images with the attack's target labels and the images' true labels."""
+
+    x: torch.Tensor
+    target: torch.Tensor
+    true: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.true.shape[0])
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512,
+            device: str | torch.device = "auto") -> torch.Tensor:
+    """Arg-max predictions of ``model`` in eval mode (the model's mode is restored after)."""
+    dev = resolve_device(device)
+    was_training = model.training
+    model.eval()
+    model.to(dev)
+    preds = [model(x[i:i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+
+
+def percent(correct: torch.Tensor) -> float:
+    """Mean of a boolean tensor, in percent (0 for an empty tensor)."""
+    return 100.0 * float(correct.float().mean()) if correct.numel() else 0.0
+
+
+def evaluate(model: nn.Module, clean_x: torch.Tensor, clean_y: torch.Tensor,
+             backdoor: BackdoorTestSet | None = None, *, batch_size: int = 512,
+             device: str | torch.device = "auto") -> dict[str, float]:
+    """Return ``{"acc": ..}`` plus ``"asr"`` and ``"ra"`` when a backdoor test set is given."""
+    out = {"acc": percent(predict(model, clean_x, batch_size, device) == clean_y.cpu())}
+    if backdoor is not None:
+        pred = predict(model, backdoor.x, batch_size, device)
+        out["asr"] = percent(pred == backdoor.target.cpu())
+        out["ra"] = percent(pred == backdoor.true.cpu())
+    return out
+
+
+def der(before: Mapping[str, float], after: Mapping[str, float]) -> float:
+    """Defense effectiveness rating in [0, 1] from percent ACC/ASR before and after."""
+    asr_drop = max(0.0, (before["asr"] - after["asr"]) / 100.0)
+    acc_drop = max(0.0, (before["acc"] - after["acc"]) / 100.0)
+    return (asr_drop - acc_drop + 1.0) / 2.0
+
+
+def fmt(value: float) -> str:
+    """Two decimals, as in the paper's tables."""
+    return f"{value:.2f}"
+
+
+class Evaluator:
+    """Per-epoch ACC/ASR/RA, usable as the training loop's ``on_epoch_end`` callback."""
+
+    def __init__(self, clean_x: torch.Tensor, clean_y: torch.Tensor,
+                 backdoor: BackdoorTestSet | None = None, *, batch_size: int = 512,
+                 device: str | torch.device = "auto") -> None:
+        self.clean_x, self.clean_y, self.backdoor = clean_x, clean_y, backdoor
+        self.batch_size, self.device = batch_size, device
+
+    def __call__(self, epoch: int, model: nn.Module) -> dict[str, float]:
+        return evaluate(model, self.clean_x, self.clean_y, self.backdoor,
+                        batch_size=self.batch_size, device=self.device)

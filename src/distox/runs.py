@@ -1,0 +1,134 @@
+"""Run directories: safetensors weights and JSON records, written atomically.
+
+A reader never sees a half-written file: every write goes to a temporary file in the same
+directory and is moved into place with :func:`os.replace`.
+"""
+from __future__ import annotations
+
+from .errors import DistoxError
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+#: Version of the run-directory format (``attack.json``/``defense.json`` "format_version").
+FORMAT_VERSION = 1
+
+
+class RunError(DistoxError):
+    """A run directory that is missing, incomplete or of an unknown format."""
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            fh.write(text + "\n")
+
+    _atomic(Path(path), write)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (Path,)):
+        return str(o)
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"missing file: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path} is not valid JSON: {exc}") from None
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Save named tensors as safetensors, atomically (tensors made contiguous, on CPU)."""
+    clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    _atomic(Path(path), lambda tmp: save_file(clean, tmp, metadata=metadata))
+
+
+def save_model(path: str | os.PathLike, model: nn.Module) -> None:
+    """Save a model's state dict (parameters and buffers) as safetensors, atomically."""
+    state = model.state_dict()
+    seen: dict[int, str] = {}
+    tensors = {}
+    for k, v in state.items():  # safetensors refuses shared storage: clone aliases
+        key = v.data_ptr()
+        tensors[k] = v.clone() if key in seen and v.numel() else v
+        seen.setdefault(key, k)
+    save_tensors(path, tensors)
+
+
+def load_state(path: str | os.PathLike, *, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Load a state dict from ``.safetensors``, or from a ``.pt``/``.pth`` file with
+    ``torch.load(weights_only=True)``. Full unpickling needs ``trust_pickle=True``: a pickle
+    from an untrusted party can execute arbitrary code."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except Exception as exc:
+        if trust_pickle:
+            raise RunError(f"could not load {path}: {exc}") from None
+        raise RunError(
+            f"{path} is not a plain tensor state dict: it contains pickled Python objects, which can "
+            "execute code when loaded. Convert it to safetensors, or pass trust_pickle=True "
+            "(CLI: --trust-pickle) only if you trust its source."
+        ) from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise RunError(f"{path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str = "weights") -> nn.Module:
+    """``load_state_dict(strict=True)`` with a readable report of missing/unexpected keys and
+    shape mismatches."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:8])}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:8])}")
+        if wrong:
+            parts.append("shape mismatches: " + ", ".join(
+                f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:8]))
+        raise RunError(f"{source} do not match the model architecture: " + "; ".join(parts))
+    model.load_state_dict(state)
+    return model

@@ -1,0 +1,284 @@
+"""The one training loop every attack and defense in distox shares.
+
+Data stay on the device as tensors and are batched there (no DataLoader workers); the loop
+handles seeding, shuffling, augmentation (random crop with zero padding + horizontal flip,
+SPEC §3), SGD/Adam with cosine annealing stepped once per epoch, optional (adaptive) SAM,
+bf16 autocast on CUDA, per-epoch callbacks, a NaN/inf guard, a progress bar, and per-epoch
+checkpoints so an interrupted run resumes where it stopped.
+
+What is minimised is an *objective*: ``objective(model, x, y) -> (loss, stats)``. Attacks
+that control training (WaNet, Input-aware) pass a ``batch_transform``; D3 passes an
+``after_step`` that projects weights back to their norm.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .sam import apply_perturbation, sam_perturbation
+from .utils import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; nothing half-done is returned."""
+
+    def __init__(self, epoch: int, step: int, value: float) -> None:
+        super().__init__(
+            f"loss became {value} at epoch {epoch} (step {step}); training stopped. "
+            "Lower the learning rate or check the input data for NaN/inf values."
+        )
+        self.epoch, self.step, self.value = epoch, step, value
+
+
+class Objective(Protocol):
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        ...
+
+
+def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Plain mean cross-entropy, the default objective."""
+    loss = F.cross_entropy(model(x), y)
+    return loss, {"loss": float(loss.detach())}
+
+
+@dataclass
+class LoopConfig:
+    """Hyper-parameters of one training run (defaults: BackdoorBench attack training)."""
+
+    epochs: int = 100
+    batch_size: int = 128
+    optimizer: str = "sgd"  # "sgd" | "adam"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    scheduler: str = "cosine"  # "cosine" | "constant"
+    cos_t_max: int | None = None  # None: anneal over the run (T_max = epochs)
+    augment: bool = False
+    crop_padding: int = 4
+    flip: bool = True
+    drop_last: bool = False
+    sam_rho: float | None = None
+    sam_adaptive: bool = False
+    amp: bool = True  # bf16 autocast, CUDA only
+    bn_eval: bool = False  # keep BatchNorm statistics frozen while training
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1; got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam'; got {self.optimizer!r}")
+        if self.scheduler not in ("cosine", "constant"):
+            raise ValueError(f"scheduler must be 'cosine' or 'constant'; got {self.scheduler!r}")
+        if self.sam_rho is not None and self.sam_rho <= 0:
+            raise ValueError(f"sam_rho must be > 0; got {self.sam_rho}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Batches:
+    """Shuffled mini-batches over tensors already on the device."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = True,
+                 drop_last: bool = False, generator: torch.Generator | None = None) -> None:
+        self.x, self.y = x, y
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.generator = generator
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        if self.drop_last and n >= self.batch_size:
+            return n // self.batch_size
+        if n > self.batch_size and n % self.batch_size == 1:
+            return n // self.batch_size  # a trailing batch of one breaks BatchNorm in train mode
+        return math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.y)
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator).to(self.x.device)
+        else:
+            order = torch.arange(n, device=self.x.device)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+def set_batchnorm_eval(model: nn.Module) -> None:
+    """Put every BatchNorm layer in eval mode (running statistics frozen)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, padding: int = 4, flip: bool = True) -> torch.Tensor:
+    """Per-sample random crop (zero padding ``padding``) and horizontal flip (p = 0.5).
+
+    Random numbers come from ``generator`` (CPU) so the result is reproducible.
+    """
+    n, c, h, w = x.shape
+    if padding > 0:
+        padded = F.pad(x, (padding, padding, padding, padding))
+        oy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
+        ox = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
+        rows = (oy[:, None] + torch.arange(h, device=x.device)[None, :])  # (n, h)
+        cols = (ox[:, None] + torch.arange(w, device=x.device)[None, :])  # (n, w)
+        x = padded[torch.arange(n, device=x.device)[:, None, None, None],
+                   torch.arange(c, device=x.device)[None, :, None, None],
+                   rows[:, None, :, None], cols[:, None, None, :]]
+    if flip:
+        mask = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+    return x
+
+
+def make_optimizer(params, config: LoopConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: LoopConfig):
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.cos_t_max or config.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class TrainState:
+    """What :func:`train` returns: the per-epoch history and wall time."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from_epoch: int = 0
+
+
+def train(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    config: LoopConfig,
+    *,
+    objective: Objective = cross_entropy,
+    params: list[nn.Parameter] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    batch_transform: Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    after_step: Callable[[nn.Module], None] | None = None,
+    on_epoch_end: Callable[[int, nn.Module], dict[str, float]] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    extra_state: dict[str, nn.Module] | None = None,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    desc: str = "train",
+) -> TrainState:
+    """Train ``model`` in place on ``(x, y)`` (images in [0, 1]) and return its history.
+
+    ``params`` defaults to all of the model's parameters; pass ``optimizer`` to use one
+    built elsewhere (its state is checkpointed too). ``extra_state`` names further modules
+    (e.g. an attack's generator) saved in and restored from the checkpoint.
+    """
+    from tqdm.auto import tqdm
+
+    dev = resolve_device(device)
+    model.to(dev)
+    x, y = x.to(dev), y.to(dev)
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    params = list(params) if params is not None else [p for p in model.parameters() if p.requires_grad]
+    opt = optimizer or make_optimizer(params, config)
+    sched = make_scheduler(opt, config)
+    batches = Batches(x, y, config.batch_size, shuffle=True, drop_last=config.drop_last, generator=gen)
+    state = TrainState()
+    start_epoch = 0
+
+    ckpt_path = Path(checkpoint) if checkpoint else None
+    if ckpt_path is not None and ckpt_path.exists():
+        saved = torch.load(ckpt_path, map_location=dev, weights_only=True)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        for name, module in (extra_state or {}).items():
+            module.load_state_dict(saved["extra"][name])
+        gen.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        state.history = list(saved["history"])
+        start_epoch = state.resumed_from_epoch = int(saved["epoch"])
+        log.info("%s: resumed from %s at epoch %d", desc, ckpt_path, start_epoch)
+
+    use_amp = config.amp and dev.type == "cuda"
+    t0 = time.perf_counter()
+    bar = tqdm(range(start_epoch, config.epochs), desc=desc, disable=not progress, leave=False,
+               initial=start_epoch, total=config.epochs)
+    for epoch in bar:
+        model.train()
+        if config.bn_eval:
+            set_batchnorm_eval(model)
+        sums: dict[str, float] = {}
+        n_seen = 0
+        lr = opt.param_groups[0]["lr"]
+        for step, (xb, yb) in enumerate(batches):
+            if batch_transform is not None:
+                xb, yb = batch_transform(xb, yb, gen)
+            if config.augment:
+                xb = augment_batch(xb, gen, config.crop_padding, config.flip)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss, stats = objective(model, xb, yb)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(epoch + 1, step, float(loss))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.sam_rho is not None:
+                eps = sam_perturbation(params, config.sam_rho, config.sam_adaptive)
+                apply_perturbation(params, eps, +1.0)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss2, _ = objective(model, xb, yb)
+                opt.zero_grad(set_to_none=True)
+                loss2.backward()
+                apply_perturbation(params, eps, -1.0)
+            opt.step()
+            if after_step is not None:
+                after_step(model)
+            k = len(yb)
+            n_seen += k
+            for key, val in stats.items():
+                sums[key] = sums.get(key, 0.0) + val * k
+        sched.step()
+        row: dict[str, float] = {"epoch": epoch + 1, "lr": lr}
+        row.update({k: v / max(n_seen, 1) for k, v in sums.items()})
+        if on_epoch_end is not None:
+            row.update(on_epoch_end(epoch + 1, model))
+        state.history.append(row)
+        bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k not in ("epoch",)})
+        if ckpt_path is not None:
+            _atomic_torch_save({
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                "torch_rng": torch.get_rng_state(), "history": state.history, "epoch": epoch + 1,
+                "extra": {n: m.state_dict() for n, m in (extra_state or {}).items()},
+            }, ckpt_path)
+    bar.close()
+    state.seconds = time.perf_counter() - t0
+    return state
