@@ -1,0 +1,41 @@
+"""Shared fixtures: small, seeded, CPU-only data and models."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distox.data.core import DatasetBundle, ImageSplit
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def make_bundle(n_train: int = 120, n_test: int = 60, channels: int = 1, side: int = 16,
+                classes: int = 4, seed: int = 0) -> DatasetBundle:
+    """Synthetic, learnable images: each class is a bright horizontal band at its own height."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def split(n: int) -> ImageSplit:
+        y = torch.arange(n) % classes
+        x = 0.2 * torch.rand(n, channels, side, side, generator=gen)
+        band = side // classes
+        for c in range(classes):
+            x[y == c, :, c * band:(c + 1) * band, : side // 2] += 0.6
+        return ImageSplit(x.clamp(0, 1), y)
+
+    return DatasetBundle("synthetic", split(n_train), split(n_test), classes,
+                         (0.5,) * channels, (0.5,) * channels, source="tests")
+
+
+@pytest.fixture
+def tiny_bundle() -> DatasetBundle:
+    return make_bundle()
+
+
+@pytest.fixture(scope="session")
+def digits_bundle() -> DatasetBundle:
+    from distox.data import load_dataset
+
+    return load_dataset("digits")
