@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .sam import apply_perturbation, sam_perturbation
+from .sam import ASAM_ETA, apply_perturbation, frozen_bn_stats, sam_perturbation
 from .utils import resolve_device
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ class LoopConfig:
     drop_last: bool = False
     sam_rho: float | None = None
     sam_adaptive: bool = False
+    sam_eta: float = ASAM_ETA  # ASAM's η in T_w = |w| + η (FT-SAM reference: 0.0)
     amp: bool = True  # bf16 autocast, CUDA only
     bn_eval: bool = False  # keep BatchNorm statistics frozen while training
     seed: int = 0
@@ -247,13 +248,13 @@ def train(
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss, stats = objective(model, xb, yb)
             if not torch.isfinite(loss):
-                raise TrainingDiverged(epoch + 1, step, float(loss))
+                raise TrainingDiverged(epoch + 1, step, float(loss.detach()))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if config.sam_rho is not None:
-                eps = sam_perturbation(params, config.sam_rho, config.sam_adaptive)
+                eps = sam_perturbation(params, config.sam_rho, config.sam_adaptive, config.sam_eta)
                 apply_perturbation(params, eps, +1.0)
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                with frozen_bn_stats(model), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                     loss2, _ = objective(model, xb, yb)
                 opt.zero_grad(set_to_none=True)
                 loss2.backward()

@@ -1,0 +1,65 @@
+"""Time per epoch of D3 versus plain fine-tuning (same data, model, batch, epochs, seed).
+
+The paper claims D3 adds negligible overhead to fine-tuning (only the distance term and a
+projection). Target (issue 2): D3 ≤ 1.05 × FT per epoch.
+
+    python benchmarks/overhead.py [--dataset fashion-mnist] [--model small_cnn] [--width 16]
+                                  [--retain 3000] [--epochs 5] [--repeats 3] [--device cpu]
+
+Runs FT and D3 alternately ``--repeats`` times each (so background load hits both alike) and
+reports the median seconds per epoch and their ratio as a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from distox.data import load_dataset, select_retain
+from distox.defenses import create
+from distox.models import create_model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--model", default="small_cnn")
+    ap.add_argument("--width", type=float, default=16)
+    ap.add_argument("--retain", type=int, default=3000)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+
+    data = load_dataset(args.dataset)
+    retain = data.train.subset(select_retain(len(data.train), count=args.retain, seed=0))
+    torch.manual_seed(0)
+    model = create_model(args.model, data.num_classes, data.in_channels, data.mean, data.std,
+                         width=args.width if args.model != "small_cnn" else int(args.width))
+    per_epoch: dict[str, list[float]] = {"ft": [], "d3": []}
+    for _ in range(args.repeats):
+        for method in ("ft", "d3"):
+            defense = create(method, epochs=args.epochs, batch_size=args.batch_size, seed=0)
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            defense(model, retain, device=args.device, progress=False)
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            per_epoch[method].append((time.perf_counter() - t0) / args.epochs)
+    ft, d3 = statistics.median(per_epoch["ft"]), statistics.median(per_epoch["d3"])
+    dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{os.cpu_count()} CPU cores"
+    print(f"| machine | model | retain | batch | epochs×repeats | FT s/epoch | D3 s/epoch | D3/FT |")
+    print(f"|---|---|---|---|---|---|---|---|")
+    print(f"| {dev} ({platform.machine()}), torch {torch.__version__} | {args.model} w{args.width:g} | "
+          f"{args.retain} {args.dataset} | {args.batch_size} | {args.epochs}×{args.repeats} | "
+          f"{ft:.3f} | {d3:.3f} | {d3 / ft:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,356 @@
+"""distox bench: grid expansion, cell keys, config validation, resumable atomic cache,
+executors (sequential, processes, Ray) and report formats. Unit tests use a fake cell
+function; the end-to-end tests run the real attack/defense runs on digits (width-4 CNN, 1 epoch).
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from distox.bench import (
+    BenchError, Cache, RunOptions, build_report, cell_key, execute, expand, parse_config, prepare, render,
+)
+from distox.bench.cache import CELL_RECORD
+from distox.metrics import der
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = {
+    "name": "unit",
+    "profile": "custom",
+    "datasets": ["digits"],
+    "models": [{"name": "small_cnn", "kwargs": {"width": 4}}],
+    "seeds": [0, 1],
+    "attack_settings": {"epochs": 1, "batch_size": 64},
+    "defense_settings": {"ratio": 0.1, "epochs": 1},
+    "attacks": ["badnets", {"name": "blended", "options": {"alpha": 0.2}},
+                {"name": "wanet", "grid": {"poison_rate": [0.05, 0.1]}}],
+    "defenses": ["none", "ft", {"name": "d3", "options": {"preset": "paper"}, "grid": {"ratio": [0.01, 0.05]}}],
+}
+
+
+def cfg_of(**changes):
+    d = copy.deepcopy(BASE)
+    d.update(changes)
+    return parse_config(d)
+
+
+class FakeCells:
+    """Deterministic fake cell function: metrics derived from the key; counts its calls and
+    optionally raises after ``fail_after`` successful cells."""
+
+    def __init__(self, fail_after: int | None = None, exc: type[BaseException] = RuntimeError) -> None:
+        self.calls: list[str] = []
+        self.fail_after, self.exc = fail_after, exc
+
+    def __call__(self, cell, cells_root, options):
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise self.exc("simulated crash")
+        self.calls.append(cell.key)
+        h = int(cell.key[:8], 16)
+        if cell.kind == "attack":
+            return {"acc": 90.0 + h % 5, "asr": 95.0 + h % 4, "ra": 2.0}
+        return {"acc": 85.0 + h % 7, "asr": float(h % 3), "ra": 60.0}
+
+
+def fake_cell(cell, cells_root, options):  # module level: picklable for worker processes
+    return FakeCells()(cell, cells_root, options)
+
+
+# ---------------------------------------------------------------------------- grid and keys
+def test_grid_expansion_counts():
+    grid = expand(cfg_of())
+    # attacks: badnets + blended + wanet×2 poison rates = 4 configurations, × 2 seeds
+    assert len(grid.attacks) == 8
+    # defenses per attack cell: ft + d3×2 retain ratios ("none" is the attack itself)
+    assert len(grid.defenses) == 8 * 3
+    assert all(len(grid.defenses_of(a.key)) == 3 for a in grid.attacks)
+    assert {a.row for a in grid.attacks} == {"badnets", "blended", "wanet (poison_rate=0.05)",
+                                             "wanet (poison_rate=0.1)"}
+    assert {d.column for d in grid.defenses} == {"ft", "d3 (ratio=0.01)", "d3 (ratio=0.05)"}
+    wanet = next(a for a in grid.attacks if a.row == "wanet (poison_rate=0.05)")
+    assert wanet.config["poison_rate"] == 0.05 and wanet.config["attack_kwargs"] == {}
+    blended = next(a for a in grid.attacks if a.row == "blended")
+    assert blended.config["attack_kwargs"] == {"alpha": 0.2}
+    d3 = next(d for d in grid.defenses if d.column == "d3 (ratio=0.01)")
+    assert d3.config["defense"]["ratio"] == 0.01 and d3.config["defense"]["params"] == {"preset": "paper"}
+    assert d3.config["defense"]["epochs"] == 1 and d3.config["attack"] == d3.parent
+
+
+def test_keys_are_stable_and_pinned():
+    assert [c.key for c in expand(cfg_of()).cells] == [c.key for c in expand(cfg_of()).cells]
+    # a pinned value: a change in hashing or canonical JSON must be deliberate (KEY_VERSION)
+    assert cell_key("attack", {"attack": "badnets", "epochs": 1}) == hashlib.sha256(
+        b'{"config":{"attack":"badnets","epochs":1},"kind":"attack","v":1}').hexdigest()[:16]
+    # data_root is a machine detail, not part of any key
+    assert [c.key for c in expand(cfg_of(data_root="/elsewhere")).cells] == [c.key for c in expand(cfg_of()).cells]
+
+
+def _keys_by_label(grid):
+    return {(c.row, c.column, c.seed): c.key for c in grid.cells}
+
+
+def test_defense_option_change_changes_only_that_defense():
+    base = _keys_by_label(expand(cfg_of()))
+    d = copy.deepcopy(BASE)
+    d["defenses"][2]["options"]["lmd"] = 5.0
+    changed = _keys_by_label(expand(parse_config(d)))
+    assert base.keys() == changed.keys()
+    diff = {k for k in base if base[k] != changed[k]}
+    assert diff and all(col.startswith("d3") for _, col, _ in diff)
+    assert len(diff) == 8 * 2  # both d3 retain ratios on every attack cell
+
+
+def test_attack_option_change_changes_attack_and_its_defenses():
+    base = _keys_by_label(expand(cfg_of()))
+    d = copy.deepcopy(BASE)
+    d["attacks"][1]["options"]["alpha"] = 0.3
+    changed = _keys_by_label(expand(parse_config(d)))
+    diff = {k for k in base if base[k] != changed[k]}
+    assert {row for row, _, _ in diff} == {"blended"}
+    assert len(diff) == 2 * (1 + 3)  # 2 seeds × (attack + its 3 defenses)
+    # a shared defense setting changes every defense key but no attack key
+    d = copy.deepcopy(BASE)
+    d["defense_settings"]["epochs"] = 2
+    changed = _keys_by_label(expand(parse_config(d)))
+    diff = {k for k in base if base[k] != changed[k]}
+    assert diff == {k for k in base if k[1] != "none"}
+
+
+# ---------------------------------------------------------------------------- validation
+@pytest.mark.parametrize("change, expected", [
+    (lambda d: d["attacks"].append({"name": "foo"}), "attacks[3].name: unknown attack 'foo'; valid: "),
+    (lambda d: d["defenses"].append("bar"), "defenses[3].name: unknown defense 'bar'"),
+    (lambda d: d.update(datasets=["digits", "imagenet-99"]), "datasets[1]: unknown dataset 'imagenet-99'"),
+    (lambda d: d["attack_settings"].update(epochs="ten"), "attack_settings.epochs: "),
+    (lambda d: d["defense_settings"].update(ratio=1.5), "defense_settings.ratio: "),
+    (lambda d: d.update(models=["resnet999"]), "models[0].name: unknown model 'resnet999'"),
+    (lambda d: d["defenses"][2]["options"].update(lmdd=3), "defenses[2].options.lmdd: unknown option for defense 'd3'"),
+    (lambda d: d["attacks"][1]["options"].update(alpah=3), "attacks[1].options.alpah: unknown option for attack 'blended'"),
+    (lambda d: d.update(seedz=[1]), "seedz: unknown key"),
+    (lambda d: d["attacks"][2].update(grid={"poison_rate": 0.1}), "attacks[2].grid.poison_rate: "),
+])
+def test_config_errors_name_the_key(change, expected):
+    d = copy.deepcopy(BASE)
+    change(d)
+    with pytest.raises(BenchError) as info:
+        parse_config(d)
+    assert expected in str(info.value)
+
+
+def test_bad_config_rejected_before_anything_runs(tmp_path):
+    from typer.testing import CliRunner
+
+    from distox.cli import app
+
+    d = copy.deepcopy(BASE)
+    d["attacks"][0] = {"name": "badnetz"}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(d))
+    res = CliRunner().invoke(app, ["bench", str(path), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2
+    assert "attacks[0].name: unknown attack 'badnetz'" in res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_shipped_configs_validate():
+    sizes = {}
+    for name in ("smoke", "cpu", "cpu-ablations", "paper"):
+        from distox.bench import load_config
+
+        sizes[name] = len(expand(load_config(ROOT / "configs" / f"{name}.yaml")))
+    assert sizes["smoke"] == 2 + 2 * 2
+
+
+# ---------------------------------------------------------------------------- cache and resume
+def test_kill_midway_then_resume_computes_only_the_rest(tmp_path):
+    grid, cache = prepare(cfg_of(), str(tmp_path))
+    crash = FakeCells(fail_after=5)
+    with pytest.raises(BenchError, match="simulated crash"):
+        execute(grid, cache, cell_fn=crash, fail_fast=True, progress=False)
+    assert len(crash.calls) == 5 and len(cache.pending(grid)) == len(grid) - 5
+    # the first attack's defenses ran right after it (rows complete early)
+    assert crash.calls[1:4] == [d.key for d in grid.defenses_of(crash.calls[0])]
+    rest = FakeCells()
+    summary = execute(grid, cache, cell_fn=rest, progress=False)
+    assert sorted(rest.calls) == sorted(c.key for c in grid.cells if c.key not in crash.calls)
+    assert summary.ok and len(summary.cached) == 5 and len(summary.computed) == len(grid) - 5
+    again = FakeCells()
+    summary = execute(grid, cache, cell_fn=again, progress=False)
+    assert again.calls == [] and summary.computed == [] and len(summary.cached) == len(grid)
+
+
+def test_keyboard_interrupt_keeps_finished_cells(tmp_path):
+    grid, cache = prepare(cfg_of(seeds=[0]), str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        execute(grid, cache, cell_fn=FakeCells(fail_after=3, exc=KeyboardInterrupt), progress=False)
+    assert len(grid) - len(cache.pending(grid)) == 3
+
+
+def test_failed_attack_skips_its_defenses_and_keeps_going(tmp_path):
+    grid, cache = prepare(cfg_of(seeds=[0]), str(tmp_path))
+    first = grid.attacks[0].key
+
+    def fn(cell, root, options):
+        if cell.key == first:
+            raise ValueError("bad attack")
+        return FakeCells()(cell, root, options)
+
+    summary = execute(grid, cache, cell_fn=fn, progress=False)
+    assert list(summary.failed) == [first] and "bad attack" in summary.failed[first]
+    assert sorted(summary.skipped) == sorted(d.key for d in grid.defenses_of(first))
+    assert len(cache.pending(grid)) == 1 + 3
+
+
+def test_half_written_cell_is_not_done(tmp_path, monkeypatch):
+    grid, cache = prepare(cfg_of(seeds=[0]), str(tmp_path))
+    cell = grid.attacks[0]
+    d = cache.cell_dir(cell.key)
+    d.mkdir(parents=True)
+    (d / "model.safetensors").write_bytes(b"partial")
+    assert not cache.is_done(cell)
+    (d / CELL_RECORD).write_text('{"key": "' + cell.key + '", "result": {"acc": 9')  # truncated
+    assert not cache.is_done(cell)
+    (d / CELL_RECORD).write_text(json.dumps({"key": "0" * 16, "result": {}}))  # another cell's record
+    assert not cache.is_done(cell)
+    (d / CELL_RECORD).unlink()
+    # a crash during the final rename leaves no record and no temp file behind
+    import distox.runs
+
+    def boom(src, dst):
+        raise OSError("killed")
+
+    monkeypatch.setattr(distox.runs.os, "replace", boom)
+    with pytest.raises(OSError):
+        cache.mark_done(cell, {"acc": 1.0, "asr": 2.0}, 1.0)
+    monkeypatch.undo()
+    assert not cache.is_done(cell) and sorted(p.name for p in d.iterdir()) == ["model.safetensors"]
+    calls = FakeCells()
+    execute(grid, cache, cell_fn=calls, progress=False)
+    assert cell.key in calls.calls and cache.is_done(cell)
+
+
+def test_process_executor_matches_sequential(tmp_path):
+    cfg = cfg_of(seeds=[0], attacks=["badnets", "blended"], defenses=["ft", "d3"])
+    grid, seq = prepare(cfg, str(tmp_path / "seq"))
+    execute(grid, seq, cell_fn=fake_cell, progress=False)
+    grid, par = prepare(cfg, str(tmp_path / "par"))
+    summary = execute(grid, par, executor="local", jobs=2, cell_fn=fake_cell, progress=False)
+    assert summary.ok and len(summary.computed) == len(grid) == 6
+    for c in grid.cells:
+        assert par.load(c.key)["result"] == seq.load(c.key)["result"]
+
+
+# ---------------------------------------------------------------------------- report
+def test_report_formats_with_average_row(tmp_path):
+    cfg = cfg_of(seeds=[0], attacks=["badnets", "blended"], defenses=["none", "ft", "d3"])
+    grid, cache = prepare(cfg, str(tmp_path))
+    execute(grid, cache, cell_fn=FakeCells(), progress=False)
+    res = {c.key: cache.load(c.key)["result"] for c in grid.cells}
+    atk = {a.row: res[a.key] for a in grid.attacks}
+    d3 = {d.row: res[d.key] for d in grid.defenses if d.column == "d3"}
+
+    md = render(build_report(tmp_path), "markdown")
+    assert "| Attack | No defense ACC | No defense ASR | FT ACC | FT ASR | D3 ACC | D3 ASR |" in md
+    avg_line = next(line for line in md.splitlines() if line.startswith("| **Average** | ") and "ACC" not in line)
+    cells = [c.strip() for c in avg_line.strip("|").split("|")]
+    assert cells[1] == f"{(atk['badnets']['acc'] + atk['blended']['acc']) / 2:.2f}"
+    assert cells[6] == f"{(d3['badnets']['asr'] + d3['blended']['asr']) / 2:.2f}"
+    assert "| D3 DER |" in md.replace("FT DER | ", "")
+    want_der = 100 * der(atk["badnets"], d3["badnets"])
+    assert f"{want_der:.2f}" in next(line for line in md.splitlines() if line.startswith("| BadNets |") and "DER" not in line
+                                     and line.count("|") == 4)
+
+    rows = list(csv.reader(io.StringIO(render(build_report(tmp_path), "csv"))))
+    assert rows[0][:4] == ["group", "attack", "No defense ACC", "No defense ASR"] and "D3 DER" in rows[0]
+    assert [r[1] for r in rows[1:]] == ["BadNets", "Blended", "Average"]
+    assert rows[3][rows[0].index("D3 ASR")] == cells[6]
+
+    tex = render(build_report(tmp_path), "latex")
+    assert r"\begin{tabular}" in tex and "Average & " in tex and r"\multicolumn{2}{c}{D3}" in tex
+
+    js = json.loads(render(build_report(tmp_path), "json"))
+    avg = js["tables"][0]["rows"][-1]
+    assert avg["attack"] == "Average" and avg["cells"]["D3"]["asr"] == float(cells[6])
+    assert js["done"] == js["total"] == 6
+
+
+def test_report_incomplete_and_paper_profile(tmp_path):
+    cfg = cfg_of(seeds=[0], profile="paper", attacks=["badnets", "blended"], defenses=["ft", "d3"])
+    grid, cache = prepare(cfg, str(tmp_path))
+    with pytest.raises(BenchError):
+        execute(grid, cache, cell_fn=FakeCells(fail_after=3), fail_fast=True, progress=False)
+    rep = build_report(tmp_path)
+    assert (rep.done, rep.total) == (3, 6)
+    md = render(rep, "markdown")
+    assert "D3 ASR (paper)" in md and "D3 ACC (paper)" in md and "0.74" in md and "96.91" in md
+    blended = next(line for line in md.splitlines() if line.startswith("| Blended |") and line.count("|") > 8)
+    assert "–" in blended  # not computed yet
+    assert "| **Average** | " in md
+
+
+def test_report_rejects_non_bench_dir(tmp_path):
+    with pytest.raises(BenchError, match="not a bench directory"):
+        build_report(tmp_path)
+
+
+# ---------------------------------------------------------------------------- end to end (real runs)
+def _e2e_config():
+    d = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+    d["attack_settings"]["epochs"] = 1
+    d["defense_settings"]["epochs"] = 1
+    d["attacks"] = ["badnets"]
+    return parse_config(d)
+
+
+@pytest.fixture(scope="module")
+def e2e_runs(tmp_path_factory):
+    """The smoke grid (1 attack × FT, D3; 1 epoch) run twice with the real experiment functions."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        outs = []
+        for name in ("a", "b"):
+            out = tmp_path_factory.mktemp(f"e2e_{name}")
+            grid, cache = prepare(_e2e_config(), str(out))
+            summary = execute(grid, cache, options=RunOptions(device="cpu", threads=1), progress=False)
+            assert summary.ok and len(summary.computed) == 3, summary
+            outs.append(out)
+    finally:
+        torch.set_num_threads(threads)
+    return outs
+
+
+def test_e2e_identical_tables_and_zero_recompute(e2e_runs):
+    a, b = e2e_runs
+    assert render(build_report(a), "markdown") == render(build_report(b), "markdown")
+    assert render(build_report(a), "json") == render(build_report(b), "json")
+    grid, cache = prepare(_e2e_config(), str(a))
+    summary = execute(grid, cache, options=RunOptions(device="cpu", threads=1), progress=False)
+    assert summary.computed == [] and len(summary.cached) == 3
+    attack = grid.attacks[0]
+    assert (cache.cell_dir(attack.key) / "model.safetensors").is_file()
+    rec = json.loads((cache.cell_dir(grid.defenses[0].key) / "defense.json").read_text())
+    assert rec["after"]["acc"] == cache.load(grid.defenses[0].key)["result"]["acc"]
+
+
+def test_ray_executor_matches_local(e2e_runs, tmp_path):
+    import ray  # noqa: F401  (dev extra)
+
+    local = e2e_runs[0]
+    grid, cache = prepare(_e2e_config(), str(tmp_path))
+    summary = execute(grid, cache, executor="ray", options=RunOptions(device="cpu", threads=1), progress=False,
+                      ray_init={"num_cpus": 1})
+    assert summary.ok and len(summary.computed) == len(grid) == 3
+    ref = Cache(local)
+    for c in grid.cells:
+        assert cache.load(c.key)["result"] == ref.load(c.key)["result"]
+        mine = (cache.cell_dir(c.key) / "model.safetensors").read_bytes()
+        assert mine == (ref.cell_dir(c.key) / "model.safetensors").read_bytes()

@@ -1,0 +1,81 @@
+"""Model factories and the automatic layer selection of SPEC §1."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from distox.models import SelectionError, create_model, linear_forward_order, select_weights
+
+
+def test_preactresnet18_matches_reference_layout():
+    m = create_model("preactresnet18", 10, 3)
+    assert sum(p.numel() for p in m.net.parameters()) == 11_171_146
+    keys = set(m.net.state_dict())
+    assert {"conv1.weight", "layer2.0.shortcut.0.weight", "layer4.1.bn2.running_var",
+            "linear.weight", "linear.bias"} <= keys
+    assert "layer1.0.shortcut.0.weight" not in keys
+    assert m(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert m(torch.rand(1, 3, 64, 64)).shape == (1, 10)  # adaptive pooling: Tiny-ImageNet size
+
+
+def test_width_and_channels_options():
+    m = create_model("preactresnet18", 10, 1, width=0.25)
+    assert m.net.linear.in_features == 128 and m.net.conv1.in_channels == 1
+    assert m(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_vgg_small_cnn_and_torchvision_passthrough():
+    assert create_model("vgg19_bn", 10, 3, width=0.125)(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert create_model("small_cnn", 7, 1)(torch.rand(2, 1, 8, 8)).shape == (2, 7)
+    assert create_model("torchvision:resnet18", 5, 3)(torch.rand(2, 3, 32, 32)).shape == (2, 5)
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("resnet9000", 10)
+
+
+def test_normalisation_lives_in_the_model():
+    m = create_model("small_cnn", 3, 1, mean=(0.5,), std=(0.25,))
+    seen = {}
+    m.net.register_forward_pre_hook(lambda mod, inp: seen.setdefault("x", inp[0]))
+    m.eval()
+    m(torch.full((1, 1, 8, 8), 0.75))
+    assert torch.allclose(seen["x"], torch.ones(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize("factory,expected", [
+    (lambda: create_model("preactresnet18", 10, 3, width=0.125), "net.linear"),
+    (lambda: torchvision.models.resnet18(num_classes=10), "fc"),
+    (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 30 * 30, 8), nn.ReLU(), nn.Linear(8, 10)), "4"),
+    (lambda: torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2,
+                                                  hidden_dim=16, mlp_dim=32, num_classes=10), "heads.head"),
+])
+def test_auto_selection_finds_the_final_classifier(factory, expected):
+    model = factory()
+    sel = select_weights(model, "auto", torch.rand(1, 3, 32, 32))
+    assert list(sel) == [f"{expected}.weight"]
+
+
+def test_auto_selection_follows_forward_order_not_registration_order():
+    class HeadFirst(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(6, 3)  # registered first, runs last
+            self.body = nn.Linear(4, 6)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.body(x.flatten(1))))
+
+    m = HeadFirst()
+    assert linear_forward_order(m) == ["head", "body"]  # registration order without an example
+    assert list(select_weights(m, "auto", torch.rand(1, 4))) == ["head.weight"]
+
+
+def test_named_glob_and_all_linear_selection():
+    m = create_model("preactresnet18", 10, 3, width=0.125)
+    convs = select_weights(m, "net.layer4.*")
+    assert convs and all(k.startswith("net.layer4.") and k.endswith(".weight") for k in convs)
+    assert not any("bn" in k for k in convs)
+    assert list(select_weights(m, "all-linear")) == ["net.linear.weight"]
+    with pytest.raises(SelectionError, match="matches no module"):
+        select_weights(m, "decoder")

@@ -1,0 +1,287 @@
+"""``distox purify`` from files (practitioner workflow) and D3's automatic ε / λ."""
+from __future__ import annotations
+
+import functools
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from distox.cli import app
+from distox.data.core import ImageSplit
+from distox.metrics import evaluate
+from distox.practitioner import (
+    IMAGENET_MEAN, PractitionerError, build_model, holdout, import_factory, load_clean_data,
+    parse_normalize, purify_files,
+)
+from distox.runs import load_into, save_model
+
+from .conftest import make_bundle
+
+MODEL_SRC = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+    class Tiny(nn.Module):
+        def __init__(self, num_classes=3, channels=1):
+            super().__init__()
+            self.conv = nn.Conv2d(channels, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+            self.fc = nn.Linear(4 * 2 * 2, num_classes)
+
+        def forward(self, x):
+            x = torch.relu(self.bn(self.conv(x)))
+            return self.fc(nn.functional.adaptive_avg_pool2d(x, 2).flatten(1))
+
+    def factory(num_classes=3):
+        return Tiny(num_classes)
+''')
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """A model file, trained suspect weights and an image folder of 3 classes (16×16 grey PNGs)."""
+    tmp_path = tmp_path_factory.mktemp("practitioner")
+    (tmp_path / "usermodel.py").write_text(MODEL_SRC)
+    spec = f"{tmp_path / 'usermodel.py'}:factory"
+    bundle = make_bundle(n_train=90, n_test=0, side=16, classes=3, seed=3)
+    folder = tmp_path / "clean"
+    for i, (x, y) in enumerate(zip(bundle.train.x, bundle.train.y)):
+        d = folder / f"class_{int(y)}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((x[0].numpy() * 255).round().astype(np.uint8), mode="L").save(d / f"{i:03d}.png")
+    torch.manual_seed(0)
+    model = import_factory(spec)(num_classes=3)
+    from distox.training import LoopConfig, train
+
+    train(model, bundle.train.x, bundle.train.y, LoopConfig(epochs=8, batch_size=16, lr=0.05), progress=False)
+    weights = tmp_path / "suspect.safetensors"
+    save_model(weights, model)
+    return {"spec": spec, "folder": folder, "weights": weights, "model": model}
+
+
+@pytest.fixture
+def setup(shared, tmp_path: Path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    return {**shared, "out": out_dir / "purified.safetensors", "tmp": tmp_path}
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_cli_end_to_end_reports_true_accuracies(setup):
+    w_before = load_file(str(setup["weights"]))
+    res = invoke("purify", "--model", setup["spec"], "--weights", setup["weights"], "--data", setup["folder"],
+                 "--epochs", "2", "--param", "batch_size=16", "--param", "lmd=10", "--out", setup["out"], "-q")
+    assert res.exit_code == 0, res.output
+    assert "validation accuracy" in res.output and "distance travelled" in res.output
+    report = json.loads(setup["out"].with_suffix(".json").read_text())
+    # the purified file loads into the user's own architecture (no wrapper keys)
+    purified = import_factory(setup["spec"])(num_classes=3)
+    load_into(purified, load_file(str(setup["out"])))
+    # the reported accuracies are those of the input / output models on the held-out split
+    clean = load_clean_data(str(setup["folder"]))
+    _, val = holdout(clean.split, 0.2, seed=0)
+    assert report["val_size"] == len(val) and report["retain_size"] == len(clean.split) - len(val)
+    assert report["after"]["acc"] == pytest.approx(evaluate(purified, val.x, val.y, device="cpu")["acc"])
+    assert report["before"]["acc"] == pytest.approx(evaluate(setup["model"], val.x, val.y, device="cpu")["acc"])
+    assert report["params"]["lmd"] == 10 and report["params"]["epochs"] == 2
+    # distance = Frobenius norm of the change of the final classifier
+    d = torch.linalg.vector_norm(purified.fc.weight.detach() - w_before["fc.weight"]).item()
+    assert report["distance"] == pytest.approx(d, rel=1e-5) and d > 0
+    # the input weights are untouched
+    assert all(torch.equal(v, load_file(str(setup["weights"]))[k]) for k, v in w_before.items())
+
+
+def test_warning_when_accuracy_falls_beyond_tolerance(setup):
+    # D3's random warm start with 1 epoch and a tiny λ destroys accuracy: the report must say so
+    res = invoke("purify", "--model", setup["spec"], "--weights", setup["weights"], "--data", setup["folder"],
+                 "--epochs", "1", "--param", "lmd=0.01", "--tolerance", "0", "--out", setup["out"], "-q")
+    assert res.exit_code == 0, res.output
+    report = json.loads(setup["out"].with_suffix(".json").read_text())
+    if report["acc_drop"] > 0:
+        assert "WARNING" in res.output and report["warning"]
+    res2 = invoke("purify", "--model", setup["spec"], "--weights", setup["weights"], "--data", setup["folder"],
+                  "--epochs", "1", "--param", "lmd=0.01", "--tolerance", "100", "--out", setup["out"], "-q")
+    assert res2.exit_code == 0 and "WARNING" not in res2.output
+    assert json.loads(setup["out"].with_suffix(".json").read_text())["warning"] is None
+
+
+def test_pickled_pt_refused_without_opt_in(setup):
+    model = import_factory(setup["spec"])(num_classes=3)
+    model.load_state_dict(setup["model"].state_dict())
+    pt = setup["tmp"] / "whole_model.pt"
+    torch.save(model, pt)  # a pickled nn.Module: could run code when loaded
+    res = invoke("purify", "--model", setup["spec"], "--weights", pt, "--data", setup["folder"],
+                 "--epochs", "1", "--out", setup["out"], "-q")
+    assert res.exit_code != 0
+    assert "pickle" in res.output and "--trust-pickle" in res.output
+    assert list(setup["out"].parent.iterdir()) == []
+    # a plain tensor state dict in a .pt is fine without the opt-in
+    plain = setup["tmp"] / "plain.pt"
+    torch.save(setup["model"].state_dict(), plain)
+    ok = invoke("purify", "--model", setup["spec"], "--weights", plain, "--data", setup["folder"],
+                "--epochs", "1", "--out", setup["out"], "-q")
+    assert ok.exit_code == 0, ok.output
+    # and with the opt-in the pickled module loads
+    setup["out"].unlink()
+    ok2 = invoke("purify", "--model", setup["spec"], "--weights", pt, "--data", setup["folder"], "--trust-pickle",
+                 "--epochs", "1", "--out", setup["out"], "-q")
+    assert ok2.exit_code == 0, ok2.output
+    assert setup["out"].is_file()
+
+
+def _bad(setup, *args: str, expect: str) -> None:
+    base = {"--model": setup["spec"], "--weights": setup["weights"], "--data": setup["folder"]}
+    overrides = dict(zip(args[::2], args[1::2]))
+    argv = ["purify"]
+    for k, v in {**base, **overrides}.items():
+        argv += [k, str(v)]
+    res = invoke(*argv, "--epochs", "1", "--out", setup["out"], "-q")
+    assert res.exit_code != 0, res.output
+    assert expect in res.output, res.output
+    assert "Traceback" not in res.output
+    assert list(setup["out"].parent.iterdir()) == []  # nothing written
+
+
+def test_factory_not_importable(setup):
+    _bad(setup, "--model", "no_such_module_xyz:factory", expect="cannot import 'no_such_module_xyz'")
+    _bad(setup, "--model", f"{setup['spec'].rpartition(':')[0]}:nope", expect="has no attribute 'nope'")
+    _bad(setup, "--model", f"{setup['tmp'] / 'missing.py'}:factory", expect="model file not found")
+    _bad(setup, "--model", "justamodule", expect="package.module:factory")
+
+
+def test_weights_not_matching_lists_keys(setup):
+    state = load_file(str(setup["weights"]))
+    state["extra.weight"] = torch.zeros(2)
+    del state["fc.bias"]
+    from safetensors.torch import save_file
+
+    bad = setup["tmp"] / "bad.safetensors"
+    save_file(state, str(bad))
+    _bad(setup, "--weights", bad, expect="missing keys (1): fc.bias")
+    _bad(setup, "--weights", bad, expect="unexpected keys (1): extra.weight")
+    # wrong number of classes: shape mismatch
+    _bad(setup, "--weights", setup["weights"], "--num-classes", "5", expect="shape mismatches: fc.bias (3,) vs model (5,)")
+
+
+def test_bad_data(setup):
+    empty = setup["tmp"] / "empty"
+    (empty / "a").mkdir(parents=True)
+    (empty / "b").mkdir()
+    _bad(setup, "--data", empty, expect="holds no images")
+    one = setup["tmp"] / "one"
+    (one / "only").mkdir(parents=True)
+    for p in sorted((setup["folder"] / "class_0").iterdir())[:5]:
+        (one / "only" / p.name).write_bytes(p.read_bytes())
+    _bad(setup, "--data", one, expect="only one class")
+    _bad(setup, "--data", setup["tmp"] / "does_not_exist", expect="not found")
+    # fewer clean images than classes (digits: 10 classes, 5 images)
+    digits_model = setup["tmp"] / "digits_model.py"
+    digits_model.write_text(MODEL_SRC)
+    _bad(setup, "--data", "digits", "--limit", "5", "--model", f"{digits_model}:factory",
+         expect="5 clean images for 10 classes")
+
+
+def test_parse_normalize_and_wrapped_model_saves_user_keys(setup):
+    assert parse_normalize("none", 3) is None
+    assert parse_normalize("imagenet", 3) == (IMAGENET_MEAN, (0.229, 0.224, 0.225))
+    assert parse_normalize("0.5,0.25", 1) == ((0.5,), (0.25,))
+    assert parse_normalize("1,2,3,4,5,6", 3) == ((1.0, 2.0, 3.0), (4.0, 5.0, 6.0))
+    with pytest.raises(PractitionerError):
+        parse_normalize("imagenet", 1)
+    with pytest.raises(PractitionerError):
+        parse_normalize("1,2,3", 1)
+    report = purify_files(setup["spec"], setup["weights"], str(setup["folder"]), epochs=1,
+                          params={"batch_size": 32}, normalize="0.5,0.5", out=setup["out"], progress=False)
+    assert report.normalize == {"mean": [0.5], "std": [0.5]}
+    assert set(load_file(str(setup["out"]))) == set(setup["model"].state_dict())
+
+
+def test_build_model_passes_num_classes_only_when_accepted():
+    from torch import nn
+
+    assert build_model(lambda num_classes: nn.Linear(2, num_classes), 7).out_features == 7
+    assert build_model(lambda: nn.Linear(2, 3), 7).out_features == 3
+    with pytest.raises(PractitionerError, match="not a torch nn.Module"):
+        build_model(lambda: 3, None)
+    tv = import_factory("torchvision.models:resnet18")
+    assert build_model(tv, 4).fc.out_features == 4
+
+
+# ------------------------------------------------------------------------ automatic ε and λ
+@functools.lru_cache(maxsize=1)
+def _auto_setup():
+    from distox.models import create_model
+
+    bundle = make_bundle(n_train=120, n_test=40, side=16, classes=4, seed=1)
+    torch.manual_seed(0)
+    model = create_model("small_cnn", 4, 1, (0.5,), (0.5,), width=4)
+    from distox.training import LoopConfig, train
+
+    train(model, bundle.train.x, bundle.train.y, LoopConfig(epochs=6, batch_size=32, lr=0.05), progress=False)
+    return model.eval(), bundle
+
+
+def test_auto_eps_rule():
+    from torch.nn import functional as F
+
+    from distox.defenses.d3_auto import auto_eps
+
+    model, bundle = _auto_setup()
+    with torch.no_grad():
+        ce = F.cross_entropy(model(bundle.train.x), bundle.train.y, reduction="none")
+    assert auto_eps(model, bundle.train, eps_min=0.0) == pytest.approx(float(ce.mean()), rel=1e-5)
+    assert auto_eps(model, bundle.train, eps_min=50.0) == 50.0
+
+
+def test_auto_lmd_picks_largest_distance_within_tolerance(monkeypatch):
+    import distox.defenses.d3_auto as auto
+    from distox.defenses import D3
+
+    model, bundle = _auto_setup()
+    # trial outcomes: λ → (held-out acc, distance); the rule must pick λ = 2 (largest distance
+    # among those within 2 points of the start accuracy 90)
+    fake = {0.5: (70.0, 9.0), 2.0: (89.0, 5.0), 10.0: (90.0, 1.0)}
+
+    def fake_trial(d3, model, train, held, lmd, eps, device, progress):
+        return {"lmd": lmd, "acc": fake[lmd][0], "distance": fake[lmd][1]}
+
+    monkeypatch.setattr(auto, "_trial", fake_trial)
+    monkeypatch.setattr(auto, "_accuracy", lambda m, s, d: 90.0)
+    choice = auto.choose_lmd(D3(epochs=1, lmd="auto", auto={"ladder": [0.5, 2, 10], "tolerance": 2.0}),
+                             model, bundle.train, eps=0.1, device=torch.device("cpu"), progress=False)
+    assert choice["lmd"] == 2.0
+    assert [t["lmd"] for t in choice["trials"]] == [0.5, 2.0, 10.0]
+    # nothing within tolerance: the most accurate trial
+    fake.update({2.0: (80.0, 5.0), 10.0: (85.0, 1.0)})
+    choice = auto.choose_lmd(D3(epochs=1, lmd="auto", auto={"ladder": [0.5, 2, 10], "tolerance": 2.0}),
+                             model, bundle.train, eps=0.1, device=torch.device("cpu"), progress=False)
+    assert choice["lmd"] == 10.0
+
+
+def test_d3_auto_end_to_end_records_resolved_values():
+    from distox.defenses import D3
+    from distox.defenses.d3_auto import auto_eps
+
+    model, bundle = _auto_setup()
+    d3 = D3(epochs=2, batch_size=32, eps="auto", lmd="auto", auto={"ladder": [1, 10]})
+    res = d3(model, bundle.train, device="cpu", progress=False)
+    info = res.config["auto_resolved"]
+    assert info["eps"] == pytest.approx(max(0.01, auto_eps(model, bundle.train, eps_min=0.0)), rel=1e-5)
+    assert info["lmd"] in (1.0, 10.0) and len(info["trials"]) == 2
+    assert res.config["lmd"] == "auto" and len(res.history) == 2
+    # the fixed defaults are unchanged by the option's existence
+    assert D3().lmd == 0.5 and D3().eps == 0.1
+    with pytest.raises(Exception, match="auto"):
+        D3(eps="automatic")
