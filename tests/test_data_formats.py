@@ -421,6 +421,18 @@ def test_folder_greyscale_and_image_size(tmp_path: Path) -> None:
     assert torch.equal(rgb.train.x[:, 0], rgb.train.x[:, 2])
 
 
+def test_folder_16bit_grey_is_scaled_not_clipped(tmp_path: Path) -> None:
+    for cls, value in (("dark", 257 * 10), ("bright", 65535)):
+        (tmp_path / "deep" / cls).mkdir(parents=True)
+        for j in range(2):
+            arr = np.full((3, 3), value, dtype=np.uint16)
+            Image.fromarray(arr).save(tmp_path / "deep" / cls / f"{j}.png")
+    b = load_dataset(f"folder:{tmp_path / 'deep'}", test_fraction=0.0, progress=False)
+    assert b.class_names == ["bright", "dark"] and b.train.x.shape == (4, 1, 3, 3)
+    assert (b.train.x[:2] * 255).round().unique().tolist() == [255.0]
+    assert (b.train.x[2:] * 255).round().unique().tolist() == [10.0]
+
+
 def test_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         load_dataset(f"folder:{tmp_path / 'nope'}")

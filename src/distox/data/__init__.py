@@ -11,7 +11,10 @@ from collections.abc import Callable
 
 from .core import DataError, DatasetBundle, ImageSplit, select_retain, stratified_split
 from .digits import load_digits_bundle
+from .cifar import load_cifar_bundle
 from .idx import load_idx_bundle
+from .gtsrb import load_gtsrb_bundle
+from .tiny import load_tiny_bundle
 
 _LOADERS: dict[str, Callable[..., DatasetBundle]] = {}
 
@@ -21,9 +24,13 @@ def register_dataset(name: str, loader: Callable[..., DatasetBundle]) -> None:
     _LOADERS[name] = loader
 
 
-register_dataset("digits", lambda data_root=None, **kw: load_digits_bundle(**kw))
+register_dataset("digits", lambda data_root=None, seed=0, **kw: load_digits_bundle(seed=seed))
 register_dataset("fashion-mnist", lambda data_root=None, **kw: load_idx_bundle("fashion-mnist", data_root))
 register_dataset("mnist", lambda data_root=None, **kw: load_idx_bundle("mnist", data_root))
+register_dataset("cifar10", lambda data_root=None, **kw: load_cifar_bundle("cifar10", data_root, **kw))
+register_dataset("cifar100", lambda data_root=None, **kw: load_cifar_bundle("cifar100", data_root, **kw))
+register_dataset("gtsrb", lambda data_root=None, **kw: load_gtsrb_bundle(data_root, **kw))
+register_dataset("tiny-imagenet", lambda data_root=None, **kw: load_tiny_bundle(data_root, **kw))
 
 
 def list_datasets() -> list[str]:
