@@ -112,6 +112,11 @@ class Attack:
         """Stamp the trigger on images ``x`` (N, C, H, W) in [0, 1]; returns a new tensor."""
         raise NotImplementedError
 
+    def apply_train(self, x: torch.Tensor) -> torch.Tensor:
+        """The trigger as stamped on poisoned *training* images; :meth:`apply` by default
+        (Blended overrides it: its train-time blend weight may differ from the test one)."""
+        return self.apply(x)
+
     def target_labels(self, y: torch.Tensor) -> torch.Tensor:
         """t(y): the label the backdoor maps a sample of true label ``y`` to."""
         if self.mode == "all2one":
@@ -149,7 +154,7 @@ class Attack:
         idx = self.poison_indices(train.y)
         x, y = train.x.clone(), train.y.clone()
         if len(idx):
-            x[idx] = self.apply(train.x[idx]).to(x.dtype)
+            x[idx] = self.apply_train(train.x[idx]).to(x.dtype)
             if self.kind != "clean-label":
                 y[idx] = self.target_labels(train.y[idx])
         return ImageSplit(x, y), idx
