@@ -29,6 +29,7 @@ from ..metrics import Evaluator
 from ..models.selection import SelectionError, select_weights
 from ..training import TrainState, train
 from .base import Defense, DefenseError
+from .d3_auto import auto_or_float, check_auto, fit_auto
 from .registry import register
 
 #: Named presets: the reference code's defaults and the paper's (λ = 10).
@@ -107,6 +108,8 @@ class D3(Defense):
         freeze_bn: keep BatchNorm statistics fixed (reference: BN in train mode, False).
         momentum: SGD momentum (0.9); the D3 optimiser has no weight decay.
         preset: ``"reference"`` or ``"paper"``; explicit ``lmd``/``eps`` override it.
+            ``lmd="auto"`` / ``eps="auto"`` choose them from the retain data (off by default;
+            rules in :mod:`distox.defenses.d3_auto`), with options ``auto={...}`` (None).
         epochs, batch_size, lr, augment, flip, seed: see :class:`Defense` (100, 256, 0.01).
 
     Shapes: retain images (N, C, H, W) in [0, 1], labels (N,).
@@ -114,19 +117,17 @@ class D3(Defense):
 
     name = "d3"
 
-    def __init__(self, lmd: float | None = None, eps: float | None = None, p: float = 2.0,
+    def __init__(self, lmd: float | str | None = None, eps: float | str | None = None, p: float = 2.0,
                  init: str = "random", layers: str | Sequence[str] = "auto", freeze_bn: bool = False,
-                 momentum: float = 0.9, preset: str = "reference", **kwargs: Any) -> None:
+                 momentum: float = 0.9, preset: str = "reference", auto: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
         self.preset = preset
-        self.lmd = float(PRESETS[preset]["lmd"] if lmd is None else lmd)
-        self.eps = float(PRESETS[preset]["eps"] if eps is None else eps)
-        if self.lmd < 0:
-            raise DefenseError(f"lmd must be >= 0; got {self.lmd}")
-        if self.eps < 0:
-            raise DefenseError(f"eps must be >= 0; got {self.eps}")
+        self.lmd = auto_or_float("lmd", PRESETS[preset]["lmd"] if lmd is None else lmd)
+        self.eps = auto_or_float("eps", PRESETS[preset]["eps"] if eps is None else eps)
+        self.auto = check_auto(auto)
         if not p >= 1:
             raise DefenseError(f"p must be >= 1; got {p}")
         if init not in WARM_STARTS:
@@ -143,6 +144,8 @@ class D3(Defense):
 
     def fit(self, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
             device: torch.device, progress: bool) -> TrainState:
+        if "auto" in (self.lmd, self.eps):  # SPEC §1 "Beyond the paper": resolved in d3_auto
+            return fit_auto(self, model, retain, evaluator=evaluator, device=device, progress=progress)
         named = self.selected(model, retain.x[:1].to(device))
         weights = list(named.values())
         init = [w.detach().clone() for w in weights]
