@@ -9,7 +9,7 @@ from distox.attacks import create
 from distox.attacks.base import AttackError
 from distox.attacks.inputaware import InputAware, JointOptimizer, TriggerNet
 from distox.attacks.perbatch import split_batch, stochastic_round
-from distox.attacks.wanet import WaNet, control_points, identity_grid, warp
+from distox.attacks.wanet import WaNet, control_points, identity_grid
 from distox.models import create_model
 from distox.training import LoopConfig
 
@@ -77,6 +77,13 @@ def test_wanet_identity_at_zero_strength():
     x = torch.rand(3, 3, 16, 16)
     err = (WaNet(s=0.0).apply(x) - x).abs()
     assert err.mean() < 1e-6 and err.max() < 1e-5  # float32 grid_sample rounding only
+
+
+def test_wanet_any_channels_and_non_square():
+    for shape in ((2, 1, 28, 28), (2, 3, 12, 20)):
+        x = torch.rand(*shape)
+        out = WaNet().apply(x)
+        assert out.shape == x.shape and (out - x).abs().mean() > 1e-4
 
 
 def test_wanet_warp_is_small_but_real():
@@ -156,21 +163,26 @@ def test_inputaware_registered_and_needs_networks():
 
 
 IA_DATA = dict(n_train=40, n_test=20, channels=1, side=16)
-IA_CFG = LoopConfig(epochs=2, batch_size=20)
+IA_CFG = LoopConfig(epochs=2, batch_size=8)
 
 
-def _train_ia(cfg: LoopConfig, ckpt=None):
+def _train_ia(cfg: LoopConfig, ckpt=None, on_epoch_end=None):
     data = make_bundle(**IA_DATA)
     atk = _ia(mask_epochs=1, poison_rate=0.2)
+    torch.manual_seed(0)  # the classifier's initialisation
     model = create_model("small_cnn", data.num_classes, 1, data.mean, data.std, width=4)
-    atk.train_model(model, data, cfg, device="cpu", progress=False, checkpoint=ckpt)
+    atk.train_model(model, data, cfg, device="cpu", progress=False, checkpoint=ckpt, on_epoch_end=on_epoch_end)
     return atk, model
 
 
 @pytest.fixture(scope="module")
 def trained_ia():
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    return _train_ia(IA_CFG)
+    try:
+        return _train_ia(IA_CFG)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_inputaware_patterns_differ_between_images(trained_ia):
@@ -207,6 +219,8 @@ def test_inputaware_cross_samples_keep_labels():
     data = make_bundle(n_train=40, channels=1, side=16)
     atk = _ia(target=0, poison_rate=0.2)
     atk.build_networks(data.image_shape)
+    for net in atk._networks():
+        net.eval()  # batch statistics would make a row's trigger depend on its batch
     x = data.train.x[:20]
     y = torch.full((20,), 3)
     gen = torch.Generator().manual_seed(0)
@@ -252,6 +266,7 @@ def test_inputaware_generator_grads_do_not_accumulate():
 def test_joint_optimizer_zeroes_steps_and_round_trips():
     a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
     opt = JointOptimizer(torch.optim.SGD(a.parameters(), lr=0.1), torch.optim.Adam(b.parameters(), lr=0.1))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=2)
     (a(torch.ones(1, 2)) + b(torch.ones(1, 2))).sum().backward()
     wa, wb = a.weight.clone(), b.weight.clone()
     opt.step()
@@ -262,15 +277,21 @@ def test_joint_optimizer_zeroes_steps_and_round_trips():
     opt2 = JointOptimizer(torch.optim.SGD(a.parameters(), lr=0.1), torch.optim.Adam(b.parameters(), lr=0.1))
     opt2.load_state_dict(state)
     assert opt2.others[0].state_dict()["state"][0]["step"] == 1
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=2)
-    sched.step()
+    sched.step()  # the loop's scheduler anneals the classifier's optimiser only
     assert opt.main.param_groups[0]["lr"] < 0.1 and opt.others[0].param_groups[0]["lr"] == 0.1
 
 
 def test_inputaware_resume_matches_uninterrupted_run(trained_ia, tmp_path):
     full, full_model = trained_ia
     ckpt = tmp_path / "ckpt.pt"
-    _train_ia(LoopConfig(epochs=1, batch_size=20), ckpt)  # "interrupted" after epoch 1
+
+    def interrupt(epoch, model):
+        if epoch == 2:
+            raise KeyboardInterrupt  # killed during epoch 2: the checkpoint holds epoch 1
+        return {}
+
+    with pytest.raises(KeyboardInterrupt):
+        _train_ia(IA_CFG, ckpt, on_epoch_end=interrupt)
     assert (tmp_path / "ckpt-mask.pt").exists()
     resumed, resumed_model = _train_ia(IA_CFG, ckpt)
     x = make_bundle(**IA_DATA).test.x

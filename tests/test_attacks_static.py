@@ -1,6 +1,7 @@
 """Blended, SIG and LF: the defining property of each trigger, poisoning bookkeeping, resources."""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -169,12 +170,30 @@ def _factory(data):
     return lambda: create_model("small_cnn", data.num_classes, data.in_channels, data.mean, data.std, width=4)
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """Tiny single-image steps: extra threads only add overhead (and change float sums)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _prepare(atk, data, **ctx):
+    with _one_thread():
+        atk.prepare(PreparedContext(data, model_factory=_factory(data), device="cpu", progress=False, **ctx))
+
+
 @pytest.fixture(scope="module")
 def lf_prepared():
     data = make_bundle(n_train=120, n_test=60, channels=3, side=16)
     atk = LF(**_lf_kwargs())
+    # The first optimizer a process builds imports torch._dynamo (seconds); not LF's cost.
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     t0 = time.perf_counter()
-    atk.prepare(PreparedContext(data, model_factory=_factory(data), device="cpu", progress=False))
+    _prepare(atk, data)
     return atk, data, time.perf_counter() - t0
 
 
@@ -229,7 +248,7 @@ def test_lf_fooling_rate_is_what_the_surrogate_does(lf_prepared, monkeypatch):
 
     monkeypatch.setattr(LF, "_fit_uap", spy)
     again = LF(**_lf_kwargs())
-    again.prepare(PreparedContext(data, model_factory=_factory(data), device="cpu", progress=False))
+    _prepare(again, data)
     assert torch.equal(again.perturbation, atk.perturbation)  # deterministic
     gen = torch.Generator().manual_seed(again.seed)
     pool = torch.nonzero(data.train.y != again.target).flatten()
@@ -241,9 +260,8 @@ def test_lf_fooling_rate_is_what_the_surrogate_does(lf_prepared, monkeypatch):
 
 def test_lf_cache_reuses_the_perturbation(tmp_path, monkeypatch):
     data = make_bundle(n_train=60, n_test=20, channels=1, side=12, classes=3)
-    ctx = PreparedContext(data, model_factory=_factory(data), device="cpu", progress=False, cache_dir=tmp_path)
     first = LF(**_lf_kwargs(uap_images=4, max_passes=1))
-    first.prepare(ctx)
+    _prepare(first, data, cache_dir=tmp_path)
     files = list(tmp_path.glob("lf-*.safetensors"))
     assert len(files) == 1 and files[0].name == f"lf-{first.info['cache_key']}.safetensors"
 
@@ -252,21 +270,26 @@ def test_lf_cache_reuses_the_perturbation(tmp_path, monkeypatch):
 
     monkeypatch.setattr(lf_module, "train", no_training)
     second = LF(**_lf_kwargs(uap_images=4, max_passes=1))
-    second.prepare(ctx)
+    _prepare(second, data, cache_dir=tmp_path)
     assert torch.equal(second.perturbation, first.perturbation) and second.info == first.info
     with pytest.raises(AssertionError, match="cached"):  # other settings: another key, a rebuild
-        LF(**_lf_kwargs(uap_images=4, max_passes=1, linf=0.1)).prepare(ctx)
+        _prepare(LF(**_lf_kwargs(uap_images=4, max_passes=1, linf=0.1)), data, cache_dir=tmp_path)
 
 
-def test_targeted_deepfool_reaches_the_target():
+def test_targeted_deepfool_reaches_the_target_per_image():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(2 * 5 * 5, 4)).eval()
-    x = torch.rand(2, 5, 5)
-    start = int(model(x[None]).argmax())
-    target = (start + 1) % 4
-    step, reached = targeted_deepfool(model, x, target, overshoot=0.02, max_iter=50)
-    assert reached and int(model((x + step)[None]).argmax()) == target
-    assert float(step.norm()) > 0
+    x = torch.rand(6, 2, 5, 5)
+    start = model(x).argmax(1)
+    target = int((start[0] + 1) % 4)
+    steps, reached = targeted_deepfool(model, x, target, overshoot=0.02, max_iter=50)
+    assert bool(reached.all()) and bool((model(x + steps).argmax(1) == target).all())
+    at_target = start == target
+    assert bool((steps[at_target] == 0).all()) and bool((steps[~at_target].flatten(1).norm(dim=1) > 0).all())
+    # Batched = one image at a time (every image's gradient is its own).
+    for i in range(len(x)):
+        one, ok = targeted_deepfool(model, x[i:i + 1], target, overshoot=0.02, max_iter=50)
+        assert bool(ok[0]) and torch.allclose(one[0], steps[i], atol=1e-6)
 
 
 def test_lf_needs_a_surrogate_and_a_perturbation():
