@@ -1,0 +1,106 @@
+"""``distox attack NAME ...`` (train a backdoored model into a run directory) and
+``distox evaluate RUN_DIR`` (recompute its ACC/ASR/RA), SPEC §2–3."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ..errors import DistoxError
+from .app import app, friendly_errors
+
+
+class ParamError(DistoxError):
+    """A malformed ``--param key=value`` option."""
+
+
+def parse_value(text: str) -> Any:
+    """A ``--param`` value: JSON when it parses (numbers, booleans, null, lists, objects),
+    otherwise the string itself. ``"0.2"`` → 0.2, ``"true"`` → True, ``"[1,2]"`` → [1, 2],
+    ``"paper"`` → "paper"."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``["alpha=0.2", "name=hello"]`` → ``{"alpha": 0.2, "name": "hello"}``."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ParamError(f"--param expects key=value; got {item!r}")
+        out[key] = parse_value(value.strip())
+    return out
+
+
+def attack_names() -> list[str]:
+    from .. import attacks
+
+    return attacks.list()
+
+
+def echo_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+@app.command()
+@friendly_errors
+def attack(
+    name: str = typer.Argument(..., help=f"Attack name: {', '.join(attack_names())}."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory to write (resumed if interrupted)."),
+    dataset: str = typer.Option("fashion-mnist", help="Dataset name (fashion-mnist, mnist, digits, ...)."),
+    model: str = typer.Option("small_cnn", help="Model architecture (small_cnn, preactresnet18, vgg19_bn, ...)."),
+    epochs: int = typer.Option(100, help="Training epochs."),
+    train_subset: Optional[int] = typer.Option(None, help="Seeded subset of the training set (default: all)."),
+    test_subset: Optional[int] = typer.Option(None, help="Seeded subset of the test set (default: all)."),
+    poison_rate: float = typer.Option(0.1, help="Fraction of the training set poisoned, in (0, 1]."),
+    target: int = typer.Option(0, help="Target label."),
+    mode: str = typer.Option("all2one", help="all2one or all2all."),
+    sam_rho: Optional[float] = typer.Option(None, help="Train with SAM of this radius (adaptive attack)."),
+    seed: int = typer.Option(0, help="Seed of subsets, poisoning, initialisation and shuffling."),
+    batch_size: int = typer.Option(128, help="Training batch size."),
+    lr: float = typer.Option(0.01, help="SGD learning rate (cosine annealed)."),
+    width: Optional[float] = typer.Option(None, help="Model width (small_cnn channels; resnet/vgg multiplier)."),
+    param: Optional[list[str]] = typer.Option(None, "--param", "-p",
+                                              help="Attack parameter key=value (JSON values), repeatable."),
+    no_augment: bool = typer.Option(False, "--no-augment", help="Disable random crop + flip."),
+    clean_reference: bool = typer.Option(False, "--clean-reference",
+                                         help="Also train a clean model the same way; report clean_acc."),
+    track_epochs: bool = typer.Option(False, "--track-epochs", help="ACC/ASR/RA per epoch in history.csv."),
+    data_root: Optional[Path] = typer.Option(None, help="Directory holding the dataset."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    force: bool = typer.Option(False, "--force", help="Replace a different run already in --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train a backdoored model; writes model.safetensors, attack.json, metrics.json to --out
+    and prints the metrics (ACC, ASR, RA in %) as JSON."""
+    from ..experiment import AttackSpec, run_attack
+
+    model_kwargs: dict[str, Any] = {}
+    if width is not None:
+        model_kwargs["width"] = int(width) if float(width).is_integer() else width
+    spec = AttackSpec(attack=name, dataset=dataset, model=model, model_kwargs=model_kwargs,
+                      attack_kwargs=parse_params(param), epochs=epochs, batch_size=batch_size, lr=lr,
+                      train_subset=train_subset, test_subset=test_subset, poison_rate=poison_rate,
+                      target=target, mode=mode, sam_rho=sam_rho, augment=not no_augment, seed=seed,
+                      data_root=None if data_root is None else str(data_root), clean_reference=clean_reference)
+    metrics = run_attack(spec, out, device=device, progress=not quiet, force=force, track_epochs=track_epochs)
+    echo_json(metrics)
+
+
+@app.command()
+@friendly_errors
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="An attack run directory (from `distox attack`)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Recompute ACC, ASR and RA of an attack run (poisoned test set rebuilt from attack.json)
+    and print them as JSON."""
+    from ..experiment import evaluate_run
+
+    echo_json(evaluate_run(run_dir, device=device))

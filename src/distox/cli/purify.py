@@ -1,0 +1,83 @@
+"""``distox purify``: purify a suspect model of your own architecture from files.
+
+Example::
+
+    distox purify --model torchvision.models:resnet18 --weights suspect.safetensors \\
+        --data clean_images/ --normalize imagenet --out purified.safetensors
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+
+from ..errors import DistoxError
+from .app import app, friendly_errors
+
+
+def parse_params(items: list[str] | None, option: str = "--param") -> dict[str, Any]:
+    """``["lmd=10", "layers=[fc, layer4.*]", "eps=auto"]`` → dict; values read as YAML scalars/lists."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DistoxError(f"{option} must look like key=value; got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+@app.command()
+@friendly_errors
+def purify(
+    model: str = typer.Option(..., "--model", help="Model factory: 'package.module:factory' or 'path/to/file.py:factory'."),
+    weights: Path = typer.Option(..., "--weights", help="Suspect weights: .safetensors, or a .pt/.pth state dict."),
+    data: str = typer.Option(..., "--data", help="Clean images: a folder with one sub-folder per class, or a dataset name (e.g. digits)."),
+    num_classes: int | None = typer.Option(None, "--num-classes", help="Passed to the factory as num_classes= (default: classes found in --data)."),
+    method: str = typer.Option("d3", "--method", help="Defense to run (distox.defenses.list())."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Defense epochs (default: the method's, 100 for D3)."),
+    param: list[str] | None = typer.Option(None, "--param", help="Defense hyper-parameter key=value, repeatable (e.g. lmd=10, eps=auto, batch_size=64)."),
+    model_kwarg: list[str] | None = typer.Option(None, "--model-kwarg", help="Extra factory argument key=value, repeatable."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of the clean images held out (stratified, seeded) to measure accuracy."),
+    tolerance: float = typer.Option(2.0, "--tolerance", help="Warn when validation accuracy falls by more than this many points."),
+    normalize: str = typer.Option("none", "--normalize", help="Input normalisation the model expects: none (images in [0,1]), imagenet, or mean,std."),
+    image_size: int | None = typer.Option(None, "--image-size", help="Resize folder images to this side."),
+    grayscale: bool | None = typer.Option(None, "--grayscale/--rgb", help="Force 1 or 3 channels for folder images (default: as found)."),
+    limit: int | None = typer.Option(None, "--limit", help="Use at most this many clean images (seeded subset)."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow a .pt file holding pickled Python objects (can execute code!)."),
+    out: Path | None = typer.Option(None, "--out", help="Purified weights (.safetensors); a .json report is written beside. Default: <weights>.purified.safetensors"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split and the defense."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Purify a suspect model: import its factory, load its weights, hold out a validation split
+    of the clean images, run D3 (or --method), report accuracy before/after and the distance
+    travelled, and write the purified weights (safetensors) plus a JSON report.
+
+    Images are fed to the model in [0, 1]; models trained on normalised inputs (torchvision/timm ImageNet models) need --normalize imagenet or --normalize mean,std. The saved weights are those of your own architecture either way.
+    """
+    from ..practitioner import purify_files
+
+    if out is None:
+        out = weights.with_name(weights.stem + ".purified.safetensors")
+    if out.suffix != ".safetensors":
+        raise DistoxError(f"--out must end in .safetensors; got {out}")
+    report = purify_files(
+        model, weights, data, num_classes=num_classes, method=method, epochs=epochs,
+        params=parse_params(param), model_kwargs=parse_params(model_kwarg, "--model-kwarg"),
+        val_fraction=val_fraction, tolerance=tolerance, trust_pickle=trust_pickle, normalize=normalize,
+        image_size=image_size, grayscale=grayscale, limit=limit, out=out, seed=seed, device=device,
+        progress=not quiet and not json_out,
+    )
+    if json_out:
+        d = report.to_dict()
+        d.pop("history", None)
+        typer.echo(json.dumps(d, indent=2, default=str))
+    else:
+        typer.echo(report.text())
