@@ -4,7 +4,7 @@ The paper claims D3 adds negligible overhead to fine-tuning (only the distance t
 projection). Target (issue 2): D3 ≤ 1.05 × FT per epoch.
 
     python benchmarks/overhead.py [--dataset fashion-mnist] [--model small_cnn] [--width 16]
-                                  [--retain 3000] [--epochs 5] [--repeats 3] [--device cpu]
+                                  [--retain 3000] [--epochs 5] [--repeats 3] [--device cpu] [--threads N]
 
 Runs FT and D3 alternately ``--repeats`` times each (so background load hits both alike) and
 reports the median seconds per epoch and their ratio as a markdown table.
@@ -34,7 +34,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     data = load_dataset(args.dataset)
     retain = data.train.subset(select_retain(len(data.train), count=args.retain, seed=0))
@@ -53,7 +56,8 @@ def main() -> None:
                 torch.cuda.synchronize()
             per_epoch[method].append((time.perf_counter() - t0) / args.epochs)
     ft, d3 = statistics.median(per_epoch["ft"]), statistics.median(per_epoch["d3"])
-    dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{os.cpu_count()} CPU cores"
+    dev = (torch.cuda.get_device_name() if args.device.startswith("cuda")
+           else f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads")
     print(f"| machine | model | retain | batch | epochs×repeats | FT s/epoch | D3 s/epoch | D3/FT |")
     print(f"|---|---|---|---|---|---|---|---|")
     print(f"| {dev} ({platform.machine()}), torch {torch.__version__} | {args.model} w{args.width:g} | "
