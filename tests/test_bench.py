@@ -84,6 +84,33 @@ def test_grid_expansion_counts():
     assert d3.config["defense"]["epochs"] == 1 and d3.config["attack"] == d3.parent
 
 
+def test_attack_entry_restricts_its_defenses(tmp_path):
+    d = copy.deepcopy(BASE)
+    d["seeds"] = [0]
+    d["attacks"] = [{"name": "badnets", "grid": {"poison_rate": [0.01, 0.5]}, "defenses": ["d3"]},
+                    {"name": "blended", "defenses": ["ft", "d3-retain"]}]
+    d["defenses"] = ["none", "ft", "d3", {"name": "d3", "label": "d3-retain", "grid": {"ratio": [0.01, 0.1]}}]
+    grid = expand(parse_config(d))
+    cols = {a.row: sorted(c.column for c in grid.defenses_of(a.key)) for a in grid.attacks}
+    assert cols == {"badnets (poison_rate=0.01)": ["d3"], "badnets (poison_rate=0.5)": ["d3"],
+                    "blended": ["d3-retain (ratio=0.01)", "d3-retain (ratio=0.1)", "ft"]}
+    bad = copy.deepcopy(d)
+    bad["attacks"][1]["defenses"] = ["ft", "d4"]
+    with pytest.raises(BenchError, match=r"attacks\[1\]\.defenses\[1\]: 'd4' is not a defense entry"):
+        parse_config(bad)
+    # the report leaves pairs outside the grid empty, averages over the planned rows, and keeps
+    # the config's column order
+    grid, cache = prepare(parse_config(d), str(tmp_path))
+    execute(grid, cache, cell_fn=FakeCells(), progress=False)
+    rep = build_report(tmp_path)
+    t = rep.tables[0]
+    assert t.columns == ["none", "ft", "d3", "d3-retain (ratio=0.01)", "d3-retain (ratio=0.1)"]
+    assert not t.entries["blended"]["d3"].planned and t.entries["blended"]["ft"].acc is not None
+    assert t.entries["Average"]["ft"].acc == t.entries["blended"]["ft"].acc
+    line = next(x for x in render(rep).splitlines() if x.startswith("| Blended |") and "DER" not in x)
+    assert "|  |" in line and "–" not in line
+
+
 def test_keys_are_stable_and_pinned():
     assert [c.key for c in expand(cfg_of()).cells] == [c.key for c in expand(cfg_of()).cells]
     # a pinned value: a change in hashing or canonical JSON must be deliberate (KEY_VERSION)
@@ -242,7 +269,9 @@ def test_process_executor_matches_sequential(tmp_path):
     grid, seq = prepare(cfg, str(tmp_path / "seq"))
     execute(grid, seq, cell_fn=fake_cell, progress=False)
     grid, par = prepare(cfg, str(tmp_path / "par"))
-    summary = execute(grid, par, executor="local", jobs=2, cell_fn=fake_cell, progress=False)
+    # fork: the fake cells use no torch, and spawn would import torch in each worker (slow)
+    summary = execute(grid, par, executor="local", jobs=2, cell_fn=fake_cell, progress=False,
+                      mp_context="fork")
     assert summary.ok and len(summary.computed) == len(grid) == 6
     for c in grid.cells:
         assert par.load(c.key)["result"] == seq.load(c.key)["result"]
@@ -331,12 +360,23 @@ def e2e_runs(tmp_path_factory):
 def test_e2e_identical_tables_and_zero_recompute(e2e_runs):
     a, b = e2e_runs
     assert render(build_report(a), "markdown") == render(build_report(b), "markdown")
-    assert render(build_report(a), "json") == render(build_report(b), "json")
+    assert render(build_report(a), "csv") == render(build_report(b), "csv")
+
+    def numbers(out):  # the JSON report minus wall times
+        js = json.loads(render(build_report(out), "json"))
+        for t in js["tables"]:
+            for r in t["rows"]:
+                for c in r["cells"].values():
+                    c.pop("seconds"), c.pop("cpu_seconds")
+        return js
+
+    assert numbers(a) == numbers(b)
     grid, cache = prepare(_e2e_config(), str(a))
     summary = execute(grid, cache, options=RunOptions(device="cpu", threads=1), progress=False)
     assert summary.computed == [] and len(summary.cached) == 3
     attack = grid.attacks[0]
     assert (cache.cell_dir(attack.key) / "model.safetensors").is_file()
+    assert all(cache.load(c.key)["cpu_seconds"] > 0 and cache.load(c.key)["seconds"] > 0 for c in grid.cells)
     rec = json.loads((cache.cell_dir(grid.defenses[0].key) / "defense.json").read_text())
     assert rec["after"]["acc"] == cache.load(grid.defenses[0].key)["result"]["acc"]
 

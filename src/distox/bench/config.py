@@ -1,0 +1,322 @@
+"""Typed benchmark-grid configuration (``configs/*.yaml``), validated before anything runs.
+
+A grid is datasets × models × attacks × attack options × defenses × defense options × seeds
+(DESIGN "bench/"). Every name is checked against the registries (``distox.attacks.list()``,
+``distox.defenses.list()``, ``distox.data.list_datasets()``, ``distox.models.list_models()``)
+and every option against the method's constructor, so a typo fails at once with the key path,
+e.g. ``attacks[2].name: unknown attack 'foo'; valid: badnets, blended, ...``.
+
+YAML layout (every field except ``attacks``/``defenses`` has a default)::
+
+    name: smoke                 # label of the grid
+    profile: smoke              # "paper" puts the paper's numbers beside ours in reports
+    datasets: [digits]
+    models: [{name: small_cnn, kwargs: {width: 4}}]    # or just "small_cnn"
+    seeds: [0]
+    attack_settings: {epochs: 2, batch_size: 64, lr: 0.05, augment: false}
+    defense_settings: {ratio: 0.1, epochs: 2, batch_size: 32}
+    attacks:
+      - badnets                                     # shorthand for {name: badnets}
+      - {name: blended, options: {alpha: 0.2}, grid: {poison_rate: [0.01, 0.1]}}
+      - {name: wanet, defenses: [d3]}               # only these defense entries (label or name)
+    defenses:
+      - none                                        # the attack's own numbers (always shown)
+      - {name: d3, options: {preset: paper}, grid: {ratio: [0.01, 0.05]}}
+
+``options`` are fixed values, ``grid`` lists values whose Cartesian product gives one cell
+each. Attack option keys that are :class:`~distox.experiment.AttackSpec` fields (epochs,
+batch_size, lr, train_subset, test_subset, poison_rate, target, mode, sam_rho, augment,
+weight_decay, momentum, flip, clean_reference) set
+the spec; any other key is an argument of the attack's constructor. Defense option keys
+ratio, count, epochs, batch_size set the :class:`~distox.experiment.DefenseSpec`; any other
+key is a defense hyper-parameter (``params``).
+
+Example:
+    >>> cfg = load_config("configs/smoke.yaml")
+    >>> [a.name for a in cfg.attacks]
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import DistoxError
+
+#: AttackSpec fields that an attack entry's options/grid may set (others go to attack_kwargs).
+ATTACK_SPEC_KEYS = ("epochs", "batch_size", "lr", "train_subset", "test_subset", "poison_rate",
+                    "target", "mode", "sam_rho", "augment", "weight_decay", "momentum", "flip",
+                    "clean_reference")
+#: DefenseSpec fields that a defense entry's options/grid may set (others go to params).
+DEFENSE_SPEC_KEYS = ("ratio", "count", "epochs", "batch_size")
+#: Pseudo-defense: the backdoored model itself (the "No defense" column, always reported).
+NO_DEFENSE = "none"
+
+
+class BenchError(DistoxError):
+    """A malformed grid config or an unusable bench directory, with the offending key named."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class ModelEntry(_Strict):
+    """A model factory name (``distox.models.create_model``) and its keyword arguments."""
+
+    name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from ..models import list_models
+
+        known = [m for m in list_models() if not m.startswith("torchvision:")]
+        if v not in known and not v.startswith("torchvision:"):
+            raise ValueError(f"unknown model '{v}'; valid: {', '.join(known)}, torchvision:<name>")
+        return v
+
+
+class AttackSettings(_Strict):
+    """Attack-training settings shared by every attack cell (AttackSpec defaults, SPEC §3)."""
+
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.01, gt=0)
+    train_subset: int | None = Field(None, ge=1)
+    test_subset: int | None = Field(None, ge=1)
+    poison_rate: float = Field(0.1, gt=0, le=1)
+    target: int = Field(0, ge=0)
+    mode: Literal["all2one", "all2all"] = "all2one"
+    sam_rho: float | None = Field(None, gt=0)
+    augment: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+    momentum: float = Field(0.9, ge=0)
+    flip: bool = True
+    clean_reference: bool = False
+
+
+class DefenseSettings(_Strict):
+    """Settings shared by every defense cell (DefenseSpec; None = the defense's default)."""
+
+    ratio: float | None = Field(0.05, gt=0, le=1)
+    count: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-defense hyper-parameters, e.g. {d3: {lmd: 10}}")
+
+    @model_validator(mode="after")
+    def _one_size(self) -> DefenseSettings:
+        if self.count is not None:
+            self.ratio = None
+        if self.ratio is None and self.count is None:
+            raise ValueError("give ratio or count for the retain set")
+        return self
+
+
+def _as_entry(v: Any) -> Any:
+    return {"name": v} if isinstance(v, str) else v
+
+
+class MethodEntry(_Strict):
+    """One attack or defense with fixed ``options`` and a ``grid`` of option values."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    label: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return _as_entry(v)
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> MethodEntry:
+        both = sorted(set(self.options) & set(self.grid))
+        if both:
+            raise ValueError(f"option(s) {', '.join(both)} given both in options and grid")
+        for k, values in self.grid.items():
+            if not values:
+                raise ValueError(f"grid.{k} is empty")
+        return self
+
+
+class AttackEntry(MethodEntry):
+    """An attack; ``defenses`` (optional) restricts which defense entries (by their label, or
+    name when unlabelled) run on it, e.g. only D3 on a poison-rate ablation."""
+
+    defenses: list[str] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from .. import attacks
+
+        key = v.lower().replace("_", "-")
+        valid = attacks.list()
+        if key not in {n.replace("_", "-") for n in valid}:
+            raise ValueError(f"unknown attack '{v}'; valid: {', '.join(valid)}")
+        return attacks.get(key).name
+
+
+class DefenseEntry(MethodEntry):
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from .. import defenses
+
+        key = v.lower().replace("_", "-")
+        valid = defenses.list()
+        if key != NO_DEFENSE and key not in valid:
+            raise ValueError(f"unknown defense '{v}'; valid: {NO_DEFENSE}, {', '.join(valid)}")
+        return key
+
+
+class BenchConfig(_Strict):
+    """A whole benchmark grid (see the module docstring for the YAML layout)."""
+
+    name: str = "bench"
+    profile: str = "custom"
+    datasets: list[str] = Field(default_factory=lambda: ["fashion-mnist"], min_length=1)
+    models: list[ModelEntry] = Field(default_factory=lambda: [ModelEntry(name="small_cnn")], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    attack_settings: AttackSettings = Field(default_factory=AttackSettings)
+    defense_settings: DefenseSettings = Field(default_factory=DefenseSettings)
+    attacks: list[AttackEntry] = Field(min_length=1)
+    defenses: list[DefenseEntry] = Field(default_factory=list)
+    data_root: str | None = None
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_shorthand(cls, v: Any) -> Any:
+        return [_as_entry(m) for m in v] if isinstance(v, list) else v
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_datasets(cls, v: list[str]) -> list[str]:
+        from ..data import list_datasets
+
+        for i, name in enumerate(v):
+            if name not in list_datasets() and not name.startswith("folder:"):
+                raise ValueError(f"[{i}]: unknown dataset '{name}'; valid: "
+                                 f"{', '.join(list_datasets())}, folder:PATH")
+        return v
+
+    def real_defenses(self) -> list[DefenseEntry]:
+        """Defense entries other than ``none``."""
+        return [d for d in self.defenses if d.name != NO_DEFENSE]
+
+
+# ---------------------------------------------------------------------------- option checks
+def _init_params(cls: type) -> tuple[set[str], bool]:
+    """Names accepted by ``cls(...)`` following ``**kwargs`` up the MRO; (names, open-ended)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                  and p.name != "self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names, False
+        if klass is object:
+            break
+    return names, True
+
+
+def _check_options(cfg: BenchConfig) -> list[str]:
+    from .. import attacks, defenses
+
+    errors: list[str] = []
+    for i, entry in enumerate(cfg.attacks):
+        accepted, open_ended = _init_params(attacks.get(entry.name))
+        for where, keys in (("options", entry.options), ("grid", entry.grid)):
+            for k in keys:
+                if k not in ATTACK_SPEC_KEYS and k not in accepted and not open_ended:
+                    errors.append(f"attacks[{i}].{where}.{k}: unknown option for attack '{entry.name}'; "
+                                  f"valid: {', '.join(sorted(set(ATTACK_SPEC_KEYS) | accepted - {'seed'}))}")
+    for i, entry in enumerate(cfg.defenses):
+        if entry.name == NO_DEFENSE:
+            if entry.options or entry.grid:
+                errors.append(f"defenses[{i}]: '{NO_DEFENSE}' takes no options")
+            continue
+        accepted, open_ended = _init_params(defenses.get(entry.name))
+        for where, keys in (("options", entry.options), ("grid", entry.grid)):
+            for k in keys:
+                if k not in DEFENSE_SPEC_KEYS and k not in accepted and not open_ended:
+                    errors.append(f"defenses[{i}].{where}.{k}: unknown option for defense '{entry.name}'; "
+                                  f"valid: {', '.join(sorted(set(DEFENSE_SPEC_KEYS) | accepted - {'seed'}))}")
+    names = {d.label or d.name for d in cfg.defenses} | {NO_DEFENSE}
+    for i, entry in enumerate(cfg.attacks):
+        for j, d in enumerate(entry.defenses or []):
+            if d not in names:
+                errors.append(f"attacks[{i}].defenses[{j}]: '{d}' is not a defense entry of this grid; "
+                              f"valid: {', '.join(sorted(names))}")
+    for name in cfg.defense_settings.params:
+        if name not in defenses.list():
+            errors.append(f"defense_settings.params.{name}: unknown defense '{name}'; "
+                          f"valid: {', '.join(defenses.list())}")
+    return errors
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and part.startswith(("function-", "tagged-union")):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _format_validation(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        msg = re.sub(r" or instance of (Attack|Defense|Model)Entry", " (or a name)", msg)
+        loc = _loc(tuple(err.get("loc", ())))
+        if msg.startswith("["):  # a list validator that already names the index
+            idx, _, msg = msg.partition("]: ")
+            loc, msg = f"{loc}{idx}]", msg
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{loc}: {msg}")
+    return lines
+
+
+def parse_config(data: Any, source: str = "config") -> BenchConfig:
+    """Validate a mapping (parsed YAML) into a :class:`BenchConfig`; raises :class:`BenchError`
+    listing every problem as ``key.path: message``."""
+    if not isinstance(data, dict):
+        raise BenchError(f"{source}: the top level must be a mapping of keys, got {type(data).__name__}")
+    try:
+        cfg = BenchConfig.model_validate(data)
+    except ValidationError as exc:
+        raise BenchError(f"{source}: " + "; ".join(_format_validation(exc))) from None
+    errors = _check_options(cfg)
+    if errors:
+        raise BenchError(f"{source}: " + "; ".join(errors))
+    return cfg
+
+
+def load_config(path: str | os.PathLike) -> BenchConfig:
+    """Read and validate a grid YAML file (see :func:`parse_config`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise BenchError(f"{path} is not valid YAML: {exc}") from None
+    return parse_config(data, str(path))

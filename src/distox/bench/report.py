@@ -1,0 +1,308 @@
+"""Tables from a bench directory, laid out like the paper's main table (SPEC §5).
+
+Rows: the attacks (one per attack configuration) and ``Average``; columns: ``No defense`` ACC
+and ASR, then each defense's ACC and ASR; a second table gives each defense's DER (SPEC §2,
+shown in percent). Values are percent with two decimals; a cell not computed yet shows ``–``
+and makes its column's Average ``–`` too (an average over some attacks only would mislead).
+With several seeds, each value is the mean over the finished seeds. When the grid's profile
+is ``paper``, the paper's numbers (:mod:`distox.bench.paper`) sit beside ours.
+
+Formats: ``markdown`` (default), ``csv``, ``latex``, ``json``.
+
+Example:
+    >>> print(render(build_report("runs/smoke"), "markdown"))
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from statistics import mean
+from typing import Any
+
+from ..metrics import der
+from .cache import Cache
+from .config import BenchError
+from .paper import paper_value
+
+FORMATS = ("markdown", "csv", "latex", "json")
+AVERAGE = "Average"
+NO_DEFENSE_LABEL = "No defense"
+DISPLAY = {"none": NO_DEFENSE_LABEL, "ft": "FT", "ft-sam": "FT-SAM", "sau": "SAU", "d3": "D3",
+           "fp": "FP", "nad": "NAD", "nc": "NC", "anp": "ANP", "i-bau": "i-BAU",
+           "badnets": "BadNets", "blended": "Blended", "wanet": "WaNet", "lf": "LF",
+           "inputaware": "Input-aware", "sig": "SIG", "ssba": "SSBA"}
+
+
+def display(label: str) -> str:
+    """Paper-style name: ``badnets (poison_rate=0.01)`` → ``BadNets (poison_rate=0.01)``."""
+    head, sep, rest = label.partition(" (")
+    return DISPLAY.get(head, head) + sep + rest
+
+
+@dataclass
+class Entry:
+    """One table cell: mean percent ACC/ASR (and DER in [0, 1]) over finished seeds."""
+
+    acc: float | None = None
+    asr: float | None = None
+    der: float | None = None
+    seeds: int = 0
+    planned: bool = True  # False: this attack/defense pair is not part of the grid
+    seconds: float | None = None  # mean wall time of the cell (attack training or defense)
+    cpu_seconds: float | None = None  # mean CPU time of the cell's worker (all threads)
+    paper_acc: float | None = None
+    paper_asr: float | None = None
+
+
+@dataclass
+class Table:
+    """One (dataset, model) group: ``entries[row][column]``; rows end with ``Average``."""
+
+    group: str
+    rows: list[str]
+    columns: list[str]  # "none" first, then defense labels
+    entries: dict[str, dict[str, Entry]] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    name: str
+    profile: str
+    done: int
+    total: int
+    tables: list[Table]
+
+    @property
+    def paper(self) -> bool:
+        return self.profile == "paper"
+
+
+def _avg(values: list[float | None]) -> float | None:
+    return mean(values) if values and all(v is not None for v in values) else None  # type: ignore[arg-type]
+
+
+def build_report(out_dir: str | os.PathLike) -> Report:
+    """Collect the finished cells of the grid last run into ``out_dir``."""
+    cache = Cache(out_dir)
+    config, grid = cache.read_manifest()
+    profile = str(config.get("profile", "custom"))
+    records = {c.key: cache.load(c.key) for c in grid.cells}
+    tables: dict[str, Table] = {}
+    # (group, row, column) -> per-seed dicts
+    acc: dict[tuple[str, str, str], list[dict[str, float]]] = {}
+    attack_of_row: dict[tuple[str, str], str] = {}
+    method_of_col: dict[str, str] = {"none": "none"}
+    for cell in grid.cells:
+        t = tables.setdefault(cell.group, Table(cell.group, [], ["none"]))
+        if cell.row not in t.rows:
+            t.rows.append(cell.row)
+        if cell.column not in t.columns:
+            t.columns.append(cell.column)
+        if cell.kind == "attack":
+            attack_of_row[(cell.group, cell.row)] = cell.config["attack"]
+        else:
+            method_of_col[cell.column] = cell.config["defense"]["method"]
+        rec = records[cell.key]
+        if rec is None:
+            continue
+        res = dict(rec["result"])
+        res["_seconds"] = float(rec.get("seconds") or 0.0)
+        res["_cpu"] = float(rec.get("cpu_seconds") or 0.0)
+        if cell.kind == "defense":
+            parent = records.get(cell.parent or "")
+            if parent is None:
+                continue
+            res.setdefault("der", der(parent["result"], res))
+        acc.setdefault((cell.group, cell.row, cell.column), []).append(res)
+    done = sum(r is not None for r in records.values())
+    planned = {(c.group, c.row, c.column) for c in grid.cells}
+    heads = [d.get("label") or d.get("name") for d in config.get("defenses", []) if isinstance(d, dict)]
+
+    def col_order(col: str) -> int:
+        head = col.partition(" (")[0]
+        return -1 if col == "none" else (heads.index(head) if head in heads else len(heads))
+    profile_paper = profile == "paper"
+    for t in tables.values():
+        t.columns.sort(key=col_order)  # config order (stable: grid order within an entry)
+        for row in t.rows:
+            t.entries[row] = {}
+            for col in t.columns:
+                vals = acc.get((t.group, row, col), [])
+                e = Entry(seeds=len(vals), planned=(t.group, row, col) in planned)
+                if vals:
+                    e.acc = mean(v["acc"] for v in vals)
+                    e.asr = mean(v["asr"] for v in vals)
+                    e.seconds = mean(v["_seconds"] for v in vals)
+                    e.cpu_seconds = mean(v["_cpu"] for v in vals)
+                    if col != "none":
+                        e.der = mean(v["der"] for v in vals)
+                if profile_paper:
+                    atk, meth = attack_of_row.get((t.group, row), ""), method_of_col.get(col, col)
+                    e.paper_acc, e.paper_asr = paper_value(atk, meth, "acc"), paper_value(atk, meth, "asr")
+                t.entries[row][col] = e
+        avg: dict[str, Entry] = {}
+        for col in t.columns:
+            cells = [t.entries[r][col] for r in t.rows if t.entries[r][col].planned]
+            e = Entry(acc=_avg([c.acc for c in cells]), asr=_avg([c.asr for c in cells]),
+                      der=None if col == "none" else _avg([c.der for c in cells]),
+                      seeds=min((c.seeds for c in cells), default=0), planned=bool(cells))
+            if profile_paper:
+                meth = method_of_col.get(col, col)
+                e.paper_acc, e.paper_asr = paper_value("average", meth, "acc"), paper_value("average", meth, "asr")
+            avg[col] = e
+        t.rows.append(AVERAGE)
+        t.entries[AVERAGE] = avg
+    return Report(str(config.get("name", "bench")), profile, done, len(records), list(tables.values()))
+
+
+# ---------------------------------------------------------------------------- rendering
+def _f(v: float | None, planned: bool = True) -> str:
+    """Two decimals; ``–`` for a cell not computed yet, empty for one not in the grid."""
+    if not planned:
+        return ""
+    return "–" if v is None else f"{v:.2f}"
+
+
+def _main_columns(report: Report, t: Table) -> list[tuple[str, str, str]]:
+    """(column, metric, header) triples of the main table; paper columns where they exist."""
+    out = []
+    for col in t.columns:
+        name = display(col)
+        for metric in ("acc", "asr"):
+            out.append((col, metric, f"{name} {metric.upper()}"))
+            if report.paper and any(getattr(t.entries[r][col], f"paper_{metric}") is not None for r in t.rows):
+                out.append((col, f"paper_{metric}", f"{name} {metric.upper()} (paper)"))
+    return out
+
+
+def _value(t: Table, row: str, col: str, metric: str) -> float | None:
+    v = getattr(t.entries[row][col], metric)
+    return None if v is None else (100.0 * v if metric == "der" else v)
+
+
+def _der_columns(t: Table) -> list[str]:
+    return [c for c in t.columns if c != "none"]
+
+
+def render_markdown(report: Report) -> str:
+    lines = [f"Grid `{report.name}` (profile {report.profile}): {report.done}/{report.total} cells done. "
+             "ACC/ASR in %, DER in %."]
+    for t in report.tables:
+        cols = _main_columns(report, t)
+        lines += ["", f"**{t.group}**", "", "| Attack | " + " | ".join(h for _, _, h in cols) + " |",
+                  "|---|" + "---|" * len(cols)]
+        for row in t.rows:
+            name = f"**{AVERAGE}**" if row == AVERAGE else display(row)
+            lines.append(f"| {name} | " + " | ".join(_f(_value(t, row, c, m), t.entries[row][c].planned) for c, m, _ in cols) + " |")
+        ders = _der_columns(t)
+        if ders:
+            lines += ["", "| Attack | " + " | ".join(f"{display(c)} DER" for c in ders) + " |",
+                      "|---|" + "---|" * len(ders)]
+            for row in t.rows:
+                name = f"**{AVERAGE}**" if row == AVERAGE else display(row)
+                lines.append(f"| {name} | " + " | ".join(_f(_value(t, row, c, "der"), t.entries[row][c].planned) for c in ders) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(report: Report) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for i, t in enumerate(report.tables):
+        cols = _main_columns(report, t) + [(c, "der", f"{display(c)} DER") for c in _der_columns(t)]
+        if i == 0:
+            w.writerow(["group", "attack"] + [h for _, _, h in cols])
+        for row in t.rows:
+            w.writerow([t.group, display(row)] + [
+                "" if (v := _value(t, row, c, m)) is None else f"{v:.2f}" for c, m, _ in cols])
+    return buf.getvalue()
+
+
+def _tex(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                 ("{", r"\{"), ("}", r"\}")):
+        s = s.replace(a, b)
+    return s
+
+
+def render_latex(report: Report) -> str:
+    out = [f"% distox report: grid {_tex(report.name)}, {report.done}/{report.total} cells done; "
+           "ACC/ASR/DER in percent"]
+    for t in report.tables:
+        cols = _main_columns(report, t)
+        spans: list[tuple[str, int]] = []
+        for col, _, _ in cols:
+            if spans and spans[-1][0] == col:
+                spans[-1] = (col, spans[-1][1] + 1)
+            else:
+                spans.append((col, 1))
+        out += [f"% {_tex(t.group)}", r"\begin{tabular}{l" + "".join("|" + "c" * n for _, n in spans) + "}",
+                r"\toprule",
+                "Attack & " + " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{_tex(display(c))}}}" for c, n in spans)
+                + r" \\",
+                " & " + " & ".join(_tex(_latex_subheader(h, c)) for c, _, h in cols) + r" \\",
+                r"\midrule"]
+        for row in t.rows:
+            if row == AVERAGE:
+                out.append(r"\midrule")
+            out.append(_tex(display(row)) + " & " + " & ".join(_f(_value(t, row, c, m), t.entries[row][c].planned) for c, m, _ in cols)
+                       + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}"]
+        ders = _der_columns(t)
+        if ders:
+            out += [r"\begin{tabular}{l" + "c" * len(ders) + "}", r"\toprule",
+                    "DER & " + " & ".join(_tex(display(c)) for c in ders) + r" \\", r"\midrule"]
+            for row in t.rows:
+                if row == AVERAGE:
+                    out.append(r"\midrule")
+                out.append(_tex(display(row)) + " & " + " & ".join(_f(_value(t, row, c, "der"), t.entries[row][c].planned) for c in ders)
+                           + r" \\")
+            out += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(out) + "\n"
+
+
+def _latex_subheader(h: str, col: str) -> str:
+    return h[len(display(col)) + 1:]
+
+
+def report_dict(report: Report) -> dict[str, Any]:
+    """JSON-ready report: metrics rounded to two decimals (DER in percent)."""
+    def r2(v: float | None) -> float | None:
+        return None if v is None else round(v, 2)
+
+    tables = []
+    for t in report.tables:
+        rows = []
+        for row in t.rows:
+            cells = {}
+            for col in t.columns:
+                e = t.entries[row][col]
+                if not e.planned:
+                    continue
+                d: dict[str, Any] = {"acc": r2(e.acc), "asr": r2(e.asr), "seeds": e.seeds,
+                                     "seconds": None if e.seconds is None else round(e.seconds, 1),
+                                     "cpu_seconds": None if e.cpu_seconds is None else round(e.cpu_seconds, 1)}
+                if col != "none":
+                    d["der"] = r2(None if e.der is None else 100.0 * e.der)
+                if report.paper:
+                    d["paper_acc"], d["paper_asr"] = e.paper_acc, e.paper_asr
+                cells[display(col)] = d
+            rows.append({"attack": display(row), "label": row, "cells": cells})
+        tables.append({"group": t.group, "columns": [display(c) for c in t.columns], "rows": rows})
+    return {"name": report.name, "profile": report.profile, "done": report.done, "total": report.total,
+            "units": {"acc": "%", "asr": "%", "der": "%", "seconds": "s (wall)", "cpu_seconds": "s (CPU)"}, "tables": tables}
+
+
+def render(report: Report, fmt: str = "markdown") -> str:
+    """Render a :class:`Report` as ``markdown``, ``csv``, ``latex`` or ``json``."""
+    if fmt == "markdown":
+        return render_markdown(report)
+    if fmt == "csv":
+        return render_csv(report)
+    if fmt == "latex":
+        return render_latex(report)
+    if fmt == "json":
+        return json.dumps(report_dict(report), indent=2) + "\n"
+    raise BenchError(f"unknown report format '{fmt}'; valid: {', '.join(FORMATS)}")
