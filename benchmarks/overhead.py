@@ -58,8 +58,8 @@ def main() -> None:
     ft, d3 = statistics.median(per_epoch["ft"]), statistics.median(per_epoch["d3"])
     dev = (torch.cuda.get_device_name() if args.device.startswith("cuda")
            else f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads")
-    print(f"| machine | model | retain | batch | epochs×repeats | FT s/epoch | D3 s/epoch | D3/FT |")
-    print(f"|---|---|---|---|---|---|---|---|")
+    print("| machine | model | retain | batch | epochs×repeats | FT s/epoch | D3 s/epoch | D3/FT |")
+    print("|---|---|---|---|---|---|---|---|")
     print(f"| {dev} ({platform.machine()}), torch {torch.__version__} | {args.model} w{args.width:g} | "
           f"{args.retain} {args.dataset} | {args.batch_size} | {args.epochs}×{args.repeats} | "
           f"{ft:.3f} | {d3:.3f} | {d3 / ft:.3f} |")

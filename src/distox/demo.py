@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 
 from .attacks import create as create_attack
 from .data import load_dataset, select_retain

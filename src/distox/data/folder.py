@@ -168,6 +168,13 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return x
 
 
+def read_split(paths: Sequence[Path], labels: Sequence[int], size: tuple[int, int], channels: int = 3,
+               progress: bool = True, desc: str = "reading images") -> ImageSplit:
+    """Decode ``paths`` resized to ``size`` into an :class:`ImageSplit` labelled ``labels``."""
+    x = to_tensor(read_images(list(paths), size, channels, progress=progress, desc=desc))
+    return ImageSplit(x, torch.from_numpy(np.asarray(labels, dtype=np.int64)))
+
+
 def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     if x.shape[0] == 0:
         return (0.5,) * x.shape[1], (0.5,) * x.shape[1]

@@ -18,11 +18,9 @@ import csv
 import os
 from pathlib import Path
 
-import numpy as np
-import torch
 
-from .core import DataError, DatasetBundle, ImageSplit
-from .folder import is_image_file, read_images, to_tensor
+from .core import DataError, DatasetBundle
+from .folder import is_image_file, read_split
 from .paths import find_root
 
 NUM_CLASSES = 43
@@ -92,11 +90,6 @@ def _train_files(train_dir: Path) -> tuple[list[Path], list[int]]:
     return paths, labels
 
 
-def _split(paths: list[Path], labels: list[int], progress: bool, desc: str) -> ImageSplit:
-    x = to_tensor(read_images(paths, SIZE, 3, progress=progress, desc=desc))
-    return ImageSplit(x, torch.from_numpy(np.asarray(labels, dtype=np.int64)))
-
-
 def load_gtsrb_bundle(data_root: str | os.PathLike | None = None, progress: bool = True) -> DatasetBundle:
     """Load GTSRB: 39,209 train / 12,630 test RGB images resized to 32×32, 43 classes.
 
@@ -114,11 +107,11 @@ def load_gtsrb_bundle(data_root: str | os.PathLike | None = None, progress: bool
     located = _locate(root)
     assert located is not None
     train_dir, test_dir, test_csv = located
-    train = _split(*_train_files(train_dir), progress, "reading GTSRB train")
+    train = read_split(*_train_files(train_dir), SIZE, 3, progress, "reading GTSRB train")
     test_paths, test_labels = read_gt_csv(test_csv, test_dir)
     if not test_paths:
         raise DataError(f"{test_csv}: lists no test images")
-    test = _split(test_paths, test_labels, progress, "reading GTSRB test")
+    test = read_split(test_paths, test_labels, SIZE, 3, progress, "reading GTSRB test")
     return DatasetBundle(
         name="gtsrb",
         train=train,

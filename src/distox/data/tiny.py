@@ -18,11 +18,9 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
-import torch
 
-from .core import DataError, DatasetBundle, ImageSplit
-from .folder import list_images, read_images, to_tensor
+from .core import DataError, DatasetBundle
+from .folder import list_images, read_split
 from .paths import find_root
 
 log = logging.getLogger(__name__)
@@ -96,11 +94,6 @@ def _val_files(val_dir: Path, wnids: list[str]) -> tuple[list[Path], list[int]]:
     return paths, labels
 
 
-def _split(paths: list[Path], labels: list[int], progress: bool, desc: str) -> ImageSplit:
-    x = to_tensor(read_images(paths, SIZE, 3, progress=progress, desc=desc))
-    return ImageSplit(x, torch.from_numpy(np.asarray(labels, dtype=np.int64)))
-
-
 def load_tiny_bundle(data_root: str | os.PathLike | None = None, progress: bool = True) -> DatasetBundle:
     """Load Tiny-ImageNet-200: 100,000 train / 10,000 val (used as test) images, 64×64 RGB.
 
@@ -122,8 +115,8 @@ def load_tiny_bundle(data_root: str | os.PathLike | None = None, progress: bool 
     wnids = _read_wnids(folder / "wnids.txt")
     if len(wnids) != 200:
         log.warning("%s lists %d wnids (the real Tiny-ImageNet has 200)", folder, len(wnids))
-    train = _split(*_train_files(folder / "train", wnids), progress, "reading Tiny-ImageNet train")
-    test = _split(*_val_files(folder / "val", wnids), progress, "reading Tiny-ImageNet val")
+    train = read_split(*_train_files(folder / "train", wnids), SIZE, 3, progress, "reading Tiny-ImageNet train")
+    test = read_split(*_val_files(folder / "val", wnids), SIZE, 3, progress, "reading Tiny-ImageNet val")
     return DatasetBundle(
         name="tiny-imagenet",
         train=train,
