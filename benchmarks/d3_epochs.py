@@ -1,0 +1,43 @@
+"""D3 (paper preset, no augmentation) after different epoch budgets on an existing attack run.
+
+    python benchmarks/d3_epochs.py RUN_DIR [--epochs 10 20 40] [--batch-size 32] [--ratio 0.05]
+
+Prints ACC / ASR / RA of the backdoored model and of D3 after each budget, on the run's test
+subset, with the run's seeded 5 % retain set (seed 0). One torch thread, CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from distox.defenses import create
+from distox.experiment import load_run
+from distox.metrics import evaluate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir")
+    ap.add_argument("--epochs", type=int, nargs="+", default=[10, 20, 40])
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--ratio", type=float, default=0.05)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    run = load_run(args.run_dir)
+    backdoor = run.backdoor_test_set()
+    retain = run.retain(ratio=args.ratio, seed=0)
+    before = run.evaluate()
+    print("| D3 epochs | ACC | ASR | RA | seconds |\n|---|---|---|---|---|")
+    print(f"| backdoored ({len(retain)} retain images) | {before['acc']:.2f} | {before['asr']:.2f} | {before['ra']:.2f} | – |")
+    for epochs in args.epochs:
+        t0 = time.perf_counter()
+        d3 = create("d3", preset="paper", epochs=epochs, batch_size=args.batch_size, augment=False)
+        model = d3(run.model, retain, device="cpu", progress=False).model
+        m = evaluate(model, run.data.test.x, run.data.test.y, backdoor, device="cpu")
+        print(f"| {epochs} | {m['acc']:.2f} | {m['asr']:.2f} | {m['ra']:.2f} | {time.perf_counter() - t0:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
