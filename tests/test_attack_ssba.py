@@ -23,15 +23,6 @@ QUALITY = dict(code_bits=8, encoder_epochs=16, encoder_images=600, encoder_batch
 CHEAP = dict(code_bits=8, encoder_epochs=1, encoder_images=96, encoder_batch=32, encoder_width=4, seed=5)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One thread is several times faster than two on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def fm14() -> DatasetBundle:
     full = load_dataset("fashion-mnist")

@@ -16,15 +16,6 @@ from distox.training import LoopConfig
 from .conftest import make_bundle
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convolutions on a shared 2-core machine are much faster single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---------------------------------------------------------------------------- shared helpers
 def test_stochastic_round_has_the_right_expectation():
     gen = torch.Generator().manual_seed(0)

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from distox.cli import app
@@ -22,14 +21,6 @@ runner = CliRunner()
 ATTACK = ["attack", "badnets", "--dataset", DATASET, "--epochs", "2", "--train-subset", "120", "--test-subset",
           "60", "--poison-rate", "0.2", "--width", "4", "--batch-size", "32", "--lr", "0.05", "--seed", "1",
           "--device", "cpu", "--quiet"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

@@ -24,15 +24,6 @@ from distox.training import LoopConfig, TrainState, train
 from .conftest import make_bundle
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine this is several times faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_model(classes: int = 4, seed: int = 1) -> nn.Module:
     torch.manual_seed(seed)
     return create_model("small_cnn", classes, 1, (0.5,), (0.5,), width=4)

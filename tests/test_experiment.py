@@ -36,15 +36,6 @@ def tiny_spec(**kw) -> AttackSpec:
     return AttackSpec(**base)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster on one thread than on two contended ones (shared 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DISTOX_CACHE", str(tmp_path / "cache"))

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import typer
+import yaml
 
 from ..errors import DistoxError
 
@@ -35,6 +37,39 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+class ParamError(DistoxError):
+    """A malformed ``--param key=value`` option."""
+
+
+def parse_value(text: str) -> Any:
+    """A ``key=value`` option's value: JSON when it parses (``0.2``, ``1e-4``, ``true``, ``null``,
+    ``[1, 2]``, ``{"a": 1}``), else a YAML flow value (``[fc, layer4.*]``), else the string;
+    an empty value stays ``""``."""
+    text = text.strip()
+    if not text:
+        return ""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_params(items: list[str] | None, option: str = "--param") -> dict[str, Any]:
+    """``["alpha=0.2", "grid-rescale=1"]`` → ``{"alpha": 0.2, "grid_rescale": 1}`` (keys: ``-`` → ``_``)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ParamError(f"{option} expects key=value; got {item!r}")
+        out[key] = parse_value(value)
+    return out
 
 
 def setup_logging(verbose: bool) -> None:

@@ -8,34 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..errors import DistoxError
-from .app import app, friendly_errors
-
-
-class ParamError(DistoxError):
-    """A malformed ``--param key=value`` option."""
-
-
-def parse_value(text: str) -> Any:
-    """A ``--param`` value: JSON when it parses (numbers, booleans, null, lists, objects),
-    otherwise the string itself. ``"0.2"`` → 0.2, ``"true"`` → True, ``"[1,2]"`` → [1, 2],
-    ``"paper"`` → "paper"."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def parse_params(items: list[str] | None) -> dict[str, Any]:
-    """``["alpha=0.2", "name=hello"]`` → ``{"alpha": 0.2, "name": "hello"}``."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ParamError(f"--param expects key=value; got {item!r}")
-        out[key] = parse_value(value.strip())
-    return out
+from .app import ParamError, app, friendly_errors, parse_params  # noqa: F401 (re-exported)
 
 
 def attack_names() -> list[str]:

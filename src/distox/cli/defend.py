@@ -11,7 +11,7 @@ import typer
 
 from ..defenses.base import DefenseError
 from .app import app, friendly_errors
-from .attack import parse_params
+from .app import parse_params
 
 
 def defense_names() -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from .app import app, friendly_errors
-from .purify import parse_params
+from .app import parse_params
 
 
 @app.command("import-backdoorbench")

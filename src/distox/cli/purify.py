@@ -9,27 +9,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import typer
-import yaml
 
 from ..errors import DistoxError
-from .app import app, friendly_errors
-
-
-def parse_params(items: list[str] | None, option: str = "--param") -> dict[str, Any]:
-    """``["lmd=10", "layers=[fc, layer4.*]", "eps=auto"]`` → dict; values read as YAML scalars/lists."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise DistoxError(f"{option} must look like key=value; got {item!r}")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = value
-    return out
+from .app import app, friendly_errors, parse_params
 
 
 @app.command()
