@@ -191,13 +191,13 @@ def test_sam_radius_reaches_the_training_loop(tmp_path, monkeypatch):
     calls = []
     real = training.sam_perturbation
 
-    def counting(params, rho, *args, **kwargs):
-        calls.append(rho)
-        return real(params, rho, *args, **kwargs)
+    def counting(params, rho, adaptive=False, *args, **kwargs):
+        calls.append((rho, adaptive))
+        return real(params, rho, adaptive, *args, **kwargs)
 
     monkeypatch.setattr(training, "sam_perturbation", counting)
     run_attack(tiny_spec(epochs=1, sam_rho=1.5), tmp_path / "sam", device="cpu", progress=False)
-    assert calls and set(calls) == {1.5}  # one SAM step per batch
+    assert calls and set(calls) == {(1.5, True)}  # one adaptive-SAM step per batch
     assert len(calls) == 4  # ceil(120 / 32)
     assert json.loads((tmp_path / "sam" / "attack.json").read_text())["training"]["sam_rho"] == 1.5
 

@@ -92,7 +92,10 @@ class AttackSpec:
             (None = all).
         poison_rate: fraction of the (subset) training set poisoned (0.1).
         target: target label (0). mode: ``"all2one"`` or ``"all2all"``.
-        sam_rho: train with SAM of this radius: the adaptive attack (None = plain SGD).
+        sam_rho: train with sharpness-aware minimisation of this radius: the adaptive attack
+            (None = plain SGD). It is adaptive SAM (ASAM, ‖T_w⁻¹e‖ = ρ, as FT-SAM): the paper's
+            radii 1.0 and 3.0 are far too large for plain SAM, whose steps of norm ρ collapse a
+            small model to one class (measured: ACC 10.25 % on Fashion-MNIST).
         augment: random crop + horizontal flip (True); flip: the flip part (True).
         clean_reference: also train a clean model the same way (``out/clean/``) and report
             its accuracy as ``clean_acc`` (False).
@@ -170,7 +173,8 @@ class AttackSpec:
                           momentum=float(self.momentum), weight_decay=float(self.weight_decay),
                           augment=bool(self.augment), flip=bool(self.flip),
                           crop_padding=crop_padding_for(image_side),
-                          sam_rho=None if self.sam_rho is None else float(self.sam_rho), seed=int(self.seed))
+                          sam_rho=None if self.sam_rho is None else float(self.sam_rho),
+                          sam_adaptive=self.sam_rho is not None, seed=int(self.seed))
 
 
 @dataclass
