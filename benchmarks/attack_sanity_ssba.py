@@ -13,7 +13,6 @@ Run (from the repository root):
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import logging
 import time
@@ -26,17 +25,7 @@ from distox.data.core import DatasetBundle
 from distox.metrics import evaluate
 from distox.models import create_model
 from distox.training import LoopConfig, train
-
-
-def parse_overrides(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
+from distox.cli.app import parse_params
 
 
 def main() -> None:
@@ -76,7 +65,7 @@ def main() -> None:
         result["clean_acc"] = round(evaluate(clean, data.test.x, data.test.y, device="cpu")["acc"], 2)
         result["clean_seconds"] = round(time.perf_counter() - t0, 1)
 
-    attack = create("ssba", poison_rate=args.poison_rate, seed=args.seed, **parse_overrides(args.set))
+    attack = create("ssba", poison_rate=args.poison_rate, seed=args.seed, **parse_params(args.set, "--set"))
     t0 = time.perf_counter()
     attack.prepare(PreparedContext(data=data, device="cpu", cache_dir=args.cache_dir, progress=False))
     result["ssba_params"] = attack.params()

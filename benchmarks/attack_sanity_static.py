@@ -28,19 +28,7 @@ from distox.data import DatasetBundle, load_dataset, select_retain
 from distox.metrics import evaluate
 from distox.models import create_model
 from distox.training import LoopConfig, train
-
-
-def parse_overrides(items: list[str]) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for item in items:
-        key, _, raw = item.partition("=")
-        name, _, arg = key.partition(".")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out.setdefault(name, {})[arg] = value
-    return out
+from distox.cli.app import parse_grouped
 
 
 def main() -> None:
@@ -59,7 +47,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     logging.getLogger("distox.attacks.lf").setLevel(logging.DEBUG)  # one line per UAP pass
     torch.set_num_threads(args.threads)
-    overrides = parse_overrides(args.overrides)
+    overrides = parse_grouped(args.overrides)
 
     full = load_dataset("fashion-mnist")
     idx = select_retain(len(full.train), count=args.n_train, seed=args.seed)

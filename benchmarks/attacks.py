@@ -28,6 +28,7 @@ import torch
 
 from distox import attacks
 from distox.experiment import AttackSpec, run_attack, run_clean
+from distox.cli.app import parse_grouped
 
 #: Attacks that cannot train a model (no trigger function), with the reason shown in the table.
 SKIP = {"imported": "wraps a poisoned test set imported from another tool; it has no trigger to train with"}
@@ -43,20 +44,6 @@ PROFILE: dict[str, dict] = {
 #: Poison rates differing from the common 10 %: SIG is clean-label and poisons target-class images
 #: only; the 10k subset holds fewer than 1,000 of them.
 RATES: dict[str, float] = {"sig": 0.08}
-
-
-def parse_sets(items: list[str]) -> dict[str, dict]:
-    """``["lf.linf=0.1"]`` → ``{"lf": {"linf": 0.1}}`` (values JSON when they parse)."""
-    out: dict[str, dict] = {}
-    for item in items:
-        key, _, raw = item.partition("=")
-        name, _, arg = key.partition(".")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out.setdefault(name, {})[arg] = value
-    return out
 
 
 def main() -> None:
@@ -88,7 +75,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     names = args.attacks or [n for n in attacks.list()]
-    sets = parse_sets(args.set)
+    sets = parse_grouped(args.set)
     common = dict(dataset="fashion-mnist", model="small_cnn", model_kwargs={"width": args.width},
                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, train_subset=args.train_subset,
                   test_subset=args.test_subset, augment=args.augment, seed=args.seed)

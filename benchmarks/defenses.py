@@ -36,22 +36,7 @@ import torch
 
 from distox.experiment import AttackSpec, DefenseSpec, run_attack, run_defense
 from distox.metrics import fmt
-
-
-def parse_overrides(items: list[str]) -> dict[str, dict]:
-    """``["sau.lr=0.001"]`` → ``{"sau": {"lr": 0.001}}`` (values parsed as JSON when possible)."""
-    out: dict[str, dict] = {}
-    for item in items:
-        key, _, raw = item.partition("=")
-        method, _, arg = key.partition(".")
-        if not arg:
-            raise SystemExit(f"--set expects METHOD.KEY=VALUE; got {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out.setdefault(method, {})[arg] = value
-    return out
+from distox.cli.app import parse_grouped
 
 
 def main() -> None:
@@ -76,7 +61,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    overrides = parse_overrides(args.overrides)
+    overrides = parse_grouped(args.overrides)
     out = Path(args.out)
     t_all = time.perf_counter()
     rows, results = [], []

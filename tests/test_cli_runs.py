@@ -178,3 +178,12 @@ def test_defend_bad_input_is_one_clear_error(cli_run, tmp_path, monkeypatch):
     assert_clean_error(invoke("defend", "ft", run, "--device", "cpu"), "dataset 'fashion-mnist' not found",
                        "How to get it")
     assert not (run / "defense").exists()
+
+
+def test_grouped_options_of_the_benchmark_scripts():
+    from distox.cli.app import parse_grouped
+
+    assert parse_grouped(["sau.lr=1e-3", "lf.linf=0.1", "sau.clip=false", "d3.layers=[fc, layer4.*]"]) == {
+        "sau": {"lr": 0.001, "clip": False}, "lf": {"linf": 0.1}, "d3": {"layers": ["fc", "layer4.*"]}}
+    with pytest.raises(ParamError, match="NAME.KEY=VALUE"):
+        parse_grouped(["lr=0.1"])

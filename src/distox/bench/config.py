@@ -233,28 +233,29 @@ def _init_params(cls: type) -> tuple[set[str], bool]:
     return names, True
 
 
+def _unknown_options(where_prefix: str, kind: str, entry: Any, cls: type, spec_keys: tuple[str, ...]) -> list[str]:
+    """Errors for ``entry``'s options/grid keys that are neither spec fields nor ``cls`` arguments."""
+    accepted, open_ended = _init_params(cls)
+    if open_ended:
+        return []
+    valid = ", ".join(sorted(set(spec_keys) | accepted - {"seed"}))
+    return [f"{where_prefix}.{where}.{k}: unknown option for {kind} '{entry.name}'; valid: {valid}"
+            for where, keys in (("options", entry.options), ("grid", entry.grid))
+            for k in keys if k not in spec_keys and k not in accepted]
+
+
 def _check_options(cfg: BenchConfig) -> list[str]:
     from .. import attacks, defenses
 
     errors: list[str] = []
     for i, entry in enumerate(cfg.attacks):
-        accepted, open_ended = _init_params(attacks.get(entry.name))
-        for where, keys in (("options", entry.options), ("grid", entry.grid)):
-            for k in keys:
-                if k not in ATTACK_SPEC_KEYS and k not in accepted and not open_ended:
-                    errors.append(f"attacks[{i}].{where}.{k}: unknown option for attack '{entry.name}'; "
-                                  f"valid: {', '.join(sorted(set(ATTACK_SPEC_KEYS) | accepted - {'seed'}))}")
+        errors += _unknown_options(f"attacks[{i}]", "attack", entry, attacks.get(entry.name), ATTACK_SPEC_KEYS)
     for i, entry in enumerate(cfg.defenses):
         if entry.name == NO_DEFENSE:
             if entry.options or entry.grid:
                 errors.append(f"defenses[{i}]: '{NO_DEFENSE}' takes no options")
             continue
-        accepted, open_ended = _init_params(defenses.get(entry.name))
-        for where, keys in (("options", entry.options), ("grid", entry.grid)):
-            for k in keys:
-                if k not in DEFENSE_SPEC_KEYS and k not in accepted and not open_ended:
-                    errors.append(f"defenses[{i}].{where}.{k}: unknown option for defense '{entry.name}'; "
-                                  f"valid: {', '.join(sorted(set(DEFENSE_SPEC_KEYS) | accepted - {'seed'}))}")
+        errors += _unknown_options(f"defenses[{i}]", "defense", entry, defenses.get(entry.name), DEFENSE_SPEC_KEYS)
     names = {d.label or d.name for d in cfg.defenses} | {NO_DEFENSE}
     for i, entry in enumerate(cfg.attacks):
         for j, d in enumerate(entry.defenses or []):

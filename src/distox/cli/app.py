@@ -72,6 +72,19 @@ def parse_params(items: list[str] | None, option: str = "--param") -> dict[str, 
     return out
 
 
+def parse_grouped(items: list[str] | None, option: str = "--set") -> dict[str, dict[str, Any]]:
+    """``["sau.lr=0.001", "lf.linf=0.1"]`` → ``{"sau": {"lr": 0.001}, "lf": {"linf": 0.1}}``
+    (per-method options of the benchmark scripts; values as :func:`parse_value`)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        name, _, arg = key.strip().partition(".")
+        if not sep or not name or not arg:
+            raise ParamError(f"{option} expects NAME.KEY=VALUE; got {item!r}")
+        out.setdefault(name, {})[arg] = parse_value(value)
+    return out
+
+
 def setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
