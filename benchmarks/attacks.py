@@ -14,6 +14,13 @@ Usage (2 shared CPU cores)::
 
     nice -n 10 .venv/bin/python benchmarks/attacks.py --attacks badnets blended sig --threads 1
     nice -n 10 .venv/bin/python benchmarks/attacks.py --table /tmp/attacks.md   # all, cached
+
+With ``--bench DIR --config CONFIG`` the backdoored models are the attack cells of a finished
+``distox bench CONFIG --out DIR`` grid (nothing is retrained); only the clean reference is
+trained, with the grid's common attack settings, into ``--runs``::
+
+    nice -n 10 .venv/bin/python benchmarks/attacks.py --bench runs/cpu-v3 --config configs/cpu.yaml \
+        --runs runs/bench-attacks-cpu-v3 --threads 1
 """
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ from pathlib import Path
 import torch
 
 from distox import attacks
-from distox.experiment import AttackSpec, run_attack, run_clean
+from distox.experiment import AttackSpec, load_run, run_attack, run_clean, score_clean_model
 from distox.cli.app import parse_grouped
 
 #: Attacks that cannot train a model (no trigger function), with the reason shown in the table.
@@ -44,6 +51,37 @@ PROFILE: dict[str, dict] = {
 #: Poison rates differing from the common 10 %: SIG is clean-label and poisons target-class images
 #: only; the 10k subset holds fewer than 1,000 of them.
 RATES: dict[str, float] = {"sig": 0.08}
+
+
+HEADER = ("| attack | ACC | ASR | RA | clean ACC | ACC drop | clean-model ASR | target met | epochs | "
+          "train/test subset | seconds | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def clean_model_asr(clean_dir: Path, run_dir: Path, device: str) -> float:
+    """ASR of the clean reference model on the attack run's own backdoor test set (the floor)."""
+    run = load_run(run_dir)
+    return score_clean_model(clean_dir / "model.safetensors", run.spec, run.data, run.backdoor_test_set(),
+                             device=device)["clean_asr"]
+
+
+def target_met(m: dict, clean_acc: float) -> bool:
+    """Issue 3's bar: ASR ≥ 90 % and ACC within 3 points of the clean model."""
+    return m["asr"] >= 90.0 and clean_acc - m["acc"] <= 3.0
+
+
+def result_row(name: str, m: dict, clean_acc: float, clean_asr: float, epochs: int, subset: str,
+               seconds: float, kwargs: dict, poison_rate: float) -> str:
+    """One markdown row of a trained attack."""
+    notes = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+    if poison_rate != 0.1:
+        notes = ", ".join(filter(None, [f"poison rate {poison_rate}", notes]))
+    return (f"| {name} | {m['acc']:.2f} | {m['asr']:.2f} | {m['ra']:.2f} | {clean_acc:.2f} | "
+            f"{clean_acc - m['acc']:+.2f} | {clean_asr:.2f} | {'yes' if target_met(m, clean_acc) else '**no**'} | {epochs} | "
+            f"{subset} | {seconds:.0f} | {notes} |")
+
+
+def clean_row(acc: float, epochs: int, subset: str, seconds: float) -> str:
+    return f"| clean (no attack) | {acc:.2f} | – | – | {acc:.2f} | – | – | – | {epochs} | {subset} | {seconds:.0f} | |"
 
 
 def main() -> None:
@@ -69,10 +107,19 @@ def main() -> None:
                     help="Train nothing: tabulate the finished runs under --runs.")
     ap.add_argument("--skip-clean", action="store_true",
                     help="Do not train the clean model (use it when cached; for parallel invocations).")
+    ap.add_argument("--bench", type=Path, default=None, help="Tabulate this bench directory's attack cells.")
+    ap.add_argument("--config", type=Path, default=None, help="The grid config benched into --bench.")
+    ap.add_argument("--defense", default=None,
+                    help="With --bench: also compare this grid column (e.g. d3) with no defense and the "
+                         "clean-model ASR, per attack (issue 5's reproduction target).")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.bench is not None or args.config is not None:
+        if args.bench is None or args.config is None:
+            ap.error("--bench and --config go together")
+        return from_bench(args)
 
     names = args.attacks or [n for n in attacks.list()]
     sets = parse_grouped(args.set)
@@ -88,12 +135,12 @@ def main() -> None:
                           progress=not args.quiet)
         clean_record = json.loads((args.runs / "clean" / "clean.json").read_text())
         logging.info("clean: %s (%.0fs)", clean, time.perf_counter() - t0)
-        rows = [f"| clean (no attack) | {clean['acc']:.2f} | – | – | {clean['acc']:.2f} | – | – | {args.epochs} | "
-                f"{args.train_subset}/{args.test_subset} | {clean_record['seconds']:.0f} | |"]
+        rows = [clean_row(clean["acc"], args.epochs, f"{args.train_subset}/{args.test_subset}",
+                          clean_record["seconds"])]
     misses = []
     for name in names:
         if name in SKIP:
-            rows.append(f"| {name} | – | – | – | – | – | skipped | – | – | – | {SKIP[name]} |")
+            rows.append(f"| {name} | – | – | – | – | – | – | skipped | – | – | – | {SKIP[name]} |")
             continue
         kwargs = {**PROFILE.get(name, {}), **sets.get(name, {})}
         spec = AttackSpec(attack=name, attack_kwargs=kwargs, poison_rate=RATES.get(name, args.poison_rate),
@@ -101,7 +148,7 @@ def main() -> None:
         out = args.runs / name
         t0 = time.perf_counter()
         if args.report_only and not (out / "metrics.json").exists():
-            rows.append(f"| {name} | – | – | – | {clean['acc']:.2f} | – | not run | {args.epochs} | "
+            rows.append(f"| {name} | – | – | – | {clean['acc']:.2f} | – | – | not run | {args.epochs} | "
                         f"{args.train_subset}/{args.test_subset} | – | not finished in this session |")
             misses.append(name)
             continue
@@ -109,27 +156,21 @@ def main() -> None:
             m = run_attack(spec, out, device=args.device, progress=not args.quiet)
         except Exception as exc:  # report the failure in the table and go on with the others
             logging.exception("%s failed", name)
-            rows.append(f"| {name} | – | – | – | {clean['acc']:.2f} | – | FAILED | {args.epochs} | "
+            rows.append(f"| {name} | – | – | – | {clean['acc']:.2f} | – | – | FAILED | {args.epochs} | "
                         f"{args.train_subset}/{args.test_subset} | {time.perf_counter() - t0:.0f} | "
                         f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]} |")
             misses.append(name)
             continue
         rec = json.loads((out / "attack.json").read_text())
-        gap = clean["acc"] - m["acc"]
-        ok = m["asr"] >= 90.0 and gap <= 3.0
-        if not ok:
+        if not target_met(m, clean["acc"]):
             misses.append(name)
-        notes = ", ".join(f"{k}={v}" for k, v in kwargs.items())
-        if spec.poison_rate != 0.1:
-            notes = ", ".join(filter(None, [f"poison rate {spec.poison_rate}", notes]))
-        rows.append(f"| {name} | {m['acc']:.2f} | {m['asr']:.2f} | {m['ra']:.2f} | {clean['acc']:.2f} | "
-                    f"{gap:+.2f} | {'yes' if ok else '**no**'} | {args.epochs} | "
-                    f"{args.train_subset}/{args.test_subset} | {rec['seconds']['total']:.0f} | {notes} |")
+        floor = (clean_model_asr(args.runs / "clean", out, args.device)
+                 if (args.runs / "clean" / "model.safetensors").exists() else float("nan"))
+        rows.append(result_row(name, m, clean["acc"], floor, args.epochs, f"{args.train_subset}/{args.test_subset}",
+                               rec["seconds"]["total"], kwargs, spec.poison_rate))
         logging.info("%s: %s (%.0fs)", name, m, time.perf_counter() - t0)
 
-    header = ("| attack | ACC | ASR | RA | clean ACC | ACC drop | target met | epochs | train/test subset | "
-              "seconds | notes |\n|---|---|---|---|---|---|---|---|---|---|---|")
-    table = "\n".join([header, *rows])
+    table = "\n".join([HEADER, *rows])
     footer = (f"\nsmall_cnn width {args.width}, SGD lr {args.lr} (cosine), batch {args.batch_size}, "
               f"augment {args.augment}, seed {args.seed}, poison rate {args.poison_rate} unless noted, "
               f"target 0 all-to-one; torch {torch.__version__}, {torch.get_num_threads()} thread(s) in this invocation, "
@@ -139,6 +180,71 @@ def main() -> None:
     print(table + "\n" + footer)
     if args.table:
         args.table.write_text(table + "\n" + footer + "\n")
+
+
+def from_bench(args: argparse.Namespace) -> None:
+    """The issue-3 table for the attack cells of a finished grid, against one clean model
+    trained with the grid's common attack settings (same data subsets, loop and seed)."""
+    from distox.bench import Cache, expand, load_config
+    from distox.experiment import _ATTACK_ONLY
+
+    grid, cache = expand(load_config(args.config)), Cache(args.bench)
+    cells = [(c, cache.load(c.key)) for c in grid.attacks]
+    if not cells:
+        raise SystemExit(f"{args.config} has no attack cells")
+    base = {k: v for k, v in cells[0][0].config.items() if k not in _ATTACK_ONLY}
+    for cell, _ in cells[1:]:
+        other = {k: v for k, v in cell.config.items() if k not in _ATTACK_ONLY}
+        if other != base:
+            raise SystemExit(f"attack cells differ in training settings ({cell.row}); one clean reference "
+                             "cannot serve them all")
+    t0 = time.perf_counter()
+    clean = run_clean(AttackSpec(attack="none", **base), args.runs / "clean", device=args.device,
+                      progress=not args.quiet)
+    clean_seconds = json.loads((args.runs / "clean" / "clean.json").read_text())["seconds"]
+    subset = f"{base['train_subset'] or 'all'}/{base['test_subset'] or 'all'}"
+    rows = [clean_row(clean["acc"], base["epochs"], subset, clean_seconds)]
+    misses, floors = [], {}
+    for cell, rec in cells:
+        if rec is None:
+            rows.append(f"| {cell.row} | – | – | – | {clean['acc']:.2f} | – | – | not run | {base['epochs']} | {subset} | – | |")
+            misses.append(cell.row)
+            continue
+        if not target_met(rec["result"], clean["acc"]):
+            misses.append(cell.row)
+        floor = floors[cell.key] = clean_model_asr(args.runs / "clean", cache.cell_dir(cell.key), args.device)
+        rows.append(result_row(cell.config["attack"], rec["result"], clean["acc"], floor, base["epochs"], subset,
+                               rec["seconds"], cell.config["attack_kwargs"], cell.config["poison_rate"]))
+    footer = (f"\nAttack cells of {args.bench} ({args.config}); clean reference in {args.runs / 'clean'} "
+              f"(this invocation {time.perf_counter() - t0:.0f}s). Target: ASR ≥ 90 and ACC drop ≤ 3. "
+              f"Missed: {', '.join(misses) or 'none'}.")
+    text = "\n".join([HEADER, *rows]) + "\n" + footer
+    if args.defense:
+        text += "\n\n" + defense_vs_floor(grid, cache, cells, floors, args.defense)
+    print(text)
+    if args.table:
+        args.table.write_text(text + "\n")
+
+
+def defense_vs_floor(grid, cache, cells, floors: dict[str, float], column: str) -> str:
+    """Per attack: no defense, the grid column ``column`` and the clean-model ASR, with issue 5's
+    checks (ASR < 2 %, ACC within 3 points of no defense) and ASR ≤ clean-model ASR."""
+    lines = [f"| Attack | No defense ACC | {column} ACC | ACC change | No defense ASR | {column} ASR | "
+             f"clean-model ASR | ASR < 2 % | ASR ≤ clean-model ASR | ACC within 3 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for cell, rec in cells:
+        defended = [d for d in grid.defenses_of(cell.key) if d.column == column]
+        after = cache.load(defended[0].key) if defended else None
+        if rec is None or after is None or cell.key not in floors:
+            lines.append(f"| {cell.row} | – | – | – | – | – | – | not run | not run | not run |")
+            continue
+        n, d, floor = rec["result"], after["result"], floors[cell.key]
+        change = d["acc"] - n["acc"]
+        above = "yes" if d["asr"] <= floor else f"no (+{d['asr'] - floor:.2f})"
+        lines.append(f"| {cell.row} | {n['acc']:.2f} | {d['acc']:.2f} | {change:+.2f} | {n['asr']:.2f} | "
+                     f"{d['asr']:.2f} | {floor:.2f} | {'yes' if d['asr'] < 2.0 else 'no'} | {above} | "
+                     f"{'yes' if change >= -3.0 else 'no'} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

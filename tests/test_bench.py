@@ -9,6 +9,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -187,6 +188,26 @@ def test_bad_config_rejected_before_anything_runs(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_second_bench_on_same_directory_is_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from distox.cli import app
+
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    out = tmp_path / "out"
+    with Cache(out).exclusive():  # as if another bench process were working on `out`
+        res = CliRunner().invoke(app, ["bench", str(path), "--out", str(out)])
+        assert res.exit_code == 2
+        assert f"pid {os.getpid()}" in res.output and "is running on" in res.output
+        assert not (out / "cells").exists()
+        with pytest.raises(BenchError, match="another `distox bench`"):
+            with Cache(out).exclusive():
+                pass
+    with Cache(out).exclusive():  # released on exit
+        pass
+
+
 def test_shipped_configs_validate():
     sizes = {}
     for name in ("smoke", "cpu", "cpu-ablations", "paper"):
@@ -323,6 +344,31 @@ def test_report_incomplete_and_paper_profile(tmp_path):
     blended = next(line for line in md.splitlines() if line.startswith("| Blended |") and line.count("|") > 8)
     assert "–" in blended  # not computed yet
     assert "| **Average** | " in md
+
+
+def test_report_config_selects_grid_in_shared_dir(tmp_path):
+    # two grids benched into one directory: the manifest names the last one, --config either
+    main = cfg_of(seeds=[0], attacks=["badnets", "blended"], defenses=["none", "d3"])
+    other = cfg_of(seeds=[0], name="other", attacks=["badnets"], defenses=["none", "ft"])
+    for cfg in (main, other):
+        grid, cache = prepare(cfg, str(tmp_path))
+        execute(grid, cache, cell_fn=FakeCells(), progress=False)
+    last = build_report(tmp_path)
+    assert last.name == "other" and (last.done, last.total) == (2, 2)
+    chosen = build_report(tmp_path, main)
+    assert chosen.name == main.name and (chosen.done, chosen.total) == (4, 4)
+    md = render(chosen, "markdown")
+    assert "D3 ASR" in md and "FT ASR" not in md and "| Blended |" in md
+
+    from typer.testing import CliRunner
+
+    from distox.cli import app
+
+    path = tmp_path / "main.yaml"
+    path.write_text(yaml.safe_dump(main.model_dump(mode="json")))
+    res = CliRunner().invoke(app, ["report", str(tmp_path), "--config", str(path), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["name"] == main.name
 
 
 def test_report_rejects_non_bench_dir(tmp_path):

@@ -16,9 +16,9 @@ from distox.data import DataError, register_dataset, select_retain
 from distox.defenses import DefenseError
 from distox.experiment import (
     AttackSpec, DefenseSpec, LoadedRun, evaluate_run, load_run, read_history, run_attack, run_defense,
-    subset_indices, tensor_digest,
+    model_factory, subset_indices, tensor_digest,
 )
-from distox.runs import FORMAT_VERSION, RunError, load_state
+from distox.runs import FORMAT_VERSION, RunError, load_into, load_state
 
 from .conftest import make_bundle
 
@@ -206,8 +206,14 @@ def test_clean_reference_and_per_epoch_tracking(tmp_path):
     out = tmp_path / "run"
     metrics = run_attack(tiny_spec(epochs=1, clean_reference=True), out, device="cpu", progress=False,
                          track_epochs=True)
-    assert set(metrics) == {"acc", "asr", "ra", "clean_acc"}
+    assert set(metrics) == {"acc", "asr", "ra", "clean_acc", "clean_asr", "clean_ra"}
     assert (out / "clean" / "model.safetensors").exists() and (out / "clean" / "clean.json").exists()
+    # the clean model's ASR/RA are measured on the attack's own backdoor test set
+    run = load_run(out)
+    clean = run.evaluate(model=load_into(model_factory(run.spec, run.data)(),
+                                         load_state(out / "clean" / "model.safetensors")))
+    assert (metrics["clean_acc"], metrics["clean_asr"], metrics["clean_ra"]) == (clean["acc"], clean["asr"], clean["ra"])
+    assert clean["acc"] == json.loads((out / "clean" / "metrics.json").read_text())["acc"]
     rows = read_history(out / "history.csv")
     assert {"acc", "asr", "ra", "loss", "lr"} <= set(rows[0])
     assert rows[-1]["acc"] == pytest.approx(metrics["acc"], abs=1e-3)

@@ -10,6 +10,8 @@
   ``cell.json`` also counts as not done.
 - ``bench.json`` records the last grid run into this directory (config and cell list), which
   ``distox report`` turns into tables.
+- ``bench.lock`` is held (``flock``) by the ``distox bench`` process working on the directory:
+  a second one on the same directory is refused instead of computing the same cells twice.
 
 Example:
     >>> cache = Cache("runs/smoke")
@@ -17,9 +19,12 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,7 @@ from .grid import Cell, Grid
 
 CELL_RECORD = "cell.json"
 MANIFEST = "bench.json"
+LOCK = "bench.lock"
 CACHE_VERSION = 1
 
 
@@ -72,6 +78,30 @@ class Cache:
                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         write_json(self.cell_dir(cell.key) / CELL_RECORD, rec)
         return rec
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold this directory's lock for a bench run; raise :class:`BenchError` naming the
+        holder's pid when another process holds it. The OS drops the lock if the holder dies,
+        so a killed run never leaves the directory locked."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / LOCK
+        with open(path, "a+") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "unknown"
+                raise BenchError(f"another `distox bench` (pid {holder}) is running on {self.root}; "
+                                 "wait for it or use another --out") from None
+            try:
+                fh.seek(0)
+                fh.truncate()
+                fh.write(str(os.getpid()))
+                fh.flush()
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def pending(self, grid: Grid) -> list[Cell]:
         return [c for c in grid.cells if not self.is_done(c)]

@@ -56,7 +56,7 @@ CellFunction = Callable[[Cell, Path, RunOptions], dict[str, Any]]
 
 
 def _metrics(d: dict[str, Any]) -> dict[str, float]:
-    return {k: float(d[k]) for k in ("acc", "asr", "ra", "clean_acc") if isinstance(d.get(k), (int, float))}
+    return {k: float(d[k]) for k in ("acc", "asr", "ra", "clean_acc", "clean_asr", "clean_ra") if isinstance(d.get(k), (int, float))}
 
 
 def compute_cell(cell: Cell, cells_root: Path, options: RunOptions) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from typing import Any
 
 from ..metrics import der
 from .cache import Cache
-from .config import BenchError
+from .config import BenchConfig, BenchError
+from .grid import expand
 from .paper import paper_value
 
 FORMATS = ("markdown", "csv", "latex", "json")
@@ -84,11 +85,19 @@ def _avg(values: list[float | None]) -> float | None:
     return mean(values) if values and all(v is not None for v in values) else None  # type: ignore[arg-type]
 
 
-def build_report(out_dir: str | os.PathLike) -> Report:
-    """Collect the finished cells of the grid last run into ``out_dir``."""
+def build_report(out_dir: str | os.PathLike, config: BenchConfig | None = None) -> Report:
+    """Collect the finished cells of a grid stored in ``out_dir``.
+
+    Without ``config`` the grid is the one last run into ``out_dir`` (its manifest); with a
+    validated :class:`BenchConfig` it is that config's grid, so one directory shared by several
+    configs (e.g. ``cpu.yaml`` and ``cpu-ablations.yaml``) reports each without rerunning it.
+    """
     cache = Cache(out_dir)
-    config, grid = cache.read_manifest()
-    profile = str(config.get("profile", "custom"))
+    if config is None:
+        cfg, grid = cache.read_manifest()
+    else:
+        cfg, grid = config.model_dump(mode="json"), expand(config)
+    profile = str(cfg.get("profile", "custom"))
     records = {c.key: cache.load(c.key) for c in grid.cells}
     tables: dict[str, Table] = {}
     # (group, row, column) -> per-seed dicts
@@ -119,7 +128,7 @@ def build_report(out_dir: str | os.PathLike) -> Report:
         acc.setdefault((cell.group, cell.row, cell.column), []).append(res)
     done = sum(r is not None for r in records.values())
     planned = {(c.group, c.row, c.column) for c in grid.cells}
-    heads = [d.get("label") or d.get("name") for d in config.get("defenses", []) if isinstance(d, dict)]
+    heads = [d.get("label") or d.get("name") for d in cfg.get("defenses", []) if isinstance(d, dict)]
 
     def col_order(col: str) -> int:
         head = col.partition(" (")[0]
@@ -155,7 +164,7 @@ def build_report(out_dir: str | os.PathLike) -> Report:
             avg[col] = e
         t.rows.append(AVERAGE)
         t.entries[AVERAGE] = avg
-    return Report(str(config.get("name", "bench")), profile, done, len(records), list(tables.values()))
+    return Report(str(cfg.get("name", "bench")), profile, done, len(records), list(tables.values()))
 
 
 # ---------------------------------------------------------------------------- rendering

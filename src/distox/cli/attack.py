@@ -43,7 +43,7 @@ def attack(
                                               help="Attack parameter key=value (JSON values), repeatable."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Disable random crop + flip."),
     clean_reference: bool = typer.Option(False, "--clean-reference",
-                                         help="Also train a clean model the same way; report clean_acc."),
+                                         help="Also train a clean model the same way; report its ACC and its ASR/RA on this attack's triggers (clean_acc, clean_asr, clean_ra)."),
     track_epochs: bool = typer.Option(False, "--track-epochs", help="ACC/ASR/RA per epoch in history.csv."),
     data_root: Optional[Path] = typer.Option(None, help="Directory holding the dataset."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),

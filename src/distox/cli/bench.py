@@ -49,12 +49,13 @@ def bench(
         typer.echo(f"{len(grid)} cells ({len(grid.attacks)} attack, {len(grid.defenses)} defense): "
                    f"{done} done, {len(grid) - done} to compute; out {out}")
         return
-    grid, cache = prepare(cfg, str(out))
     options = RunOptions(device=device, data_root=data_root or cfg.data_root, threads=threads)
-    t0 = time.perf_counter()
-    summary = execute(grid, cache, executor=executor, jobs=jobs, options=options, fail_fast=fail_fast,
-                      progress=not quiet, num_gpus=gpus_per_task, num_cpus=cpus_per_task,
-                      ray_address=ray_address)
+    with Cache(out).exclusive():
+        grid, cache = prepare(cfg, str(out))
+        t0 = time.perf_counter()
+        summary = execute(grid, cache, executor=executor, jobs=jobs, options=options, fail_fast=fail_fast,
+                          progress=not quiet, num_gpus=gpus_per_task, num_cpus=cpus_per_task,
+                          ray_address=ray_address)
     wall = time.perf_counter() - t0
     typer.echo(f"{len(summary.computed)} cell(s) computed, {len(summary.cached)} already done, "
                f"{len(summary.failed)} failed, {len(summary.skipped)} skipped; {_duration(wall)}; out {out}",
@@ -73,11 +74,14 @@ def report(
     directory: Path = typer.Argument(..., help="A bench directory (distox bench --out DIR)."),
     fmt: str = typer.Option("markdown", "--format", "-f", help=f"{' | '.join(FORMATS)}."),
     output: Path | None = typer.Option(None, "--output", help="Write to this file instead of stdout."),
+    config: Path | None = typer.Option(None, "--config", "-c",
+                                       help="Report this config's grid (default: the grid last benched into DIR)."),
 ) -> None:
     """The grid's table in the paper's layout: ACC/ASR per attack and defense, Average, DER."""
     if fmt not in FORMATS:
         raise BenchError(f"unknown format '{fmt}'; valid: {', '.join(FORMATS)}")
-    text = render(build_report(directory), fmt)
+    cfg = load_config(config) if config is not None else None
+    text = render(build_report(directory, cfg), fmt)
     if output is None:
         typer.echo(text, nl=False)
     else:
