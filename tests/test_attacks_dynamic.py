@@ -254,6 +254,29 @@ def test_inputaware_generator_grads_do_not_accumulate():
         assert torch.allclose(g, acc)  # .grad holds this step's gradient only
 
 
+def test_inputaware_reference_grad_accumulation_option():
+    # the reference never zeroes G's gradients: each step's .grad is the sum of all so far
+    data = make_bundle(n_train=40, channels=1, side=16)
+    atk = _ia(mask_epochs=1, poison_rate=0.25, accumulate_generator_grads=True)
+    assert atk.params()["accumulate_generator_grads"] is True
+    model = create_model("small_cnn", data.num_classes, 1, data.mean, data.std, width=4)
+    fresh, accumulated = [], []
+    orig_build = atk.build_networks
+
+    def build_with_hooks(shape):
+        orig_build(shape)
+        p = atk.generator.down[0][0][0].weight
+        p.register_hook(lambda g: fresh.append(g.detach().clone()))
+        p.register_post_accumulate_grad_hook(lambda t: accumulated.append(t.grad.detach().clone()))
+
+    atk.build_networks = build_with_hooks
+    atk.train_model(model, data, LoopConfig(epochs=2, batch_size=20), device="cpu", progress=False)
+    assert len(fresh) == len(accumulated) == 4
+    for i in range(4):
+        assert torch.allclose(accumulated[i], torch.stack(fresh[: i + 1]).sum(0), atol=1e-6)
+    assert not torch.allclose(accumulated[-1], fresh[-1])
+
+
 def test_joint_optimizer_zeroes_steps_and_round_trips():
     a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
     opt = JointOptimizer(torch.optim.SGD(a.parameters(), lr=0.1), torch.optim.Adam(b.parameters(), lr=0.1))

@@ -711,7 +711,8 @@ def score_clean_model(weights: Path, spec: AttackSpec, data: DatasetBundle, back
 
     ``clean_asr`` is the ASR of a model that never saw the trigger: the share of triggered
     images a clean model already sends to the target (e.g. because a strong blend makes a
-    Fashion-MNIST image unrecognisable). No defense can be expected to go below it.
+    Fashion-MNIST image unrecognisable). A defense that merely restores clean behaviour lands
+    near it, so it is the yardstick for a fixed ASR threshold (BENCHMARKS.md, cpu.yaml grid).
     """
     model = model_factory(spec, data)()
     load_into(model, load_state(weights), source=str(weights))

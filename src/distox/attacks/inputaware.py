@@ -36,13 +36,15 @@ Args:
     lr_mask: Adam lr of M (default 0.01).
     cross_rate: per-batch fraction of cross samples (default None = ``poison_rate``).
     width: base channels of G and M (default None = auto, see above).
+    accumulate_generator_grads: reproduce the reference's quirk of never zeroing G's gradients,
+        so every G step uses the sum of all gradients so far (default False: zeroed per step).
     depth: pooling levels of G and M (default None = auto).
     target, mode, poison_rate, seed, shift: see :class:`~distox.attacks.base.Attack`
         (defaults 0, "all2one", 0.1, 0, 1); ``seed`` initialises G and M.
 
 Differs from the reference:
     - G's gradients are zeroed every step (the reference only zeroes C's optimiser, so G's
-      gradients accumulate over the whole run).
+      gradients accumulate over the whole run; ``accumulate_generator_grads=True`` restores that).
     - The classifier trains for the full ``epochs`` after the mask stage (the reference's
       epoch counter continues from the mask stage, so C and G get only ``epochs − 25``).
     - Backdoor/cross rows are chosen at random positions with ``stochastic_round(rate·bs)``
@@ -153,12 +155,15 @@ class JointOptimizer(torch.optim.Optimizer):
 
     ``param_groups`` are the main optimiser's, so the loop's scheduler anneals the classifier
     only; ``zero_grad`` clears every wrapped optimiser (the fix for G's accumulating
-    gradients); ``state_dict``/``load_state_dict`` cover all of them for checkpoints.
+    gradients; ``zero_others=False`` clears the main one only, like the reference);
+    ``state_dict``/``load_state_dict`` cover all of them for checkpoints.
     """
 
-    def __init__(self, main: torch.optim.Optimizer, *others: torch.optim.Optimizer) -> None:  # noqa: D107
+    def __init__(self, main: torch.optim.Optimizer, *others: torch.optim.Optimizer,
+                 zero_others: bool = True) -> None:  # noqa: D107
         # Deliberately no super().__init__: this object only delegates.
         self.main, self.others = main, list(others)
+        self.zero_others = zero_others  # False: the reference's accumulating G gradients
         self.defaults = main.defaults
 
     @property
@@ -170,7 +175,7 @@ class JointOptimizer(torch.optim.Optimizer):
         return self.main.state
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for opt in (self.main, *self.others):
+        for opt in (self.main, *self.others) if self.zero_others else (self.main,):
             opt.zero_grad(set_to_none=set_to_none)
 
     def step(self, closure=None):  # noqa: ANN001
@@ -203,7 +208,7 @@ class InputAware(Attack):
     def __init__(self, mask_epochs: int = 25, mask_density: float = 0.032, lambda_div: float = 1.0,
                  lambda_norm: float = 100.0, lr_generator: float = 0.01, lr_mask: float = 0.01,
                  cross_rate: float | None = None, width: int | None = None, depth: int | None = None,
-                 **kwargs) -> None:
+                 accumulate_generator_grads: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         if int(mask_epochs) < 0:
             raise AttackError(f"inputaware: mask_epochs must be >= 0; got {mask_epochs}")
@@ -221,6 +226,7 @@ class InputAware(Attack):
         self.cross_rate = None if cross_rate is None else float(cross_rate)
         self.width = None if width is None else int(width)
         self.depth = None if depth is None else int(depth)
+        self.accumulate_generator_grads = bool(accumulate_generator_grads)
         self.generator: TriggerNet | None = None
         self.mask_net: TriggerNet | None = None
         self.mask_history: list[dict[str, float]] = []
@@ -229,7 +235,8 @@ class InputAware(Attack):
         return {**super().params(), "mask_epochs": self.mask_epochs, "mask_density": self.mask_density,
                 "lambda_div": self.lambda_div, "lambda_norm": self.lambda_norm,
                 "lr_generator": self.lr_generator, "lr_mask": self.lr_mask, "cross_rate": self.cross_rate,
-                "width": self.width, "depth": self.depth}
+                "width": self.width, "depth": self.depth,
+                "accumulate_generator_grads": self.accumulate_generator_grads}
 
     @property
     def _cross(self) -> float:
@@ -408,7 +415,8 @@ class InputAware(Attack):
         model.to(dev)
         c_params = [p for p in model.parameters() if p.requires_grad]
         opt = JointOptimizer(make_optimizer(c_params, config),
-                             torch.optim.Adam(gnet.parameters(), lr=self.lr_generator, betas=(0.5, 0.9)))
+                             torch.optim.Adam(gnet.parameters(), lr=self.lr_generator, betas=(0.5, 0.9)),
+                             zero_others=not self.accumulate_generator_grads)
         try:
             state = train(model, x, y, config, objective=self._joint_objective,
                           params=c_params + list(gnet.parameters()), optimizer=opt,
