@@ -371,6 +371,38 @@ def test_report_config_selects_grid_in_shared_dir(tmp_path):
     assert json.loads(res.output)["name"] == main.name
 
 
+def test_report_clean_model_column(tmp_path):
+    # attack cells with clean_reference carry the clean model's ACC and its ASR on the attack's
+    # triggers (distox.experiment.score_clean_model): the report shows them first, without DER
+    def cells_with_clean(cell, cells_root, options):
+        out = FakeCells()(cell, cells_root, options)
+        if cell.kind == "attack":
+            assert cell.config["clean_reference"] is True
+            out.update(clean_acc=91.0, clean_asr=4.0 if cell.config["attack"] == "blended" else 1.0, clean_ra=80.0)
+        return out
+
+    cfg = cfg_of(seeds=[0], attacks=["badnets", "blended"], defenses=["none", "d3"],
+                 attack_settings={"epochs": 1, "batch_size": 64, "clean_reference": True})
+    grid, cache = prepare(cfg, str(tmp_path))
+    execute(grid, cache, cell_fn=cells_with_clean, progress=False)
+    rep = build_report(tmp_path)
+    t = rep.tables[0]
+    assert t.columns == ["clean", "none", "d3"]
+    assert (t.entries["blended"]["clean"].acc, t.entries["blended"]["clean"].asr) == (91.0, 4.0)
+    assert t.entries["Average"]["clean"].asr == 2.5 and t.entries["Average"]["clean"].der is None
+    md = render(rep, "markdown")
+    assert "| Attack | Clean model ACC | Clean model ASR | No defense ACC |" in md
+    assert "Clean model DER" not in md and "| D3 DER |" in md
+    js = json.loads(render(rep, "json"))
+    assert js["tables"][0]["rows"][1]["cells"]["Clean model"]["asr"] == 4.0
+    assert "der" not in js["tables"][0]["rows"][1]["cells"]["Clean model"]
+    # without clean_reference there is no such column
+    plain = cfg_of(seeds=[0], name="plain", attacks=["badnets"], defenses=["none", "d3"])
+    grid, cache = prepare(plain, str(tmp_path / "plain"))
+    execute(grid, cache, cell_fn=FakeCells(), progress=False)
+    assert build_report(tmp_path / "plain").tables[0].columns == ["none", "d3"]
+
+
 def test_report_rejects_non_bench_dir(tmp_path):
     with pytest.raises(BenchError, match="not a bench directory"):
         build_report(tmp_path)

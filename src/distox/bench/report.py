@@ -31,7 +31,12 @@ from .paper import paper_value
 FORMATS = ("markdown", "csv", "latex", "json")
 AVERAGE = "Average"
 NO_DEFENSE_LABEL = "No defense"
-DISPLAY = {"none": NO_DEFENSE_LABEL, "ft": "FT", "ft-sam": "FT-SAM", "sau": "SAU", "d3": "D3",
+#: Pseudo-column of a clean reference model (attack cells run with ``clean_reference: true``):
+#: its ACC and its ASR on each attack's own triggers, the floor an ASR can be judged against.
+CLEAN = "clean"
+#: Columns that are not defenses (no DER).
+_NOT_DEFENSES = (CLEAN, "none")
+DISPLAY = {CLEAN: "Clean model", "none": NO_DEFENSE_LABEL, "ft": "FT", "ft-sam": "FT-SAM", "sau": "SAU", "d3": "D3",
            "fp": "FP", "nad": "NAD", "nc": "NC", "anp": "ANP", "i-bau": "i-BAU",
            "badnets": "BadNets", "blended": "Blended", "wanet": "WaNet", "lf": "LF",
            "inputaware": "Input-aware", "sig": "SIG", "ssba": "SSBA"}
@@ -64,7 +69,7 @@ class Table:
 
     group: str
     rows: list[str]
-    columns: list[str]  # "none" first, then defense labels
+    columns: list[str]  # ["clean"], "none", then defense labels
     entries: dict[str, dict[str, Entry]] = field(default_factory=dict)
 
 
@@ -104,6 +109,7 @@ def build_report(out_dir: str | os.PathLike, config: BenchConfig | None = None) 
     acc: dict[tuple[str, str, str], list[dict[str, float]]] = {}
     attack_of_row: dict[tuple[str, str], str] = {}
     method_of_col: dict[str, str] = {"none": "none"}
+    clean_planned: set[tuple[str, str, str]] = set()
     for cell in grid.cells:
         t = tables.setdefault(cell.group, Table(cell.group, [], ["none"]))
         if cell.row not in t.rows:
@@ -112,6 +118,10 @@ def build_report(out_dir: str | os.PathLike, config: BenchConfig | None = None) 
             t.columns.append(cell.column)
         if cell.kind == "attack":
             attack_of_row[(cell.group, cell.row)] = cell.config["attack"]
+            if cell.config.get("clean_reference"):
+                clean_planned.add((cell.group, cell.row, CLEAN))
+                if CLEAN not in t.columns:
+                    t.columns.insert(0, CLEAN)
         else:
             method_of_col[cell.column] = cell.config["defense"]["method"]
         rec = records[cell.key]
@@ -125,14 +135,19 @@ def build_report(out_dir: str | os.PathLike, config: BenchConfig | None = None) 
             if parent is None:
                 continue
             res.setdefault("der", der(parent["result"], res))
+        elif "clean_acc" in res and "clean_asr" in res:
+            acc.setdefault((cell.group, cell.row, CLEAN), []).append(
+                {"acc": res["clean_acc"], "asr": res["clean_asr"], "_seconds": 0.0, "_cpu": 0.0})
         acc.setdefault((cell.group, cell.row, cell.column), []).append(res)
     done = sum(r is not None for r in records.values())
-    planned = {(c.group, c.row, c.column) for c in grid.cells}
+    planned = {(c.group, c.row, c.column) for c in grid.cells} | clean_planned
     heads = [d.get("label") or d.get("name") for d in cfg.get("defenses", []) if isinstance(d, dict)]
 
     def col_order(col: str) -> int:
         head = col.partition(" (")[0]
-        return -1 if col == "none" else (heads.index(head) if head in heads else len(heads))
+        if col in _NOT_DEFENSES:
+            return _NOT_DEFENSES.index(col) - len(_NOT_DEFENSES)
+        return heads.index(head) if head in heads else len(heads)
     profile_paper = profile == "paper"
     for t in tables.values():
         t.columns.sort(key=col_order)  # config order (stable: grid order within an entry)
@@ -146,7 +161,7 @@ def build_report(out_dir: str | os.PathLike, config: BenchConfig | None = None) 
                     e.asr = mean(v["asr"] for v in vals)
                     e.seconds = mean(v["_seconds"] for v in vals)
                     e.cpu_seconds = mean(v["_cpu"] for v in vals)
-                    if col != "none":
+                    if col not in _NOT_DEFENSES:
                         e.der = mean(v["der"] for v in vals)
                 if profile_paper:
                     atk, meth = attack_of_row.get((t.group, row), ""), method_of_col.get(col, col)
@@ -156,7 +171,7 @@ def build_report(out_dir: str | os.PathLike, config: BenchConfig | None = None) 
         for col in t.columns:
             cells = [t.entries[r][col] for r in t.rows if t.entries[r][col].planned]
             e = Entry(acc=_avg([c.acc for c in cells]), asr=_avg([c.asr for c in cells]),
-                      der=None if col == "none" else _avg([c.der for c in cells]),
+                      der=None if col in _NOT_DEFENSES else _avg([c.der for c in cells]),
                       seeds=min((c.seeds for c in cells), default=0), planned=bool(cells))
             if profile_paper:
                 meth = method_of_col.get(col, col)
@@ -193,7 +208,7 @@ def _value(t: Table, row: str, col: str, metric: str) -> float | None:
 
 
 def _der_columns(t: Table) -> list[str]:
-    return [c for c in t.columns if c != "none"]
+    return [c for c in t.columns if c not in _NOT_DEFENSES]
 
 
 def render_markdown(report: Report) -> str:
@@ -293,7 +308,7 @@ def report_dict(report: Report) -> dict[str, Any]:
                 d: dict[str, Any] = {"acc": r2(e.acc), "asr": r2(e.asr), "seeds": e.seeds,
                                      "seconds": None if e.seconds is None else round(e.seconds, 1),
                                      "cpu_seconds": None if e.cpu_seconds is None else round(e.cpu_seconds, 1)}
-                if col != "none":
+                if col not in _NOT_DEFENSES:
                     d["der"] = r2(None if e.der is None else 100.0 * e.der)
                 if report.paper:
                     d["paper_acc"], d["paper_asr"] = e.paper_acc, e.paper_asr
