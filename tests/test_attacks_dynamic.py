@@ -232,9 +232,12 @@ def test_inputaware_cross_samples_keep_labels():
     assert div > 0
 
 
-def test_inputaware_generator_grads_do_not_accumulate():
+def _generator_grads(**kw):
+    """Train a tiny Input-aware run (1 mask epoch, 2 classifier epochs of 2 batches) and return
+    its state, the gradient each step computed for one G weight, and that weight's ``.grad``
+    after each accumulation."""
     data = make_bundle(n_train=40, channels=1, side=16)
-    atk = _ia(mask_epochs=1, poison_rate=0.25)
+    atk = _ia(mask_epochs=1, poison_rate=0.25, **kw)
     model = create_model("small_cnn", data.num_classes, 1, data.mean, data.std, width=4)
     fresh, accumulated = [], []
     orig_build = atk.build_networks
@@ -247,6 +250,11 @@ def test_inputaware_generator_grads_do_not_accumulate():
 
     atk.build_networks = build_with_hooks
     state = atk.train_model(model, data, LoopConfig(epochs=2, batch_size=20), device="cpu", progress=False)
+    return atk, state, fresh, accumulated
+
+
+def test_inputaware_generator_grads_do_not_accumulate():
+    atk, state, fresh, accumulated = _generator_grads()
     assert len(state.history) == 2 and len(atk.mask_history) == 1  # classifier: full epochs
     assert len(fresh) == len(accumulated) == 4
     for g, acc in zip(fresh, accumulated):
@@ -256,21 +264,8 @@ def test_inputaware_generator_grads_do_not_accumulate():
 
 def test_inputaware_reference_grad_accumulation_option():
     # the reference never zeroes G's gradients: each step's .grad is the sum of all so far
-    data = make_bundle(n_train=40, channels=1, side=16)
-    atk = _ia(mask_epochs=1, poison_rate=0.25, accumulate_generator_grads=True)
+    atk, _, fresh, accumulated = _generator_grads(accumulate_generator_grads=True)
     assert atk.params()["accumulate_generator_grads"] is True
-    model = create_model("small_cnn", data.num_classes, 1, data.mean, data.std, width=4)
-    fresh, accumulated = [], []
-    orig_build = atk.build_networks
-
-    def build_with_hooks(shape):
-        orig_build(shape)
-        p = atk.generator.down[0][0][0].weight
-        p.register_hook(lambda g: fresh.append(g.detach().clone()))
-        p.register_post_accumulate_grad_hook(lambda t: accumulated.append(t.grad.detach().clone()))
-
-    atk.build_networks = build_with_hooks
-    atk.train_model(model, data, LoopConfig(epochs=2, batch_size=20), device="cpu", progress=False)
     assert len(fresh) == len(accumulated) == 4
     for i in range(4):
         assert torch.allclose(accumulated[i], torch.stack(fresh[: i + 1]).sum(0), atol=1e-6)
