@@ -34,6 +34,17 @@ def test_vgg_small_cnn_and_torchvision_passthrough():
         create_model("resnet9000", 10)
 
 
+def test_small_vgg_layout_and_head():
+    m = create_model("small_vgg", 10, 1, width=16)
+    convs = [mod for mod in m.net.features if isinstance(mod, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [16, 16, 32, 32, 64]
+    assert sum(isinstance(mod, nn.MaxPool2d) for mod in m.net.features) == 2
+    assert m.net.fc.in_features == 64 and m.net.fc.out_features == 10
+    assert m(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert create_model("small_vgg", 7, 1, width=4)(torch.rand(2, 1, 8, 8)).shape == (2, 7)  # digits size
+    assert list(select_weights(m, "auto", torch.rand(1, 1, 28, 28))) == ["net.fc.weight"]
+
+
 def test_normalisation_lives_in_the_model():
     m = create_model("small_cnn", 3, 1, mean=(0.5,), std=(0.25,))
     seen = {}

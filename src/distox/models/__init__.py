@@ -1,6 +1,6 @@
 """Model factories: ``create_model(name, num_classes, in_channels, mean, std)``.
 
-Registered names: ``preactresnet18``, ``vgg19_bn``, ``small_cnn``, and ``torchvision:NAME``
+Registered names: ``preactresnet18``, ``vgg19_bn``, ``small_cnn``, ``small_vgg``, and ``torchvision:NAME``
 for any torchvision classification model (e.g. ``torchvision:resnet18``). Every model comes
 wrapped in :class:`Normalized`, so it takes images in [0, 1].
 """
@@ -14,6 +14,7 @@ from .normalized import Normalized
 from .preactresnet import PreActResNet18
 from .selection import SelectionError, linear_forward_order, select_weights
 from .small_cnn import SmallCNN
+from .small_vgg import SmallVGG
 from .vgg import VGG19BN
 
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {
@@ -24,6 +25,7 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": lambda num_classes, in_channels, width=16, **kw: SmallCNN(
         num_classes, in_channels, int(width)
     ),
+    "small_vgg": lambda num_classes, in_channels, width=16, **kw: SmallVGG(num_classes, in_channels, int(width)),
 }
 
 
@@ -63,6 +65,6 @@ def create_model(
 
 
 __all__ = [
-    "Normalized", "PreActResNet18", "SmallCNN", "VGG19BN", "SelectionError", "create_model",
+    "Normalized", "PreActResNet18", "SmallCNN", "SmallVGG", "VGG19BN", "SelectionError", "create_model",
     "list_models", "linear_forward_order", "select_weights",
 ]
