@@ -7,7 +7,7 @@ from torch.nn import functional as F
 
 from distox.attacks import create
 from distox.attacks.base import AttackError
-from distox.attacks.inputaware import InputAware, JointOptimizer, TriggerNet
+from distox.attacks.inputaware import InputAware, JointOptimizer, TriggerNet, diversity, sharpen_mask
 from distox.attacks.perbatch import split_batch, stochastic_round
 from distox.attacks.wanet import WaNet, control_points, identity_grid
 from distox.models import create_model
@@ -204,6 +204,28 @@ def test_inputaware_mask_density_after_stage1():
     assert 0.005 < after < 0.08  # target 0.032
     assert len(atk.mask_history) == 6
     assert not any(p.requires_grad for p in atk.mask_net.parameters())  # frozen after stage 1
+
+
+def test_inputaware_diversity_uses_normalised_images():
+    """The reference measures d(x1, x2) on dataset-normalised tensors (masks unnormalised), so
+    with std 0.5 the mask-stage diversity is twice the one in [0, 1] pixel units."""
+    data = make_bundle(n_train=16, channels=1, side=16)
+    atk = _ia(mask_epochs=1)
+    atk.build_networks(data.image_shape)
+    atk.mask_net.eval()
+    x = data.train.x[:8]
+    with torch.no_grad():
+        m = sharpen_mask(atk.mask_net(x))
+        pixel = diversity(x, x.roll(1, 0), m, m.roll(1, 0))
+        atk.set_normalization((0.5,))
+        _, stats = atk._mask_objective(atk.mask_net, x, None)
+        assert stats["div"] == pytest.approx(2 * float(pixel), rel=1e-5)
+        atk.set_normalization(None)
+        _, stats = atk._mask_objective(atk.mask_net, x, None)
+        assert stats["div"] == pytest.approx(float(pixel), rel=1e-5)
+    # train_model/fit_mask take the std from the dataset
+    atk.fit_mask(data, LoopConfig(batch_size=8), device="cpu", progress=False)
+    assert torch.equal(atk._std.flatten(), torch.tensor(data.std, dtype=torch.float32))
 
 
 def test_inputaware_cross_samples_keep_labels():

@@ -13,12 +13,15 @@ the shared loop :func:`distox.training.train`:
 
 1. ``mask_epochs`` epochs, M alone (Adam lr ``lr_mask``, betas (0.5, 0.9), cosine schedule):
    ``λ_norm·mean(relu(m(x1) − mask_density)) + λ_div·mean(d(x1, x2)/(d(m1, m2) + 1e-7))``
-   with d the per-sample RMS distance; M is then frozen.
+   with d the per-sample RMS distance between *dataset-normalised* images (as in the
+   reference, whose networks and losses see normalised tensors; the masks are not
+   normalised, so this scale sets how dense the mask becomes); M is then frozen.
 2. ``epochs`` epochs (the :class:`~distox.training.LoopConfig`), the classifier C (its SGD,
    schedule and augmentation) jointly with G (Adam lr ``lr_generator``, betas (0.5, 0.9)): per
    batch ~``poison_rate`` of the rows become backdoor images relabelled to t(y), ~``cross_rate``
    become *cross* images ``x1 + (G(x2) − x1)·m(x2)`` with the trigger of another image x2 and
-   their true label; loss ``CE + λ_div·mean(d(x1, x2)/(d(G(x1), G(x2)) + 1e-7))``.
+   their true label; loss ``CE + λ_div·mean(d(x1, x2)/(d(G(x1), G(x2)) + 1e-7))``, images and
+   patterns both normalised.
 
 Architecture (reference ``InputAwareGenerator``): ``depth`` levels of
 [conv3×3-BN-ReLU ×2, max-pool 2] starting at ``width`` channels and doubling, a middle block,
@@ -55,7 +58,11 @@ Differs from the reference:
       milestones are never reached, i.e. a constant lr); G keeps a constant lr; M's MultiStepLR
       [10, 20] is replaced by cosine annealing over ``mask_epochs``.
     - G and M see ``2x − 1`` (un-normalised images centred to [-1, 1]) rather than
-      dataset-normalised images; the pattern lives in pixel space as in the reference.
+      dataset-normalised images; the pattern lives in pixel space as in the reference. The
+      diversity distances, however, are taken in the dataset-normalised scale like the
+      reference's (``set_normalization``; train_model/fit_mask take the bundle's std): on
+      Fashion-MNIST (std 0.5) measuring them in [0, 1] units halved the mask stage's image
+      distance and left the mask at density 0.013 (~10 pixels) instead of 0.021.
 
 Example:
     >>> atk = InputAware(target=0, poison_rate=0.1, mask_epochs=25)
@@ -228,6 +235,7 @@ class InputAware(Attack):
         self.depth = None if depth is None else int(depth)
         self.accumulate_generator_grads = bool(accumulate_generator_grads)
         self.generator: TriggerNet | None = None
+        self._std: torch.Tensor | None = None  # dataset std for the diversity distances
         self.mask_net: TriggerNet | None = None
         self.mask_history: list[dict[str, float]] = []
 
@@ -313,11 +321,22 @@ class InputAware(Attack):
         self.width, self.depth = self.generator.width, self.generator.depth
 
     # ------------------------------------------------------------------ training
+    def set_normalization(self, std: tuple[float, ...] | None) -> None:
+        """Per-channel std of the dataset's normalisation, used by the diversity distances
+        (None: images are compared in [0, 1] pixel units)."""
+        self._std = None if std is None else torch.tensor([float(v) for v in std]).view(1, -1, 1, 1)
+
+    def _normalized(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` in the dataset-normalised scale of the reference (the mean cancels in a
+        difference, so only the std is applied)."""
+        return t if self._std is None else t / self._std.to(t.device, t.dtype)
+
     def _mask_objective(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         m1 = sharpen_mask(model(x))
         m2 = m1.roll(1, 0)  # the mask of the partner image x2 = x.roll(1)
         norm = F.relu(m1 - self.mask_density).mean()
-        div = diversity(x, x.roll(1, 0), m1, m2)
+        xn = self._normalized(x)
+        div = diversity(xn, xn.roll(1, 0), m1, m2)
         loss = self.lambda_norm * norm + self.lambda_div * div
         return loss, {"loss": float(loss.detach()), "norm": float(norm.detach()), "div": float(div.detach()),
                       "density": float(m1.detach().mean())}
@@ -342,7 +361,8 @@ class InputAware(Attack):
             xs[cross], p_cr, _ = self.trigger(x[cross], partner[cross])
         pairs = min(len(bd), len(cross))
         if pairs:
-            div = diversity(x[bd[:pairs]], partner[cross[:pairs]], p_bd[:pairs], p_cr[:pairs])
+            nz = self._normalized
+            div = diversity(nz(x[bd[:pairs]]), nz(partner[cross[:pairs]]), nz(p_bd[:pairs]), nz(p_cr[:pairs]))
         return xs, ys, div
 
     def _joint_objective(self, classifier: nn.Module, x: torch.Tensor, y: torch.Tensor):
@@ -365,6 +385,7 @@ class InputAware(Attack):
         if self.mask_net is None:
             self.check_data(data)
             self.build_networks(data.image_shape)
+        self.set_normalization(data.std)
         mnet = self._networks()[1]
         self.mask_history = []
         seconds = 0.0
@@ -404,6 +425,7 @@ class InputAware(Attack):
         self.check_data(data)
         dev = resolve_device(device)
         self.build_networks(data.image_shape)
+        self.set_normalization(data.std)
         gnet, mnet = self._networks()
         gnet.to(dev)
         mnet.to(dev)
