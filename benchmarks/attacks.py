@@ -90,6 +90,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--train-subset", type=int, default=10_000)
     ap.add_argument("--test-subset", type=int, default=2_000)
+    ap.add_argument("--model", default="small_cnn", help="distox.models name (small_cnn, small_vgg, ...).")
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -123,7 +124,7 @@ def main() -> None:
 
     names = args.attacks or [n for n in attacks.list()]
     sets = parse_grouped(args.set)
-    common = dict(dataset="fashion-mnist", model="small_cnn", model_kwargs={"width": args.width},
+    common = dict(dataset="fashion-mnist", model=args.model, model_kwargs={"width": args.width},
                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, train_subset=args.train_subset,
                   test_subset=args.test_subset, augment=args.augment, seed=args.seed)
     t_all = time.perf_counter()
@@ -171,7 +172,7 @@ def main() -> None:
         logging.info("%s: %s (%.0fs)", name, m, time.perf_counter() - t0)
 
     table = "\n".join([HEADER, *rows])
-    footer = (f"\nsmall_cnn width {args.width}, SGD lr {args.lr} (cosine), batch {args.batch_size}, "
+    footer = (f"\n{args.model} width {args.width}, SGD lr {args.lr} (cosine), batch {args.batch_size}, "
               f"augment {args.augment}, seed {args.seed}, poison rate {args.poison_rate} unless noted, "
               f"target 0 all-to-one; torch {torch.__version__}, {torch.get_num_threads()} thread(s) in this invocation, "
               f"{platform.processor() or platform.machine()}; this invocation {time.perf_counter() - t_all:.0f}s "
@@ -183,39 +184,45 @@ def main() -> None:
 
 
 def from_bench(args: argparse.Namespace) -> None:
-    """The issue-3 table for the attack cells of a finished grid, against one clean model
-    trained with the grid's common attack settings (same data subsets, loop and seed)."""
+    """The issue-3 table for the attack cells of a finished grid, each against a clean model
+    trained with that cell's own training settings (same data subsets, loop, epochs and seed).
+    Cells that share their settings share one clean model: ``--runs/clean`` for the first
+    (the grid's common settings), ``--runs/clean-<key>`` for any other."""
     from distox.bench import Cache, expand, load_config
+    from distox.bench.grid import cell_key
     from distox.experiment import _ATTACK_ONLY
 
     grid, cache = expand(load_config(args.config)), Cache(args.bench)
     cells = [(c, cache.load(c.key)) for c in grid.attacks]
     if not cells:
         raise SystemExit(f"{args.config} has no attack cells")
-    base = {k: v for k, v in cells[0][0].config.items() if k not in _ATTACK_ONLY}
-    for cell, _ in cells[1:]:
-        other = {k: v for k, v in cell.config.items() if k not in _ATTACK_ONLY}
-        if other != base:
-            raise SystemExit(f"attack cells differ in training settings ({cell.row}); one clean reference "
-                             "cannot serve them all")
     t0 = time.perf_counter()
-    clean = run_clean(AttackSpec(attack="none", **base), args.runs / "clean", device=args.device,
-                      progress=not args.quiet)
-    clean_seconds = json.loads((args.runs / "clean" / "clean.json").read_text())["seconds"]
-    subset = f"{base['train_subset'] or 'all'}/{base['test_subset'] or 'all'}"
-    rows = [clean_row(clean["acc"], base["epochs"], subset, clean_seconds)]
-    misses, floors = [], {}
+    rows, misses, floors, clean_dirs = [], [], {}, {}
     for cell, rec in cells:
+        base = {k: v for k, v in cell.config.items() if k not in _ATTACK_ONLY}
+        subset = f"{base['train_subset'] or 'all'}/{base['test_subset'] or 'all'}"
+        bkey = cell_key("clean", base)
+        if bkey not in clean_dirs:
+            clean_dir = args.runs / ("clean" if not clean_dirs else f"clean-{bkey}")
+            clean = run_clean(AttackSpec(attack="none", **base), clean_dir, device=args.device,
+                              progress=not args.quiet)
+            clean_seconds = json.loads((clean_dir / "clean.json").read_text())["seconds"]
+            clean_dirs[bkey] = (clean_dir, clean)
+            label = "" if len(clean_dirs) == 1 else f" ({base['epochs']} epochs, batch {base['batch_size']})"
+            rows.append(clean_row(clean["acc"], base["epochs"], subset, clean_seconds).replace(
+                "clean (no attack)", f"clean (no attack){label}", 1))
+        clean_dir, clean = clean_dirs[bkey]
         if rec is None:
             rows.append(f"| {cell.row} | – | – | – | {clean['acc']:.2f} | – | – | not run | {base['epochs']} | {subset} | – | |")
             misses.append(cell.row)
             continue
         if not target_met(rec["result"], clean["acc"]):
             misses.append(cell.row)
-        floor = floors[cell.key] = clean_model_asr(args.runs / "clean", cache.cell_dir(cell.key), args.device)
+        floor = floors[cell.key] = clean_model_asr(clean_dir, cache.cell_dir(cell.key), args.device)
         rows.append(result_row(cell.config["attack"], rec["result"], clean["acc"], floor, base["epochs"], subset,
                                rec["seconds"], cell.config["attack_kwargs"], cell.config["poison_rate"]))
-    footer = (f"\nAttack cells of {args.bench} ({args.config}); clean reference in {args.runs / 'clean'} "
+    footer = (f"\nAttack cells of {args.bench} ({args.config}); clean references in "
+              f"{', '.join(str(d) for d, _ in clean_dirs.values())} "
               f"(this invocation {time.perf_counter() - t0:.0f}s). Target: ASR ≥ 90 and ACC drop ≤ 3. "
               f"Missed: {', '.join(misses) or 'none'}.")
     text = "\n".join([HEADER, *rows]) + "\n" + footer

@@ -1,6 +1,9 @@
 """D3 (paper preset, no augmentation) after different epoch budgets on an existing attack run.
 
     python benchmarks/d3_epochs.py RUN_DIR [--epochs 10 20 40] [--batch-size 32] [--ratio 0.05]
+                                   [--param KEY=VALUE ...]
+
+``--param`` overrides a D3 hyper-parameter (e.g. ``augment=true``, ``lmd=0.5``, ``layers=all-linear``).
 
 Prints ACC / ASR / RA of the backdoored model and of D3 after each budget, on the run's test
 subset, with the run's seeded 5 % retain set (seed 0). One torch thread, CPU.
@@ -12,6 +15,7 @@ import time
 
 import torch
 
+from distox.cli.app import parse_params
 from distox.defenses import create
 from distox.experiment import load_run
 from distox.metrics import evaluate
@@ -23,8 +27,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, nargs="+", default=[10, 20, 40])
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--ratio", type=float, default=0.05)
+    ap.add_argument("--param", nargs="*", default=[], metavar="KEY=VALUE", help="Override a D3 hyper-parameter.")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    params = parse_params(args.param)
     run = load_run(args.run_dir)
     backdoor = run.backdoor_test_set()
     retain = run.retain(ratio=args.ratio, seed=0)
@@ -33,7 +39,8 @@ def main() -> None:
     print(f"| backdoored ({len(retain)} retain images) | {before['acc']:.2f} | {before['asr']:.2f} | {before['ra']:.2f} | – |")
     for epochs in args.epochs:
         t0 = time.perf_counter()
-        d3 = create("d3", preset="paper", epochs=epochs, batch_size=args.batch_size, augment=False)
+        d3 = create("d3", **{"preset": "paper", "augment": False, **params, "epochs": epochs,
+                             "batch_size": args.batch_size})
         model = d3(run.model, retain, device="cpu", progress=False).model
         m = evaluate(model, run.data.test.x, run.data.test.y, backdoor, device="cpu")
         print(f"| {epochs} | {m['acc']:.2f} | {m['asr']:.2f} | {m['ra']:.2f} | {time.perf_counter() - t0:.0f} |")
