@@ -210,11 +210,12 @@ def test_second_bench_on_same_directory_is_refused(tmp_path):
 
 def test_shipped_configs_validate():
     sizes = {}
-    for name in ("smoke", "cpu", "cpu-ablations", "paper"):
+    for name in ("smoke", "cpu", "cpu-vgg", "cpu-ablations", "paper"):
         from distox.bench import load_config
 
         sizes[name] = len(expand(load_config(ROOT / "configs" / f"{name}.yaml")))
     assert sizes["smoke"] == 2 + 2 * 2
+    assert sizes["cpu"] == sizes["cpu-vgg"] == 7 * 5  # 7 attacks x (no defense + 4 defenses)
 
 
 # ---------------------------------------------------------------------------- cache and resume
