@@ -13,8 +13,8 @@ non-target images of the first 3,000 test images, it asks what the classifier ke
 - own mask + the other image's pattern, and own pattern + the other image's mask;
 - mask pixels (> 0.5) and |G(x) − x| under the mask for images that trigger and that fail.
 
-``--anneal-generator`` lets the classifier's cosine schedule anneal G's Adam too (an
-experiment: by default G keeps a constant lr, as in the reference).
+``--anneal-generator`` sets the attack's ``anneal_generator`` option: the classifier's cosine
+schedule anneals G's Adam too (by default G keeps a constant lr, as in the reference).
 """
 from __future__ import annotations
 
@@ -85,10 +85,7 @@ def main() -> None:
         model = Normalized(SmallVGG(10, 1, 16), (0.0,), (1.0,))
     else:
         model = create_model("small_cnn", 10, 1, width=16)
-    if args.anneal_generator:  # the loop's scheduler sees G's parameter groups too
-        ia.JointOptimizer.param_groups = property(
-            lambda self: self.main.param_groups + [g for o in self.others for g in o.param_groups])
-    params = {"mask_epochs": 3, **parse_params(args.set, "--set")}
+    params = {"mask_epochs": 3, "anneal_generator": args.anneal_generator, **parse_params(args.set, "--set")}
     atk = create("inputaware", **params)
     config = LoopConfig(epochs=args.epochs, batch_size=args.batch_size, lr=0.01, augment=False, seed=0)
     t0 = time.perf_counter()

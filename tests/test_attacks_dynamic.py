@@ -312,6 +312,46 @@ def test_joint_optimizer_zeroes_steps_and_round_trips():
     assert opt.main.param_groups[0]["lr"] < 0.1 and opt.others[0].param_groups[0]["lr"] == 0.1
 
 
+def test_joint_optimizer_anneal_others_puts_one_schedule_on_every_optimiser():
+    a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    opt = JointOptimizer(torch.optim.SGD(a.parameters(), lr=0.1), torch.optim.Adam(b.parameters(), lr=0.01),
+                         anneal_others=True)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4)
+    (a(torch.ones(1, 2)) + b(torch.ones(1, 2))).sum().backward()
+    for _ in range(2):
+        opt.step()
+        sched.step()
+    # half-way through a cosine: each optimiser at half its own starting lr
+    assert opt.main.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert opt.others[0].param_groups[0]["lr"] == pytest.approx(0.005)
+
+
+def test_inputaware_anneal_generator_option_decays_g_with_the_classifier(monkeypatch):
+    import distox.attacks.inputaware as ia
+
+    made: list[JointOptimizer] = []
+
+    class Recording(JointOptimizer):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(ia, "JointOptimizer", Recording)
+    g_lrs = {}
+    for anneal in (False, True):
+        atk = _ia(mask_epochs=0, poison_rate=0.25, anneal_generator=anneal)
+        assert atk.params()["anneal_generator"] is anneal
+        data = make_bundle(n_train=40, channels=1, side=16)
+        model = create_model("small_cnn", data.num_classes, 1, data.mean, data.std, width=4)
+        seen: list[float] = []
+        atk.train_model(model, data, LoopConfig(epochs=2, batch_size=20), device="cpu", progress=False,
+                        on_epoch_end=lambda e, m, seen=seen: seen.append(made[-1].others[0].param_groups[0]["lr"])
+                        or {})
+        g_lrs[anneal] = seen
+    assert g_lrs[False] == [pytest.approx(0.01)] * 2  # the reference: G's lr never decays
+    assert g_lrs[True] == [pytest.approx(0.005), pytest.approx(0.0, abs=1e-12)]  # cosine, T_max = 2
+
+
 def test_inputaware_resume_matches_uninterrupted_run(trained_ia, tmp_path):
     full, full_model = trained_ia
     ckpt = tmp_path / "ckpt.pt"

@@ -41,6 +41,9 @@ Args:
     width: base channels of G and M (default None = auto, see above).
     accumulate_generator_grads: reproduce the reference's quirk of never zeroing G's gradients,
         so every G step uses the sum of all gradients so far (default False: zeroed per step).
+    anneal_generator: let the classifier's schedule (cosine) anneal G's Adam lr as well, so C
+        and G come to rest together at the end of the run (default False: G keeps a constant
+        lr, as in the reference, where no schedule ever decays either network).
     depth: pooling levels of G and M (default None = auto).
     target, mode, poison_rate, seed, shift: see :class:`~distox.attacks.base.Attack`
         (defaults 0, "all2one", 0.1, 0, 1); ``seed`` initialises G and M.
@@ -55,7 +58,8 @@ Differs from the reference:
     - The partner image x2 is the next image of the same shuffled batch (the reference draws
       it from a second, independently shuffled loader); the pairing is equally random.
     - C uses the LoopConfig's optimiser and cosine schedule (the reference's MultiStepLR
-      milestones are never reached, i.e. a constant lr); G keeps a constant lr; M's MultiStepLR
+      milestones are never reached, i.e. a constant lr); G keeps a constant lr (unless
+      ``anneal_generator``); M's MultiStepLR
       [10, 20] is replaced by cosine annealing over ``mask_epochs``.
     - G and M see ``2x − 1`` (un-normalised images centred to [-1, 1]) rather than
       dataset-normalised images; the pattern lives in pixel space as in the reference. The
@@ -161,20 +165,24 @@ class JointOptimizer(torch.optim.Optimizer):
     """Steps a main optimiser (the classifier's) and further ones (G's) together.
 
     ``param_groups`` are the main optimiser's, so the loop's scheduler anneals the classifier
-    only; ``zero_grad`` clears every wrapped optimiser (the fix for G's accumulating
+    only (``anneal_others=True`` appends the other optimisers' groups, so one schedule anneals
+    them all); ``zero_grad`` clears every wrapped optimiser (the fix for G's accumulating
     gradients; ``zero_others=False`` clears the main one only, like the reference);
     ``state_dict``/``load_state_dict`` cover all of them for checkpoints.
     """
 
     def __init__(self, main: torch.optim.Optimizer, *others: torch.optim.Optimizer,
-                 zero_others: bool = True) -> None:  # noqa: D107
+                 zero_others: bool = True, anneal_others: bool = False) -> None:  # noqa: D107
         # Deliberately no super().__init__: this object only delegates.
         self.main, self.others = main, list(others)
         self.zero_others = zero_others  # False: the reference's accumulating G gradients
+        self.anneal_others = anneal_others  # True: the schedule sees the others' groups too
         self.defaults = main.defaults
 
     @property
     def param_groups(self):  # type: ignore[override]
+        if self.anneal_others:
+            return self.main.param_groups + [g for opt in self.others for g in opt.param_groups]
         return self.main.param_groups
 
     @property
@@ -215,7 +223,8 @@ class InputAware(Attack):
     def __init__(self, mask_epochs: int = 25, mask_density: float = 0.032, lambda_div: float = 1.0,
                  lambda_norm: float = 100.0, lr_generator: float = 0.01, lr_mask: float = 0.01,
                  cross_rate: float | None = None, width: int | None = None, depth: int | None = None,
-                 accumulate_generator_grads: bool = False, **kwargs) -> None:
+                 accumulate_generator_grads: bool = False, anneal_generator: bool = False,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         if int(mask_epochs) < 0:
             raise AttackError(f"inputaware: mask_epochs must be >= 0; got {mask_epochs}")
@@ -234,6 +243,7 @@ class InputAware(Attack):
         self.width = None if width is None else int(width)
         self.depth = None if depth is None else int(depth)
         self.accumulate_generator_grads = bool(accumulate_generator_grads)
+        self.anneal_generator = bool(anneal_generator)
         self.generator: TriggerNet | None = None
         self._std: torch.Tensor | None = None  # dataset std for the diversity distances
         self.mask_net: TriggerNet | None = None
@@ -244,7 +254,8 @@ class InputAware(Attack):
                 "lambda_div": self.lambda_div, "lambda_norm": self.lambda_norm,
                 "lr_generator": self.lr_generator, "lr_mask": self.lr_mask, "cross_rate": self.cross_rate,
                 "width": self.width, "depth": self.depth,
-                "accumulate_generator_grads": self.accumulate_generator_grads}
+                "accumulate_generator_grads": self.accumulate_generator_grads,
+                "anneal_generator": self.anneal_generator}
 
     @property
     def _cross(self) -> float:
@@ -438,7 +449,8 @@ class InputAware(Attack):
         c_params = [p for p in model.parameters() if p.requires_grad]
         opt = JointOptimizer(make_optimizer(c_params, config),
                              torch.optim.Adam(gnet.parameters(), lr=self.lr_generator, betas=(0.5, 0.9)),
-                             zero_others=not self.accumulate_generator_grads)
+                             zero_others=not self.accumulate_generator_grads,
+                             anneal_others=self.anneal_generator)
         try:
             state = train(model, x, y, config, objective=self._joint_objective,
                           params=c_params + list(gnet.parameters()), optimizer=opt,
