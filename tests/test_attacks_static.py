@@ -276,6 +276,33 @@ def test_lf_cache_reuses_the_perturbation(tmp_path, monkeypatch):
         _prepare(LF(**_lf_kwargs(uap_images=4, max_passes=1, linf=0.1)), data, cache_dir=tmp_path)
 
 
+def test_lf_surrogate_does_not_start_from_the_victims_weights(monkeypatch):
+    # Runs initialise the victim with torch.manual_seed(seed); the surrogate is the attacker's
+    # own clean model, initialised from surrogate_seed (default seed + 1), so the UAP is not
+    # tuned to the victim's own starting point. surrogate_seed=seed reproduces the shared start.
+    data = make_bundle(n_train=40, n_test=20, channels=1, side=12, classes=3)
+    starts = {}
+
+    class Captured(Exception):
+        pass
+
+    def capture(self, model, data_, dev, progress):
+        starts[self.surrogate_seed] = {k: v.clone() for k, v in model.state_dict().items()}
+        raise Captured
+
+    monkeypatch.setattr(LF, "_train_surrogate", capture)
+    torch.manual_seed(7)
+    victim = _factory(data)().state_dict()
+    for kw in ({}, {"surrogate_seed": 7}):
+        atk = LF(**_lf_kwargs(seed=7, **kw))
+        with pytest.raises(Captured):
+            _prepare(atk, data)
+    assert LF(seed=7).params()["surrogate_seed"] == 8
+    assert not all(torch.equal(victim[k], starts[8][k]) for k in victim)
+    assert all(torch.equal(victim[k], starts[7][k]) for k in victim)
+    assert LF(seed=7).cache_key(data, _factory(data)()) != LF(seed=7, surrogate_seed=7).cache_key(data, _factory(data)())
+
+
 def test_targeted_deepfool_reaches_the_target_per_image():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(2 * 5 * 5, 4)).eval()
