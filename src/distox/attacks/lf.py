@@ -48,10 +48,9 @@ Args:
     surrogate_batch_size: batch size for the surrogate (default 128).
     surrogate_seed: seed of the surrogate's initialisation, subset and shuffling (default None
         = ``seed + 1``). With ``surrogate_seed == seed`` the surrogate starts from the very
-        weights the victim model starts from (runs seed the victim with ``seed``), and the UAP
-        is then adversarial to the victim's own initialisation: on Fashion-MNIST with the small
-        CNN a clean model of that seed sent 39 % of LF test images to the target, one of
-        another seed 4 % (BENCHMARKS.md).
+        weights the victim model starts from (runs initialise the victim with ``seed``): an
+        attacker who knows the victim's initialisation, which the reference's separately
+        trained surrogate is not.
     info: a previous run's ``info`` record (restored by ``create(**params)``; overwritten by
         :meth:`LF.prepare`).
     target, mode, poison_rate, seed, shift: see :class:`~distox.attacks.base.Attack`
