@@ -21,6 +21,9 @@ trained, with the grid's common attack settings, into ``--runs``::
 
     nice -n 10 .venv/bin/python benchmarks/attacks.py --bench runs/cpu-v3 --config configs/cpu.yaml \
         --runs runs/bench-attacks-cpu-v3 --threads 1
+
+``--floor-seeds 1 2`` also trains clean references with those seeds (same settings otherwise)
+and reports the clean-model ASR of each: how much of the floor is the chance of one training run.
 """
 from __future__ import annotations
 
@@ -113,6 +116,9 @@ def main() -> None:
     ap.add_argument("--defense", default=None,
                     help="With --bench: also compare this grid column (e.g. d3) with no defense and the "
                          "clean-model ASR, per attack (issue 5's reproduction target).")
+    ap.add_argument("--floor-seeds", type=int, nargs="*", default=[],
+                    help="With --bench: also train clean references with these seeds and report the "
+                         "range of their clean-model ASRs (the floor's seed-to-seed spread).")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
@@ -197,7 +203,7 @@ def from_bench(args: argparse.Namespace) -> None:
     if not cells:
         raise SystemExit(f"{args.config} has no attack cells")
     t0 = time.perf_counter()
-    rows, misses, floors, clean_dirs = [], [], {}, {}
+    rows, misses, floors, clean_dirs, spreads = [], [], {}, {}, {}
     for cell, rec in cells:
         base = {k: v for k, v in cell.config.items() if k not in _ATTACK_ONLY}
         subset = f"{base['train_subset'] or 'all'}/{base['test_subset'] or 'all'}"
@@ -219,6 +225,9 @@ def from_bench(args: argparse.Namespace) -> None:
         if not target_met(rec["result"], clean["acc"]):
             misses.append(cell.row)
         floor = floors[cell.key] = clean_model_asr(clean_dir, cache.cell_dir(cell.key), args.device)
+        spreads[cell.key] = [floor] + [
+            clean_model_asr(seeded_clean(args, clean_dir, base, s), cache.cell_dir(cell.key), args.device)
+            for s in args.floor_seeds if s != base["seed"]]
         rows.append(result_row(cell.config["attack"], rec["result"], clean["acc"], floor, base["epochs"], subset,
                                rec["seconds"], cell.config["attack_kwargs"], cell.config["poison_rate"]))
     footer = (f"\nAttack cells of {args.bench} ({args.config}); clean references in "
@@ -228,9 +237,30 @@ def from_bench(args: argparse.Namespace) -> None:
     text = "\n".join([HEADER, *rows]) + "\n" + footer
     if args.defense:
         text += "\n\n" + defense_vs_floor(grid, cache, cells, floors, args.defense)
+    if args.floor_seeds:
+        text += "\n\n" + floor_spread(cells, spreads, [cells[0][0].seed, *args.floor_seeds])
     print(text)
     if args.table:
         args.table.write_text(text + "\n")
+
+
+def seeded_clean(args: argparse.Namespace, clean_dir: Path, base: dict, seed: int) -> Path:
+    """A clean reference like ``clean_dir``'s but trained with ``seed`` (``<clean_dir>-seed<S>``)."""
+    out = clean_dir.with_name(f"{clean_dir.name}-seed{seed}")
+    run_clean(AttackSpec(attack="none", **{**base, "seed": seed}), out, device=args.device, progress=not args.quiet)
+    return out
+
+
+def floor_spread(cells, spreads: dict[str, list[float]], seeds: list[int]) -> str:
+    """Per attack: the clean-model ASR of each clean reference seed, and their range."""
+    seeds = list(dict.fromkeys(seeds))
+    lines = [f"| Attack | {' | '.join(f'clean-model ASR, seed {s}' for s in seeds)} | lowest | highest |",
+             "|---" * (len(seeds) + 3) + "|"]
+    for cell, _ in cells:
+        vals = spreads.get(cell.key)
+        if vals:
+            lines.append(f"| {cell.row} | {' | '.join(f'{v:.2f}' for v in vals)} | {min(vals):.2f} | {max(vals):.2f} |")
+    return "\n".join(lines)
 
 
 def defense_vs_floor(grid, cache, cells, floors: dict[str, float], column: str) -> str:
