@@ -204,6 +204,8 @@ def from_bench(args: argparse.Namespace) -> None:
         raise SystemExit(f"{args.config} has no attack cells")
     t0 = time.perf_counter()
     rows, misses, floors, clean_dirs, spreads = [], [], {}, {}, {}
+    many_seeds = len({c.seed for c, _ in cells}) > 1
+    name = {c.key: c.row + (f" (seed {c.seed})" if many_seeds else "") for c, _ in cells}
     for cell, rec in cells:
         base = {k: v for k, v in cell.config.items() if k not in _ATTACK_ONLY}
         subset = f"{base['train_subset'] or 'all'}/{base['test_subset'] or 'all'}"
@@ -214,21 +216,22 @@ def from_bench(args: argparse.Namespace) -> None:
                               progress=not args.quiet)
             clean_seconds = json.loads((clean_dir / "clean.json").read_text())["seconds"]
             clean_dirs[bkey] = (clean_dir, clean)
-            label = "" if len(clean_dirs) == 1 else f" ({base['epochs']} epochs, batch {base['batch_size']})"
+            label = "" if len(clean_dirs) == 1 else f" ({base['epochs']} epochs, batch {base['batch_size']}" + (
+                f", seed {base['seed']})" if many_seeds else ")")
             rows.append(clean_row(clean["acc"], base["epochs"], subset, clean_seconds).replace(
                 "clean (no attack)", f"clean (no attack){label}", 1))
         clean_dir, clean = clean_dirs[bkey]
         if rec is None:
-            rows.append(f"| {cell.row} | – | – | – | {clean['acc']:.2f} | – | – | not run | {base['epochs']} | {subset} | – | |")
-            misses.append(cell.row)
+            rows.append(f"| {name[cell.key]} | – | – | – | {clean['acc']:.2f} | – | – | not run | {base['epochs']} | {subset} | – | |")
+            misses.append(name[cell.key])
             continue
         if not target_met(rec["result"], clean["acc"]):
-            misses.append(cell.row)
+            misses.append(name[cell.key])
         floor = floors[cell.key] = clean_model_asr(clean_dir, cache.cell_dir(cell.key), args.device)
         spreads[cell.key] = [floor] + [
             clean_model_asr(seeded_clean(args, clean_dir, base, s), cache.cell_dir(cell.key), args.device)
             for s in args.floor_seeds if s != base["seed"]]
-        rows.append(result_row(cell.config["attack"], rec["result"], clean["acc"], floor, base["epochs"], subset,
+        rows.append(result_row(name[cell.key], rec["result"], clean["acc"], floor, base["epochs"], subset,
                                rec["seconds"], cell.config["attack_kwargs"], cell.config["poison_rate"]))
     footer = (f"\nAttack cells of {args.bench} ({args.config}); clean references in "
               f"{', '.join(str(d) for d, _ in clean_dirs.values())} "
@@ -236,9 +239,9 @@ def from_bench(args: argparse.Namespace) -> None:
               f"Missed: {', '.join(misses) or 'none'}.")
     text = "\n".join([HEADER, *rows]) + "\n" + footer
     if args.defense:
-        text += "\n\n" + defense_vs_floor(grid, cache, cells, floors, args.defense)
+        text += "\n\n" + defense_vs_floor(grid, cache, cells, floors, args.defense, name)
     if args.floor_seeds:
-        text += "\n\n" + floor_spread(cells, spreads, [cells[0][0].seed, *args.floor_seeds])
+        text += "\n\n" + floor_spread(cells, spreads, [cells[0][0].seed, *args.floor_seeds], name)
     print(text)
     if args.table:
         args.table.write_text(text + "\n")
@@ -251,7 +254,7 @@ def seeded_clean(args: argparse.Namespace, clean_dir: Path, base: dict, seed: in
     return out
 
 
-def floor_spread(cells, spreads: dict[str, list[float]], seeds: list[int]) -> str:
+def floor_spread(cells, spreads: dict[str, list[float]], seeds: list[int], name: dict[str, str]) -> str:
     """Per attack: the clean-model ASR of each clean reference seed, and their range."""
     seeds = list(dict.fromkeys(seeds))
     lines = [f"| Attack | {' | '.join(f'clean-model ASR, seed {s}' for s in seeds)} | lowest | highest |",
@@ -259,13 +262,14 @@ def floor_spread(cells, spreads: dict[str, list[float]], seeds: list[int]) -> st
     for cell, _ in cells:
         vals = spreads.get(cell.key)
         if vals:
-            lines.append(f"| {cell.row} | {' | '.join(f'{v:.2f}' for v in vals)} | {min(vals):.2f} | {max(vals):.2f} |")
+            lines.append(f"| {name[cell.key]} | {' | '.join(f'{v:.2f}' for v in vals)} | {min(vals):.2f} | {max(vals):.2f} |")
     return "\n".join(lines)
 
 
-def defense_vs_floor(grid, cache, cells, floors: dict[str, float], column: str) -> str:
-    """Per attack: no defense, the grid column ``column`` and the clean-model ASR, with issue 5's
-    checks (ASR < 2 %, ACC within 3 points of no defense) and ASR ≤ clean-model ASR."""
+def defense_vs_floor(grid, cache, cells, floors: dict[str, float], column: str, name: dict[str, str]) -> str:
+    """Per attack cell (row label ``name[key]``): no defense, the grid column ``column`` and the
+    clean-model ASR, with issue 5's checks (ASR < 2 %, ACC within 3 points of no defense) and
+    ASR ≤ clean-model ASR."""
     lines = [f"| Attack | No defense ACC | {column} ACC | ACC change | No defense ASR | {column} ASR | "
              f"clean-model ASR | ASR < 2 % | ASR ≤ clean-model ASR | ACC within 3 |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -273,12 +277,12 @@ def defense_vs_floor(grid, cache, cells, floors: dict[str, float], column: str) 
         defended = [d for d in grid.defenses_of(cell.key) if d.column == column]
         after = cache.load(defended[0].key) if defended else None
         if rec is None or after is None or cell.key not in floors:
-            lines.append(f"| {cell.row} | – | – | – | – | – | – | not run | not run | not run |")
+            lines.append(f"| {name[cell.key]} | – | – | – | – | – | – | not run | not run | not run |")
             continue
         n, d, floor = rec["result"], after["result"], floors[cell.key]
         change = d["acc"] - n["acc"]
         above = "yes" if d["asr"] <= floor else f"no (+{d['asr'] - floor:.2f})"
-        lines.append(f"| {cell.row} | {n['acc']:.2f} | {d['acc']:.2f} | {change:+.2f} | {n['asr']:.2f} | "
+        lines.append(f"| {name[cell.key]} | {n['acc']:.2f} | {d['acc']:.2f} | {change:+.2f} | {n['asr']:.2f} | "
                      f"{d['asr']:.2f} | {floor:.2f} | {'yes' if d['asr'] < 2.0 else 'no'} | {above} | "
                      f"{'yes' if change >= -3.0 else 'no'} |")
     return "\n".join(lines)

@@ -210,12 +210,18 @@ def test_second_bench_on_same_directory_is_refused(tmp_path):
 
 def test_shipped_configs_validate():
     sizes = {}
-    for name in ("smoke", "cpu", "cpu-vgg", "cpu-ablations", "paper"):
+    grids = {}
+    for name in ("smoke", "cpu", "cpu-vgg", "cpu-seeds", "cpu-ablations", "paper"):
         from distox.bench import load_config
 
-        sizes[name] = len(expand(load_config(ROOT / "configs" / f"{name}.yaml")))
+        grids[name] = expand(load_config(ROOT / "configs" / f"{name}.yaml"))
+        sizes[name] = len(grids[name])
     assert sizes["smoke"] == 2 + 2 * 2
     assert sizes["cpu"] == sizes["cpu-vgg"] == 7 * 5  # 7 attacks x (no defense + 4 defenses)
+    assert sizes["cpu-seeds"] == 3 * 7 * 3  # 3 seeds x 7 attacks x (no defense, FT-SAM, D3)
+    # cpu-seeds.yaml is cpu.yaml over more seeds: its seed-0 cells are cpu.yaml's (same keys)
+    seed0 = {c.key for c in grids["cpu-seeds"].cells if c.seed == 0}
+    assert seed0 and seed0 <= {c.key for c in grids["cpu"].cells}
 
 
 # ---------------------------------------------------------------------------- cache and resume
