@@ -205,6 +205,9 @@ def from_bench(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     rows, misses, floors, clean_dirs, spreads = [], [], {}, {}, {}
     many_seeds = len({c.seed for c, _ in cells}) > 1
+    if many_seeds and args.floor_seeds:
+        raise SystemExit("--floor-seeds needs a single-seed grid: a multi-seed grid already gets one clean "
+                         "reference per seed")
     name = {c.key: c.row + (f" (seed {c.seed})" if many_seeds else "") for c, _ in cells}
     for cell, rec in cells:
         base = {k: v for k, v in cell.config.items() if k not in _ATTACK_ONLY}
