@@ -209,13 +209,11 @@ def test_second_bench_on_same_directory_is_refused(tmp_path):
 
 
 def test_shipped_configs_validate():
-    sizes = {}
-    grids = {}
-    for name in ("smoke", "cpu", "cpu-vgg", "cpu-seeds", "cpu-ablations", "paper"):
-        from distox.bench import load_config
+    from distox.bench import load_config
 
-        grids[name] = expand(load_config(ROOT / "configs" / f"{name}.yaml"))
-        sizes[name] = len(grids[name])
+    grids = {name: expand(load_config(ROOT / "configs" / f"{name}.yaml"))
+             for name in ("smoke", "cpu", "cpu-vgg", "cpu-seeds", "cpu-ablations", "paper")}
+    sizes = {name: len(grid) for name, grid in grids.items()}
     assert sizes["smoke"] == 2 + 2 * 2
     assert sizes["cpu"] == sizes["cpu-vgg"] == 7 * 5  # 7 attacks x (no defense + 4 defenses)
     assert sizes["cpu-seeds"] == 3 * 7 * 3  # 3 seeds x 7 attacks x (no defense, FT-SAM, D3)
