@@ -90,3 +90,51 @@ def test_named_glob_and_all_linear_selection():
     assert list(select_weights(m, "all-linear")) == ["net.linear.weight"]
     with pytest.raises(SelectionError, match="matches no module"):
         select_weights(m, "decoder")
+
+
+def test_small_vit_shapes_size_and_head():
+    m = create_model("small_vit", 10, 1)
+    assert sum(p.numel() for p in m.net.parameters()) == 139_914  # dim 64, depth 4, 4 heads, MLP ×2
+    for side in (28, 32, 64):  # patch 4: 7×7, 8×8 (the stored grid) and 16×16 tokens
+        assert m(torch.rand(2, 1, side, side)).shape == (2, 10)
+    rgb = create_model("small_vit", 7, 3, width=32, depth=1, heads=2)
+    assert rgb(torch.rand(2, 3, 32, 32)).shape == (2, 7)
+    assert list(select_weights(m, "auto", torch.rand(1, 1, 28, 28))) == ["net.head.weight"]
+    with pytest.raises(ValueError, match="not a multiple of the patch size"):
+        m(torch.rand(1, 1, 30, 30))
+    with pytest.raises(ValueError, match="multiple of heads"):
+        create_model("small_vit", 10, 1, width=30)
+
+
+def test_small_vit_learns_a_tiny_batch():
+    torch.manual_seed(0)
+    m = create_model("small_vit", 4, 1, width=32, depth=2)
+    y = torch.arange(16) % 4
+    x = 0.2 * torch.rand(16, 1, 28, 28) + 0.25 * y.view(-1, 1, 1, 1)  # class = brightness
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(10):
+        loss = nn.functional.cross_entropy(m(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.85 * losses[0]
+
+
+def test_torchvision_on_grayscale_repeats_the_channel():
+    torch.manual_seed(0)
+    gray = create_model("torchvision:resnet18", 10, 1)
+    x = torch.rand(2, 1, 28, 28)
+    assert gray(x).shape == (2, 10)
+    assert list(select_weights(gray, "auto", x[:1])) == ["net.net.fc.weight"]
+    rgb = create_model("torchvision:resnet18", 10, 3)
+    reference = torchvision.models.resnet18(num_classes=10)
+    assert list(rgb.state_dict()) == ["mean", "std"] + ["net." + k for k in reference.state_dict()]
+    assert list(gray.state_dict()) == ["mean", "std"] + ["net.net." + k for k in reference.state_dict()]
+    rgb.net.load_state_dict(gray.net.net.state_dict())
+    gray.eval()
+    rgb.eval()
+    assert torch.allclose(gray(x), rgb(x.repeat(1, 3, 1, 1)))
+    with pytest.raises(ValueError, match="3-channel"):
+        create_model("torchvision:resnet18", 10, 2)

@@ -38,7 +38,7 @@ def attack(
     seed: int = typer.Option(0, help="Seed of subsets, poisoning, initialisation and shuffling."),
     batch_size: int = typer.Option(128, help="Training batch size."),
     lr: float = typer.Option(0.01, help="SGD learning rate (cosine annealed)."),
-    width: Optional[float] = typer.Option(None, help="Model width (small_cnn/small_vgg base channels; resnet/vgg multiplier)."),
+    width: Optional[float] = typer.Option(None, help="Model width (small_cnn/small_vgg base channels; small_vit token width; resnet/vgg multiplier)."),
     param: Optional[list[str]] = typer.Option(None, "--param", "-p",
                                               help="Attack parameter key=value (JSON values), repeatable."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Disable random crop + flip."),
