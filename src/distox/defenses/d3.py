@@ -30,6 +30,7 @@ from ..models.selection import SelectionError, select_weights
 from ..training import TrainState, train
 from .base import Defense, DefenseError
 from .d3_auto import auto_or_float, check_auto, fit_auto
+from .heldout import EpochChooser, accuracy, resolve_tolerance, split_retain
 from .registry import register
 
 #: Named presets: the reference code's defaults and the paper's (λ = 10).
@@ -107,6 +108,10 @@ class D3(Defense):
         layers: ``"auto"`` (final classifier), ``"all-linear"``, or module names / globs.
         freeze_bn: keep BatchNorm statistics fixed (reference: BN in train mode, False).
         momentum: SGD momentum (0.9); the D3 optimiser has no weight decay.
+        select: ``None`` (the paper: keep the last epoch) or ``"heldout"``: hold out
+            ``val_fraction`` of the retain set and keep the epoch that travelled farthest while
+            held-out accuracy stayed within ``tolerance`` points of the suspect model's
+            (:mod:`distox.defenses.heldout`; ``"auto"``: one standard error, ≥ ``min_tolerance``).
         preset: ``"reference"`` or ``"paper"``; explicit ``lmd``/``eps`` override it.
             ``lmd="auto"`` / ``eps="auto"`` choose them from the retain data (off by default;
             rules in :mod:`distox.defenses.d3_auto`), with options ``auto={...}`` (None).
@@ -120,7 +125,8 @@ class D3(Defense):
     def __init__(self, lmd: float | str | None = None, eps: float | str | None = None, p: float = 2.0,
                  init: str = "random", layers: str | Sequence[str] = "auto", freeze_bn: bool = False,
                  momentum: float = 0.9, preset: str = "reference", auto: dict[str, Any] | None = None,
-                 **kwargs: Any) -> None:
+                 select: str | None = None, val_fraction: float = 0.2, tolerance: float | str = "auto",
+                 min_tolerance: float = 0.5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
@@ -134,6 +140,14 @@ class D3(Defense):
             raise DefenseError(f"init must be one of {WARM_STARTS}; got {init!r}")
         self.p, self.init, self.freeze_bn, self.momentum = float(p), init, bool(freeze_bn), float(momentum)
         self.layers = layers if isinstance(layers, str) else list(layers)
+        if select not in (None, "heldout"):
+            raise DefenseError(f"select must be None or 'heldout'; got {select!r}")
+        if not 0.0 < float(val_fraction) < 1.0:
+            raise DefenseError(f"val_fraction must be in (0, 1); got {val_fraction}")
+        if tolerance != "auto" and not float(tolerance) >= 0:
+            raise DefenseError(f"tolerance must be a number >= 0 or 'auto'; got {tolerance!r}")
+        self.select, self.val_fraction, self.min_tolerance = select, float(val_fraction), float(min_tolerance)
+        self.tolerance = tolerance if tolerance == "auto" else float(tolerance)
 
     def selected(self, model: nn.Module, example: torch.Tensor | None = None) -> dict[str, nn.Parameter]:
         """The selected weights θ_s of ``model`` (name → parameter)."""
@@ -146,6 +160,12 @@ class D3(Defense):
             device: torch.device, progress: bool) -> TrainState:
         if "auto" in (self.lmd, self.eps):  # SPEC §1 "Beyond the paper": resolved in d3_auto
             return fit_auto(self, model, retain, evaluator=evaluator, device=device, progress=progress)
+        chooser = None
+        if self.select == "heldout":
+            retain, held = split_retain(retain, self.val_fraction, self.seed)
+            start = accuracy(model, held, device)
+            tol = resolve_tolerance(self.tolerance, start, len(held), self.min_tolerance)
+            chooser = EpochChooser(held, start, tol, device)
         named = self.selected(model, retain.x[:1].to(device))
         weights = list(named.values())
         init = [w.detach().clone() for w in weights]
@@ -157,11 +177,17 @@ class D3(Defense):
 
         def on_epoch_end(epoch: int, m: nn.Module) -> dict[str, float]:
             row = {"distance": total_distance(weights, init, self.p)}
+            if chooser is not None:
+                row.update(chooser(epoch, m, row["distance"]))
             if evaluator is not None:
                 row.update(evaluator(epoch, m))
             return row
 
         config = self.loop_config(retain, momentum=self.momentum, weight_decay=0.0, bn_eval=self.freeze_bn)
-        return train(model, retain.x, retain.y, config, objective=objective,
-                     after_step=lambda m: project_to_norms(weights, norms, self.p),
-                     on_epoch_end=on_epoch_end, device=device, progress=progress, desc="D3")
+        state = train(model, retain.x, retain.y, config, objective=objective,
+                      after_step=lambda m: project_to_norms(weights, norms, self.p),
+                      on_epoch_end=on_epoch_end, device=device, progress=progress, desc="D3")
+        if chooser is not None:
+            chooser.restore(model)
+            self.selection_resolved = chooser.summary()
+        return state

@@ -111,7 +111,7 @@ def _accuracy(model: nn.Module, split: ImageSplit, device: torch.device) -> floa
 
 def _fixed(d3: Any, lmd: float, eps: float, epochs: int | None = None) -> Any:
     """A copy of ``d3`` with fixed λ, ε (and optionally epochs), without the auto options."""
-    params = {k: v for k, v in d3.get_params().items() if k not in ("auto", "auto_resolved")}
+    params = {k: v for k, v in d3.get_params().items() if k not in ("auto", "auto_resolved", "selection_resolved")}
     params.update(lmd=float(lmd), eps=float(eps))
     if epochs is not None:
         params["epochs"] = int(epochs)

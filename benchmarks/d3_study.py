@@ -1,0 +1,115 @@
+"""Candidate defense settings on a set of attack runs, with per-epoch curves (the D3-default study).
+
+    python benchmarks/d3_study.py RUN_DIR [RUN_DIR ...] --candidate NAME=KEY:VALUE,KEY:VALUE ...
+        [--count 3000] [--epochs 12] [--batch-size 32] [--seed 0] [--out study.jsonl] [--table]
+
+A candidate is a label and a comma-separated list of the defense's hyper-parameters
+(``method:ft`` picks another defense; default ``d3``), e.g.
+``paper=preset:paper,augment:false`` or ``heldout=preset:paper,select:heldout``.
+Every (run, candidate) result is appended to ``--out`` as one JSON line with the per-epoch
+history (test ACC/ASR/RA, held-out accuracy, distance), the selection made and the run's
+clean-model floor; a rerun skips the lines already there. ``--table`` prints, per run and
+candidate, ACC, the ACC change, ASR, the floor max(2, clean-model ASR + 2) and the verdict.
+The defense never sees test data: the per-epoch test numbers are for the report only.
+One torch thread, CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distox.cli.app import parse_params
+from distox.defenses import create
+from distox.experiment import load_run
+from distox.metrics import Evaluator, evaluate
+
+
+def parse_candidate(text: str) -> tuple[str, dict[str, Any]]:
+    """``label=key:value,key:value`` → (label, params); values are JSON where they parse."""
+    label, _, rest = text.partition("=")
+    items = [kv.replace(":", "=", 1) for kv in rest.split(",") if kv]
+    return label, parse_params(items)
+
+
+def done_keys(path: Path) -> set[tuple[str, str]]:
+    if not path.exists():
+        return set()
+    return {(r["run"], r["candidate"]) for r in map(json.loads, path.read_text().splitlines()) if r}
+
+
+def floor_of(metrics: dict[str, float]) -> float | None:
+    """The ASR bar: max(2, clean-model ASR + 2) (None without a clean reference)."""
+    return None if "clean_asr" not in metrics else max(2.0, float(metrics["clean_asr"]) + 2.0)
+
+
+def run_one(run_dir: Path, label: str, params: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    run = load_run(run_dir)
+    backdoor = run.backdoor_test_set()
+    retain = run.retain(count=args.count, seed=args.seed)
+    before = evaluate(run.model, run.data.test.x, run.data.test.y, backdoor, device="cpu")
+    params = dict(params)
+    method = params.pop("method", "d3")
+    opts = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, **params}
+    defense = create(method, **opts)
+    t0 = time.perf_counter()
+    result = defense(run.model, retain, evaluator=Evaluator(run.data.test.x, run.data.test.y, backdoor, device="cpu"),
+                     device="cpu", progress=False)
+    seconds = time.perf_counter() - t0
+    after = evaluate(result.model, run.data.test.x, run.data.test.y, backdoor, device="cpu")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {"run": str(run_dir), "candidate": label, "params": opts, "method": method, "before": before,
+            "after": after, "floor": floor_of(metrics), "clean_asr": metrics.get("clean_asr"),
+            "selection": result.config.get("selection_resolved"), "seconds": round(seconds, 2),
+            "history": result.history}
+
+
+def table(path: Path) -> str:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+    out = ["| run | candidate | ACC before | ACC | change | ASR | floor | verdict | epoch | s |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["run"], r["candidate"])):
+        b, a, fl = r["before"], r["after"], r["floor"]
+        verdict = "–" if fl is None else ("pass" if a["asr"] <= fl else "FAIL")
+        sel = (r.get("selection") or {}).get("chosen_epoch", "last")
+        out.append(f"| {Path(r['run']).name} | {r['candidate']} | {b['acc']:.2f} | {a['acc']:.2f} | "
+                   f"{a['acc'] - b['acc']:+.2f} | {a['asr']:.2f} | {'–' if fl is None else f'{fl:.2f}'} | "
+                   f"{verdict} | {sel} | {r['seconds']:.0f} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="*", type=Path)
+    ap.add_argument("--candidate", action="append", default=[], metavar="LABEL=KEY:VALUE,...")
+    ap.add_argument("--count", type=int, default=3000, help="Retain images (seeded from the clean training data).")
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("d3_study.jsonl"))
+    ap.add_argument("--table", action="store_true", help="Print the table of --out and exit.")
+    args = ap.parse_args()
+    if args.table:
+        print(table(args.out))
+        return
+    torch.set_num_threads(1)
+    done = done_keys(args.out)
+    for run_dir in args.runs:
+        for text in args.candidate:
+            label, params = parse_candidate(text)
+            if (str(run_dir), label) in done:
+                continue
+            record = run_one(run_dir, label, params, args)
+            with args.out.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            a = record["after"]
+            print(f"{run_dir.name} {label}: ACC {a['acc']:.2f} ASR {a['asr']:.2f} floor {record['floor']} "
+                  f"({record['seconds']:.0f}s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
