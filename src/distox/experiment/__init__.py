@@ -1,9 +1,9 @@
 """Reproducible attack runs and defense runs, each a directory of safetensors + JSON records.
 
 An *attack run* (:func:`run_attack`) trains a backdoored model from an :class:`AttackSpec`
-(SPEC §3: SGD lr 0.01, momentum 0.9, weight decay 5e-4, cosine, batch 128, crop + flip,
-all-to-one target 0, poison rate 10 %; optionally SAM of radius ρ for the paper's adaptive
-attack) and writes::
+(SPEC §3: SGD lr 0.01, momentum 0.9, weight decay 5e-4, cosine, batch 128, random crop and a
+flip on CIFAR-10 only as the reference, all-to-one target 0, poison rate 10 %; optionally SAM
+of radius ρ for the paper's adaptive attack) and writes::
 
     out/spec.json                       the spec, written first (guards resuming)
     out/model.safetensors               backdoored weights (written atomically, once complete)

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..attacks.base import AttackError
-from ..defenses.base import DefenseError, crop_padding_for
+from ..data.augmentation import augmentation_for, resolve_flip
+from ..defenses.base import DefenseError
 from ..training import LoopConfig
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,10 @@ class AttackSpec:
             (None = plain SGD). It is adaptive SAM (ASAM, ‖T_w⁻¹e‖ = ρ, as FT-SAM): the paper's
             radii 1.0 and 3.0 are far too large for plain SAM, whose steps of norm ρ collapse a
             small model to one class (measured: ACC 10.25 % on Fashion-MNIST).
-        augment: random crop + horizontal flip (True); flip: the flip part (True).
+        augment: random crop (+ horizontal flip), as the reference's train transform (True).
+        flip: the flip part. None: as the reference for ``dataset`` (CIFAR-10 only,
+            :mod:`distox.data.augmentation`), resolved to True/False when the spec is made,
+            so that the spec's dict (run identity, bench cell key) says what ran.
         clean_reference: also train a clean model the same way (``out/clean/``) and report
             its accuracy as ``clean_acc`` and its ASR/RA on this attack's backdoor test set as
             ``clean_asr`` / ``clean_ra``, the ASR floor (False).
@@ -67,7 +71,7 @@ class AttackSpec:
     data_root: str | None = None
     weight_decay: float = 5e-4
     momentum: float = 0.9
-    flip: bool = True
+    flip: bool | None = None
     clean_reference: bool = False
 
     def __post_init__(self) -> None:
@@ -75,6 +79,7 @@ class AttackSpec:
         self.attack_kwargs = dict(self.attack_kwargs or {})
         if self.data_root is not None:
             self.data_root = str(self.data_root)
+        self.flip = resolve_flip(self.flip, self.dataset)
         if int(self.epochs) < 1:
             raise AttackError(f"epochs must be >= 1; got {self.epochs}")
         if int(self.batch_size) < 1:
@@ -108,11 +113,12 @@ class AttackSpec:
         return d
 
     def loop_config(self, image_side: int) -> LoopConfig:
-        """The shared training loop's configuration for this spec."""
+        """The shared training loop's configuration for this spec (crop padding: the reference's
+        for the dataset, :func:`distox.data.augmentation_for`)."""
+        aug = augmentation_for(self.dataset, image_side, self.flip)
         return LoopConfig(epochs=int(self.epochs), batch_size=int(self.batch_size), lr=float(self.lr),
                           momentum=float(self.momentum), weight_decay=float(self.weight_decay),
-                          augment=bool(self.augment), flip=bool(self.flip),
-                          crop_padding=crop_padding_for(image_side),
+                          augment=bool(self.augment), flip=aug.flip, crop_padding=aug.crop_padding,
                           sam_rho=None if self.sam_rho is None else float(self.sam_rho),
                           sam_adaptive=self.sam_rho is not None, seed=int(self.seed))
 
