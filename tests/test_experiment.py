@@ -295,6 +295,7 @@ def test_defense_run_writes_record_model_and_history(finished, tmp_path):
     assert rec["format_version"] == FORMAT_VERSION and rec["method"] == "ft"
     assert rec["before"] == finished[1]
     assert rec["config"]["epochs"] == 2 and rec["config"]["batch_size"] == 16 and rec["config"]["seed"] == 3
+    assert rec["config"]["flip"] is False  # resolved: the reference table does not know this dataset
     expected = 0.5 * (max(0, rec["before"]["asr"] - rec["after"]["asr"]) / 100
                       - max(0, rec["before"]["acc"] - rec["after"]["acc"]) / 100 + 1)
     assert rec["der"] == pytest.approx(expected, abs=1e-5)
@@ -316,6 +317,7 @@ def test_retain_set_is_seeded_and_recorded(finished, tmp_path):
     assert rec["retain"]["of"] == 120
     run = load_run(out)
     assert torch.equal(run.retain(ratio=0.25, seed=7).x, run.data.train.x[want])
+    assert run.retain(ratio=0.25, seed=7).dataset == "synthetic"  # its augmentation follows its dataset
     other = run_defense(out, DefenseSpec("ft", ratio=0.25, epochs=1, seed=8), tmp_path / "d2", device="cpu",
                         progress=False, track_epochs=False)
     assert other["retain"]["indices"] != rec["retain"]["indices"]

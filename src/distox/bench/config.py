@@ -98,7 +98,7 @@ class AttackSettings(_Strict):
     augment: bool = True
     weight_decay: float = Field(5e-4, ge=0)
     momentum: float = Field(0.9, ge=0)
-    flip: bool = True
+    flip: bool | None = Field(None, description="None: as the reference for each dataset (CIFAR-10 only)")
     clean_reference: bool = False
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.augmentation import resolve_flip
 from .config import ATTACK_SPEC_KEYS, DEFENSE_SPEC_KEYS, BenchConfig, MethodEntry
 
 #: Bump when the meaning of a cell config changes (invalidates every cached cell).
@@ -104,7 +105,9 @@ def _distinct_names(entries: list[MethodEntry]) -> dict[int, bool]:
 
 def attack_config(cfg: BenchConfig, dataset: str, model: Any, name: str, combo: dict[str, Any],
                   seed: int) -> dict[str, Any]:
-    """The AttackSpec dict of one attack cell (shared settings, then the entry's options)."""
+    """The AttackSpec dict of one attack cell (shared settings, then the entry's options), its
+    flip resolved for ``dataset`` as :class:`~distox.experiment.AttackSpec` does (so the key says
+    whether images were flipped)."""
     spec = cfg.attack_settings.model_dump()
     kwargs: dict[str, Any] = {}
     for k, v in combo.items():
@@ -112,6 +115,7 @@ def attack_config(cfg: BenchConfig, dataset: str, model: Any, name: str, combo: 
             spec[k] = v
         else:
             kwargs[k] = v
+    spec["flip"] = resolve_flip(spec["flip"], dataset)
     return {"attack": name, "dataset": dataset, "model": model.name, "model_kwargs": dict(model.kwargs),
             "attack_kwargs": kwargs, "seed": seed, **spec}
 

@@ -41,7 +41,7 @@ def attack(
     width: Optional[float] = typer.Option(None, help="Model width (small_cnn/small_vgg base channels; small_vit token width; resnet/vgg multiplier)."),
     param: Optional[list[str]] = typer.Option(None, "--param", "-p",
                                               help="Attack parameter key=value (JSON values), repeatable."),
-    no_augment: bool = typer.Option(False, "--no-augment", help="Disable random crop + flip."),
+    no_augment: bool = typer.Option(False, "--no-augment", help="Disable random crop (+ flip, CIFAR-10 only)."),
     clean_reference: bool = typer.Option(False, "--clean-reference",
                                          help="Also train a clean model the same way; report its ACC and its ASR/RA on this attack's triggers (clean_acc, clean_asr, clean_ra)."),
     track_epochs: bool = typer.Option(False, "--track-epochs", help="ACC/ASR/RA per epoch in history.csv."),

@@ -2,13 +2,15 @@
 
 ``load_dataset(name)`` accepts: ``digits`` (embedded default), ``fashion-mnist``, ``mnist``,
 ``cifar10``, ``cifar100``, ``gtsrb``, ``tiny-imagenet`` and ``folder:PATH`` (an image folder
-with one sub-folder per class).
+with one sub-folder per class). Each dataset's training augmentation, as the reference does it
+(crop padding, flip on CIFAR-10 only), is in :data:`REFERENCE_AUGMENTATION`.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 
+from .augmentation import REFERENCE_AUGMENTATION, Augmentation, augmentation_for, resolve_flip
 from .core import DataError, DatasetBundle, ImageSplit, select_retain, stratified_split
 from .digits import load_digits_bundle
 from .cifar import load_cifar_bundle
@@ -54,6 +56,6 @@ def load_dataset(
 
 
 __all__ = [
-    "DataError", "DatasetBundle", "ImageSplit", "load_dataset", "list_datasets",
-    "register_dataset", "select_retain", "stratified_split",
+    "Augmentation", "DataError", "DatasetBundle", "ImageSplit", "REFERENCE_AUGMENTATION", "augmentation_for",
+    "load_dataset", "list_datasets", "register_dataset", "resolve_flip", "select_retain", "stratified_split",
 ]

@@ -8,7 +8,7 @@ always stamped on un-normalised images as SPEC §3 requires.
 from __future__ import annotations
 
 from ..errors import DistoxError
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -19,10 +19,16 @@ class DataError(DistoxError):
 
 @dataclass
 class ImageSplit:
-    """One split of a dataset: images ``x`` (N, C, H, W) in [0, 1] and labels ``y`` (N,)."""
+    """One split of a dataset: images ``x`` (N, C, H, W) in [0, 1] and labels ``y`` (N,).
+
+    ``dataset`` names the dataset the images come from (set by :class:`DatasetBundle`, kept by
+    :meth:`subset`); it chooses their training augmentation (:mod:`distox.data.augmentation`).
+    None: unknown origin, e.g. a user's own tensors.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
+    dataset: str | None = None
 
     def __post_init__(self) -> None:
         if self.x.ndim != 4:
@@ -40,10 +46,10 @@ class ImageSplit:
     def subset(self, indices: torch.Tensor) -> "ImageSplit":
         """Return the samples at ``indices`` (a copy)."""
         indices = torch.as_tensor(indices, dtype=torch.long)
-        return ImageSplit(self.x[indices].clone(), self.y[indices].clone())
+        return ImageSplit(self.x[indices].clone(), self.y[indices].clone(), self.dataset)
 
     def to(self, device: torch.device | str) -> "ImageSplit":
-        return ImageSplit(self.x.to(device), self.y.to(device))
+        return ImageSplit(self.x.to(device), self.y.to(device), self.dataset)
 
 
 @dataclass
@@ -58,6 +64,11 @@ class DatasetBundle:
     std: tuple[float, ...]
     source: str = ""
     class_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # the splits are this dataset's: tag them (sharing the tensors) for their augmentation
+        self.train = replace(self.train, dataset=self.name)
+        self.test = replace(self.test, dataset=self.name)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

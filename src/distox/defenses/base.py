@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..data.augmentation import Augmentation, augmentation_for
 from ..data.core import ImageSplit
 from ..metrics import Evaluator
 from ..training import LoopConfig, TrainingDiverged, TrainState
@@ -81,11 +82,6 @@ def check_retain(model: nn.Module, retain: ImageSplit, device: torch.device) -> 
     return k
 
 
-def crop_padding_for(side: int) -> int:
-    """Random-crop padding scaled with the image: 4 px at 32×32 (the reference), ≥ 1."""
-    return max(1, int(round(4 * side / 32)))
-
-
 class Defense:
     """Base for all defenses. Common arguments (reference defaults, SPEC §4):
 
@@ -93,15 +89,17 @@ class Defense:
         epochs: passes over the retain set (100).
         batch_size: 256.
         lr: learning rate (0.01).
-        augment: random crop + flip on the retain set, as the reference's train transform.
-        flip: horizontal flip within the augmentation (the reference flips CIFAR-10 only).
+        augment: random crop (+ flip) on the retain set, as the reference's train transform.
+        flip: horizontal flip within the augmentation. None: as the reference for the retain
+            set's dataset (``retain.dataset``; CIFAR-10 only, :mod:`distox.data.augmentation`),
+            no flip for data of unknown origin. The crop padding follows the same table.
         seed: seed of shuffling, augmentation and random warm starts (0).
     """
 
     name: ClassVar[str] = "base"
 
     def __init__(self, epochs: int = 100, batch_size: int = 256, lr: float = 0.01,
-                 augment: bool = True, flip: bool = True, seed: int = 0) -> None:
+                 augment: bool = True, flip: bool | None = None, seed: int = 0) -> None:
         if int(epochs) < 1:
             raise DefenseError(f"epochs must be >= 1; got {epochs}")
         if int(batch_size) < 1:
@@ -109,16 +107,27 @@ class Defense:
         if not lr > 0:
             raise DefenseError(f"lr must be > 0; got {lr}")
         self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
-        self.augment, self.flip, self.seed = bool(augment), bool(flip), int(seed)
+        self.augment, self.seed = bool(augment), int(seed)
+        self.flip = None if flip is None else bool(flip)
 
-    def get_params(self) -> dict[str, Any]:
-        """The resolved hyper-parameters (saved with every result)."""
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+    def get_params(self, retain: ImageSplit | None = None) -> dict[str, Any]:
+        """The hyper-parameters (saved with every result); with ``retain``, ``flip`` as resolved
+        for that data."""
+        params = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        if retain is not None:
+            params["flip"] = self.augmentation(retain).flip
+        return params
+
+    def augmentation(self, retain: ImageSplit) -> Augmentation:
+        """Crop padding and flip of ``retain`` when ``augment``: the reference's for its dataset,
+        the flip overridden by an explicit ``flip``."""
+        return augmentation_for(retain.dataset, retain.x.shape[-1], self.flip)
 
     def loop_config(self, retain: ImageSplit, **overrides: Any) -> LoopConfig:
         """The shared loop's configuration for this defense (override per defense)."""
+        aug = self.augmentation(retain)
         base = dict(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, augment=self.augment,
-                    flip=self.flip, crop_padding=crop_padding_for(retain.x.shape[-1]), seed=self.seed)
+                    flip=aug.flip, crop_padding=aug.crop_padding, seed=self.seed)
         base.update(overrides)
         return LoopConfig(**base)
 
@@ -138,5 +147,5 @@ class Defense:
         except TrainingDiverged as exc:
             raise DefenseError(f"{self.name}: {exc}") from None
         work.eval()
-        return Result(model=work, method=self.name, config=self.get_params(), history=state.history,
+        return Result(model=work, method=self.name, config=self.get_params(retain), history=state.history,
                       seconds=time.perf_counter() - t0)

@@ -6,8 +6,8 @@ w + e with e = ρ·T²g/‖Tg‖, T = |w| + η, so that ‖T⁻¹e‖₂ = ρ; t
 L is cross-entropy with label smoothing s in the reference's convention (true class 1 − s,
 every other class s/(K − 1)). Reference defaults (BackdoorBench ``defense/ft-sam.py``): SGD
 lr 0.01, momentum 0.9, weight decay 5e-4, ρ = 2.0 (ρ_min = ρ_max = 2.0, so constant), adaptive,
-η = 0 (T = |w|), label smoothing 0.1, batch 256, cosine annealing, 100 epochs, random crop +
-flip on the retain set. BatchNorm running statistics are not updated by the perturbed pass.
+η = 0 (T = |w|), label smoothing 0.1, batch 256, cosine annealing, 100 epochs, random crop (+
+flip on CIFAR-10) on the retain set. BatchNorm running statistics are not updated by the perturbed pass.
 
 Differences from the reference, on purpose: the cosine schedule anneals once over the run
 (the reference steps a T_max = 100 cosine schedule every *batch*, so its lr oscillates with a
