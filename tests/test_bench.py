@@ -20,6 +20,7 @@ from distox.bench import (
     BenchError, Cache, RunOptions, build_report, cell_key, execute, expand, parse_config, prepare, render,
 )
 from distox.bench.cache import CELL_RECORD
+from distox.bench.grid import clean_config
 from distox.metrics import der
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,14 +46,15 @@ def cfg_of(**changes):
 
 class FakeCells:
     """Deterministic fake cell function: metrics derived from the key; counts its calls and
-    optionally raises after ``fail_after`` successful cells."""
+    optionally raises after ``fail_after`` successful cells, or on the cells in ``fail_keys``."""
 
-    def __init__(self, fail_after: int | None = None, exc: type[BaseException] = RuntimeError) -> None:
+    def __init__(self, fail_after: int | None = None, exc: type[BaseException] = RuntimeError,
+                 fail_keys: tuple[str, ...] = ()) -> None:
         self.calls: list[str] = []
-        self.fail_after, self.exc = fail_after, exc
+        self.fail_after, self.exc, self.fail_keys = fail_after, exc, fail_keys
 
     def __call__(self, cell, cells_root, options):
-        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+        if cell.key in self.fail_keys or (self.fail_after is not None and len(self.calls) >= self.fail_after):
             raise self.exc("simulated crash")
         self.calls.append(cell.key)
         h = int(cell.key[:8], 16)
@@ -121,6 +123,42 @@ def test_keys_are_stable_and_pinned():
     assert [c.key for c in expand(cfg_of(data_root="/elsewhere")).cells] == [c.key for c in expand(cfg_of()).cells]
 
 
+def test_revision_one_keeps_the_keys_of_before():
+    # pinned from the code before revisions existed (BENCHMARKS.md cites cell ids)
+    grid = expand(cfg_of())
+    assert grid.attacks[0].key == "f4cd5e96c382772f"
+    assert grid.defenses[-1].key == "1bd58f1729e280e1"
+    assert all(c.revisions == {"attack": 1} for c in grid.attacks)
+    assert all(c.revisions == {"attack": 1, "defense": 1} for c in grid.defenses)
+    assert cell_key("attack", {"a": 1}, {"attack": 1}) == cell_key("attack", {"a": 1})
+
+
+def test_bumping_a_revision_changes_only_its_cells(monkeypatch, tmp_path):
+    from distox import attacks, defenses
+
+    base = _keys_by_label(expand(cfg_of()))
+    monkeypatch.setattr(defenses.get("d3"), "revision", 2)
+    grid = expand(cfg_of())
+    bumped = _keys_by_label(grid)
+    diff = {k for k in base if base[k] != bumped[k]}
+    assert diff == {k for k in base if k[1].startswith("d3")} and len(diff) == 8 * 2
+    d3 = next(c for c in grid.defenses if c.column.startswith("d3"))
+    assert d3.revisions == {"attack": 1, "defense": 2}
+    # the revision a cell ran with is in its record and in the manifest
+    grid, cache = prepare(cfg_of(seeds=[0]), str(tmp_path))
+    execute(grid, cache, cell_fn=FakeCells(), progress=False)
+    d3 = next(c for c in grid.defenses if c.column.startswith("d3"))
+    assert cache.load(d3.key)["revisions"] == {"attack": 1, "defense": 2}
+    assert cache.read_manifest()[1].defenses[0].revisions == grid.defenses[0].revisions
+    monkeypatch.undo()
+    assert _keys_by_label(expand(cfg_of())) == base
+    # an attack's revision recomputes that attack and its defenses, nothing else
+    monkeypatch.setattr(attacks.get("blended"), "revision", 3)
+    bumped = _keys_by_label(expand(cfg_of()))
+    diff = {k for k in base if base[k] != bumped[k]}
+    assert diff == {k for k in base if k[0] == "blended"} and len(diff) == 2 * (1 + 3)
+
+
 def _keys_by_label(grid):
     return {(c.row, c.column, c.seed): c.key for c in grid.cells}
 
@@ -150,6 +188,30 @@ def test_attack_option_change_changes_attack_and_its_defenses():
     changed = _keys_by_label(expand(parse_config(d)))
     diff = {k for k in base if base[k] != changed[k]}
     assert diff == {k for k in base if k[1] != "none"}
+
+
+def _clean_ref(**changes):
+    return cfg_of(**{"attack_settings": {"epochs": 1, "batch_size": 64, "clean_reference": True}, **changes})
+
+
+def test_clean_reference_shares_one_clean_cell_per_recipe():
+    grid = expand(_clean_ref())
+    # one clean model per seed serves badnets, blended and both WaNet poison rates
+    assert [c.seed for c in grid.cleans] == [0, 1] and len(grid) == 2 + 8 + 24
+    for a in grid.attacks:
+        clean = next(c for c in grid.cleans if c.key == a.parent)
+        assert clean.seed == a.seed and clean.config == clean_config(a.config)
+        assert "attack" not in clean.config and clean.config["epochs"] == 1
+        assert a.key == cell_key("attack", a.config)  # the key scheme of per-attack clean models
+    # another training recipe gets its own clean model
+    d = copy.deepcopy(BASE)
+    d["attack_settings"]["clean_reference"] = True
+    d["attacks"][1]["options"]["epochs"] = 2
+    grid = expand(parse_config(d))
+    assert len(grid.cleans) == 4
+    parents = {row: {a.parent for a in grid.attacks if a.row == row} for row in ("badnets", "blended")}
+    assert parents["badnets"].isdisjoint(parents["blended"])
+    assert not expand(cfg_of()).cleans and all(a.parent is None for a in expand(cfg_of()).attacks)
 
 
 # ---------------------------------------------------------------------------- validation
@@ -250,14 +312,8 @@ def test_keyboard_interrupt_keeps_finished_cells(tmp_path):
 def test_failed_attack_skips_its_defenses_and_keeps_going(tmp_path):
     grid, cache = prepare(cfg_of(seeds=[0]), str(tmp_path))
     first = grid.attacks[0].key
-
-    def fn(cell, root, options):
-        if cell.key == first:
-            raise ValueError("bad attack")
-        return FakeCells()(cell, root, options)
-
-    summary = execute(grid, cache, cell_fn=fn, progress=False)
-    assert list(summary.failed) == [first] and "bad attack" in summary.failed[first]
+    summary = execute(grid, cache, cell_fn=FakeCells(fail_keys=(first,)), progress=False)
+    assert list(summary.failed) == [first] and "simulated crash" in summary.failed[first]
     assert sorted(summary.skipped) == sorted(d.key for d in grid.defenses_of(first))
     assert len(cache.pending(grid)) == 1 + 3
 
@@ -301,6 +357,42 @@ def test_process_executor_matches_sequential(tmp_path):
     assert summary.ok and len(summary.computed) == len(grid) == 6
     for c in grid.cells:
         assert par.load(c.key)["result"] == seq.load(c.key)["result"]
+
+
+def logged_cell(cell, cells_root, options):  # module level: picklable for worker processes
+    """Fake cell that appends ``start``/``end`` lines (kind, key) to ``cells_root/../calls.log``."""
+    log = Path(cells_root).parent / "calls.log"
+    with open(log, "a") as fh:
+        fh.write(f"start {cell.kind} {cell.key}\n")
+    out = FakeCells()(cell, cells_root, options)
+    with open(log, "a") as fh:
+        fh.write(f"end {cell.kind} {cell.key}\n")
+    return out
+
+
+def test_clean_cells_run_once_before_their_attacks_with_two_workers(tmp_path):
+    grid, cache = prepare(_clean_ref(defenses=["ft"]), str(tmp_path))
+    summary = execute(grid, cache, executor="local", jobs=2, cell_fn=logged_cell, progress=False,
+                      mp_context="fork")
+    assert summary.ok and len(summary.computed) == len(grid) == 2 + 8 + 8
+    lines = (tmp_path / "calls.log").read_text().splitlines()
+    for clean in grid.cleans:
+        assert lines.count(f"start clean {clean.key}") == 1
+        finished = lines.index(f"end clean {clean.key}")
+        for a in grid.attacks:
+            if a.parent == clean.key:
+                assert lines.index(f"start attack {a.key}") > finished
+
+
+def test_failed_clean_cell_skips_its_attacks_and_their_defenses(tmp_path):
+    grid, cache = prepare(_clean_ref(defenses=["ft"]), str(tmp_path))
+    bad = grid.cleans[0].key
+    summary = execute(grid, cache, cell_fn=FakeCells(fail_keys=(bad,)), progress=False)
+    waiting = [a for a in grid.attacks if a.parent == bad]
+    assert list(summary.failed) == [bad] and len(waiting) == 4
+    assert sorted(summary.skipped) == sorted([a.key for a in waiting]
+                                             + [d.key for a in waiting for d in grid.defenses_of(a.key)])
+    assert len(cache.pending(grid)) == 1 + 4 + 4
 
 
 # ---------------------------------------------------------------------------- report
@@ -462,6 +554,32 @@ def test_e2e_identical_tables_and_zero_recompute(e2e_runs):
     assert all(cache.load(c.key)["cpu_seconds"] > 0 and cache.load(c.key)["seconds"] > 0 for c in grid.cells)
     rec = json.loads((cache.cell_dir(grid.defenses[0].key) / "defense.json").read_text())
     assert rec["after"]["acc"] == cache.load(grid.defenses[0].key)["result"]["acc"]
+
+
+def test_shared_clean_cell_gives_the_per_attack_floor(tmp_path):
+    """Attack cells score the shared clean cell's model on their own triggers: the floor of a
+    per-attack clean reference (run_attack with clean_reference=True), with one clean model."""
+    from distox.experiment import AttackSpec, run_attack
+
+    d = _e2e_config().model_dump(mode="json")
+    d["attacks"] = ["badnets", {"name": "blended", "options": {"alpha": 0.2}}]
+    d["defenses"] = []
+    d["attack_settings"]["clean_reference"] = True
+    grid, cache = prepare(parse_config(d), str(tmp_path / "bench"))
+    assert len(grid.cleans) == 1 and len(grid) == 3
+    summary = execute(grid, cache, options=RunOptions(device="cpu"), progress=False)
+    assert summary.ok and summary.computed[0] == grid.cleans[0].key
+    clean_dir = cache.cell_dir(grid.cleans[0].key)
+    # the clean cell's config is run_clean's clean recipe (grid.CLEAN_IGNORES = run_clean's)
+    spec = json.loads((clean_dir / "spec.json").read_text())
+    assert {k: v for k, v in spec.items() if k != "data_root"} == grid.cleans[0].config
+    blended = next(a for a in grid.attacks if a.row == "blended")
+    assert not (cache.cell_dir(blended.key) / "clean").exists()
+    shared = cache.load(blended.key)["result"]
+    own = run_attack(AttackSpec.from_dict(blended.config), tmp_path / "own", device="cpu", progress=False)
+    assert {k: shared[k] for k in own} == own  # acc, asr, ra and clean_acc, clean_asr, clean_ra
+    assert set(own) >= {"clean_acc", "clean_asr", "clean_ra"}
+    assert (tmp_path / "own" / "clean" / "model.safetensors").read_bytes() == (clean_dir / "model.safetensors").read_bytes()
 
 
 def test_ray_executor_matches_local(e2e_runs, tmp_path):

@@ -57,6 +57,9 @@ class Attack:
     kind: ClassVar[str] = "data"
     #: Smallest image side the trigger can be applied to.
     min_side: ClassVar[int] = 1
+    #: Code revision: bump it when a change to the attack alters the models it produces, so
+    #: that ``distox bench`` recomputes its cached cells (1 keeps the keys they had before).
+    revision: ClassVar[int] = 1
 
     def __init__(self, target: int = 0, mode: str = "all2one", poison_rate: float = 0.1,
                  seed: int = 0, shift: int = 1) -> None:

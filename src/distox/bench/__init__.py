@@ -1,5 +1,7 @@
-"""Benchmark grids: typed YAML configs, cells keyed by config hash, a resumable cache,
-local/Ray executors and paper-style tables (``distox bench`` / ``distox report``).
+"""Benchmark grids: typed YAML configs, cells keyed by config hash and code revision (shared
+clean-model cells for the clean reference), a resumable cache, local/Ray executors and
+paper-style tables with the clean-model ASR floor, verdicts and per-part summaries over seeds
+(``distox bench`` / ``distox report``).
 
 Example:
     >>> from distox.bench import load_config, expand, Cache, execute

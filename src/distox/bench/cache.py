@@ -3,11 +3,15 @@
 - An attack cell's directory is a run directory written by ``distox.experiment.run_attack``
   (model, attack record, metrics; resumable from its checkpoint).
 - A defense cell's directory holds ``run_defense``'s output for that attack run.
-- Either is **done** only when ``cell.json`` (the cell's config, result metrics and seconds)
+- A clean cell's directory is a ``distox.experiment.run_clean`` directory: the clean model
+  shared by the attack cells of one training recipe (``clean_reference``).
+- Each is **done** only when ``cell.json`` (the cell's config, result metrics and seconds)
   has been atomically renamed into place (:func:`distox.runs.write_json`), after everything
   else in the directory was written. A run killed at any moment leaves either a done cell or
   a cell without ``cell.json``, which the next run computes again; an unreadable or foreign
-  ``cell.json`` also counts as not done.
+  ``cell.json`` also counts as not done. ``cell.json`` also records the code revisions the
+  cell ran with (``revisions``, see :mod:`distox.bench.grid`) and, for an attack cell with a
+  shared clean model, that clean cell's key (``parent``).
 - ``bench.json`` records the last grid run into this directory (config and cell list), which
   ``distox report`` turns into tables.
 - ``bench.lock`` is held (``flock``) by the ``distox bench`` process working on the directory:
@@ -73,7 +77,8 @@ class Cache:
         cost measure on shared machines)."""
         rec = {"cache_version": CACHE_VERSION, "key": cell.key, "kind": cell.kind, "config": cell.config,
                "row": cell.row, "column": cell.column, "group": cell.group, "seed": cell.seed,
-               "parent": cell.parent, "result": result, "seconds": round(float(seconds), 3),
+               "parent": cell.parent, "revisions": cell.revisions, "result": result,
+               "seconds": round(float(seconds), 3),
                "cpu_seconds": None if cpu_seconds is None else round(float(cpu_seconds), 3),
                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         write_json(self.cell_dir(cell.key) / CELL_RECORD, rec)
@@ -124,5 +129,4 @@ class Cache:
             config = data["config"]
         except (ValueError, KeyError, TypeError) as exc:
             raise BenchError(f"{path} is unreadable: {exc}") from None
-        return config, Grid([c for c in cells if c.kind == "attack"],
-                            [c for c in cells if c.kind == "defense"])
+        return config, Grid.of(cells)

@@ -18,7 +18,7 @@ YAML layout (every field except ``attacks``/``defenses`` has a default)::
     attacks:
       - badnets                                     # shorthand for {name: badnets}
       - {name: blended, options: {alpha: 0.2}, grid: {poison_rate: [0.01, 0.1]}}
-      - {name: wanet, defenses: [d3]}               # only these defense entries (label or name)
+      - {name: wanet, defenses: [d3], part: check}  # only these defense entries (label or name)
     defenses:
       - none                                        # the attack's own numbers (always shown)
       - {name: d3, options: {preset: paper}, grid: {ratio: [0.01, 0.05]}}
@@ -30,6 +30,12 @@ weight_decay, momentum, flip, clean_reference) set
 the spec; any other key is an argument of the attack's constructor. Defense option keys
 ratio, count, epochs, batch_size set the :class:`~distox.experiment.DefenseSpec`; any other
 key is a defense hyper-parameter (``params``).
+
+``part`` (models and attacks; ``dev`` by default) splits the grid into a *development* part,
+used to choose methods and settings, and a held-out *check* part: a cell is ``check`` when
+its model or its attack entry is. ``distox report`` summarises the two parts separately; the
+part is not part of any cell key. With ``clean_reference: true`` every (dataset, model, seed,
+training recipe) trains one shared clean model (a ``clean`` cell, :mod:`distox.bench.grid`).
 
 Example:
     >>> cfg = load_config("configs/smoke.yaml")
@@ -56,6 +62,9 @@ ATTACK_SPEC_KEYS = ("epochs", "batch_size", "lr", "train_subset", "test_subset",
 DEFENSE_SPEC_KEYS = ("ratio", "count", "epochs", "batch_size")
 #: Pseudo-defense: the backdoored model itself (the "No defense" column, always reported).
 NO_DEFENSE = "none"
+#: Grid parts: ``dev`` (development, the default) and ``check`` (held out; see the module doc).
+PARTS = ("dev", "check")
+Part = Literal["dev", "check"]
 
 
 class BenchError(DistoxError):
@@ -71,6 +80,7 @@ class ModelEntry(_Strict):
 
     name: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    part: Part = "dev"
 
     @field_validator("name")
     @classmethod
@@ -151,9 +161,11 @@ class MethodEntry(_Strict):
 
 class AttackEntry(MethodEntry):
     """An attack; ``defenses`` (optional) restricts which defense entries (by their label, or
-    name when unlabelled) run on it, e.g. only D3 on a poison-rate ablation."""
+    name when unlabelled) run on it, e.g. only D3 on a poison-rate ablation; ``part`` puts its
+    cells in the grid's ``dev`` or ``check`` part."""
 
     defenses: list[str] | None = None
+    part: Part = "dev"
 
     @field_validator("name")
     @classmethod

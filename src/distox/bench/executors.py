@@ -1,14 +1,17 @@
 """Run the pending cells of a grid: ``local`` (in-process or ``jobs`` processes) or ``ray``.
 
-Every executor follows the same schedule: attack cells first, and each defense cell as soon as
-its attack cell is done (never before). Finished cells are skipped, so a rerun after a kill
-computes only what is missing. The worker that computes a cell also writes its ``cell.json``
-(atomically, :meth:`Cache.mark_done`), so a result survives the death of the driver; with Ray
-on a cluster, ``OUT`` must therefore be on a filesystem shared by every node.
+Every executor follows the same schedule: a cell starts only once its ``parent`` is done (a
+shared clean cell before the attack cells of its recipe, an attack cell before its defenses),
+and a finished cell's dependants go to the front of the queue, so rows complete early. Each
+cell is submitted once, so no two workers ever compute the same (e.g. clean) cell. When a cell
+fails, everything that waits for it is skipped. Finished cells are skipped, so a rerun after
+a kill computes only what is missing. The worker that computes a cell also writes its
+``cell.json`` (atomically, :meth:`Cache.mark_done`), so a result survives the death of the
+driver; with Ray on a cluster, ``OUT`` must therefore be on a filesystem shared by every node.
 
 A cell function ``fn(cell, cells_root, options) -> dict`` computes one cell and returns its
-result metrics; the default, :func:`compute_cell`, calls ``distox.experiment.run_attack`` /
-``run_defense``. Tests inject their own.
+result metrics; the default, :func:`compute_cell`, calls ``distox.experiment.run_clean`` /
+``run_attack`` / ``run_defense``. Tests inject their own.
 
 Example:
     >>> summary = execute(grid, Cache("runs/smoke"), executor="local", jobs=2)
@@ -16,6 +19,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -28,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .cache import Cache
 from .config import BenchError
-from .grid import Cell, Grid
+from .grid import CLEAN_LABEL, Cell, Grid
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +64,22 @@ def _metrics(d: dict[str, Any]) -> dict[str, float]:
 
 
 def compute_cell(cell: Cell, cells_root: Path, options: RunOptions) -> dict[str, Any]:
-    """The real cell function: train the backdoored model (attack cells) or purify it
-    (defense cells) through :mod:`distox.experiment`, in ``cells_root/<key>``.
+    """The real cell function: train the clean model (clean cells) or the backdoored one
+    (attack cells), or purify it (defense cells) through :mod:`distox.experiment`, in
+    ``cells_root/<key>``.
 
-    Returns ``{"acc", "asr", "ra"}`` (percent) of the attack's or the purified model.
+    Returns ``{"acc", "asr", "ra"}`` (percent) of the attack's or the purified model, ``{"acc"}``
+    of a clean model. An attack cell with a shared clean cell (its ``parent``) adds
+    ``clean_acc``, ``clean_asr`` and ``clean_ra``: that clean model on this attack's test sets.
     """
     from .. import experiment
 
     out = cells_root / cell.key
+    if cell.kind == "clean":
+        spec = experiment.AttackSpec(attack=CLEAN_LABEL, **{**cell.config, "data_root": options.data_root})
+        return _metrics(experiment.run_clean(spec, out, device=options.device, progress=options.progress))
     if cell.kind == "attack":
-        spec = experiment.AttackSpec.from_dict({**cell.config, "data_root": options.data_root})
-        return _metrics(experiment.run_attack(spec, out, device=options.device, progress=options.progress))
+        return _attack_metrics(cell, cells_root, options)
     d = dict(cell.config["defense"])
     spec = experiment.DefenseSpec(**d)
     rec = experiment.run_defense(cells_root / cell.config["attack"], spec, out, force=True,
@@ -80,6 +89,29 @@ def compute_cell(cell: Cell, cells_root: Path, options: RunOptions) -> dict[str,
     if not {"acc", "asr"} <= set(result):
         raise BenchError(f"run_defense returned no after-defense ACC/ASR for cell {cell.key}")
     return result
+
+
+def _attack_metrics(cell: Cell, cells_root: Path, options: RunOptions) -> dict[str, float]:
+    """Train an attack cell's model; with a shared clean cell, score that clean model on the
+    attack's own test sets instead of training one in the cell (``clean_reference``)."""
+    from .. import experiment
+
+    out = cells_root / cell.key
+    spec = experiment.AttackSpec.from_dict({**cell.config, "data_root": options.data_root})
+    if cell.parent is None:
+        return _metrics(experiment.run_attack(spec, out, device=options.device, progress=options.progress))
+    clean_model = cells_root / cell.parent / experiment.MODEL_FILE
+    if not clean_model.is_file():
+        raise BenchError(f"attack cell {cell.key} needs the clean model of cell {cell.parent}, "
+                         f"which is missing ({clean_model})")
+    # force: a directory of this key left by an interrupted run that trained its own clean
+    # model (before clean cells were shared) holds the same spec but clean_reference; restart it
+    metrics = experiment.run_attack(dataclasses.replace(spec, clean_reference=False), out, force=True,
+                                    device=options.device, progress=options.progress)
+    run = experiment.load_run(out, device=options.device)
+    metrics.update(experiment.score_clean_model(clean_model, run.spec, run.data, run.backdoor_test_set(),
+                                                device=options.device))
+    return _metrics(metrics)
 
 
 def run_one(fn: CellFunction, cell: Cell, root: str, options: RunOptions) -> tuple[str, dict[str, Any], float]:
@@ -104,7 +136,7 @@ class BenchSummary:
     cached: list[str] = field(default_factory=list)
     computed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)  # defenses of failed attacks
+    skipped: list[str] = field(default_factory=list)  # cells waiting for failed cells
     cell_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -237,7 +269,8 @@ def execute(grid: Grid, cache: Cache, *, executor: str = "local", jobs: int = 1,
         cell_fn: computes one cell (:func:`compute_cell`).
         options: device, data root, threads (:class:`RunOptions()`).
         fail_fast: stop at the first failed cell and raise :class:`BenchError`; otherwise
-            failures are recorded (their defenses skipped) and the rest still runs (False).
+            failures are recorded (the cells waiting for them skipped) and the rest still
+            runs (False).
         progress: show a bar of cells done / total with elapsed time and ETA (True).
         num_gpus, num_cpus: Ray resources per task (0, 1).
         ray_address: an existing Ray cluster (None: start a local instance).
@@ -258,9 +291,14 @@ def execute(grid: Grid, cache: Cache, *, executor: str = "local", jobs: int = 1,
     summary = BenchSummary(total=len(grid))
     summary.cached = [c.key for c in grid.cells if cache.is_done(c)]
     done = set(summary.cached)
-    # ready queue: defenses of finished attacks first (rows complete early), then attacks
-    ready: list[Cell] = [c for c in grid.defenses if c.key not in done and c.parent in done]
-    ready += [c for c in grid.attacks if c.key not in done]
+    waiting: dict[str, list[Cell]] = {}  # parent key -> cells not done that wait for it
+    for c in grid.cells:
+        if c.parent is not None and c.key not in done:
+            waiting.setdefault(c.parent, []).append(c)
+    # ready queue: defenses of finished attacks first (rows complete early), clean cells (their
+    # attacks wait for them), then attacks
+    ready: list[Cell] = [c for cells in (grid.defenses, grid.cleans, grid.attacks) for c in cells
+                         if c.key not in done and (c.parent is None or c.parent in done)]
     if not ready:
         summary.seconds = time.perf_counter() - t0
         return summary
@@ -293,20 +331,28 @@ def execute(grid: Grid, cache: Cache, *, executor: str = "local", jobs: int = 1,
                 log.error("cell %s (%s / %s) failed: %s", cell.key, cell.row, cell.column, msg)
                 if fail_fast:
                     raise BenchError(f"cell {cell.key} ({cell.row} / {cell.column}) failed: {msg}") from exc
-                if cell.kind == "attack":
-                    skipped = [d.key for d in grid.defenses_of(cell.key) if d.key not in done]
-                    summary.skipped += skipped
+                summary.skipped += _dependants(waiting, cell.key)
                 continue
             key, _, seconds = out
             done.add(key)
             summary.computed.append(key)
             summary.cell_seconds[key] = seconds
             bar.update(1)
-            if cell.kind == "attack":  # its defenses become ready, ahead of further attacks
-                ready[:0] = [d for d in grid.defenses_of(cell.key) if d.key not in done]
+            ready[:0] = waiting.pop(key, [])  # its dependants, ahead of further independent cells
         cancel = False
     finally:
         backend.close(cancel)
         bar.close()
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _dependants(waiting: dict[str, list[Cell]], key: str) -> list[str]:
+    """Keys of every not-done cell that waits for ``key``, directly or through another."""
+    out: list[str] = []
+    stack = [key]
+    while stack:
+        for c in waiting.pop(stack.pop(), []):
+            out.append(c.key)
+            stack.append(c.key)
+    return out

@@ -7,6 +7,13 @@ and makes its column's Average ``–`` too (an average over some attacks only wo
 With several seeds, each value is the mean over the finished seeds. When the grid's profile
 is ``paper``, the paper's numbers (:mod:`distox.bench.paper`) sit beside ours.
 
+When attack cells have a clean reference (``clean_reference: true``), a *Clean model* column
+comes first, and a third table gives each attack's floor, ``max(2, clean-model ASR + 2)``, and
+each defended cell's verdict (``pass`` when its ASR is at most the floor;
+:mod:`distox.bench.summary`). Last, a summary per (dataset / model) group: each column's ACC,
+ASR, ACC drop vs no defense and DER as mean ± std over seeds, given separately for the grid's
+*development* and *check* parts when the config marks some models or attacks ``part: check``.
+
 Formats: ``markdown`` (default), ``csv``, ``latex``, ``json``.
 
 Example:
@@ -24,11 +31,16 @@ from typing import Any
 
 from ..metrics import der
 from .cache import Cache
-from .config import BenchConfig, BenchError
-from .grid import expand
+from .config import PARTS, BenchConfig, BenchError
+from .grid import Cell, expand
 from .paper import paper_value
+from .summary import FLOOR_MARGIN, FLOOR_MIN, SeedResults, Stat, Summary, asr_floor, summarize, verdict
 
 FORMATS = ("markdown", "csv", "latex", "json")
+FLOOR_RULE = f"max({FLOOR_MIN:g}, clean-model ASR + {FLOOR_MARGIN:g})"
+PART_TITLES = {"dev": "development part", "check": "check part"}
+#: Summary metrics (:mod:`distox.bench.summary`) and their headers.
+SUMMARY_METRICS = (("acc", "ACC"), ("asr", "ASR"), ("acc_drop", "ACC drop"), ("der", "DER"))
 AVERAGE = "Average"
 NO_DEFENSE_LABEL = "No defense"
 #: Pseudo-column of a clean reference model (attack cells run with ``clean_reference: true``):
@@ -61,6 +73,8 @@ class Entry:
     cpu_seconds: float | None = None  # mean CPU time of the cell's worker (all threads)
     paper_acc: float | None = None
     paper_asr: float | None = None
+    floor: float | None = None  # defense columns of a row with a clean-model ASR
+    verdict: str | None = None  # "pass" / "fail" once ASR and floor are known
 
 
 @dataclass
@@ -71,6 +85,13 @@ class Table:
     rows: list[str]
     columns: list[str]  # ["clean"], "none", then defense labels
     entries: dict[str, dict[str, Entry]] = field(default_factory=dict)
+    parts: dict[str, str] = field(default_factory=dict)  # attack row -> "dev" / "check"
+    floors: dict[str, float] = field(default_factory=dict)  # attack row -> ASR floor (known ones)
+
+    @property
+    def judged(self) -> bool:
+        """Whether the rows have a clean reference (a floor and verdicts)."""
+        return CLEAN in self.columns
 
 
 @dataclass
@@ -80,14 +101,54 @@ class Report:
     done: int
     total: int
     tables: list[Table]
+    summaries: list[Summary] = field(default_factory=list)  # dev part first, then check
 
     @property
     def paper(self) -> bool:
         return self.profile == "paper"
 
+    @property
+    def judged(self) -> bool:
+        return any(t.judged for t in self.tables)
+
+    @property
+    def parts(self) -> list[str]:
+        """The grid parts present, in :data:`~distox.bench.config.PARTS` order."""
+        return [p for p in PARTS if any(s.part == p for s in self.summaries)]
+
 
 def _avg(values: list[float | None]) -> float | None:
     return mean(values) if values and all(v is not None for v in values) else None  # type: ignore[arg-type]
+
+
+def _cell_result(cell: Cell, records: dict[str, dict[str, Any] | None]) -> dict[str, float] | None:
+    """A finished cell's metrics plus ``_seconds``/``_cpu``; a defense cell's also DER and
+    ACC drop against its attack (None while it or its attack is unfinished)."""
+    rec = records[cell.key]
+    if rec is None:
+        return None
+    res = dict(rec["result"])
+    res["_seconds"] = float(rec.get("seconds") or 0.0)
+    res["_cpu"] = float(rec.get("cpu_seconds") or 0.0)
+    if cell.kind == "defense":
+        parent = records.get(cell.parent or "")
+        if parent is None:
+            return None
+        res.setdefault("der", der(parent["result"], res))
+        res["acc_drop"] = parent["result"]["acc"] - res["acc"]
+    return res
+
+
+def _judge(t: Table, row: str) -> None:
+    """Set the row's floor and its defense entries' verdicts (rows with a clean-model ASR)."""
+    clean = t.entries[row].get(CLEAN)
+    if clean is None or clean.asr is None:
+        return
+    t.floors[row] = asr_floor(clean.asr)
+    for col, e in t.entries[row].items():
+        if col not in _NOT_DEFENSES and e.planned:
+            e.floor = t.floors[row]
+            e.verdict = None if e.asr is None else verdict(e.asr, e.floor)
 
 
 def build_report(out_dir: str | os.PathLike, config: BenchConfig | None = None) -> Report:
@@ -105,42 +166,37 @@ def build_report(out_dir: str | os.PathLike, config: BenchConfig | None = None) 
     profile = str(cfg.get("profile", "custom"))
     records = {c.key: cache.load(c.key) for c in grid.cells}
     tables: dict[str, Table] = {}
-    # (group, row, column) -> per-seed dicts
-    acc: dict[tuple[str, str, str], list[dict[str, float]]] = {}
+    results: dict[str, SeedResults] = {}  # group -> (row, column) -> seed -> metrics
+    planned: dict[str, dict[tuple[str, str], set[int]]] = {}  # group -> (row, column) -> seeds
     attack_of_row: dict[tuple[str, str], str] = {}
     method_of_col: dict[str, str] = {"none": "none"}
-    clean_planned: set[tuple[str, str, str]] = set()
-    for cell in grid.cells:
+    for cell in grid.attacks + grid.defenses:  # clean cells reach the tables through their attacks
         t = tables.setdefault(cell.group, Table(cell.group, [], ["none"]))
         if cell.row not in t.rows:
             t.rows.append(cell.row)
+            t.parts[cell.row] = cell.part
         if cell.column not in t.columns:
             t.columns.append(cell.column)
+        columns = [cell.column]
         if cell.kind == "attack":
             attack_of_row[(cell.group, cell.row)] = cell.config["attack"]
             if cell.config.get("clean_reference"):
-                clean_planned.add((cell.group, cell.row, CLEAN))
+                columns.append(CLEAN)
                 if CLEAN not in t.columns:
                     t.columns.insert(0, CLEAN)
         else:
             method_of_col[cell.column] = cell.config["defense"]["method"]
-        rec = records[cell.key]
-        if rec is None:
+        for col in columns:
+            planned.setdefault(cell.group, {}).setdefault((cell.row, col), set()).add(cell.seed)
+        res = _cell_result(cell, records)
+        if res is None:
             continue
-        res = dict(rec["result"])
-        res["_seconds"] = float(rec.get("seconds") or 0.0)
-        res["_cpu"] = float(rec.get("cpu_seconds") or 0.0)
-        if cell.kind == "defense":
-            parent = records.get(cell.parent or "")
-            if parent is None:
-                continue
-            res.setdefault("der", der(parent["result"], res))
-        elif "clean_acc" in res and "clean_asr" in res:
-            acc.setdefault((cell.group, cell.row, CLEAN), []).append(
-                {"acc": res["clean_acc"], "asr": res["clean_asr"], "_seconds": 0.0, "_cpu": 0.0})
-        acc.setdefault((cell.group, cell.row, cell.column), []).append(res)
+        by_seed = results.setdefault(cell.group, {})
+        if cell.kind == "attack" and "clean_acc" in res and "clean_asr" in res:
+            by_seed.setdefault((cell.row, CLEAN), {})[cell.seed] = {
+                "acc": res["clean_acc"], "asr": res["clean_asr"], "_seconds": 0.0, "_cpu": 0.0}
+        by_seed.setdefault((cell.row, cell.column), {})[cell.seed] = res
     done = sum(r is not None for r in records.values())
-    planned = {(c.group, c.row, c.column) for c in grid.cells} | clean_planned
     heads = [d.get("label") or d.get("name") for d in cfg.get("defenses", []) if isinstance(d, dict)]
 
     def col_order(col: str) -> int:
@@ -149,13 +205,15 @@ def build_report(out_dir: str | os.PathLike, config: BenchConfig | None = None) 
             return _NOT_DEFENSES.index(col) - len(_NOT_DEFENSES)
         return heads.index(head) if head in heads else len(heads)
     profile_paper = profile == "paper"
+    summaries: dict[str, list[Summary]] = {p: [] for p in PARTS}
     for t in tables.values():
         t.columns.sort(key=col_order)  # config order (stable: grid order within an entry)
+        g_results, g_planned = results.get(t.group, {}), planned.get(t.group, {})
         for row in t.rows:
             t.entries[row] = {}
             for col in t.columns:
-                vals = acc.get((t.group, row, col), [])
-                e = Entry(seeds=len(vals), planned=(t.group, row, col) in planned)
+                vals = list(g_results.get((row, col), {}).values())
+                e = Entry(seeds=len(vals), planned=(row, col) in g_planned)
                 if vals:
                     e.acc = mean(v["acc"] for v in vals)
                     e.asr = mean(v["asr"] for v in vals)
@@ -167,6 +225,12 @@ def build_report(out_dir: str | os.PathLike, config: BenchConfig | None = None) 
                     atk, meth = attack_of_row.get((t.group, row), ""), method_of_col.get(col, col)
                     e.paper_acc, e.paper_asr = paper_value(atk, meth, "acc"), paper_value(atk, meth, "asr")
                 t.entries[row][col] = e
+            _judge(t, row)
+        for part in PARTS:
+            rows = [r for r in t.rows if t.parts[r] == part]
+            if rows:
+                summaries[part].append(summarize(part, t.group, rows, [c for c in t.columns if c != CLEAN],
+                                                 set(_der_columns(t)), g_results, g_planned))
         avg: dict[str, Entry] = {}
         for col in t.columns:
             cells = [t.entries[r][col] for r in t.rows if t.entries[r][col].planned]
@@ -179,7 +243,8 @@ def build_report(out_dir: str | os.PathLike, config: BenchConfig | None = None) 
             avg[col] = e
         t.rows.append(AVERAGE)
         t.entries[AVERAGE] = avg
-    return Report(str(cfg.get("name", "bench")), profile, done, len(records), list(tables.values()))
+    return Report(str(cfg.get("name", "bench")), profile, done, len(records), list(tables.values()),
+                  [s for part in PARTS for s in summaries[part]])
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -228,7 +293,70 @@ def render_markdown(report: Report) -> str:
             for row in t.rows:
                 name = f"**{AVERAGE}**" if row == AVERAGE else display(row)
                 lines.append(f"| {name} | " + " | ".join(_f(_value(t, row, c, "der"), t.entries[row][c].planned) for c in ders) + " |")
-    return "\n".join(lines) + "\n"
+        if t.judged and ders:
+            lines += ["", f"Floor = {FLOOR_RULE}; verdict pass when the defended ASR ≤ floor.", "",
+                      *_verdict_lines(t, len(report.parts) > 1)]
+    return "\n".join(lines + _summary_lines(report)) + "\n"
+
+
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _passed(t: Table, col: str) -> str:
+    """``k/n``: the rows of ``col`` that pass of those planned (``–`` while one is unjudged)."""
+    entries = [t.entries[r][col] for r in t.rows if r != AVERAGE and t.entries[r][col].planned]
+    if not entries:
+        return ""
+    if any(e.verdict is None for e in entries):
+        return "–"
+    return f"{sum(e.verdict == 'pass' for e in entries)}/{len(entries)}"
+
+
+def _verdict_lines(t: Table, parts: bool) -> list[str]:
+    """Markdown table: per attack row its part (``parts``), floor and each defense's verdict;
+    last, how many rows pass per defense."""
+    ders = _der_columns(t)
+    head = ["Attack", *(["Part"] if parts else []), "Floor", *(display(c) for c in ders)]
+    lines = [_md_row(head), "|---" * len(head) + "|"]
+    for row in t.rows:
+        if row == AVERAGE:
+            cells = ["**Passed**", *([""] if parts else []), "", *(_passed(t, c) for c in ders)]
+        else:
+            cells = [display(row), *([t.parts[row]] if parts else []), _f(t.floors.get(row)),
+                     *(_verdict_text(t.entries[row][c]) for c in ders)]
+        lines.append(_md_row(cells))
+    return lines
+
+
+def _verdict_text(e: Entry) -> str:
+    return "" if not e.planned else e.verdict or "–"
+
+
+def _pm(stat: Stat | None) -> str:
+    """``mean ± std`` (two decimals; no ± with one seed); ``–`` while unknown."""
+    if stat is None:
+        return ""
+    if stat.mean is None:
+        return "–"
+    return f"{stat.mean:.2f}" + ("" if stat.std is None else f" ± {stat.std:.2f}")
+
+
+def _summary_lines(report: Report) -> list[str]:
+    """Markdown summaries, one table per (part, group)."""
+    if not report.summaries:
+        return []
+    multi = len(report.parts) > 1
+    lines = ["", "Summary per dataset / model: mean ± std (sample, over seeds) of each seed's average over "
+             "the attacks; ACC drop = No defense ACC − defense ACC (points)."]
+    for summ in report.summaries:
+        title = f"Summary, {PART_TITLES[summ.part]}" if multi else "Summary"
+        rows = f"{len(summ.rows)} attack row" + ("s" if len(summ.rows) != 1 else "")
+        lines += ["", f"**{title}: {summ.group}** ({rows})", "",
+                  _md_row(["Defense", *(h for _, h in SUMMARY_METRICS)]), "|---" * (1 + len(SUMMARY_METRICS)) + "|"]
+        lines += [_md_row([display(col), *(_pm(summ.stats[col].get(m)) for m, _ in SUMMARY_METRICS)])
+                  for col in summ.columns]
+    return lines
 
 
 def render_csv(report: Report) -> str:
@@ -236,12 +364,20 @@ def render_csv(report: Report) -> str:
     w = csv.writer(buf, lineterminator="\n")
     for i, t in enumerate(report.tables):
         cols = _main_columns(report, t) + [(c, "der", f"{display(c)} DER") for c in _der_columns(t)]
+        judged = _der_columns(t) if report.judged else []
         if i == 0:
-            w.writerow(["group", "attack"] + [h for _, _, h in cols])
+            w.writerow(["group", "attack"] + [h for _, _, h in cols] + ["part"]
+                       + (["floor"] + [f"{display(c)} verdict" for c in judged] if report.judged else []))
         for row in t.rows:
-            w.writerow([t.group, display(row)] + [
-                "" if (v := _value(t, row, c, m)) is None else f"{v:.2f}" for c, m, _ in cols])
+            w.writerow([t.group, display(row)] + [_csv_number(_value(t, row, c, m)) for c, m, _ in cols]
+                       + [t.parts.get(row, "")]
+                       + ([_csv_number(t.floors.get(row))] + [t.entries[row][c].verdict or "" for c in judged]
+                          if report.judged else []))
     return buf.getvalue()
+
+
+def _csv_number(v: float | None) -> str:
+    return "" if v is None else f"{v:.2f}"
 
 
 def _tex(s: str) -> str:
@@ -310,13 +446,23 @@ def report_dict(report: Report) -> dict[str, Any]:
                                      "cpu_seconds": None if e.cpu_seconds is None else round(e.cpu_seconds, 1)}
                 if col not in _NOT_DEFENSES:
                     d["der"] = r2(None if e.der is None else 100.0 * e.der)
+                    if t.judged and row != AVERAGE:
+                        d["floor"], d["verdict"] = r2(e.floor), e.verdict
                 if report.paper:
                     d["paper_acc"], d["paper_asr"] = e.paper_acc, e.paper_asr
                 cells[display(col)] = d
-            rows.append({"attack": display(row), "label": row, "cells": cells})
+            rows.append({"attack": display(row), "label": row, "part": t.parts.get(row),
+                         "floor": r2(t.floors.get(row)), "cells": cells})
         tables.append({"group": t.group, "columns": [display(c) for c in t.columns], "rows": rows})
+    summaries = [{"part": summ.part, "group": summ.group, "attacks": [display(r) for r in summ.rows],
+                  "columns": {display(col): {m: {"mean": r2(st.mean), "std": r2(st.std), "seeds": st.seeds}
+                                             for m, st in summ.stats[col].items()} for col in summ.columns}}
+                 for summ in report.summaries]
     return {"name": report.name, "profile": report.profile, "done": report.done, "total": report.total,
-            "units": {"acc": "%", "asr": "%", "der": "%", "seconds": "s (wall)", "cpu_seconds": "s (CPU)"}, "tables": tables}
+            "units": {"acc": "%", "asr": "%", "der": "%", "acc_drop": "points", "floor": "%",
+                      "seconds": "s (wall)", "cpu_seconds": "s (CPU)"},
+            "floor_rule": FLOOR_RULE + "; verdict pass when ASR <= floor",
+            "tables": tables, "summary": summaries}
 
 
 def render(report: Report, fmt: str = "markdown") -> str:

@@ -46,7 +46,8 @@ def bench(
             state = "done" if cache.is_done(c) else "pending"
             done += state == "done"
             typer.echo(f"{state:<8}{c.kind:<8}{c.key}  {c.group} | {c.row} | {c.column} | seed {c.seed}")
-        typer.echo(f"{len(grid)} cells ({len(grid.attacks)} attack, {len(grid.defenses)} defense): "
+        cleans = f", {len(grid.cleans)} clean" if grid.cleans else ""
+        typer.echo(f"{len(grid)} cells ({len(grid.attacks)} attack, {len(grid.defenses)} defense{cleans}): "
                    f"{done} done, {len(grid) - done} to compute; out {out}")
         return
     options = RunOptions(device=device, data_root=data_root or cfg.data_root, threads=threads)

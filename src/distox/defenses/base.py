@@ -97,6 +97,9 @@ class Defense:
     """
 
     name: ClassVar[str] = "base"
+    #: Code revision: bump it when a change to the defense alters the models it produces, so
+    #: that ``distox bench`` recomputes its cached cells (1 keeps the keys they had before).
+    revision: ClassVar[int] = 1
 
     def __init__(self, epochs: int = 100, batch_size: int = 256, lr: float = 0.01,
                  augment: bool = True, flip: bool | None = None, seed: int = 0) -> None:
