@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from distox.bench.summary import asr_floor
 from distox.cli.app import parse_params
 from distox.defenses import create
 from distox.experiment import load_run
@@ -43,8 +44,8 @@ def done_keys(path: Path) -> set[tuple[str, str]]:
 
 
 def floor_of(metrics: dict[str, float]) -> float | None:
-    """The ASR bar: max(2, clean-model ASR + 2) (None without a clean reference)."""
-    return None if "clean_asr" not in metrics else max(2.0, float(metrics["clean_asr"]) + 2.0)
+    """The ASR bar of ``distox report`` (None without a clean reference)."""
+    return None if "clean_asr" not in metrics else asr_floor(metrics["clean_asr"])
 
 
 def run_one(run_dir: Path, label: str, params: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:

@@ -96,6 +96,13 @@ def total_distance(weights: Sequence[torch.Tensor], init: Sequence[torch.Tensor]
         return float(sum(lp_norm(w - w0, p) for w, w0 in zip(weights, init)))
 
 
+def control_lmd(lmd: float, within: bool, bounds: tuple[float, float], factor: float = 2.0) -> float:
+    """One step of the held-out λ controller: while held-out accuracy is within tolerance, halve λ
+    (weight the distance more: travel farther); once it is not, double λ; clipped to ``bounds``."""
+    lo, hi = bounds
+    return min(hi, max(lo, lmd / factor if within else lmd * factor))
+
+
 @register
 class D3(Defense):
     """Distance-Driven Detoxification.
@@ -126,7 +133,8 @@ class D3(Defense):
                  init: str = "random", layers: str | Sequence[str] = "auto", freeze_bn: bool = False,
                  momentum: float = 0.9, preset: str = "reference", auto: dict[str, Any] | None = None,
                  select: str | None = None, val_fraction: float = 0.2, tolerance: float | str = "auto",
-                 min_tolerance: float = 0.5, **kwargs: Any) -> None:
+                 min_tolerance: float = 0.5, lmd_control: str | None = None,
+                 lmd_range: Sequence[float] = (0.5, 10.0), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
@@ -148,6 +156,14 @@ class D3(Defense):
             raise DefenseError(f"tolerance must be a number >= 0 or 'auto'; got {tolerance!r}")
         self.select, self.val_fraction, self.min_tolerance = select, float(val_fraction), float(min_tolerance)
         self.tolerance = tolerance if tolerance == "auto" else float(tolerance)
+        if lmd_control not in (None, "heldout", "geometric"):
+            raise DefenseError(f"lmd_control must be None, 'heldout' or 'geometric'; got {lmd_control!r}")
+        if lmd_control == "heldout" and select != "heldout":
+            raise DefenseError("lmd_control='heldout' needs select='heldout' (it reads the held-out accuracy)")
+        lo, hi = (float(v) for v in lmd_range)
+        if not 0 < lo <= hi:
+            raise DefenseError(f"lmd_range must be (low, high) with 0 < low <= high; got {lmd_range!r}")
+        self.lmd_control, self.lmd_range = lmd_control, (lo, hi)
 
     def selected(self, model: nn.Module, example: torch.Tensor | None = None) -> dict[str, nn.Parameter]:
         """The selected weights θ_s of ``model`` (name → parameter)."""
@@ -172,13 +188,23 @@ class D3(Defense):
         norms = [lp_norm(w0, self.p) for w0 in init]
         warm_start(weights, self.init, self.p, torch.Generator().manual_seed(self.seed))
 
+        lmd = [float(self.lmd)]  # the controller (lmd_control) changes it between epochs
+        if self.lmd_control == "geometric":
+            lmd[0] = self.lmd_range[0]
+
         def objective(m: nn.Module, x: torch.Tensor, y: torch.Tensor):
-            return d3_loss(m(x), y, weights, init, self.lmd, self.eps, self.p)
+            return d3_loss(m(x), y, weights, init, lmd[0], self.eps, self.p)
 
         def on_epoch_end(epoch: int, m: nn.Module) -> dict[str, float]:
-            row = {"distance": total_distance(weights, init, self.p)}
+            row = {"distance": total_distance(weights, init, self.p), "lmd": lmd[0]}
             if chooser is not None:
                 row.update(chooser(epoch, m, row["distance"]))
+                if self.lmd_control == "heldout":
+                    lmd[0] = control_lmd(lmd[0], row["heldout_acc"] >= chooser.start_acc - chooser.tolerance,
+                                         self.lmd_range)
+            if self.lmd_control == "geometric":
+                lo, hi = self.lmd_range
+                lmd[0] = lo * (hi / lo) ** (epoch / max(self.epochs - 1, 1))
             if evaluator is not None:
                 row.update(evaluator(epoch, m))
             return row
