@@ -1,15 +1,17 @@
 """Candidate defense settings on a set of attack runs, with per-epoch curves (the D3-default study).
 
     python benchmarks/d3_study.py RUN_DIR [RUN_DIR ...] --candidate NAME=KEY:VALUE,KEY:VALUE ...
-        [--count 3000] [--epochs 12] [--batch-size 32] [--seed 0] [--out study.jsonl] [--table]
+        [--count 3000] [--epochs 12] [--batch-size 32] [--seed 0] [--out study.jsonl] [--final-only] [--table]
 
 A candidate is a label and a comma-separated list of the defense's hyper-parameters
 (``method:ft`` picks another defense; default ``d3``), e.g.
 ``paper=preset:paper,augment:false`` or ``heldout=preset:paper,select:heldout``.
 Every (run, candidate) result is appended to ``--out`` as one JSON line with the per-epoch
 history (test ACC/ASR/RA, held-out accuracy, distance), the selection made and the run's
-clean-model floor; a rerun skips the lines already there. ``--table`` prints, per run and
-candidate, ACC, the ACC change, ASR, the floor max(2, clean-model ASR + 2) and the verdict.
+clean-model floor; a rerun skips the lines already there. ``--table [FILES]`` prints, per run and
+candidate, ACC, the ACC change, ASR, the floor max(2, clean-model ASR + 2), the verdict and DER,
+then per part (``--check`` names the check part's runs) and candidate the cells passing, mean and
+worst ACC change, mean ASR and DER.
 The defense never sees test data: the per-epoch test numbers are for the report only.
 One torch thread, CPU.
 """
@@ -19,6 +21,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from statistics import mean
 from typing import Any
 
 import torch
@@ -27,7 +30,7 @@ from distox.bench.summary import asr_floor
 from distox.cli.app import parse_params
 from distox.defenses import create
 from distox.experiment import load_run
-from distox.metrics import Evaluator, evaluate
+from distox.metrics import Evaluator, der, evaluate
 
 
 def parse_candidate(text: str) -> tuple[str, dict[str, Any]]:
@@ -58,8 +61,8 @@ def run_one(run_dir: Path, label: str, params: dict[str, Any], args: argparse.Na
     opts = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, **params}
     defense = create(method, **opts)
     t0 = time.perf_counter()
-    result = defense(run.model, retain, evaluator=Evaluator(run.data.test.x, run.data.test.y, backdoor, device="cpu"),
-                     device="cpu", progress=False)
+    evaluator = None if args.final_only else Evaluator(run.data.test.x, run.data.test.y, backdoor, device="cpu")
+    result = defense(run.model, retain, evaluator=evaluator, device="cpu", progress=False)
     seconds = time.perf_counter() - t0
     after = evaluate(result.model, run.data.test.x, run.data.test.y, backdoor, device="cpu")
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -69,17 +72,40 @@ def run_one(run_dir: Path, label: str, params: dict[str, Any], args: argparse.Na
             "history": result.history}
 
 
-def table(path: Path) -> str:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line]
-    out = ["| run | candidate | ACC before | ACC | change | ASR | floor | verdict | epoch | s |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["run"], r["candidate"])):
+def read_rows(paths: list[Path]) -> list[dict[str, Any]]:
+    return [json.loads(line) for p in paths for line in p.read_text().splitlines() if line]
+
+
+def table(paths: list[Path]) -> str:
+    """One line per (run, candidate): ACC, change, ASR, floor, verdict, DER, chosen epoch, seconds."""
+    out = ["| run | candidate | ACC before | ACC | change | ASR | floor | verdict | DER | epoch | s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(read_rows(paths), key=lambda r: (r["run"], r["candidate"])):
         b, a, fl = r["before"], r["after"], r["floor"]
         verdict = "–" if fl is None else ("pass" if a["asr"] <= fl else "FAIL")
         sel = (r.get("selection") or {}).get("chosen_epoch", "last")
         out.append(f"| {Path(r['run']).name} | {r['candidate']} | {b['acc']:.2f} | {a['acc']:.2f} | "
                    f"{a['acc'] - b['acc']:+.2f} | {a['asr']:.2f} | {'–' if fl is None else f'{fl:.2f}'} | "
-                   f"{verdict} | {sel} | {r['seconds']:.0f} |")
+                   f"{verdict} | {100 * der(b, a):.2f} | {sel} | {r['seconds']:.0f} |")
+    return "\n".join(out)
+
+
+def summary(paths: list[Path], check: set[str]) -> str:
+    """Per part (dev / check) and candidate: cells passing the floor, mean and worst ACC change,
+    mean ASR and DER, total seconds."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in read_rows(paths):
+        part = "check" if Path(r["run"]).name in check else "dev"
+        groups.setdefault((part, r["candidate"]), []).append(r)
+    out = ["| part | candidate | cells | pass | mean ACC change | worst ACC change | mean ASR | mean DER | s |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for (part, cand), rows in sorted(groups.items()):
+        changes = [r["after"]["acc"] - r["before"]["acc"] for r in rows]
+        passed = sum(r["floor"] is not None and r["after"]["asr"] <= r["floor"] for r in rows)
+        out.append(f"| {part} | {cand} | {len(rows)} | {passed} | {mean(changes):+.2f} | {min(changes):+.2f} | "
+                   f"{mean(r['after']['asr'] for r in rows):.2f} | "
+                   f"{mean(100 * der(r['before'], r['after']) for r in rows):.2f} | "
+                   f"{sum(r['seconds'] for r in rows):.0f} |")
     return "\n".join(out)
 
 
@@ -92,10 +118,17 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("d3_study.jsonl"))
-    ap.add_argument("--table", action="store_true", help="Print the table of --out and exit.")
+    ap.add_argument("--final-only", action="store_true",
+                    help="Evaluate on the test set only after the defense (no per-epoch test curves; faster).")
+    ap.add_argument("--table", nargs="*", type=Path, metavar="JSONL",
+                    help="Print the per-run table and the per-part summary of these result files "
+                         "(default: --out) and exit.")
+    ap.add_argument("--check", nargs="*", default=[], metavar="RUN_NAME",
+                    help="Run directory names that form the check part of the summary (the rest: dev).")
     args = ap.parse_args()
-    if args.table:
-        print(table(args.out))
+    if args.table is not None:
+        paths = args.table or [args.out]
+        print(table(paths) + "\n\n" + summary(paths, set(args.check)))
         return
     torch.set_num_threads(1)
     done = done_keys(args.out)

@@ -5,6 +5,7 @@ projection). Target (issue 2): D3 ≤ 1.05 × FT per epoch.
 
     python benchmarks/overhead.py [--dataset fashion-mnist] [--model small_cnn] [--width 16]
                                   [--retain 3000] [--epochs 5] [--repeats 3] [--device cpu] [--threads N]
+                                  [--preset reference|paper|default] [--no-augment]
 
 Runs FT and D3 alternately ``--repeats`` times each (so background load hits both alike) and
 reports the median seconds per epoch and their ratio as a markdown table.
@@ -35,6 +36,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--preset", default="reference", help="D3 preset (reference, paper, default).")
+    ap.add_argument("--no-augment", action="store_true", help="No crop augmentation for either method.")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -47,7 +50,9 @@ def main() -> None:
     per_epoch: dict[str, list[float]] = {"ft": [], "d3": []}
     for _ in range(args.repeats):
         for method in ("ft", "d3"):
-            defense = create(method, epochs=args.epochs, batch_size=args.batch_size, seed=0)
+            extra = {"preset": args.preset} if method == "d3" else {}
+            defense = create(method, epochs=args.epochs, batch_size=args.batch_size, seed=0,
+                             augment=not args.no_augment, **extra)
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -58,9 +63,9 @@ def main() -> None:
     ft, d3 = statistics.median(per_epoch["ft"]), statistics.median(per_epoch["d3"])
     dev = (torch.cuda.get_device_name() if args.device.startswith("cuda")
            else f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads")
-    print("| machine | model | retain | batch | epochs×repeats | FT s/epoch | D3 s/epoch | D3/FT |")
-    print("|---|---|---|---|---|---|---|---|")
-    print(f"| {dev} ({platform.machine()}), torch {torch.__version__} | {args.model} w{args.width:g} | "
+    print("| machine | model | D3 preset | retain | batch | epochs×repeats | FT s/epoch | D3 s/epoch | D3/FT |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| {dev} ({platform.machine()}), torch {torch.__version__} | {args.model} w{args.width:g} | {args.preset} | "
           f"{args.retain} {args.dataset} | {args.batch_size} | {args.epochs}×{args.repeats} | "
           f"{ft:.3f} | {d3:.3f} | {d3 / ft:.3f} |")
 

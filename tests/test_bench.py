@@ -275,7 +275,7 @@ def test_shipped_configs_validate():
     from distox.bench import load_config
 
     grids = {name: expand(load_config(ROOT / "configs" / f"{name}.yaml"))
-             for name in ("smoke", "cpu", "cpu-vgg", "cpu-seeds", "cpu-ablations", "paper")}
+             for name in ("smoke", "cpu", "cpu-vgg", "cpu-seeds", "cpu-ablations", "paper", "zoo")}
     sizes = {name: len(grid) for name, grid in grids.items()}
     assert sizes["smoke"] == 2 + 2 * 2
     assert sizes["cpu"] == sizes["cpu-vgg"] == 7 * 5  # 7 attacks x (no defense + 4 defenses)
@@ -283,6 +283,15 @@ def test_shipped_configs_validate():
     # cpu-seeds.yaml is cpu.yaml over more seeds: its seed-0 cells are cpu.yaml's (same keys)
     seed0 = {c.key for c in grids["cpu-seeds"].cells if c.seed == 0}
     assert seed0 and seed0 <= {c.key for c in grids["cpu"].cells}
+    # zoo.yaml: 5 models x 6 attacks x 2 seeds; one clean cell per (model, seed, recipe: plain or
+    # SAM-trained); defenses: 5 per attack plus the 2 retain sizes on BadNets and Blended
+    zoo = grids["zoo"]
+    kinds = [c.kind for c in zoo.cells]
+    assert (kinds.count("attack"), kinds.count("clean")) == (5 * 6 * 2, 5 * 2 * 2)
+    assert kinds.count("defense") == 5 * 2 * (6 * 5 + 2 * 2)
+    check = {(c.group, c.row) for c in zoo.cells if c.part == "check"}
+    assert {g for g, _ in check} >= {"fashion-mnist / small_vit"}
+    assert all(g.endswith("small_vit") or r == "ssba" for g, r in check)
 
 
 # ---------------------------------------------------------------------------- cache and resume

@@ -57,7 +57,7 @@ def test_loss_combines_terms_and_rescales_only_when_lambda_above_one():
 
 def test_biases_and_batchnorm_get_no_gradient_from_the_distance_term():
     model = tiny_model()
-    d3 = D3(eps=1e6)  # hinge inactive: only the distance term has a gradient
+    d3 = D3(preset="reference", eps=1e6)  # hinge inactive: only the distance term has a gradient
     named = d3.selected(model)
     weights = list(named.values())
     init = [w.detach().clone() + 0.1 for w in weights]
@@ -112,21 +112,22 @@ def test_every_step_keeps_each_selected_weight_at_its_initial_norm(monkeypatch):
     def checking_train(m, *args, after_step, **kwargs):
         def wrapped(mod):
             after_step(mod)
-            for name, p in D3(layers="all-linear").selected(mod).items():
+            for name, p in D3(preset="reference", layers="all-linear").selected(mod).items():
                 rel = abs(lp_norm(p.detach(), 2.0).item() - init_norms[name]) / init_norms[name]
                 seen.append(rel)
 
         return real_train(m, *args, after_step=wrapped, **kwargs)
 
     monkeypatch.setattr(d3mod, "train", checking_train)
-    D3(epochs=3, batch_size=8, layers="all-linear", lr=0.1)(model, retain_split(40), progress=False, device="cpu")
+    D3(preset="reference", epochs=3, batch_size=8, layers="all-linear", lr=0.1)(model, retain_split(40), progress=False, device="cpu")
     assert len(seen) == 3 * 5  # 40 images / batch 8 = 5 steps per epoch
     assert max(seen) < 1e-5
 
 
 # ---------------------------------------------------------------- defaults and presets
 def test_reference_defaults_and_paper_preset():
-    d = D3()
+    d = D3(preset="reference")
+    assert (d.select, d.lmd_control) == ("last", "constant")
     assert (d.lmd, d.eps, d.p, d.init, d.layers, d.freeze_bn) == (0.5, 0.1, 2.0, "random", "auto", False)
     assert (d.epochs, d.batch_size, d.lr, d.momentum) == (100, 256, 0.01, 0.9)
     paper = D3(preset="paper")
@@ -148,9 +149,9 @@ def test_same_seed_gives_identical_weights_and_input_is_untouched():
     model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     retain = retain_split(32)
-    a = D3(epochs=2, batch_size=16, seed=5)(model, retain, progress=False, device="cpu").model
-    b = D3(epochs=2, batch_size=16, seed=5)(model, retain, progress=False, device="cpu").model
-    c = D3(epochs=2, batch_size=16, seed=6)(model, retain, progress=False, device="cpu").model
+    a = D3(preset="reference", epochs=2, batch_size=16, seed=5)(model, retain, progress=False, device="cpu").model
+    b = D3(preset="reference", epochs=2, batch_size=16, seed=5)(model, retain, progress=False, device="cpu").model
+    c = D3(preset="reference", epochs=2, batch_size=16, seed=6)(model, retain, progress=False, device="cpu").model
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
     assert any(not torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
@@ -160,7 +161,7 @@ def test_same_seed_gives_identical_weights_and_input_is_untouched():
 
 def test_history_records_loss_distance_and_lr_per_epoch():
     model = tiny_model()
-    res = D3(epochs=3, batch_size=16)(model, retain_split(32), progress=False, device="cpu")
+    res = D3(preset="reference", epochs=3, batch_size=16)(model, retain_split(32), progress=False, device="cpu")
     assert [r["epoch"] for r in res.history] == [1, 2, 3]
     for row in res.history:
         assert {"clean_loss", "ce", "distance", "lr", "loss"} <= set(row)
@@ -172,7 +173,7 @@ def test_history_records_loss_distance_and_lr_per_epoch():
 
 def test_distance_is_measured_only_over_the_selected_layer():
     model = tiny_model()
-    res = D3(epochs=1, batch_size=16)(model, retain_split(32), progress=False, device="cpu")
+    res = D3(preset="reference", epochs=1, batch_size=16)(model, retain_split(32), progress=False, device="cpu")
     w_before = model.net.fc.weight.detach()
     w_after = res.model.net.fc.weight.detach()
     assert res.history[-1]["distance"] == pytest.approx(lp_norm(w_after - w_before, 2).item(), rel=1e-5)
@@ -182,8 +183,8 @@ def test_distance_is_measured_only_over_the_selected_layer():
 def test_freeze_bn_keeps_running_statistics():
     model = tiny_model()
     bn_before = model.net.features[1].running_mean.clone()
-    frozen = D3(epochs=1, batch_size=16, freeze_bn=True)(model, retain_split(32), progress=False, device="cpu")
-    trained = D3(epochs=1, batch_size=16)(model, retain_split(32), progress=False, device="cpu")
+    frozen = D3(preset="reference", epochs=1, batch_size=16, freeze_bn=True)(model, retain_split(32), progress=False, device="cpu")
+    trained = D3(preset="reference", epochs=1, batch_size=16)(model, retain_split(32), progress=False, device="cpu")
     assert torch.equal(frozen.model.net.features[1].running_mean, bn_before)
     assert not torch.equal(trained.model.net.features[1].running_mean, bn_before)
 
@@ -193,19 +194,19 @@ def test_freeze_bn_keeps_running_statistics():
 def test_too_small_retain_set(n):
     x = torch.rand(n, 1, 16, 16)
     with pytest.raises(DefenseError, match="at least 2"):
-        D3(epochs=1)(tiny_model(), ImageSplit(x, torch.zeros(n, dtype=torch.long)), progress=False)
+        D3(preset="reference", epochs=1)(tiny_model(), ImageSplit(x, torch.zeros(n, dtype=torch.long)), progress=False)
 
 
 def test_labels_outside_the_models_classes():
     retain = ImageSplit(torch.rand(4, 1, 16, 16), torch.tensor([0, 1, 7, 2]))
     with pytest.raises(DefenseError, match=r"0\.\.3.*\[7\]"):
-        D3(epochs=1)(tiny_model(4), retain, progress=False)
+        D3(preset="reference", epochs=1)(tiny_model(4), retain, progress=False)
 
 
 def test_image_shape_the_model_rejects():
     retain = ImageSplit(torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 3]))
     with pytest.raises(DefenseError, match=r"rejects retain images of shape \(3, 16, 16\)"):
-        D3(epochs=1)(tiny_model(4), retain, progress=False)
+        D3(preset="reference", epochs=1)(tiny_model(4), retain, progress=False)
 
 
 def test_nan_loss_stops_and_reports_the_epoch():
@@ -213,7 +214,7 @@ def test_nan_loss_stops_and_reports_the_epoch():
     with torch.no_grad():
         model.net.fc.bias.fill_(float("nan"))
     with pytest.raises(DefenseError, match="epoch 1"):
-        D3(epochs=3, batch_size=16)(model, retain_split(32), progress=False, device="cpu")
+        D3(preset="reference", epochs=3, batch_size=16)(model, retain_split(32), progress=False, device="cpu")
 
 
 def test_selection_without_linear_or_conv_is_a_clear_error():
@@ -228,8 +229,8 @@ def test_selection_without_linear_or_conv_is_a_clear_error():
 
     retain = ImageSplit(torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 3]))
     with pytest.raises(DefenseError, match="needs an nn.Linear classifier"):
-        D3(epochs=1)(NoLinear(), retain, progress=False)
+        D3(preset="reference", epochs=1)(NoLinear(), retain, progress=False)
     with pytest.raises(DefenseError, match="contains no nn.Linear or nn.Conv2d"):
-        D3(epochs=1, layers="body")(NoLinear(), retain, progress=False)
+        D3(preset="reference", epochs=1, layers="body")(NoLinear(), retain, progress=False)
     with pytest.raises(DefenseError, match="matches no module"):
-        D3(epochs=1, layers="head")(NoLinear(), retain, progress=False)
+        D3(preset="reference", epochs=1, layers="head")(NoLinear(), retain, progress=False)

@@ -122,3 +122,69 @@ def test_d3_rejects_bad_selection_options():
         D3(select="heldout", val_fraction=0.0)
     with pytest.raises(DefenseError, match="tolerance"):
         D3(tolerance=-1)
+
+
+# ---------------------------------------------------------------- the default preset
+def test_default_preset_is_what_d3_and_purify_run_and_is_recorded():
+    import distox
+    from distox.defenses.d3 import DEFAULT_PRESET, PRESETS
+
+    d = D3()
+    assert d.preset == DEFAULT_PRESET == "default"
+    for key, value in PRESETS["default"].items():
+        got = getattr(d, key)
+        assert (tuple(got) if isinstance(got, (list, tuple)) else got) == (tuple(value) if isinstance(value, (list, tuple)) else value)
+    retain = make_bundle(n_train=40).train
+    result = distox.purify(_tiny(), retain, epochs=2, batch_size=16, verbose=False)
+    assert result.config["preset"] == "default"
+    assert {k: result.config[k] for k in ("layers", "init_layers", "lmd", "epochs")} == \
+        {"layers": "all", "init_layers": "classifier", "lmd": 10.0, "epochs": 2}
+    assert D3(preset="default", lmd=3.0).lmd == 3.0  # explicit arguments override the preset
+
+
+def test_no_selection_rule_reads_evaluation_data_or_the_attack():
+    """Every selection rule (the held-out epoch choice, the held-out λ controller) and the default
+    preset must depend on the retain data only: the same run with and without (nonsense)
+    evaluation data and an attack gives identical weights."""
+    import distox
+    from distox.attacks import create as create_attack
+
+    bundle = make_bundle(n_train=60, n_test=40)
+    plain = distox.purify(_tiny(), bundle.train, epochs=3, batch_size=16, verbose=False, select="heldout",
+                          lmd_control="heldout")
+    scrambled = (torch.rand_like(bundle.test.x), (bundle.test.y + 1) % 4)  # wrong labels, noise images
+    attack = create_attack("badnets", target=0)
+    watched = distox.purify(_tiny(), bundle.train, epochs=3, batch_size=16, verbose=False, select="heldout",
+                            lmd_control="heldout", eval_data=scrambled, attack=attack)
+    assert _digest(plain.model) == _digest(watched.model)
+    assert plain.config["selection_resolved"] == watched.config["selection_resolved"]
+    assert "acc" in watched.history[-1] and "acc" not in plain.history[-1]
+    default = distox.purify(_tiny(), bundle.train, epochs=2, batch_size=16, verbose=False)
+    default_watched = distox.purify(_tiny(), bundle.train, epochs=2, batch_size=16, verbose=False,
+                                    eval_data=scrambled, attack=attack)
+    assert _digest(default.model) == _digest(default_watched.model)
+
+
+def test_heldout_lmd_controller_halves_within_tolerance_and_doubles_outside():
+    from distox.defenses.d3 import control_lmd
+
+    assert control_lmd(10.0, True, (0.5, 10.0)) == 5.0
+    assert control_lmd(0.6, True, (0.5, 10.0)) == 0.5
+    assert control_lmd(8.0, False, (0.5, 10.0)) == 10.0
+    assert control_lmd(2.0, False, (0.5, 10.0)) == 4.0
+
+
+def test_geometric_lmd_schedule_and_classifier_only_warm_start():
+    retain = make_bundle(n_train=48).train
+    result = D3(preset="paper", epochs=3, batch_size=16, augment=False, lmd_control="geometric",
+                lmd_range=(1.0, 4.0))(_tiny(), retain, device="cpu", progress=False)
+    assert [round(r["lmd"], 6) for r in result.history] == [1.0, 2.0, 4.0]
+    model = _tiny()
+    d3 = D3(epochs=1, batch_size=16, lr=1e-9)
+    named = d3.selected(model, retain.x[:1])
+    assert len(named) == 4 and "net.fc.weight" in named  # every conv and the classifier
+    out = d3(model, retain, device="cpu", progress=False).model
+    after = {n: p.detach() for n, p in out.named_parameters()}
+    moved = {n: float((after[n] - w.detach()).norm() / w.detach().norm()) for n, w in named.items()}
+    assert moved["net.fc.weight"] > 0.5  # the classifier was warm-started (random direction)
+    assert all(v < 1e-3 for n, v in moved.items() if n != "net.fc.weight")  # the rest start where they were

@@ -355,7 +355,7 @@ def test_defaults_are_the_spec_values():
     assert (u.beta1, u.beta2) == (0.01, 1.0)
     assert (u.clean_weight, u.at_weight, u.shared_weight) == (1.0, 0.0, 1.0)
     assert (u.p_min, u.p_max, u.clip, u.train_mode, u.scheduler) == (0.001, 0.999, True, False, "cosine")
-    d = D3()
+    d = D3(preset="reference")
     assert (d.epochs, d.batch_size, d.lr, d.lmd, d.eps) == (100, 256, 0.01, 0.5, 0.1)
 
 

@@ -281,6 +281,6 @@ def test_d3_auto_end_to_end_records_resolved_values():
     assert info["lmd"] in (1.0, 10.0) and len(info["trials"]) == 2
     assert res.config["lmd"] == "auto" and len(res.history) == 2
     # the fixed defaults are unchanged by the option's existence
-    assert D3().lmd == 0.5 and D3().eps == 0.1
+    assert D3(preset="reference").lmd == 0.5 and D3(preset="reference").eps == 0.1
     with pytest.raises(Exception, match="auto"):
         D3(eps="automatic")

@@ -3,7 +3,7 @@
 Centre: D3, Distance-Driven Detoxification (ICCV 2025, arXiv 2411.09585)::
 
     import distox
-    result = distox.purify(model, (X, y))      # D3, reference defaults
+    result = distox.purify(model, (X, y))      # D3, distox's default preset
     result.model                               # purified copy; the input is untouched
 """
 from __future__ import annotations

@@ -59,14 +59,14 @@ def purify(
     verbose: bool = True,
     **params: Any,
 ) -> Result:
-    """Purify a suspect ``model`` with ``method`` (default D3, reference hyper-parameters).
+    """Purify a suspect ``model`` with ``method`` (default D3 with its ``default`` preset).
 
     Args:
         model: the suspect classifier; it is never modified (a copy is trained).
         clean: the clean retain data: ``(X, y)`` tensors, a ``Dataset`` or a ``DataLoader``,
             images in the range the model expects.
         method: a registered defense name (``distox.defenses.list()``).
-        epochs: passes over ``clean`` (default: the method's, 100 for D3).
+        epochs: passes over ``clean`` (default: the method's; 12 for D3's default preset).
         seed: seed of every random choice.
         eval_data: optional held-out clean ``(X, y)``/Dataset: ACC before, per epoch and after.
         attack: optional :class:`distox.attacks.Attack` (prepared): ASR and RA as well.

@@ -24,7 +24,7 @@ def purify(
     data: str = typer.Option(..., "--data", help="Clean images: a folder with one sub-folder per class, or a dataset name (e.g. digits)."),
     num_classes: int | None = typer.Option(None, "--num-classes", help="Passed to the factory as num_classes= (default: classes found in --data)."),
     method: str = typer.Option("d3", "--method", help="Defense to run (distox.defenses.list())."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Defense epochs (default: the method's, 100 for D3)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Defense epochs (default: the method's; 12 for D3's default preset)."),
     param: list[str] | None = typer.Option(None, "--param", help="Defense hyper-parameter key=value, repeatable (e.g. lmd=10, eps=auto, batch_size=64)."),
     model_kwarg: list[str] | None = typer.Option(None, "--model-kwarg", help="Extra factory argument key=value, repeatable."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of the clean images held out (stratified, seeded) to measure accuracy."),

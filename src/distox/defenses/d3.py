@@ -33,12 +33,30 @@ from .d3_auto import auto_or_float, check_auto, fit_auto
 from .heldout import EpochChooser, accuracy, resolve_tolerance, split_retain
 from .registry import register
 
-#: Named presets: the reference code's defaults and the paper's (λ = 10).
-PRESETS: dict[str, dict[str, float]] = {
+#: Named presets: complete sets of hyper-parameters; an explicit argument overrides its preset.
+#: ``reference`` and ``paper`` are the faithful ones (the reference code's defaults and the
+#: paper's λ = 10) and stay exactly as they are; ``default`` is distox's own (what
+#: ``D3()`` and ``distox.purify`` run), chosen on the model zoo (BENCHMARKS.md "A default that
+#: purifies any model").
+PRESETS: dict[str, dict[str, Any]] = {
     "reference": {"lmd": 0.5, "eps": 0.1},
     "paper": {"lmd": 10.0, "eps": 0.1},
+    "default": {"lmd": 10.0, "eps": 0.1, "layers": "all", "init": "random", "init_layers": "classifier",
+                "epochs": 12, "batch_size": 32, "augment": False},
 }
+DEFAULT_PRESET = "default"
+#: What a preset leaves unset (the reference code's values).
+FALLBACK: dict[str, Any] = {
+    "lmd": 0.5, "eps": 0.1, "p": 2.0, "init": "random", "layers": "auto", "freeze_bn": False, "momentum": 0.9,
+    "select": "last", "val_fraction": 0.2, "tolerance": "auto", "min_tolerance": 0.5,
+    "lmd_control": "constant", "lmd_range": (0.5, 10.0), "init_layers": "selected",
+}
+#: :class:`Defense` arguments a preset may set (an explicit argument still wins).
+LOOP_KEYS = ("epochs", "batch_size", "lr", "augment")
 WARM_STARTS = ("random", "far", "middle", "noise", "near")
+SELECTIONS = ("last", "heldout")
+LMD_CONTROLS = ("constant", "geometric", "heldout")
+INIT_LAYERS = ("selected", "classifier")
 
 
 def lp_norm(t: torch.Tensor, p: float) -> torch.Tensor:
@@ -108,67 +126,95 @@ class D3(Defense):
     """Distance-Driven Detoxification.
 
     Args:
-        lmd: λ, weight of the clean-loss penalty (reference 0.5; ``preset="paper"``: 10).
+        preset: ``"default"`` (distox's, see :data:`PRESETS`), ``"reference"`` (the reference
+            code: λ 0.5, ε 0.1) or ``"paper"`` (λ 10). A preset fills every argument below left
+            at ``None``; an explicit argument overrides it. The faithful presets reproduce the
+            reference exactly.
+        lmd: λ, weight of the clean-loss penalty (reference 0.5, paper 10).
         eps: ε, the clean-loss bound inside the hinge (0.1).
         p: order of the weight distance and of the norm constraint (2 = Frobenius).
-        init: warm start of the selected weights: random | far | middle | noise | near.
-        layers: ``"auto"`` (final classifier), ``"all-linear"``, or module names / globs.
+        init: warm start: random | far | middle | noise | near (random).
+        init_layers: which selected weights get the warm start: ``"selected"`` (all of them, the
+            paper) or ``"classifier"`` (only the final classifier's; the rest start where they are).
+        layers: ``"auto"`` (final classifier, the paper), ``"all-linear"``, ``"all"`` (every
+            Linear and Conv2d), or module names / globs.
         freeze_bn: keep BatchNorm statistics fixed (reference: BN in train mode, False).
         momentum: SGD momentum (0.9); the D3 optimiser has no weight decay.
-        select: ``None`` (the paper: keep the last epoch) or ``"heldout"``: hold out
-            ``val_fraction`` of the retain set and keep the epoch that travelled farthest while
-            held-out accuracy stayed within ``tolerance`` points of the suspect model's
-            (:mod:`distox.defenses.heldout`; ``"auto"``: one standard error, ≥ ``min_tolerance``).
-        preset: ``"reference"`` or ``"paper"``; explicit ``lmd``/``eps`` override it.
-            ``lmd="auto"`` / ``eps="auto"`` choose them from the retain data (off by default;
-            rules in :mod:`distox.defenses.d3_auto`), with options ``auto={...}`` (None).
-        epochs, batch_size, lr, augment, flip, seed: see :class:`Defense` (100, 256, 0.01).
+        select: ``"last"`` (the paper: keep the last epoch) or ``"heldout"``: hold out
+            ``val_fraction`` (0.2) of the retain set and keep the epoch that travelled farthest
+            while held-out accuracy stayed within ``tolerance`` points of the suspect model's
+            (:mod:`distox.defenses.heldout`; ``"auto"``: one standard error, ≥ ``min_tolerance`` 0.5).
+        lmd_control: ``"constant"`` (the paper), ``"geometric"`` (λ from ``lmd_range[0]`` to
+            ``lmd_range[1]`` over the run) or ``"heldout"`` (halve λ after an epoch whose held-out
+            accuracy is within tolerance, else double it; within ``lmd_range``).
+        auto: options of ``lmd="auto"`` / ``eps="auto"``, which choose them from the retain data
+            (rules in :mod:`distox.defenses.d3_auto`).
+        epochs, batch_size, lr, augment, flip, seed: see :class:`Defense` (100, 256, 0.01); a
+            preset may set the first four.
 
     Shapes: retain images (N, C, H, W) in [0, 1], labels (N,).
     """
 
     name = "d3"
 
-    def __init__(self, lmd: float | str | None = None, eps: float | str | None = None, p: float = 2.0,
-                 init: str = "random", layers: str | Sequence[str] = "auto", freeze_bn: bool = False,
-                 momentum: float = 0.9, preset: str = "reference", auto: dict[str, Any] | None = None,
-                 select: str | None = None, val_fraction: float = 0.2, tolerance: float | str = "auto",
-                 min_tolerance: float = 0.5, lmd_control: str | None = None,
-                 lmd_range: Sequence[float] = (0.5, 10.0), **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, lmd: float | str | None = None, eps: float | str | None = None, p: float | None = None,
+                 init: str | None = None, layers: str | Sequence[str] | None = None, freeze_bn: bool | None = None,
+                 momentum: float | None = None, preset: str = DEFAULT_PRESET, auto: dict[str, Any] | None = None,
+                 select: str | None = None, val_fraction: float | None = None, tolerance: float | str | None = None,
+                 min_tolerance: float | None = None, lmd_control: str | None = None,
+                 lmd_range: Sequence[float] | None = None, init_layers: str | None = None, **kwargs: Any) -> None:
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
+        chosen = PRESETS[preset]
+        kwargs = {**{k: chosen[k] for k in LOOP_KEYS if k in chosen}, **kwargs}
+        super().__init__(**kwargs)
+        given = dict(lmd=lmd, eps=eps, p=p, init=init, layers=layers, freeze_bn=freeze_bn, momentum=momentum,
+                     select=select, val_fraction=val_fraction, tolerance=tolerance, min_tolerance=min_tolerance,
+                     lmd_control=lmd_control, lmd_range=lmd_range, init_layers=init_layers)
+        v = {k: val if val is not None else chosen.get(k, FALLBACK[k]) for k, val in given.items()}
         self.preset = preset
-        self.lmd = auto_or_float("lmd", PRESETS[preset]["lmd"] if lmd is None else lmd)
-        self.eps = auto_or_float("eps", PRESETS[preset]["eps"] if eps is None else eps)
+        self.lmd = auto_or_float("lmd", v["lmd"])
+        self.eps = auto_or_float("eps", v["eps"])
         self.auto = check_auto(auto)
-        if not p >= 1:
-            raise DefenseError(f"p must be >= 1; got {p}")
-        if init not in WARM_STARTS:
-            raise DefenseError(f"init must be one of {WARM_STARTS}; got {init!r}")
-        self.p, self.init, self.freeze_bn, self.momentum = float(p), init, bool(freeze_bn), float(momentum)
-        self.layers = layers if isinstance(layers, str) else list(layers)
-        if select not in (None, "heldout"):
-            raise DefenseError(f"select must be None or 'heldout'; got {select!r}")
-        if not 0.0 < float(val_fraction) < 1.0:
-            raise DefenseError(f"val_fraction must be in (0, 1); got {val_fraction}")
-        if tolerance != "auto" and not float(tolerance) >= 0:
-            raise DefenseError(f"tolerance must be a number >= 0 or 'auto'; got {tolerance!r}")
-        self.select, self.val_fraction, self.min_tolerance = select, float(val_fraction), float(min_tolerance)
-        self.tolerance = tolerance if tolerance == "auto" else float(tolerance)
-        if lmd_control not in (None, "heldout", "geometric"):
-            raise DefenseError(f"lmd_control must be None, 'heldout' or 'geometric'; got {lmd_control!r}")
-        if lmd_control == "heldout" and select != "heldout":
+        if not float(v["p"]) >= 1:
+            raise DefenseError(f"p must be >= 1; got {v['p']}")
+        if v["init"] not in WARM_STARTS:
+            raise DefenseError(f"init must be one of {WARM_STARTS}; got {v['init']!r}")
+        self.p, self.init, self.freeze_bn = float(v["p"]), v["init"], bool(v["freeze_bn"])
+        self.momentum = float(v["momentum"])
+        self.layers = v["layers"] if isinstance(v["layers"], str) else list(v["layers"])
+        if v["select"] not in SELECTIONS:
+            raise DefenseError(f"select must be one of {SELECTIONS}; got {v['select']!r}")
+        if not 0.0 < float(v["val_fraction"]) < 1.0:
+            raise DefenseError(f"val_fraction must be in (0, 1); got {v['val_fraction']}")
+        tol = v["tolerance"]
+        if tol != "auto" and not (isinstance(tol, (int, float)) and tol >= 0):
+            raise DefenseError(f"tolerance must be a number >= 0 or 'auto'; got {tol!r}")
+        self.select, self.val_fraction, self.min_tolerance = v["select"], float(v["val_fraction"]), float(v["min_tolerance"])
+        self.tolerance = tol if tol == "auto" else float(tol)
+        if v["lmd_control"] not in LMD_CONTROLS:
+            raise DefenseError(f"lmd_control must be one of {LMD_CONTROLS}; got {v['lmd_control']!r}")
+        if v["lmd_control"] == "heldout" and self.select != "heldout":
             raise DefenseError("lmd_control='heldout' needs select='heldout' (it reads the held-out accuracy)")
-        lo, hi = (float(v) for v in lmd_range)
+        lo, hi = (float(x) for x in v["lmd_range"])
         if not 0 < lo <= hi:
-            raise DefenseError(f"lmd_range must be (low, high) with 0 < low <= high; got {lmd_range!r}")
-        self.lmd_control, self.lmd_range = lmd_control, (lo, hi)
+            raise DefenseError(f"lmd_range must be (low, high) with 0 < low <= high; got {v['lmd_range']!r}")
+        self.lmd_control, self.lmd_range = v["lmd_control"], (lo, hi)
+        if v["init_layers"] not in INIT_LAYERS:
+            raise DefenseError(f"init_layers must be one of {INIT_LAYERS}; got {v['init_layers']!r}")
+        self.init_layers = v["init_layers"]
 
     def selected(self, model: nn.Module, example: torch.Tensor | None = None) -> dict[str, nn.Parameter]:
         """The selected weights θ_s of ``model`` (name → parameter)."""
+        return self.selected_in(model, self.layers, example)
+
+    @staticmethod
+    def selected_in(model: nn.Module, layers: str | Sequence[str],
+                    example: torch.Tensor | None = None) -> dict[str, nn.Parameter]:
+        """The weights of ``model`` that the selection ``layers`` names, as a :class:`DefenseError`
+        when it names none."""
         try:
-            return select_weights(model, self.layers, example)
+            return select_weights(model, layers, example)
         except SelectionError as exc:
             raise DefenseError(str(exc)) from None
 
@@ -186,7 +232,12 @@ class D3(Defense):
         weights = list(named.values())
         init = [w.detach().clone() for w in weights]
         norms = [lp_norm(w0, self.p) for w0 in init]
-        warm_start(weights, self.init, self.p, torch.Generator().manual_seed(self.seed))
+        if self.init_layers == "selected":
+            started = weights
+        else:  # only the final classifier's weights get the warm start; the rest start where they are
+            head = set(self.selected_in(model, "auto", retain.x[:1].to(device)))
+            started = [w for n, w in named.items() if n in head]
+        warm_start(started, self.init, self.p, torch.Generator().manual_seed(self.seed))
 
         lmd = [float(self.lmd)]  # the controller (lmd_control) changes it between epochs
         if self.lmd_control == "geometric":

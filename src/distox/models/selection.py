@@ -4,7 +4,8 @@ The selection names modules; the selected tensors are the ``weight`` of every ``
 and ``nn.Conv2d`` inside them. ``"auto"`` is the final classifier: the last ``nn.Linear``
 *in forward order* (found with hooks on one example batch when one is given, else in
 registration order) — ``linear`` in PreAct-ResNet18, ``fc`` in torchvision ResNets, ``head``
-in ViTs. ``"all-linear"`` takes every ``nn.Linear``. Names may be exact module names or glob
+in ViTs. ``"all-linear"`` takes every ``nn.Linear``, ``"all"`` every ``nn.Linear`` and
+``nn.Conv2d`` (the whole network's weights; distox's default D3 preset). Names may be exact module names or glob
 patterns (``fnmatch``), e.g. ``"layer4.*"``.
 """
 from __future__ import annotations
@@ -72,6 +73,8 @@ def select_weights(
             chosen.append(order[-1])
         elif item == "all-linear":
             chosen += [n for n, m in modules.items() if isinstance(m, nn.Linear)]
+        elif item == "all":
+            chosen += [n for n, m in modules.items() if isinstance(m, WEIGHTED)]
         else:
             matched = [n for n in modules if n and (n == item or fnmatch.fnmatchcase(n, item))]
             if not matched:
