@@ -66,7 +66,8 @@ def run_one(run_dir: Path, label: str, params: dict[str, Any], args: argparse.Na
     seconds = time.perf_counter() - t0
     after = evaluate(result.model, run.data.test.x, run.data.test.y, backdoor, device="cpu")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"run": str(run_dir), "candidate": label, "params": opts, "method": method, "before": before,
+    return {"run": str(run_dir), "candidate": label, "params": opts, "method": method, "count": len(retain),
+            "before": before,
             "after": after, "floor": floor_of(metrics), "clean_asr": metrics.get("clean_asr"),
             "selection": result.config.get("selection_resolved"), "seconds": round(seconds, 2),
             "history": result.history}
@@ -78,13 +79,13 @@ def read_rows(paths: list[Path]) -> list[dict[str, Any]]:
 
 def table(paths: list[Path]) -> str:
     """One line per (run, candidate): ACC, change, ASR, floor, verdict, DER, chosen epoch, seconds."""
-    out = ["| run | candidate | ACC before | ACC | change | ASR | floor | verdict | DER | epoch | s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(read_rows(paths), key=lambda r: (r["run"], r["candidate"])):
+    out = ["| run | candidate | retain | ACC before | ACC | change | ASR | floor | verdict | DER | epoch | s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(read_rows(paths), key=lambda r: (r["run"], r["candidate"], r.get("count", 0))):
         b, a, fl = r["before"], r["after"], r["floor"]
         verdict = "–" if fl is None else ("pass" if a["asr"] <= fl else "FAIL")
         sel = (r.get("selection") or {}).get("chosen_epoch", "last")
-        out.append(f"| {Path(r['run']).name} | {r['candidate']} | {b['acc']:.2f} | {a['acc']:.2f} | "
+        out.append(f"| {Path(r['run']).name} | {r['candidate']} | {r.get('count', '–')} | {b['acc']:.2f} | {a['acc']:.2f} | "
                    f"{a['acc'] - b['acc']:+.2f} | {a['asr']:.2f} | {'–' if fl is None else f'{fl:.2f}'} | "
                    f"{verdict} | {100 * der(b, a):.2f} | {sel} | {r['seconds']:.0f} |")
     return "\n".join(out)
@@ -96,13 +97,13 @@ def summary(paths: list[Path], check: set[str]) -> str:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in read_rows(paths):
         part = "check" if Path(r["run"]).name in check else "dev"
-        groups.setdefault((part, r["candidate"]), []).append(r)
-    out = ["| part | candidate | cells | pass | mean ACC change | worst ACC change | mean ASR | mean DER | s |",
-           "|---|---|---|---|---|---|---|---|---|"]
-    for (part, cand), rows in sorted(groups.items()):
+        groups.setdefault((part, r["candidate"], r.get("count", 0)), []).append(r)
+    out = ["| part | candidate | retain | cells | pass | mean ACC change | worst ACC change | mean ASR | mean DER | s |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for (part, cand, count), rows in sorted(groups.items()):
         changes = [r["after"]["acc"] - r["before"]["acc"] for r in rows]
         passed = sum(r["floor"] is not None and r["after"]["asr"] <= r["floor"] for r in rows)
-        out.append(f"| {part} | {cand} | {len(rows)} | {passed} | {mean(changes):+.2f} | {min(changes):+.2f} | "
+        out.append(f"| {part} | {cand} | {count or '–'} | {len(rows)} | {passed} | {mean(changes):+.2f} | {min(changes):+.2f} | "
                    f"{mean(r['after']['asr'] for r in rows):.2f} | "
                    f"{mean(100 * der(r['before'], r['after']) for r in rows):.2f} | "
                    f"{sum(r['seconds'] for r in rows):.0f} |")

@@ -123,10 +123,16 @@ def test_keys_are_stable_and_pinned():
     assert [c.key for c in expand(cfg_of(data_root="/elsewhere")).cells] == [c.key for c in expand(cfg_of()).cells]
 
 
-def test_revision_one_keeps_the_keys_of_before():
+def test_revision_one_keeps_the_keys_of_before(monkeypatch):
+    from distox import defenses
+
     # pinned from the code before revisions existed, after the per-dataset flip of issue 17
     # (which changed the keys of every non-CIFAR-10 attack cell; BENCHMARKS.md says so)
+    assert defenses.get("d3").revision == 2  # D3() now runs the default preset: new keys
+    d3_keys = {c.key for c in expand(cfg_of()).defenses if c.column.startswith("d3")}
+    monkeypatch.setattr(defenses.get("d3"), "revision", 1)
     grid = expand(cfg_of())
+    assert d3_keys.isdisjoint(c.key for c in grid.defenses)
     assert grid.attacks[0].key == "44e7a167db33f31a"
     assert grid.defenses[-1].key == "046936f616e3d1cc"
     assert all(c.revisions == {"attack": 1} for c in grid.attacks)
@@ -138,18 +144,18 @@ def test_bumping_a_revision_changes_only_its_cells(monkeypatch, tmp_path):
     from distox import attacks, defenses
 
     base = _keys_by_label(expand(cfg_of()))
-    monkeypatch.setattr(defenses.get("d3"), "revision", 2)
+    monkeypatch.setattr(defenses.get("d3"), "revision", 3)
     grid = expand(cfg_of())
     bumped = _keys_by_label(grid)
     diff = {k for k in base if base[k] != bumped[k]}
     assert diff == {k for k in base if k[1].startswith("d3")} and len(diff) == 8 * 2
     d3 = next(c for c in grid.defenses if c.column.startswith("d3"))
-    assert d3.revisions == {"attack": 1, "defense": 2}
+    assert d3.revisions == {"attack": 1, "defense": 3}
     # the revision a cell ran with is in its record and in the manifest
     grid, cache = prepare(cfg_of(seeds=[0]), str(tmp_path))
     execute(grid, cache, cell_fn=FakeCells(), progress=False)
     d3 = next(c for c in grid.defenses if c.column.startswith("d3"))
-    assert cache.load(d3.key)["revisions"] == {"attack": 1, "defense": 2}
+    assert cache.load(d3.key)["revisions"] == {"attack": 1, "defense": 3}
     assert cache.read_manifest()[1].defenses[0].revisions == grid.defenses[0].revisions
     monkeypatch.undo()
     assert _keys_by_label(expand(cfg_of())) == base

@@ -257,7 +257,7 @@ def test_auto_lmd_picks_largest_distance_within_tolerance(monkeypatch):
         return {"lmd": lmd, "acc": fake[lmd][0], "distance": fake[lmd][1]}
 
     monkeypatch.setattr(auto, "_trial", fake_trial)
-    monkeypatch.setattr(auto, "_accuracy", lambda m, s, d: 90.0)
+    monkeypatch.setattr(auto, "accuracy", lambda m, s, d: 90.0)
     choice = auto.choose_lmd(D3(epochs=1, lmd="auto", auto={"ladder": [0.5, 2, 10], "tolerance": 2.0}),
                              model, bundle.train, eps=0.1, device=torch.device("cpu"), progress=False)
     assert choice["lmd"] == 2.0

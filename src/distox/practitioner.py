@@ -51,7 +51,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data.core import DataError, ImageSplit, stratified_split
+from .data.core import DataError, ImageSplit, holdout_split
 from .errors import DistoxError
 from .models.normalized import Normalized
 from .models.selection import SelectionError, select_weights
@@ -250,13 +250,10 @@ def load_clean_data(data: str, *, image_size: int | None = None, grayscale: bool
 def holdout(split: ImageSplit, val_fraction: float, seed: int = 0) -> tuple[ImageSplit, ImageSplit]:
     """Seeded stratified split into (retain, validation); every class with ≥ 2 images keeps
     at least one on each side (:func:`distox.data.stratified_split`)."""
-    if not 0.0 < val_fraction < 1.0:
-        raise DataError(f"--val-fraction must be in (0, 1); got {val_fraction}")
-    train_idx, val_idx = stratified_split(split.y, val_fraction, seed=seed)
-    if len(train_idx) < 2 or len(val_idx) < 1:
-        raise DataError(f"{len(split)} clean images are too few to hold out a validation split "
-                        f"of {val_fraction:.0%} and keep 2 for purification")
-    return split.subset(train_idx), split.subset(val_idx)
+    try:
+        return holdout_split(split, val_fraction, seed)
+    except ValueError as exc:
+        raise DataError(f"--val-fraction {val_fraction} on {len(split)} clean images: {exc}") from None
 
 
 # ---------------------------------------------------------------------------- purification

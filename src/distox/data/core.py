@@ -129,3 +129,17 @@ def stratified_split(
         test_parts.append(idx[:k])
         train_parts.append(idx[k:])
     return torch.cat(train_parts).sort().values, torch.cat(test_parts).sort().values
+
+
+def holdout_split(split: "ImageSplit", fraction: float, seed: int = 0) -> tuple["ImageSplit", "ImageSplit"]:
+    """Seeded stratified (kept, held-out) split of ``split`` (:func:`stratified_split`).
+
+    Raises ``ValueError`` when ``fraction`` is not in (0, 1) or when fewer than 2 images would be
+    kept or none held out.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the held-out fraction must be in (0, 1); got {fraction}")
+    kept, held = stratified_split(split.y, fraction, seed=seed)
+    if len(kept) < 2 or len(held) < 1:
+        raise ValueError(f"{len(split)} images are too few to hold out {fraction:.0%} and keep 2")
+    return split.subset(kept), split.subset(held)

@@ -156,6 +156,8 @@ class D3(Defense):
     """
 
     name = "d3"
+    #: 2: ``D3()`` without a preset runs the ``default`` preset (it ran ``reference`` before).
+    revision = 2
 
     def __init__(self, lmd: float | str | None = None, eps: float | str | None = None, p: float | None = None,
                  init: str | None = None, layers: str | Sequence[str] | None = None, freeze_bn: bool | None = None,

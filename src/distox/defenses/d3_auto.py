@@ -40,10 +40,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..data.core import ImageSplit, stratified_split
-from ..metrics import Evaluator, predict
+from ..data.core import ImageSplit
+from ..metrics import Evaluator
 from ..training import TrainState
 from .base import DefenseError
+from .heldout import accuracy, split_retain
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +106,6 @@ def auto_eps(model: nn.Module, retain: ImageSplit, eps_min: float = 0.01,
     return max(float(eps_min), total / max(len(retain), 1))
 
 
-def _accuracy(model: nn.Module, split: ImageSplit, device: torch.device) -> float:
-    return 100.0 * float((predict(model, split.x, device=device) == split.y.cpu()).float().mean())
-
-
 def _fixed(d3: Any, lmd: float, eps: float, epochs: int | None = None) -> Any:
     """A copy of ``d3`` with fixed λ, ε (and optionally epochs), without the auto options."""
     params = {k: v for k, v in d3.get_params().items() if k not in ("auto", "auto_resolved", "selection_resolved")}
@@ -124,7 +121,7 @@ def _trial(d3: Any, model: nn.Module, train: ImageSplit, held: ImageSplit, lmd: 
     opts = {**AUTO_DEFAULTS, **(d3.auto or {})}
     result = _fixed(d3, lmd, eps, opts["search_epochs"])(model, train, device=device, progress=progress)
     dist = float(result.history[-1]["distance"]) if result.history else 0.0
-    return {"lmd": float(lmd), "acc": _accuracy(result.model, held, device), "distance": dist}
+    return {"lmd": float(lmd), "acc": accuracy(result.model, held, device), "distance": dist}
 
 
 def choose_lmd(d3: Any, model: nn.Module, retain: ImageSplit, eps: float, device: torch.device,
@@ -132,12 +129,8 @@ def choose_lmd(d3: Any, model: nn.Module, retain: ImageSplit, eps: float, device
     """Try every λ of the ladder on a search/held-out split of ``retain`` and apply the rule
     of the module docstring. Returns ``{"lmd", "start_acc", "trials", "within_tolerance"}``."""
     opts = {**AUTO_DEFAULTS, **(d3.auto or {})}
-    search_idx, held_idx = stratified_split(retain.y, float(opts["val_fraction"]), seed=d3.seed)
-    if len(search_idx) < 2 or len(held_idx) < 1:
-        raise DefenseError(f"lmd='auto' needs a retain set large enough to hold out {opts['val_fraction']:.0%} "
-                           f"for the λ search; got {len(retain)} images")
-    search, held = retain.subset(search_idx), retain.subset(held_idx)
-    start = _accuracy(model, held, device)
+    search, held = split_retain(retain, float(opts["val_fraction"]), d3.seed)
+    start = accuracy(model, held, device)
     trials = [_trial(d3, model, search, held, float(lmd), eps, device, progress) for lmd in opts["ladder"]]
     floor = start - float(opts["tolerance"])
     ok = [t for t in trials if t["acc"] >= floor]

@@ -31,20 +31,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.core import ImageSplit, stratified_split
+from ..data.core import ImageSplit, holdout_split
 from ..metrics import predict
 from .base import DefenseError
 
 
 def split_retain(retain: ImageSplit, fraction: float, seed: int) -> tuple[ImageSplit, ImageSplit]:
     """Stratified, seeded (train part, held-out part) of the retain set."""
-    if not 0.0 < fraction < 1.0:
-        raise DefenseError(f"val_fraction must be in (0, 1); got {fraction}")
-    train_idx, held_idx = stratified_split(retain.y, fraction, seed=seed)
-    if len(train_idx) < 2 or len(held_idx) < 1:
-        raise DefenseError(f"held-out selection needs a retain set large enough to hold out {fraction:.0%}; "
-                           f"got {len(retain)} images")
-    return retain.subset(train_idx), retain.subset(held_idx)
+    try:
+        return holdout_split(retain, fraction, seed)
+    except ValueError as exc:
+        raise DefenseError(f"val_fraction {fraction} on a retain set of {len(retain)} images: {exc}") from None
 
 
 def accuracy(model: nn.Module, split: ImageSplit, device: torch.device | str = "cpu") -> float:

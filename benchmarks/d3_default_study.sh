@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The study behind D3's default preset (BENCHMARKS.md "A default that purifies any model"):
+# eight backdoored Fashion-MNIST models of five architectures, each with its clean reference
+# (the ASR floor), then every candidate defense on a 3,000-image retain set.
+#   bash benchmarks/d3_default_study.sh models     # train the eight models (about 25 min, 2 cores)
+#   bash benchmarks/d3_default_study.sh explore    # the one-factor-at-a-time study on the dev part
+#   bash benchmarks/d3_default_study.sh final      # default vs the faithful presets and baselines, all eight
+#   bash benchmarks/d3_default_study.sh retain     # the default with 500 and 1,000 retain images
+#   bash benchmarks/d3_default_study.sh table      # the tables of BENCHMARKS.md
+# Runs go to $RUNS (runs/study); every step skips what is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-runs/study}
+PY=${PY:-.venv/bin/python}
+DISTOX=${DISTOX:-.venv/bin/distox}
+export OMP_NUM_THREADS=1
+DEV="$RUNS/cnn-blended-s1 $RUNS/vgg-blended-s0 $RUNS/prn-wanet"
+CHECK="$RUNS/rn18-blended $RUNS/vit-blended $RUNS/vgg-sam-blended $RUNS/vgg-badnets-aug $RUNS/vgg-a2a-badnets"
+CHECK_NAMES="rn18-blended vit-blended vgg-sam-blended vgg-badnets-aug vgg-a2a-badnets"
+
+attack() {  # attack NAME ATTACK OPTIONS...: one backdoored model and its clean reference
+  local out=$RUNS/$1; shift
+  [ -f "$out/metrics.json" ] || $DISTOX attack "$@" --out "$out" --clean-reference --quiet
+}
+
+study() { $PY benchmarks/d3_study.py "$@"; }
+
+case "${1:-}" in
+  models)
+    # development part: the models the default was chosen on
+    attack cnn-blended-s1 blended --model small_cnn --width 16 --epochs 4 --batch-size 32 --no-augment --test-subset 2000 --seed 1
+    attack vgg-blended-s0 blended --model small_vgg --width 16 --epochs 4 --batch-size 32 --no-augment --test-subset 2000 --seed 0
+    attack prn-wanet wanet --model preactresnet18 --width 0.125 --epochs 6 --batch-size 128 --train-subset 30000 --test-subset 2000 --seed 2
+    # check part: other architectures, attacks and recipes, run once per candidate, never tuned on
+    attack rn18-blended blended --model torchvision:resnet18 --epochs 3 --batch-size 128 --train-subset 20000 --test-subset 2000 --seed 6
+    attack vit-blended blended --model small_vit --epochs 8 --lr 0.03 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 8 --no-augment
+    attack vgg-sam-blended blended --model small_vgg --width 16 --sam-rho 1.0 --epochs 4 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 7 --no-augment
+    attack vgg-badnets-aug badnets --model small_vgg --width 16 --epochs 6 --batch-size 128 --train-subset 30000 --test-subset 2000 --seed 3
+    attack vgg-a2a-badnets badnets --model small_vgg --width 16 --mode all2all --epochs 6 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 9 --no-augment
+    ;;
+  explore)  # per-epoch test curves kept for the report; the defense never sees them
+    study $DEV --out $RUNS/explore.jsonl \
+      --candidate "paper=preset:paper,augment:false" \
+      --candidate "reference=preset:reference,augment:false" \
+      --candidate "paper-heldout=preset:paper,augment:false,select:heldout" \
+      --candidate "reference-heldout=preset:reference,augment:false,select:heldout" \
+      --candidate "lmd2-heldout=preset:reference,lmd:2,augment:false,select:heldout" \
+      --candidate "paper-freeze-bn=preset:paper,augment:false,freeze_bn:true" \
+      --candidate "paper-init-far=preset:paper,augment:false,init:far" \
+      --candidate "lmd-controller=preset:reference,lmd:10,augment:false,select:heldout,lmd_control:heldout" \
+      --candidate "lmd-geometric=preset:reference,augment:false,lmd_control:geometric,select:heldout" \
+      --candidate "all-random=preset:reference,layers:all,lmd:10,augment:false,select:heldout" \
+      --candidate "all-near=preset:reference,layers:all,init:near,lmd:10,augment:false,select:heldout" \
+      --candidate "all-near-geometric=preset:reference,layers:all,init:near,lmd_control:geometric,augment:false,select:heldout" \
+      --candidate "all-head-geometric=preset:reference,layers:all,init_layers:classifier,lmd_control:geometric,augment:false,select:heldout" \
+      --candidate "all-head=preset:reference,layers:all,init_layers:classifier,lmd:10,augment:false,select:heldout" \
+      --candidate "all-head-freeze-bn=preset:reference,layers:all,init_layers:classifier,lmd:10,augment:false,select:heldout,freeze_bn:true"
+    ;;
+  final)
+    study $DEV $CHECK --final-only --out $RUNS/final.jsonl \
+      --candidate "d3-default=preset:default" \
+      --candidate "d3-paper=preset:paper,augment:false" \
+      --candidate "d3-reference=preset:reference,augment:false" \
+      --candidate "ft-sam=method:ft-sam,augment:false" \
+      --candidate "ft=method:ft,augment:false" \
+      --candidate "sau=method:sau,augment:false"
+    ;;
+  retain)
+    for n in 500 1000; do
+      study $DEV $CHECK --final-only --count $n --out $RUNS/final-$n.jsonl --candidate "d3-default=preset:default"
+    done
+    ;;
+  table)
+    study --table $RUNS/final.jsonl --check $CHECK_NAMES
+    study --table $RUNS/final-500.jsonl $RUNS/final-1000.jsonl --check $CHECK_NAMES
+    study --table $RUNS/explore.jsonl
+    ;;
+  *) sed -n 2,10p "$0"; exit 2 ;;
+esac
