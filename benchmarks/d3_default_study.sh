@@ -6,6 +6,8 @@
 #   bash benchmarks/d3_default_study.sh explore    # the one-factor-at-a-time study on the dev part
 #   bash benchmarks/d3_default_study.sh final      # default vs the faithful presets and baselines, all eight
 #   bash benchmarks/d3_default_study.sh retain     # the default with 500 and 1,000 retain images
+#   bash benchmarks/d3_default_study.sh seed1      # default and faithful presets, another retain seed
+#   bash benchmarks/d3_default_study.sh lmd        # lambda 5 and 3 with the default, dev part, seeds 0 and 1
 #   bash benchmarks/d3_default_study.sh table      # the tables of BENCHMARKS.md
 # Runs go to $RUNS (runs/study); every step skips what is already done.
 set -euo pipefail
@@ -70,9 +72,21 @@ case "${1:-}" in
       study $DEV $CHECK --final-only --count $n --out $RUNS/final-$n.jsonl --candidate "d3-default=preset:default"
     done
     ;;
+  seed1)  # another retain draw and D3 seed
+    study $DEV $CHECK --final-only --seed 1 --out $RUNS/final-seed1.jsonl --candidate "d3-default=preset:default" \
+      --candidate "d3-paper=preset:paper,augment:false" --candidate "d3-reference=preset:reference,augment:false"
+    ;;
+  lmd)  # λ around the default's, dev part, two seeds
+    for s in 0 1; do
+      study $DEV --final-only --seed $s --out $RUNS/lmd-s$s.jsonl \
+        --candidate "default-lmd5=preset:default,lmd:5" --candidate "default-lmd3=preset:default,lmd:3"
+    done
+    ;;
   table)
     study --table $RUNS/final.jsonl --check $CHECK_NAMES
     study --table $RUNS/final-500.jsonl $RUNS/final-1000.jsonl --check $CHECK_NAMES
+    study --table $RUNS/final-seed1.jsonl --check $CHECK_NAMES
+    study --table $RUNS/lmd-s0.jsonl $RUNS/lmd-s1.jsonl
     study --table $RUNS/explore.jsonl
     ;;
   *) sed -n 2,10p "$0"; exit 2 ;;

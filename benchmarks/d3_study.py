@@ -11,7 +11,7 @@ history (test ACC/ASR/RA, held-out accuracy, distance), the selection made and t
 clean-model floor; a rerun skips the lines already there. ``--table [FILES]`` prints, per run and
 candidate, ACC, the ACC change, ASR, the floor max(2, clean-model ASR + 2), the verdict and DER,
 then per part (``--check`` names the check part's runs) and candidate the cells passing, mean and
-worst ACC change, mean ASR and DER.
+worst ACC change, mean ASR and DER, and per architecture the mean DER (mean ACC change).
 The defense never sees test data: the per-epoch test numbers are for the report only.
 One torch thread, CPU.
 """
@@ -91,6 +91,30 @@ def table(paths: list[Path]) -> str:
     return "\n".join(out)
 
 
+def architecture(run: str) -> str:
+    """The model name of an attack run (from its attack.json)."""
+    spec = json.loads((Path(run) / "attack.json").read_text())["spec"]
+    return spec["model"]
+
+
+def by_architecture(paths: list[Path]) -> str:
+    """Mean DER (and ACC change) per model architecture and candidate: the issue's
+    "higher average DER on every architecture" bar."""
+    rows = read_rows(paths)
+    archs = sorted({architecture(r["run"]) for r in rows})
+    cands = sorted({r["candidate"] for r in rows})
+    out = ["| candidate | " + " | ".join(archs) + " |", "|---|" + "---|" * len(archs)]
+    for cand in cands:
+        cells = []
+        for arch in archs:
+            sel = [r for r in rows if r["candidate"] == cand and architecture(r["run"]) == arch]
+            cells.append("–" if not sel else
+                         f"{mean(100 * der(r['before'], r['after']) for r in sel):.2f} "
+                         f"({mean(r['after']['acc'] - r['before']['acc'] for r in sel):+.2f})")
+        out.append(f"| {cand} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def summary(paths: list[Path], check: set[str]) -> str:
     """Per part (dev / check) and candidate: cells passing the floor, mean and worst ACC change,
     mean ASR and DER, total seconds."""
@@ -129,7 +153,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.table is not None:
         paths = args.table or [args.out]
-        print(table(paths) + "\n\n" + summary(paths, set(args.check)))
+        print(table(paths) + "\n\n" + summary(paths, set(args.check)) + "\n\n" + by_architecture(paths))
         return
     torch.set_num_threads(1)
     done = done_keys(args.out)

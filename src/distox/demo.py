@@ -2,7 +2,8 @@
 
 1. Train a small CNN on digits with a BadNets patch backdoor (10 % poison, target 0).
 2. Draw a seeded 5 % retain set (at least 64 images) from the clean training data.
-3. Purify with D3 (paper preset λ = 10, ε = 0.1) and, for contrast, plain fine-tuning with the same budget.
+3. Purify with D3 (distox's default preset, at the demo's budget of 60 epochs) and, for contrast,
+   plain fine-tuning with the same budget.
 4. Report ACC, ASR, RA, DER and seconds before/after as a table.
 """
 from __future__ import annotations
