@@ -21,3 +21,16 @@ def test_demo_cli_prints_a_table():
     result = CliRunner().invoke(app, ["demo", "--quiet", "--seed", "1"])
     assert result.exit_code == 0, result.output
     assert "no defense" in result.output and "d3" in result.output and "ASR" in result.output
+
+
+def test_demo_cli_runs_the_preset_it_is_given_and_refuses_unknown_ones(monkeypatch):
+    import distox.cli.demo as cli_demo
+    from distox.demo import DemoReport
+
+    seen = []
+    monkeypatch.setattr(cli_demo, "run_demo", lambda cfg, progress: seen.append(cfg.preset) or DemoReport())
+    result = CliRunner().invoke(app, ["demo", "--quiet", "--preset", "paper", "--json"])
+    assert result.exit_code == 0, result.output
+    assert seen == ["paper"] and DemoConfig().preset == "default"
+    bad = CliRunner().invoke(app, ["demo", "--preset", "strong"])
+    assert bad.exit_code != 0 and "preset must be one of" in bad.output

@@ -13,11 +13,16 @@ from .app import app, friendly_errors
 @friendly_errors
 def demo(
     seed: int = typer.Option(0, help="Seed of every random choice."),
+    preset: str = typer.Option("default", help="D3 preset: default, reference or paper."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train a backdoored small CNN on digits, purify it with D3 and FT, print before/after."""
-    cfg = DemoConfig(seed=seed)
+    from ..defenses.d3 import PRESETS
+
+    if preset not in PRESETS:
+        raise typer.BadParameter(f"preset must be one of {', '.join(sorted(PRESETS))}; got {preset!r}")
+    cfg = DemoConfig(seed=seed, preset=preset)
     if not json_out:
         typer.echo(f"distox demo: digits, small CNN, {cfg.attack} ({cfg.poison_rate:.0%} poison, target "
                    f"{cfg.target}); D3 ({cfg.preset} preset) vs FT on a {cfg.retain_ratio:.0%} retain set")
