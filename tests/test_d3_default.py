@@ -188,3 +188,20 @@ def test_geometric_lmd_schedule_and_classifier_only_warm_start():
     moved = {n: float((after[n] - w.detach()).norm() / w.detach().norm()) for n, w in named.items()}
     assert moved["net.fc.weight"] > 0.5  # the classifier was warm-started (random direction)
     assert all(v < 1e-3 for n, v in moved.items() if n != "net.fc.weight")  # the rest start where they were
+
+
+def test_default_preset_on_a_model_without_a_linear_classifier_warns_and_runs(caplog):
+    class ConvOnly(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Conv2d(1, 4, 3, padding=1)
+            self.head = nn.Conv2d(4, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.relu(self.body(x))).mean((2, 3))
+
+    torch.manual_seed(0)
+    retain = make_bundle(n_train=32).train
+    with caplog.at_level("WARNING"):
+        result = D3(epochs=1, batch_size=16)(ConvOnly(), retain, device="cpu", progress=False)
+    assert "no nn.Linear classifier" in caplog.text and len(result.history) == 1

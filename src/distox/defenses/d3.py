@@ -8,15 +8,24 @@ Problem (paper Eq. "constrained form"): max_θ d(θ_s, θ_init,s) s.t. E[ℓ(f_�
     s.t.       ‖W‖_p = ‖W_init‖_p  for every selected W   (projection after every step)
 
 with the total divided by (λ + 1) when λ > 1. Selected weights θ_s are the ``weight`` of
-every Linear/Conv2d inside the selected modules (default: the final classifier). Biases and
+every Linear/Conv2d inside the selected modules (the paper: the final classifier). Biases and
 BatchNorm are trained but not part of the distance.
 
+Presets: ``reference`` and ``paper`` are the reference code's and the paper's settings,
+unchanged. ``default`` (distox's, chosen on five architectures, BENCHMARKS.md "A default that
+purifies any model") applies the same objective to *every* Linear and Conv2d weight — the
+paper's argument that the backdoor loss grows with the distance from the poisoned weights,
+applied where a backdoor can live in the features and not only in the classifier — with the
+paper's random warm start on the final classifier only, λ 10, ε 0.1, 12 epochs at batch 32.
+
 Example:
-    >>> result = D3(epochs=20)(suspect_model, retain_split)
+    >>> result = D3()(suspect_model, retain_split)               # the default preset
+    >>> result = D3(preset="paper", epochs=20)(suspect_model, retain_split)
     >>> result.model            # purified copy; result.history: per-epoch loss/distance
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +41,8 @@ from .base import Defense, DefenseError
 from .d3_auto import auto_or_float, check_auto, fit_auto
 from .heldout import EpochChooser, accuracy, resolve_tolerance, split_retain
 from .registry import register
+
+log = logging.getLogger(__name__)
 
 #: Named presets: complete sets of hyper-parameters; an explicit argument overrides its preset.
 #: ``reference`` and ``paper`` are the faithful ones (the reference code's defaults and the
@@ -237,7 +248,12 @@ class D3(Defense):
         if self.init_layers == "selected":
             started = weights
         else:  # only the final classifier's weights get the warm start; the rest start where they are
-            head = set(self.selected_in(model, "auto", retain.x[:1].to(device)))
+            try:
+                head = set(self.selected_in(model, "auto", retain.x[:1].to(device)))
+            except DefenseError:
+                head = set()
+                log.warning("D3: the model has no nn.Linear classifier to warm-start; every selected "
+                            "weight starts where it is (init_layers='classifier')")
             started = [w for n, w in named.items() if n in head]
         warm_start(started, self.init, self.p, torch.Generator().manual_seed(self.seed))
 
