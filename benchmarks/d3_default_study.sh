@@ -65,7 +65,8 @@ case "${1:-}" in
       --candidate "d3-reference=preset:reference,augment:false" \
       --candidate "ft-sam=method:ft-sam,augment:false" \
       --candidate "ft=method:ft,augment:false" \
-      --candidate "sau=method:sau,augment:false"
+      --candidate "sau=method:sau,augment:false" \
+      --candidate "d3-reference-100ep=preset:reference,epochs:100,batch_size:256,augment:true"
     ;;
   retain)
     for n in 500 1000; do
