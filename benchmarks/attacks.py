@@ -196,7 +196,7 @@ def from_bench(args: argparse.Namespace) -> None:
     (the grid's common settings), ``--runs/clean-<key>`` for any other."""
     from distox.bench import Cache, expand, load_config
     from distox.bench.grid import cell_key
-    from distox.experiment import _ATTACK_ONLY
+    from distox.experiment import clean_recipe
 
     grid, cache = expand(load_config(args.config)), Cache(args.bench)
     cells = [(c, cache.load(c.key)) for c in grid.attacks]
@@ -210,7 +210,7 @@ def from_bench(args: argparse.Namespace) -> None:
                          "reference per seed")
     name = {c.key: c.row + (f" (seed {c.seed})" if many_seeds else "") for c, _ in cells}
     for cell, rec in cells:
-        base = {k: v for k, v in cell.config.items() if k not in _ATTACK_ONLY}
+        base = clean_recipe(cell.config)
         subset = f"{base['train_subset'] or 'all'}/{base['test_subset'] or 'all'}"
         bkey = cell_key("clean", base)
         if bkey not in clean_dirs:

@@ -20,7 +20,7 @@ from distox.bench import (
     BenchError, Cache, RunOptions, build_report, cell_key, execute, expand, parse_config, prepare, render,
 )
 from distox.bench.cache import CELL_RECORD
-from distox.bench.grid import clean_config
+from distox.experiment import clean_recipe
 from distox.metrics import der
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,7 +207,7 @@ def test_clean_reference_shares_one_clean_cell_per_recipe():
     assert [c.seed for c in grid.cleans] == [0, 1] and len(grid) == 2 + 8 + 24
     for a in grid.attacks:
         clean = next(c for c in grid.cleans if c.key == a.parent)
-        assert clean.seed == a.seed and clean.config == clean_config(a.config)
+        assert clean.seed == a.seed and clean.config == clean_recipe(a.config)
         assert "attack" not in clean.config and clean.config["epochs"] == 1
         assert a.key == cell_key("attack", a.config)  # the key scheme of per-attack clean models
     # another training recipe gets its own clean model
@@ -586,7 +586,7 @@ def test_shared_clean_cell_gives_the_per_attack_floor(tmp_path):
     summary = execute(grid, cache, options=RunOptions(device="cpu"), progress=False)
     assert summary.ok and summary.computed[0] == grid.cleans[0].key
     clean_dir = cache.cell_dir(grid.cleans[0].key)
-    # the clean cell's config is run_clean's clean recipe (grid.CLEAN_IGNORES = run_clean's)
+    # the clean cell's config is run_clean's spec (both are experiment.clean_recipe)
     spec = json.loads((clean_dir / "spec.json").read_text())
     assert {k: v for k, v in spec.items() if k != "data_root"} == grid.cleans[0].config
     blended = next(a for a in grid.attacks if a.row == "blended")

@@ -4,7 +4,8 @@ One **attack cell** per (dataset, model, attack entry, attack-grid combination, 
 trains one backdoored model (``distox.experiment.run_attack``). One **defense cell** per
 (attack cell, defense entry, defense-grid combination): it purifies that model
 (``run_defense``). With ``clean_reference``, one **clean cell** per clean training recipe
-(the attack cell's config without the attack-only fields :data:`CLEAN_IGNORES`): it trains
+(the attack cell's config without the attack-only fields,
+:func:`distox.experiment.clean_recipe`): it trains
 the clean model (``run_clean``) once, and every attack cell of that recipe waits for it and
 scores it on its own triggers (the clean-model ASR floor).
 
@@ -31,12 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..data.augmentation import resolve_flip
+from ..experiment.specs import clean_recipe
 from .config import ATTACK_SPEC_KEYS, DEFENSE_SPEC_KEYS, AttackEntry, BenchConfig, MethodEntry, ModelEntry
 
 #: Bump when the meaning of a cell config changes (invalidates every cached cell).
 KEY_VERSION = 1
-#: AttackSpec fields that do not change a clean model (``run_clean`` drops them from its spec).
-CLEAN_IGNORES = ("attack", "attack_kwargs", "poison_rate", "target", "mode", "clean_reference")
 #: Row and column label of clean cells (they feed the report's *Clean model* column).
 CLEAN_LABEL = "clean"
 
@@ -55,7 +55,7 @@ def cell_key(kind: str, config: dict[str, Any], revisions: dict[str, int] | None
 @dataclass(frozen=True)
 class Cell:
     """One unit of work. ``config`` is an AttackSpec dict (attack cells), that dict without
-    :data:`CLEAN_IGNORES` (clean cells) or ``{"attack": attack_key, "defense": DefenseSpec
+    :func:`~distox.experiment.clean_recipe`'s fields (clean cells) or ``{"attack": attack_key, "defense": DefenseSpec
     dict}`` (defense cells). ``parent`` is the cell that must be done first: the attack of a
     defense cell, the shared clean model of an attack cell with ``clean_reference``.
     ``revisions`` records the code revisions the cell's key was made with."""
@@ -171,11 +171,6 @@ def defense_config(cfg: BenchConfig, name: str, combo: dict[str, Any], seed: int
     return {"method": name, "seed": seed, "params": params, **spec}
 
 
-def clean_config(attack_conf: dict[str, Any]) -> dict[str, Any]:
-    """The clean training recipe of an attack cell's config: its clean cell's config."""
-    return {k: v for k, v in attack_conf.items() if k not in CLEAN_IGNORES}
-
-
 def revisions_of(attack: str, defense: str | None = None) -> dict[str, int]:
     """The code revisions of an attack (and a defense): ``{"attack": n[, "defense": m]}``."""
     from .. import attacks, defenses
@@ -215,7 +210,7 @@ def expand(cfg: BenchConfig) -> Grid:
                         a_key = cell_key("attack", a_conf, a_rev)
                         clean_key = None
                         if a_conf["clean_reference"]:
-                            c_conf = clean_config(a_conf)
+                            c_conf = clean_recipe(a_conf)
                             clean_key = cell_key("clean", c_conf)
                             clean_cells.append(Cell("clean", clean_key, c_conf, group, CLEAN_LABEL,
                                                     CLEAN_LABEL, seed, part=model.part))

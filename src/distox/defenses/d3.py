@@ -241,7 +241,8 @@ class D3(Defense):
             start = accuracy(model, held, device)
             tol = resolve_tolerance(self.tolerance, start, len(held), self.min_tolerance)
             chooser = EpochChooser(held, start, tol, device)
-        named = self.selected(model, retain.x[:1].to(device))
+        example = retain.x[:1].to(device)  # finds the forward order of the model's Linear layers
+        named = self.selected(model, example)
         weights = list(named.values())
         init = [w.detach().clone() for w in weights]
         norms = [lp_norm(w0, self.p) for w0 in init]
@@ -249,7 +250,7 @@ class D3(Defense):
             started = weights
         else:  # only the final classifier's weights get the warm start; the rest start where they are
             try:
-                head = set(self.selected_in(model, "auto", retain.x[:1].to(device)))
+                head = set(self.selected_in(model, "auto", example))
             except DefenseError:
                 head = set()
                 log.warning("D3: the model has no nn.Linear classifier to warm-start; every selected "

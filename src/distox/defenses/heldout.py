@@ -24,7 +24,6 @@ Example:
 """
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -85,17 +84,23 @@ class EpochChooser:
             self._best_acc = (acc, score, epoch, self._snapshot(model))
         return {"heldout_acc": acc}
 
+    def _chosen(self) -> tuple[int, dict[str, torch.Tensor]] | None:
+        """(epoch, weights) the rule keeps: the farthest within tolerance, else the most accurate."""
+        if self._within is not None:
+            return self._within[1], self._within[2]
+        return (self._best_acc[2], self._best_acc[3]) if self._best_acc is not None else None
+
     @property
     def chosen_epoch(self) -> int | None:
-        if self._within is not None:
-            return self._within[1]
-        return self._best_acc[2] if self._best_acc is not None else None
+        chosen = self._chosen()
+        return chosen[0] if chosen is not None else None
 
     def restore(self, model: nn.Module) -> None:
-        """Load the chosen epoch's weights into ``model`` (no-op before any epoch)."""
-        chosen = self._within[2] if self._within is not None else (self._best_acc[3] if self._best_acc else None)
+        """Load the chosen epoch's weights into ``model`` (no-op before any epoch); the snapshot
+        is copied into the model's own tensors."""
+        chosen = self._chosen()
         if chosen is not None:
-            model.load_state_dict(copy.deepcopy(chosen))
+            model.load_state_dict(chosen[1])
 
     def summary(self) -> dict[str, Any]:
         """What was chosen and why (JSON-serialisable)."""

@@ -35,16 +35,16 @@ Example:
 """
 from __future__ import annotations
 
-from .attack_runner import _ATTACK_ONLY, cache_dir, evaluate_run, run_attack, run_clean, score_clean_model
+from .attack_runner import cache_dir, evaluate_run, run_attack, run_clean, score_clean_model
 from .defense_runner import run_defense
 from .factories import attack_from_params, build_attack, load_spec_data, model_factory, subset_indices
 from .loading import LoadedRun, load_run
 from .rundir import (ATTACK_RECORD, CHECKPOINT_FILE, CLEAN_DIR, CLEAN_RECORD, DEFENSE_RECORD, HISTORY_FILE,
                      METRICS_FILE, MODEL_FILE, RESOURCES_FILE, SPEC_FILE, library_versions, read_history, read_record,
                      tensor_digest, write_history)
-from .specs import AttackSpec, DefenseSpec
+from .specs import ATTACK_ONLY_FIELDS, AttackSpec, DefenseSpec, clean_recipe
 
 __all__ = [
-    "AttackSpec", "DefenseSpec", "LoadedRun", "evaluate_run", "library_versions", "load_run",
+    "ATTACK_ONLY_FIELDS", "AttackSpec", "DefenseSpec", "LoadedRun", "clean_recipe", "evaluate_run", "library_versions", "load_run",
     "load_spec_data", "read_history", "run_attack", "run_clean", "run_defense", "tensor_digest",
 ]

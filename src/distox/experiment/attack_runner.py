@@ -22,7 +22,7 @@ from .loading import load_run
 from .rundir import (ATTACK_RECORD, CHECKPOINT_FILE, CLEAN_DIR, CLEAN_RECORD, HISTORY_FILE, METRICS_FILE, MODEL_FILE,
                      RESOURCES_FILE, SPEC_FILE, check_out_dir, library_versions, round_metrics, tensor_digest,
                      train_guarded, write_history)
-from .specs import AttackSpec, jsonable
+from .specs import AttackSpec, clean_recipe, jsonable
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def run_clean(spec: AttackSpec, out: Path, *, device: str | torch.device = "auto
     """
     out = Path(out)
     spec_dict = spec.to_dict()
-    spec_dict_clean = {k: v for k, v in spec_dict.items() if k not in _ATTACK_ONLY}
+    spec_dict_clean = clean_recipe(spec_dict)
     check_out_dir(out, spec_dict_clean, False, "clean")
     if (out / METRICS_FILE).exists() and (out / MODEL_FILE).exists() and (out / CLEAN_RECORD).exists():
         return read_json(out / METRICS_FILE)
@@ -68,10 +68,6 @@ def run_clean(spec: AttackSpec, out: Path, *, device: str | torch.device = "auto
     write_json(out / METRICS_FILE, metrics)
     (out / CHECKPOINT_FILE).unlink(missing_ok=True)
     return metrics
-
-
-#: Spec fields that do not change a clean reference model.
-_ATTACK_ONLY = ("attack", "attack_kwargs", "poison_rate", "target", "mode", "clean_reference")
 
 
 # ---------------------------------------------------------------------------- attack runs

@@ -15,9 +15,30 @@ from ..training import LoopConfig
 
 log = logging.getLogger(__name__)
 
+#: AttackSpec fields that do not change a clean reference model (same data, model and training).
+ATTACK_ONLY_FIELDS = ("attack", "attack_kwargs", "poison_rate", "target", "mode", "clean_reference")
+
+
+def clean_recipe(spec_dict: dict[str, Any]) -> dict[str, Any]:
+    """An AttackSpec dict without :data:`ATTACK_ONLY_FIELDS`: what defines its clean reference
+    model (``run_clean``'s spec, the bench's clean cell)."""
+    return {k: v for k, v in spec_dict.items() if k not in ATTACK_ONLY_FIELDS}
+
+
+class SpecRecord:
+    """JSON round trip of a spec dataclass: ``to_dict`` (JSON-safe) and ``from_dict`` (unknown
+    keys ignored with a warning, e.g. a record written by a newer distox)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return jsonable(dataclasses.asdict(self))  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        return cls(**_known_fields(cls, d))
+
 
 @dataclass
-class AttackSpec:
+class AttackSpec(SpecRecord):
     """Everything that defines a backdoored model (defaults: SPEC §3, BackdoorBench).
 
     Args:
@@ -99,13 +120,6 @@ class AttackSpec:
         if self.sam_rho is not None and not float(self.sam_rho) > 0:
             raise AttackError(f"SAM radius must be > 0; got {self.sam_rho}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return jsonable(dataclasses.asdict(self))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AttackSpec":
-        return cls(**_known_fields(cls, d))
-
     def identity(self) -> dict[str, Any]:
         """The fields that define the result (``data_root`` only says where data live)."""
         d = self.to_dict()
@@ -124,7 +138,7 @@ class AttackSpec:
 
 
 @dataclass
-class DefenseSpec:
+class DefenseSpec(SpecRecord):
     """A defense applied to an attack run (defaults: SPEC §1/§4).
 
     Args:
@@ -164,12 +178,7 @@ class DefenseSpec:
         if self.batch_size is not None and int(self.batch_size) < 1:
             raise DefenseError(f"batch size must be >= 1; got {self.batch_size}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return jsonable(dataclasses.asdict(self))
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DefenseSpec":
-        return cls(**_known_fields(cls, d))
 
 def jsonable(obj: Any) -> Any:
     """JSON round trip (tuples → lists), so specs compare equal to what was written."""
