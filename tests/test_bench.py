@@ -20,10 +20,10 @@ from distox.bench import (
     BenchError, Cache, RunOptions, build_report, cell_key, execute, expand, parse_config, prepare, render,
 )
 from distox.bench.cache import CELL_RECORD
+from distox.bench.config import resolve_config
 from distox.experiment import clean_recipe
 from distox.metrics import der
 
-ROOT = Path(__file__).resolve().parents[1]
 BASE = {
     "name": "unit",
     "profile": "custom",
@@ -232,6 +232,20 @@ def test_clean_reference_shares_one_clean_cell_per_recipe():
     (lambda d: d["defenses"][2]["options"].update(lmdd=3), "defenses[2].options.lmdd: unknown option for defense 'd3'"),
     (lambda d: d["attacks"][1]["options"].update(alpah=3), "attacks[1].options.alpah: unknown option for attack 'blended'"),
     (lambda d: d.update(seedz=[1]), "seedz: unknown key"),
+    (lambda d: d["models"][0]["kwargs"].update(widht=4),
+     "models[0].kwargs: unknown option(s) widht for model 'small_cnn'; valid: width"),
+    (lambda d: d.update(models=[{"name": "torchvision:resnet18", "kwargs": {"widht": 4}}]),
+     "models[0].kwargs: torchvision:resnet18: ResNet.__init__() got an unexpected keyword argument 'widht'; "
+     "valid: groups, norm_layer, replace_stride_with_dilation, width_per_group, zero_init_residual"),
+    (lambda d: d.update(models=["torchvision:resnet1800"]), "models[0].kwargs: unknown torchvision model 'resnet1800'"),
+    (lambda d: d["defense_settings"].update(params={"d3": {"lmdd": 1}}),
+     "defense_settings.params.d3.lmdd: unknown option for defense 'd3'; valid: augment, auto, batch_size, epochs, eps,"),
+    (lambda d: d["defenses"].append({"name": "ft-sam", "options": {"lmd": 10}}),  # FTSAM -> FT -> Defense
+     "defenses[3].options.lmd: unknown option for defense 'ft-sam'; valid: adaptive, augment, batch_size, count, "
+     "epochs, eta, flip, label_smoothing, lr, momentum, ratio, rho, weight_decay"),
+    (lambda d: d["defenses"][2]["options"].update(preset="papr"),
+     "defenses[2] (d3: preset=papr, ratio=0.01): preset must be one of ['default', 'paper', 'reference']"),
+    (lambda d: d["attacks"][2]["grid"].update(k=[4, -1]), "attacks[2] (wanet: poison_rate=0.05, k=-1): wanet: k (control grid size) must be >= 2"),
     (lambda d: d["attacks"][2].update(grid={"poison_rate": 0.1}), "attacks[2].grid.poison_rate: "),
 ])
 def test_config_errors_name_the_key(change, expected):
@@ -257,6 +271,117 @@ def test_bad_config_rejected_before_anything_runs(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_options_forwarded_to_the_base_class_are_accepted():
+    # D3(**kwargs) forwards lr/augment/flip to Defense: valid, and they reach the cell's params
+    d = copy.deepcopy(BASE)
+    d["defenses"][2]["options"].update(lr=0.02, augment=False, lmd=10)
+    d["defense_settings"]["params"] = {"ft": {"lr": 0.005, "weight_decay": 0.0}}
+    grid = expand(parse_config(d))
+    d3 = next(c for c in grid.defenses if c.config["defense"]["method"] == "d3")
+    assert {"lr": 0.02, "augment": False, "lmd": 10}.items() <= d3.config["defense"]["params"].items()
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda d: d["defense_settings"].update(params={"d3": {"lmdd": 10}}), "defense_settings.params.d3.lmdd"),
+    (lambda d: d["models"][0]["kwargs"].update(widht=4), "models[0].kwargs: unknown option(s) widht"),
+    (lambda d: d["defenses"][2]["options"].update(preset="papr"), "defenses[2] (d3: preset=papr"),
+])
+def test_bad_option_rejected_before_the_attack_cell_trains(tmp_path, change, expected):
+    from typer.testing import CliRunner
+
+    from distox.cli import app
+
+    d = copy.deepcopy(BASE)
+    change(d)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(d))
+    res = CliRunner().invoke(app, ["bench", str(path), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2, res.output
+    assert expected in res.stderr and "Traceback" not in res.output
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------- shipped configs
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from distox.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_shipped_configs_found_by_name_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    for name in ("smoke", "smoke.yaml", "configs/smoke.yaml"):
+        res = _cli("bench", name, "--dry-run")
+        assert res.exit_code == 0, res.output
+        assert "6 cells (2 attack, 4 defense): 0 done, 6 to compute; out runs/smoke" in res.stdout
+    # a file of one's own wins over the shipped grid of the same name
+    d = yaml.safe_load(resolve_config("smoke").read_text())
+    d["seeds"] = [0, 1]
+    (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(d))
+    assert "12 cells" in _cli("bench", "smoke.yaml", "--dry-run").stdout
+    assert "12 cells" in _cli("bench", tmp_path / "smoke.yaml", "--dry-run").stdout
+    # report --config NAME: that grid's table, not the one last benched into the directory
+    prepare(cfg_of(), str(tmp_path / "b"))
+    res = _cli("report", tmp_path / "b", "--config", "smoke")
+    assert res.exit_code == 0, res.output
+    assert res.stdout.startswith("Grid `smoke` (profile smoke): 0/6 cells done.")
+
+
+def test_unknown_config_lists_the_shipped_ones(tmp_path, monkeypatch):
+    from distox.bench.config import shipped_configs
+
+    monkeypatch.chdir(tmp_path)
+    assert shipped_configs() == ["cpu", "cpu-ablations", "cpu-seeds", "cpu-vgg", "paper", "smoke", "zoo"]
+    res = _cli("bench", "smok", "--dry-run")
+    assert res.exit_code == 2
+    assert res.stderr.strip() == ("error: no config named 'smok': not a file here nor a shipped grid; shipped: "
+                                  "cpu, cpu-ablations, cpu-seeds, cpu-vgg, paper, smoke, zoo")
+    res = _cli("report", tmp_path, "--config", "mine/grid.yaml")
+    assert res.exit_code == 2 and "config file not found: mine/grid.yaml (shipped grids, usable by name: cpu," in res.stderr
+    (tmp_path / "adir").mkdir()
+    assert "config adir is not a file" in _cli("bench", "adir").stderr
+
+
+def test_shipped_configs_are_package_data():
+    """One copy, inside the package, matched by the pyproject package-data pattern (so a wheel
+    carries them)."""
+    import fnmatch
+    import tomllib
+
+    import distox
+    from distox.bench.config import SHIPPED_DIR
+
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["distox"]
+    package = Path(distox.__file__).parent
+    files = sorted(SHIPPED_DIR.glob("*.yaml"))
+    assert len(files) == 7 and SHIPPED_DIR.parent == package
+    assert all(any(fnmatch.fnmatch(str(f.relative_to(package)), p) for p in patterns) for f in files)
+    assert not (root / "configs").exists()
+
+
+def test_console_entry_point_runs_a_shipped_config_elsewhere(tmp_path):
+    """The `distox` script's function (pyproject [project.scripts]) in a fresh process whose
+    working directory is not the checkout."""
+    import subprocess
+    import sys
+    import tomllib
+
+    import distox
+
+    root = Path(__file__).resolve().parents[1]
+    target = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]["distox"]
+    module, func = target.split(":")
+    env = {**os.environ, "PYTHONPATH": str(Path(distox.__file__).parents[1]), "DISTOX_CACHE": str(tmp_path / "c")}
+    code = f"import sys; sys.argv[0] = 'distox'; from {module} import {func}; {func}()"
+    res = subprocess.run([sys.executable, "-c", code, "bench", "smoke", "--dry-run"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.rstrip().endswith("6 cells (2 attack, 4 defense): 0 done, 6 to compute; out runs/smoke")
+
+
 def test_second_bench_on_same_directory_is_refused(tmp_path):
     from typer.testing import CliRunner
 
@@ -280,7 +405,7 @@ def test_second_bench_on_same_directory_is_refused(tmp_path):
 def test_shipped_configs_validate():
     from distox.bench import load_config
 
-    grids = {name: expand(load_config(ROOT / "configs" / f"{name}.yaml"))
+    grids = {name: expand(load_config(name))
              for name in ("smoke", "cpu", "cpu-vgg", "cpu-seeds", "cpu-ablations", "paper", "zoo")}
     sizes = {name: len(grid) for name, grid in grids.items()}
     assert sizes["smoke"] == 2 + 2 * 2
@@ -523,7 +648,7 @@ def test_report_rejects_non_bench_dir(tmp_path):
 
 # ---------------------------------------------------------------------------- end to end (real runs)
 def _e2e_config():
-    d = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+    d = yaml.safe_load(resolve_config("smoke").read_text())
     d["attack_settings"]["epochs"] = 1
     d["defense_settings"]["epochs"] = 1
     d["attacks"] = ["badnets"]

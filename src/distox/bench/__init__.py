@@ -5,7 +5,7 @@ paper-style tables with the clean-model ASR floor, verdicts and per-part summari
 
 Example:
     >>> from distox.bench import load_config, expand, Cache, execute
-    >>> cfg = load_config("configs/smoke.yaml"); grid = expand(cfg)
+    >>> cfg = load_config("smoke"); grid = expand(cfg)
     >>> execute(grid, Cache("runs/smoke"))
 """
 from __future__ import annotations

@@ -1,10 +1,17 @@
-"""Typed benchmark-grid configuration (``configs/*.yaml``), validated before anything runs.
+"""Typed benchmark-grid configuration, validated before anything runs.
+
+Example grids ship with the package (``src/distox/configs/*.yaml``): ``distox bench smoke``
+(or ``configs/smoke.yaml``, from any directory) runs ``smoke.yaml``; any other path is a file
+of your own (:func:`resolve_config`).
 
 A grid is datasets × models × attacks × attack options × defenses × defense options × seeds
 (DESIGN "bench/"). Every name is checked against the registries (``distox.attacks.list()``,
 ``distox.defenses.list()``, ``distox.data.list_datasets()``, ``distox.models.list_models()``)
-and every option against the method's constructor, so a typo fails at once with the key path,
-e.g. ``attacks[2].name: unknown attack 'foo'; valid: badnets, blended, ...``.
+every option key against the constructor's signature (a model's ``kwargs`` too, a defense's
+``**kwargs`` followed to its base class) and every attack and defense is built once from its
+options (no data, no training) to check the values, so a typo fails at once with the key path,
+e.g. ``attacks[2].name: unknown attack 'foo'; valid: badnets, blended, ...`` or
+``defense_settings.params.d3.lmdd: unknown option for defense 'd3'; valid: ...``.
 
 YAML layout (every field except ``attacks``/``defenses`` has a default)::
 
@@ -38,12 +45,11 @@ part is not part of any cell key. With ``clean_reference: true`` every (dataset,
 training recipe) trains one shared clean model (a ``clean`` cell, :mod:`distox.bench.grid`).
 
 Example:
-    >>> cfg = load_config("configs/smoke.yaml")
+    >>> cfg = load_config("smoke")
     >>> [a.name for a in cfg.attacks]
 """
 from __future__ import annotations
 
-import inspect
 import os
 import re
 from pathlib import Path
@@ -53,6 +59,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import DistoxError
+from ..registry import keyword_names
 
 #: AttackSpec fields that an attack entry's options/grid may set (others go to attack_kwargs).
 ATTACK_SPEC_KEYS = ("epochs", "batch_size", "lr", "train_subset", "test_subset", "poison_rate",
@@ -228,56 +235,81 @@ class BenchConfig(_Strict):
 
 
 # ---------------------------------------------------------------------------- option checks
-def _init_params(cls: type) -> tuple[set[str], bool]:
-    """Names accepted by ``cls(...)`` following ``**kwargs`` up the MRO; (names, open-ended)."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        params = inspect.signature(init).parameters.values()
-        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-                  and p.name != "self"}
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            return names, False
-        if klass is object:
-            break
-    return names, True
-
-
-def _unknown_options(where_prefix: str, kind: str, entry: Any, cls: type, spec_keys: tuple[str, ...]) -> list[str]:
-    """Errors for ``entry``'s options/grid keys that are neither spec fields nor ``cls`` arguments."""
-    accepted, open_ended = _init_params(cls)
-    if open_ended:
+def _unknown_keys(where: str, keys: Any, accepted: set[str] | None, what: str) -> list[str]:
+    """Errors ``WHERE.KEY: unknown option for WHAT; valid: ...`` for keys not in ``accepted``
+    (None: the constructor takes any keyword)."""
+    if accepted is None:
         return []
-    valid = ", ".join(sorted(set(spec_keys) | accepted - {"seed"}))
-    return [f"{where_prefix}.{where}.{k}: unknown option for {kind} '{entry.name}'; valid: {valid}"
-            for where, keys in (("options", entry.options), ("grid", entry.grid))
-            for k in keys if k not in spec_keys and k not in accepted]
+    valid = ", ".join(sorted(accepted - {"seed"}))
+    return [f"{where}.{k}: unknown option for {what}; valid: {valid}" for k in keys if k not in accepted]
 
 
-def _check_options(cfg: BenchConfig) -> list[str]:
+def _entry_keys(prefix: str, kind: str, entry: MethodEntry, cls: type, spec_keys: tuple[str, ...]) -> list[str]:
+    """Errors for ``entry``'s options/grid keys that are neither spec fields nor ``cls`` arguments
+    (D3 forwards ``**kwargs`` to Defense: :func:`~distox.registry.keyword_names` follows it)."""
+    accepted = keyword_names(cls)
+    accepted = None if accepted is None else accepted | set(spec_keys)
+    return [err for where, keys in (("options", entry.options), ("grid", entry.grid))
+            for err in _unknown_keys(f"{prefix}.{where}", keys, accepted, f"{kind} '{entry.name}'")]
+
+
+def _check_names(cfg: BenchConfig) -> list[str]:
+    """Every option key against its constructor's signature and every cross-reference."""
     from .. import attacks, defenses
+    from ..models import check_model_kwargs
 
     errors: list[str] = []
+    for i, model in enumerate(cfg.models):
+        try:
+            check_model_kwargs(model.name, model.kwargs)
+        except ValueError as exc:
+            errors.append(f"models[{i}].kwargs: {exc}")
     for i, entry in enumerate(cfg.attacks):
-        errors += _unknown_options(f"attacks[{i}]", "attack", entry, attacks.get(entry.name), ATTACK_SPEC_KEYS)
+        errors += _entry_keys(f"attacks[{i}]", "attack", entry, attacks.get(entry.name), ATTACK_SPEC_KEYS)
     for i, entry in enumerate(cfg.defenses):
         if entry.name == NO_DEFENSE:
             if entry.options or entry.grid:
                 errors.append(f"defenses[{i}]: '{NO_DEFENSE}' takes no options")
             continue
-        errors += _unknown_options(f"defenses[{i}]", "defense", entry, defenses.get(entry.name), DEFENSE_SPEC_KEYS)
+        errors += _entry_keys(f"defenses[{i}]", "defense", entry, defenses.get(entry.name), DEFENSE_SPEC_KEYS)
     names = {d.label or d.name for d in cfg.defenses} | {NO_DEFENSE}
     for i, entry in enumerate(cfg.attacks):
         for j, d in enumerate(entry.defenses or []):
             if d not in names:
                 errors.append(f"attacks[{i}].defenses[{j}]: '{d}' is not a defense entry of this grid; "
                               f"valid: {', '.join(sorted(names))}")
-    for name in cfg.defense_settings.params:
+    for name, params in cfg.defense_settings.params.items():
         if name not in defenses.list():
             errors.append(f"defense_settings.params.{name}: unknown defense '{name}'; "
                           f"valid: {', '.join(defenses.list())}")
+        else:
+            errors += _unknown_keys(f"defense_settings.params.{name}", params,
+                                    keyword_names(defenses.get(name)), f"defense '{name}'")
+    return errors
+
+
+def _check_values(cfg: BenchConfig) -> list[str]:
+    """Build every attack and defense of the grid (constructors only: no data, no training) so
+    that a bad value, e.g. ``preset: papr``, fails before the first cell runs."""
+    from ..experiment import AttackSpec, DefenseSpec, build_attack, build_defense
+    from .grid import _combos, attack_config, defense_config
+
+    errors: list[str] = []
+    seed, dataset, model = cfg.seeds[0], cfg.datasets[0], cfg.models[0]
+    for kind, entries in (("attacks", cfg.attacks), ("defenses", cfg.defenses)):
+        for i, entry in enumerate(entries):
+            if entry.name == NO_DEFENSE:
+                continue
+            for combo in _combos(entry):
+                try:
+                    if kind == "attacks":
+                        build_attack(AttackSpec.from_dict(attack_config(cfg, dataset, model, entry.name, combo, seed)))
+                    else:
+                        build_defense(DefenseSpec.from_dict(defense_config(cfg, entry.name, combo, seed)))
+                except DistoxError as exc:
+                    shown = ", ".join(f"{k}={v}" for k, v in combo.items())
+                    errors.append(f"{kind}[{i}] ({entry.name}{': ' + shown if shown else ''}): {exc}")
+                    break
     return errors
 
 
@@ -317,17 +349,45 @@ def parse_config(data: Any, source: str = "config") -> BenchConfig:
         cfg = BenchConfig.model_validate(data)
     except ValidationError as exc:
         raise BenchError(f"{source}: " + "; ".join(_format_validation(exc))) from None
-    errors = _check_options(cfg)
+    errors = _check_names(cfg)
+    errors = errors or _check_values(cfg)
     if errors:
         raise BenchError(f"{source}: " + "; ".join(errors))
     return cfg
 
 
-def load_config(path: str | os.PathLike) -> BenchConfig:
-    """Read and validate a grid YAML file (see :func:`parse_config`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise BenchError(f"config file not found: {path}")
+#: The example grids shipped inside the package (package data): ``distox bench smoke``.
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """Names of the example grids shipped with distox (``smoke``, ``cpu``, ``paper``, ...)."""
+    return sorted(p.stem for p in SHIPPED_DIR.glob("*.yaml"))
+
+
+def resolve_config(config: str | os.PathLike) -> Path:
+    """The grid file ``config`` names: an existing file as given; otherwise a shipped grid
+    named ``NAME``, ``NAME.yaml`` or ``configs/NAME.yaml`` (the form the docs use, valid from
+    any directory). Raises :class:`BenchError` listing the shipped names."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    if path.exists():
+        raise BenchError(f"config {path} is not a file")
+    shipped = SHIPPED_DIR / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    by_name = len(path.parts) == 1 or (len(path.parts) == 2 and path.parts[0] == "configs")
+    if by_name and shipped.is_file():
+        return shipped
+    names = ", ".join(shipped_configs())
+    if by_name and not path.suffix:
+        raise BenchError(f"no config named '{config}': not a file here nor a shipped grid; shipped: {names}")
+    raise BenchError(f"config file not found: {path} (shipped grids, usable by name: {names})")
+
+
+def load_config(config: str | os.PathLike) -> BenchConfig:
+    """Read and validate a grid YAML file or shipped grid (:func:`resolve_config`,
+    :func:`parse_config`)."""
+    path = resolve_config(config)
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

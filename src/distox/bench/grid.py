@@ -19,7 +19,7 @@ revisions existed). Machine details (``data_root``, device) and the grid part ar
 any key.
 
 Example:
-    >>> grid = expand(load_config("configs/smoke.yaml"))
+    >>> grid = expand(load_config("smoke"))
     >>> len(grid.attacks), len(grid.defenses)
 """
 from __future__ import annotations

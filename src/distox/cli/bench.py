@@ -21,7 +21,7 @@ def _duration(seconds: float) -> str:
 @app.command()
 @friendly_errors
 def bench(
-    config: Path = typer.Argument(..., help="Grid YAML (see configs/*.yaml)."),
+    config: Path = typer.Argument(..., help="Grid YAML file, or the name of a shipped grid (smoke, cpu, paper, ...)."),
     executor: str = typer.Option("local", help=f"Where cells run: {' | '.join(EXECUTORS)}."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Local worker processes (1: sequential, in-process); ray: CPUs of a local instance."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Bench directory (default runs/<config name>)."),
@@ -76,7 +76,7 @@ def report(
     fmt: str = typer.Option("markdown", "--format", "-f", help=f"{' | '.join(FORMATS)}."),
     output: Path | None = typer.Option(None, "--output", help="Write to this file instead of stdout."),
     config: Path | None = typer.Option(None, "--config", "-c",
-                                       help="Report this config's grid (default: the grid last benched into DIR)."),
+                                       help="Report this config's grid, a file or a shipped grid's name (default: the grid last benched into DIR)."),
 ) -> None:
     """The grid's table in the paper's layout: ACC/ASR per attack and defense, Average, DER."""
     if fmt not in FORMATS:

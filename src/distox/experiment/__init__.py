@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from .attack_runner import cache_dir, evaluate_run, run_attack, run_clean, score_clean_model
 from .defense_runner import run_defense
-from .factories import attack_from_params, build_attack, load_spec_data, model_factory, subset_indices
+from .factories import attack_from_params, build_attack, build_defense, load_spec_data, model_factory, subset_indices
 from .loading import LoadedRun, load_run
 from .rundir import (ATTACK_RECORD, CHECKPOINT_FILE, CLEAN_DIR, CLEAN_RECORD, DEFENSE_RECORD, HISTORY_FILE,
                      METRICS_FILE, MODEL_FILE, RESOURCES_FILE, SPEC_FILE, library_versions, read_history, read_record,

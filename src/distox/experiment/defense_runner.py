@@ -9,11 +9,10 @@ from typing import Any
 import torch
 
 from .. import defenses as defense_registry
-from ..defenses.base import DefenseError
 from ..metrics import Evaluator, der, evaluate
 from ..runs import FORMAT_VERSION, RunError, save_model, write_json
 from ..utils import resolve_device
-from .factories import construct
+from .factories import build_defense
 from .loading import load_run
 from .rundir import (DEFENSE_RECORD, HISTORY_FILE, MODEL_FILE, library_versions, round_metrics, tensor_digest,
                      train_guarded, write_history)
@@ -43,13 +42,7 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
     if (out / DEFENSE_RECORD).exists() and not force:
         raise RunError(f"{out / DEFENSE_RECORD} already exists; pass --force (force=True) to overwrite it "
                        "or --out to write elsewhere")
-    kwargs = dict(spec.params)
-    if spec.epochs is not None:
-        kwargs["epochs"] = int(spec.epochs)
-    if spec.batch_size is not None:
-        kwargs["batch_size"] = int(spec.batch_size)
-    kwargs.setdefault("seed", int(spec.seed))
-    defense = construct(defense_registry, method, kwargs, DefenseError, "defense")
+    defense = build_defense(spec)
 
     dev = resolve_device(device)
     run = load_run(run_dir, device=dev)

@@ -1,8 +1,7 @@
-"""What a spec builds: its dataset with seeded subsets, its attack object, its model."""
+"""What a spec builds: its dataset with seeded subsets, its attack or defense object, its model."""
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -10,13 +9,16 @@ import torch
 from torch import nn
 
 from .. import attacks as attack_registry
+from .. import defenses as defense_registry
 from ..attacks.base import Attack, AttackError
 from ..data import DatasetBundle, ImageSplit, load_dataset
+from ..defenses.base import Defense, DefenseError
 from ..errors import DistoxError
-from ..models import create_model
+from ..models import check_model_kwargs, create_model
+from ..registry import keyword_names
 from ..runs import RunError
 from .rundir import tensor_digest
-from .specs import AttackSpec
+from .specs import AttackSpec, DefenseSpec
 
 
 def subset_indices(n: int, k: int | None, seed: int) -> torch.Tensor | None:
@@ -56,28 +58,10 @@ def load_spec_data(spec: AttackSpec) -> tuple[DatasetBundle, dict[str, Any]]:
     return bundle, record
 
 
-def _init_parameters(cls: type) -> set[str] | None:
-    """Keyword names accepted by ``cls.__init__`` along the MRO (None: accepts anything)."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass) or klass is object:
-            continue
-        sig = inspect.signature(vars(klass)["__init__"])
-        var_kw = False
-        for p in list(sig.parameters.values())[1:]:
-            if p.kind is inspect.Parameter.VAR_KEYWORD:
-                var_kw = True
-            elif p.kind is not inspect.Parameter.VAR_POSITIONAL:
-                names.add(p.name)
-        if not var_kw:
-            return names
-    return None
-
-
 def construct(registry, name: str, kwargs: dict[str, Any], error: type, what: str):
     """``registry.create(name, **kwargs)`` with a clear error for unknown arguments."""
     cls = registry.get(name)
-    accepted = _init_parameters(cls)
+    accepted = keyword_names(cls)
     if accepted is not None:
         unknown = sorted(set(kwargs) - accepted)
         if unknown:
@@ -105,16 +89,32 @@ def build_attack(spec: AttackSpec) -> Attack:
     return construct(attack_registry, spec.attack, kwargs, AttackError, "attack")
 
 
+def build_defense(spec: DefenseSpec) -> Defense:
+    """The spec's defense object: its ``params`` plus the spec's epochs, batch size and seed."""
+    kwargs = dict(spec.params)
+    if spec.epochs is not None:
+        kwargs["epochs"] = int(spec.epochs)
+    if spec.batch_size is not None:
+        kwargs["batch_size"] = int(spec.batch_size)
+    kwargs.setdefault("seed", int(spec.seed))
+    return construct(defense_registry, spec.method, kwargs, DefenseError, "defense")
+
+
 def attack_from_params(params: dict[str, Any]) -> Attack:
     """Rebuild an attack from its recorded :meth:`Attack.params` (informational keys dropped)."""
     cls = attack_registry.get(params["name"])
-    accepted = _init_parameters(cls)
+    accepted = keyword_names(cls)
     kwargs = {k: v for k, v in params.items() if k != "name" and (accepted is None or k in accepted)}
     return construct(attack_registry, params["name"], kwargs, AttackError, "attack")
 
 
 def model_factory(spec: AttackSpec, data: DatasetBundle) -> Callable[[], nn.Module]:
-    """A function building a fresh model of the spec's architecture for ``data``."""
+    """A function building a fresh model of the spec's architecture for ``data``; an unknown
+    model option fails here, before any data preparation or training."""
+    try:
+        check_model_kwargs(spec.model, spec.model_kwargs)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
 
     def make() -> nn.Module:
         try:

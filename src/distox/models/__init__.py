@@ -12,9 +12,14 @@ of the 3-channel model with one more ``net.`` (``net.fc.weight`` → ``net.net.f
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
+from typing import Any
 
+import torch
 from torch import nn
+
+from ..registry import keyword_names
 
 from .grayscale import GrayToRGB
 from .normalized import Normalized
@@ -25,23 +30,71 @@ from .small_vgg import SmallVGG
 from .small_vit import SmallViT
 from .vgg import VGG19BN
 
+def _preactresnet18(num_classes: int, in_channels: int, width: float = 1.0) -> nn.Module:
+    return PreActResNet18(num_classes, in_channels, width)
+
+
+def _vgg19_bn(num_classes: int, in_channels: int, width: float = 1.0, hidden: int = 4096) -> nn.Module:
+    return VGG19BN(num_classes, in_channels, width, hidden)
+
+
+def _small_cnn(num_classes: int, in_channels: int, width: int = 16) -> nn.Module:
+    return SmallCNN(num_classes, in_channels, int(width))
+
+
+def _small_vgg(num_classes: int, in_channels: int, width: int = 16) -> nn.Module:
+    return SmallVGG(num_classes, in_channels, int(width))
+
+
+def _small_vit(num_classes: int, in_channels: int, width: int = 64, depth: int = 4, heads: int = 4,
+               mlp_ratio: float = 2.0, patch_size: int = 4, image_size: int = 32) -> nn.Module:
+    return SmallViT(num_classes, in_channels, int(width), depth, heads, mlp_ratio, patch_size, image_size)
+
+
+#: name → factory(num_classes, in_channels, **options); each option is a named keyword, so an
+#: unknown one (a typo) is refused by :func:`check_model_kwargs` instead of being ignored.
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {
-    "preactresnet18": lambda num_classes, in_channels, width=1.0, **kw: PreActResNet18(
-        num_classes, in_channels, width
-    ),
-    "vgg19_bn": lambda num_classes, in_channels, width=1.0, **kw: VGG19BN(num_classes, in_channels, width),
-    "small_cnn": lambda num_classes, in_channels, width=16, **kw: SmallCNN(
-        num_classes, in_channels, int(width)
-    ),
-    "small_vgg": lambda num_classes, in_channels, width=16, **kw: SmallVGG(num_classes, in_channels, int(width)),
-    "small_vit": lambda num_classes, in_channels, width=64, **kw: SmallViT(
-        num_classes, in_channels, int(width), **kw
-    ),
+    "preactresnet18": _preactresnet18,
+    "vgg19_bn": _vgg19_bn,
+    "small_cnn": _small_cnn,
+    "small_vgg": _small_vgg,
+    "small_vit": _small_vit,
 }
 
 
 def list_models() -> list[str]:
     return sorted(_FACTORIES) + ["torchvision:<name>"]
+
+
+def model_options(name: str) -> list[str]:
+    """The keyword options model ``name`` accepts besides ``num_classes``/``in_channels``
+    (torchvision models: the model class's own, e.g. ``width_per_group`` for ResNets)."""
+    if name.startswith("torchvision:"):
+        with torch.device("meta"):
+            net = _torchvision(name.split(":", 1)[1], 10, 3)
+        params = inspect.signature(type(net).__init__).parameters.values()
+        # those with a default: the builder sets the others (a ResNet's block and layers)
+        return sorted(p.name for p in params if p.default is not p.empty and p.name != "num_classes")
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown model '{name}'. Known: {', '.join(list_models())}")
+    return sorted((keyword_names(_FACTORIES[name]) or set()) - {"num_classes", "in_channels"})
+
+
+def check_model_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first unknown option in ``kwargs`` and the valid ones,
+    without building the model (torchvision models are built on the ``meta`` device: no memory,
+    no time), so a config or command fails before any training."""
+    if name.startswith("torchvision:"):
+        try:
+            with torch.device("meta"):
+                _torchvision(name.split(":", 1)[1], 10, 3, **kwargs)
+        except TypeError as exc:
+            raise ValueError(f"{name}: {exc}; valid: {', '.join(model_options(name))}") from None
+        return
+    valid = model_options(name)
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for model '{name}'; valid: {', '.join(valid)}")
 
 
 def _torchvision(name: str, num_classes: int, in_channels: int, **kw) -> nn.Module:
@@ -70,6 +123,7 @@ def create_model(
     if name.startswith("torchvision:"):
         net = _torchvision(name.split(":", 1)[1], num_classes, in_channels, **kwargs)
     elif name in _FACTORIES:
+        check_model_kwargs(name, kwargs)
         net = _FACTORIES[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
     else:
         raise ValueError(f"unknown model '{name}'. Known: {', '.join(list_models())}")
@@ -80,5 +134,5 @@ def create_model(
 
 __all__ = [
     "GrayToRGB", "Normalized", "PreActResNet18", "SmallCNN", "SmallVGG", "SmallViT", "VGG19BN",
-    "SelectionError", "create_model", "list_models", "linear_forward_order", "select_weights",
+    "SelectionError", "check_model_kwargs", "create_model", "list_models", "model_options", "linear_forward_order", "select_weights",
 ]
