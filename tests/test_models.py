@@ -138,3 +138,18 @@ def test_torchvision_on_grayscale_repeats_the_channel():
     assert torch.allclose(gray(x), rgb(x.repeat(1, 3, 1, 1)))
     with pytest.raises(ValueError, match="3-channel"):
         create_model("torchvision:resnet18", 10, 2)
+
+
+def test_unknown_model_options_are_refused_not_ignored():
+    from distox.models import check_model_kwargs, model_options
+
+    with pytest.raises(ValueError, match=r"unknown option\(s\) widht for model 'small_cnn'; valid: width$"):
+        create_model("small_cnn", 10, 1, widht=4)
+    assert model_options("small_vit") == ["depth", "heads", "image_size", "mlp_ratio", "patch_size", "width"]
+    assert model_options("vgg19_bn") == ["hidden", "width"]
+    assert create_model("vgg19_bn", 10, 3, width=0.125, hidden=64).net.classifier[0].out_features == 8  # 64 × 0.125
+    check_model_kwargs("torchvision:resnet50", {"width_per_group": 32})  # the class's own options pass
+    with pytest.raises(ValueError, match="torchvision:resnet18: BasicBlock only supports groups=1"):
+        check_model_kwargs("torchvision:resnet18", {"width_per_group": 32})
+    with pytest.raises(ValueError, match="unexpected keyword argument 'widht'; valid: groups, norm_layer"):
+        check_model_kwargs("torchvision:resnet18", {"widht": 4})

@@ -140,6 +140,63 @@ def test_pickled_pt_refused_without_opt_in(setup):
     assert setup["out"].is_file()
 
 
+def _clean_exit_2(setup, weights, *fragments: str) -> None:
+    res = invoke("purify", "--model", setup["spec"], "--weights", weights, "--data", setup["folder"],
+                 "--epochs", "1", "--out", setup["out"], "-q")
+    assert res.exit_code == 2, (res.exit_code, res.output)
+    assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1 and "Traceback" not in res.output
+    for frag in fragments:
+        assert frag in res.stderr, (frag, res.stderr)
+    assert list(setup["out"].parent.iterdir()) == []
+
+
+def test_broken_weight_files_each_get_their_own_message(setup):
+    rng = np.random.default_rng(0)
+    good = setup["weights"].read_bytes()
+    files = {"corrupt.safetensors": rng.bytes(300), "truncated.safetensors": good[:-7],
+             "random.pt": rng.bytes(300), "empty.pt": b"", "safetensors_named.pt": good}
+    for name, data in files.items():
+        (setup["tmp"] / name).write_bytes(data)
+    torch.save(setup["model"].state_dict(), setup["tmp"] / "whole.pt")
+    (setup["tmp"] / "truncated.pt").write_bytes((setup["tmp"] / "whole.pt").read_bytes()[:200])
+    t = setup["tmp"]
+    _clean_exit_2(setup, t / "corrupt.safetensors", "corrupt.safetensors is not a readable safetensors file "
+                  "(corrupt or truncated?): Error while deserializing header")
+    _clean_exit_2(setup, t / "truncated.safetensors", "truncated.safetensors is not a readable safetensors file")
+    _clean_exit_2(setup, t / "random.pt", "random.pt is not a PyTorch checkpoint (neither the zip archive nor the "
+                  "pickle that torch.save writes): the file is corrupt or of another format")
+    _clean_exit_2(setup, t / "safetensors_named.pt", "rename it to .safetensors")
+    _clean_exit_2(setup, t / "truncated.pt", "truncated.pt is a corrupt or truncated PyTorch checkpoint: "
+                  "PytorchStreamReader failed reading zip archive")
+    _clean_exit_2(setup, t / "empty.pt", "weights file", "empty.pt is empty")
+    for name in files:  # none of them is mistaken for a pickle that needs --trust-pickle
+        res = invoke("purify", "--model", setup["spec"], "--weights", t / name, "--data", setup["folder"], "-q")
+        assert "pickled Python objects" not in res.output
+
+
+def test_checkpoint_dicts_are_unwrapped_or_their_keys_listed(setup):
+    from distox.runs import STATE_WRAPPERS, load_state
+
+    state = setup["model"].state_dict()
+    for key in STATE_WRAPPERS:  # tensors under a wrapper key, beside training metadata
+        torch.save({key: state, "epoch": 3, "best_acc": 0.9}, setup["tmp"] / f"{key}.pt")
+        got = load_state(setup["tmp"] / f"{key}.pt")
+        assert list(got) == list(state) and all(torch.equal(got[k], v) for k, v in state.items())
+    torch.save({"module." + k: v for k, v in state.items()}, setup["tmp"] / "dp.pt")  # DataParallel
+    assert list(load_state(setup["tmp"] / "dp.pt")) == list(state)
+    res = invoke("purify", "--model", setup["spec"], "--weights", setup["tmp"] / "model_state_dict.pt", "--data",
+                 setup["folder"], "--epochs", "1", "--out", setup["out"], "-q")
+    assert res.exit_code == 0, res.output
+    setup["out"].unlink()
+    setup["out"].with_suffix(".json").unlink()
+    torch.save({"weights": state, "epoch": 3, "optimizer": {"lr": 0.1}}, setup["tmp"] / "other.pt")
+    _clean_exit_2(setup, setup["tmp"] / "other.pt", "other.pt holds a dict with keys weights, epoch, optimizer, "
+                  "not a state dict of tensors; distox looks for one at the top level or under 'state_dict', "
+                  "'model_state_dict', 'model'")
+    torch.save({"model": {"epoch": 3}}, setup["tmp"] / "nested.pt")  # a wrapper key without tensors
+    _clean_exit_2(setup, setup["tmp"] / "nested.pt", "holds a dict with keys model, not a state dict")
+
+
 def _bad(setup, *args: str, expect: str) -> None:
     base = {"--model": setup["spec"], "--weights": setup["weights"], "--data": setup["folder"]}
     overrides = dict(zip(args[::2], args[1::2]))

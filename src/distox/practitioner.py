@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from .data.core import DataError, ImageSplit, holdout_split
-from .errors import DistoxError
+from .errors import DistoxError, first_line
 from .models.normalized import Normalized
 from .models.selection import SelectionError, select_weights
 from .runs import load_into, load_state, save_model, write_json
@@ -103,7 +103,7 @@ def import_factory(spec: str) -> Callable[..., nn.Module]:
         raise
     except Exception as exc:  # ImportError, SyntaxError, errors raised by the user's module
         raise PractitionerError(f"cannot import {mod_name!r} for --model {spec!r}: "
-                                f"{type(exc).__name__}: {_first_line(exc)}") from None
+                                f"{type(exc).__name__}: {first_line(exc)}") from None
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -112,11 +112,6 @@ def import_factory(spec: str) -> Callable[..., nn.Module]:
     if not callable(obj):
         raise PractitionerError(f"--model {spec!r}: {attr!r} is not callable")
     return obj
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def accepts_kwarg(fn: Callable[..., Any], name: str) -> bool:
@@ -142,7 +137,7 @@ def build_model(factory: Callable[..., nn.Module], num_classes: int | None = Non
     try:
         model = factory(**kw)
     except Exception as exc:
-        raise PractitionerError(f"the model factory failed: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise PractitionerError(f"the model factory failed: {type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise PractitionerError(f"the model factory returned {type(model).__name__}, not a torch nn.Module")
     return model

@@ -5,14 +5,16 @@ directory and is moved into place with :func:`os.replace`.
 """
 from __future__ import annotations
 
-from .errors import DistoxError
+from .errors import DistoxError, first_line
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -85,32 +87,80 @@ def save_model(path: str | os.PathLike, model: nn.Module) -> None:
     save_tensors(path, tensors)
 
 
+#: Keys under which checkpoints commonly nest their state dict (``torch.save({"model_state_dict":
+#: model.state_dict(), "epoch": 3, ...})``); :func:`load_state` unwraps the first that holds one.
+STATE_WRAPPERS = ("state_dict", "model_state_dict", "model")
+
+
 def load_state(path: str | os.PathLike, *, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
     """Load a state dict from ``.safetensors``, or from a ``.pt``/``.pth`` file with
     ``torch.load(weights_only=True)``. Full unpickling needs ``trust_pickle=True``: a pickle
-    from an untrusted party can execute arbitrary code."""
+    from an untrusted party can execute arbitrary code.
+
+    A checkpoint dict holding the state dict under one of :data:`STATE_WRAPPERS` (next to
+    ``epoch``, ``optimizer``, ...) is unwrapped; ``module.`` prefixes (DataParallel) are dropped.
+    Raises :class:`RunError` with one message per case: missing, empty, corrupt safetensors, a
+    file that is no PyTorch checkpoint at all, a corrupt one, pickled objects without
+    ``trust_pickle``, or a dict without tensors (its keys listed).
+    """
     path = Path(path)
     if not path.is_file():
         raise RunError(f"weights file not found: {path}")
+    if path.stat().st_size == 0:
+        raise RunError(f"weights file {path} is empty")
     if path.suffix == ".safetensors":
-        return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except Exception as exc:
-        if trust_pickle:
-            raise RunError(f"could not load {path}: {exc}") from None
-        raise RunError(
-            f"{path} is not a plain tensor state dict: it contains pickled Python objects, which can "
-            "execute code when loaded. Convert it to safetensors, or pass trust_pickle=True "
-            "(CLI: --trust-pickle) only if you trust its source."
-        ) from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
+        try:
+            return load_file(str(path))
+        except SafetensorError as exc:
+            raise RunError(f"{path} is not a readable safetensors file (corrupt or truncated?): {exc}") from None
+    obj = _torch_load(path, trust_pickle)
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise RunError(f"{path} does not hold a state dict of tensors")
+    if isinstance(obj, dict) and not _is_tensor_dict(obj):
+        inner = next((obj[k] for k in STATE_WRAPPERS if k in obj and _is_tensor_dict(_as_state(obj[k]))), None)
+        if inner is None:
+            keys = ", ".join(map(str, list(obj)[:12])) + (", ..." if len(obj) > 12 else "")
+            raise RunError(f"{path} holds a dict with keys {keys}, not a state dict of tensors; distox looks for "
+                           f"one at the top level or under {', '.join(map(repr, STATE_WRAPPERS))}")
+        obj = _as_state(inner)
+    if not isinstance(obj, dict) or not obj:
+        raise RunError(f"{path} does not hold a state dict of tensors (found {type(obj).__name__})")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _as_state(obj: Any) -> Any:
+    return obj.state_dict() if isinstance(obj, nn.Module) else obj
+
+
+def _is_tensor_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+#: First bytes of what ``torch.save`` writes: a zip archive, or (old format) a pickle.
+_ZIP_MAGIC, _PICKLE_PROTO = b"PK\x03\x04", 0x80
+
+
+def _torch_load(path: Path, trust_pickle: bool) -> Any:
+    """``torch.load`` with a message that says what is wrong with the file."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if not (head.startswith(_ZIP_MAGIC) or (len(head) > 1 and head[0] == _PICKLE_PROTO and 2 <= head[1] <= 5)):
+        hint = " (it looks like safetensors: rename it to .safetensors)" if head[8:9] == b"{" else ""
+        raise RunError(f"{path} is not a PyTorch checkpoint (neither the zip archive nor the pickle that "
+                       f"torch.save writes): the file is corrupt or of another format{hint}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as exc:
+        if not trust_pickle and "global" in str(exc).lower():
+            raise RunError(
+                f"{path} is not a plain tensor state dict: it contains pickled Python objects, which can "
+                "execute code when loaded. Convert it to safetensors, or pass trust_pickle=True "
+                "(CLI: --trust-pickle) only if you trust its source."
+            ) from None
+        raise RunError(f"{path} is a corrupt PyTorch checkpoint: {first_line(exc).split('. ')[0]}") from None
+    except Exception as exc:  # truncated archive, unreadable record, ...
+        raise RunError(f"{path} is a corrupt or truncated PyTorch checkpoint: {first_line(exc).split('. ')[0]}") from None
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str = "weights") -> nn.Module:

@@ -105,9 +105,13 @@ def _torchvision(name: str, num_classes: int, in_channels: int, **kw) -> nn.Modu
         raise ValueError(f"torchvision:{name} takes 3-channel (or 1-channel) images; this dataset has "
                          f"{in_channels}")
     try:
-        net = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kw)
+        builder = torchvision.models.get_model_builder(name)
     except ValueError as exc:
         raise ValueError(f"unknown torchvision model '{name}': {exc}") from None
+    try:
+        net = builder(weights=None, num_classes=num_classes, **kw)
+    except ValueError as exc:  # a bad option value
+        raise ValueError(f"torchvision:{name}: {exc}") from None
     return GrayToRGB(net) if in_channels == 1 else net
 
 
