@@ -1,6 +1,7 @@
 """distox.purify: input kinds, evaluation, silence, and the untouched input model."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -10,6 +11,7 @@ from distox.attacks import create
 from distox.data.core import DataError
 from distox.defenses import DefenseError
 from distox.models import create_model
+from distox.runs import save_model
 
 from .conftest import make_bundle
 
@@ -47,9 +49,102 @@ def test_eval_data_and_attack_fill_metrics_per_epoch_and_before_after(capsys):
 
 
 def test_purify_bad_inputs():
-    with pytest.raises(DataError, match="tensor pair"):
+    with pytest.raises(DataError, match="pair of tensors or NumPy arrays"):
         distox.purify(_model(), [1, 2, 3], verbose=False)
     with pytest.raises(DefenseError, match="unknown defense"):
         distox.purify(_model(), (torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)), method="magic")
     with pytest.raises(DefenseError, match="unexpected keyword"):
         distox.purify(_model(), (torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)), lamda=3)
+
+
+# ---------------------------------------------------------------------------- input coercion
+def _purified(clean, **kw):
+    return distox.purify(_model(), clean, epochs=1, batch_size=16, verbose=False, device="cpu", **kw).model
+
+
+def test_numpy_pairs_and_uint8_images_match_float_tensors(caplog):
+    b = make_bundle(n_train=32)
+    pixels = (b.train.x * 255).round().to(torch.uint8)  # 0-255 images, as from PIL / OpenCV
+    x01 = pixels.float() / 255
+    ref = _purified((x01, b.train.y))
+    with caplog.at_level("WARNING", logger="distox.api"):
+        got_np = _purified((x01.numpy(), b.train.y.numpy()))
+        assert not caplog.records  # [0, 1] floats: nothing to say
+        got_u8 = _purified((pixels.numpy(), b.train.y.numpy()))
+    assert [r.getMessage() for r in caplog.records] == [
+        "clean data: uint8 images taken as 0-255 pixel values and divided by 255 (distox models take images "
+        "in [0, 1]; pass floats in [0, 1] to skip this)"]
+    for got in (got_np, got_u8):
+        assert all(torch.equal(v, ref.state_dict()[k]) for k, v in got.state_dict().items())
+    # float images in 0-255 too, eval_data included
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="distox.api"):
+        res = distox.purify(_model(), (pixels.float(), b.train.y), epochs=1, batch_size=16, verbose=False,
+                            device="cpu", eval_data=(pixels.numpy(), b.train.y.numpy()))
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in res.model.state_dict().items())
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["clean data", "eval_data"]
+    assert "float images in [0, 204] taken as 0-255 pixel values" in caplog.records[0].getMessage()
+    assert res.info["after"]["acc"] == pytest.approx(distox.metrics.evaluate(res.model, x01, b.train.y, device="cpu")["acc"])
+
+
+def test_to_unit_range_cases(caplog):
+    from distox.api import to_unit_range
+
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    standardised = (x - 0.5) / 0.2  # negative values: the model's own normalisation, kept
+    with caplog.at_level("WARNING", logger="distox.api"):
+        assert torch.equal(to_unit_range(standardised), standardised)
+        assert torch.equal(to_unit_range(x), x)
+        assert not caplog.records
+        overshoot = x * 1.05  # e.g. a bicubic resize of [0, 1] images: unchanged, but said
+        assert torch.equal(to_unit_range(overshoot, "clean data"), overshoot)
+    assert "clean data: float images reach 1.0" in caplog.text and "passed unchanged" in caplog.text
+    assert torch.equal(to_unit_range(torch.tensor([[[[0, 255]]]], dtype=torch.int64)), torch.tensor([[[[0.0, 1.0]]]]))
+    with pytest.raises(DataError, match="integer images must hold 0-255 pixel values; got 0..300"):
+        to_unit_range(torch.tensor([[[[0, 300]]]]))
+    with pytest.raises(DataError, match="values up to 999.053 are neither in"):
+        to_unit_range(x * 1000)
+    with pytest.raises(DataError, match="NaN or infinite"):
+        to_unit_range(torch.full((1, 1, 2, 2), float("nan")))
+
+
+def test_bad_pairs_name_what_was_given():
+    with pytest.raises(DataError, match=r"an \(X, y\) pair of tensors or NumPy arrays.*got tuple of list, list"):
+        distox.purify(_model(), ([[0.1]], [0]), verbose=False)
+    with pytest.raises(DataError, match="labels must be whole numbers"):
+        distox.purify(_model(), (torch.rand(4, 1, 8, 8), np.array([0, 1, 0.5, 1])), verbose=False)
+
+
+SINGLE_CLASS = ("the retain (clean) set holds images of one class only (label 0); purifying on it would teach "
+                "the model to predict that class for every input: give clean images of at least 2 classes")
+
+
+def test_single_class_retain_refused_alike_by_api_and_cli(tmp_path):
+    """distox.purify and `distox purify` (whose validation split took the only image of the
+    second class) refuse with the same message."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from distox.cli import app
+
+    b = make_bundle(n_train=40, side=8)
+    x0 = b.train.x[b.train.y == 0][:10]
+    with pytest.raises(DefenseError) as info:
+        distox.purify(_model(), (x0, torch.zeros(len(x0), dtype=torch.long)), verbose=False, device="cpu")
+    assert str(info.value) == SINGLE_CLASS
+
+    folder = tmp_path / "clean"
+    for i, img in enumerate(b.train.x[:11]):
+        d = folder / ("class_0" if i < 10 else "class_1")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((img[0].numpy() * 255).round().astype(np.uint8), mode="L").save(d / f"{i}.png")
+    (tmp_path / "m.py").write_text("from distox.models import create_model\n"
+                                   "def factory(num_classes=4):\n"
+                                   "    return create_model('small_cnn', num_classes, 1, width=4)\n")
+    weights = tmp_path / "w.safetensors"
+    save_model(weights, _model())
+    res = CliRunner().invoke(app, ["purify", "--model", f"{tmp_path / 'm.py'}:factory", "--weights", str(weights),
+                                   "--data", str(folder), "--num-classes", "4", "--val-fraction", "0.6", "-q"])
+    assert res.exit_code == 2, res.output
+    assert res.stderr == f"error: {SINGLE_CLASS}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean", "m.py", "w.safetensors"]  # nothing written

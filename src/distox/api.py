@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -17,33 +18,87 @@ log = logging.getLogger(__name__)
 
 
 def as_split(data: Any, name: str = "clean data") -> ImageSplit:
-    """Turn a ``(X, y)`` pair, a :class:`ImageSplit`, a torch ``Dataset`` of (image, label) or a
-    ``DataLoader`` into an :class:`ImageSplit` (images as float tensors, labels as int64)."""
+    """Turn an ``(X, y)`` pair (torch tensors or NumPy arrays), an :class:`ImageSplit`, a torch
+    ``Dataset`` of (image, label) or a ``DataLoader`` into an :class:`ImageSplit` (images as
+    float tensors (N, C, H, W), labels as int64).
+
+    Images are brought to [0, 1] (:func:`to_unit_range`), with a logged warning whenever they
+    are rescaled; an :class:`ImageSplit` is taken exactly as it is.
+    """
     if isinstance(data, ImageSplit):
         return data
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        x, y = data
-        return ImageSplit(x.float(), y.long())
-    if isinstance(data, DataLoader):
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, _ARRAYS) for t in data):
+        x, y = (torch.as_tensor(t) for t in data)
+    elif isinstance(data, DataLoader):
         xs, ys = [], []
         for batch in data:
             xs.append(torch.as_tensor(batch[0]))
             ys.append(torch.as_tensor(batch[1]))
         if not xs:
             raise DataError(f"{name}: the DataLoader yielded no batches")
-        return ImageSplit(torch.cat(xs).float(), torch.cat(ys).long())
-    if isinstance(data, Dataset):
+        x, y = torch.cat(xs), torch.cat(ys)
+    elif isinstance(data, Dataset):
         n = len(data)  # type: ignore[arg-type]
         if n == 0:
             raise DataError(f"{name}: the dataset is empty")
         items = [data[i] for i in range(n)]
-        x = torch.stack([torch.as_tensor(it[0]) for it in items]).float()
+        x = torch.stack([torch.as_tensor(it[0]) for it in items])
         y = torch.tensor([int(it[1]) for it in items], dtype=torch.long)
-        return ImageSplit(x, y)
-    raise DataError(
-        f"{name} must be an (X, y) tensor pair, a torch Dataset of (image, label) or a DataLoader; "
-        f"got {type(data).__name__}"
-    )
+    else:
+        raise DataError(
+            f"{name} must be an (X, y) pair of tensors or NumPy arrays, a torch Dataset of (image, label) or "
+            f"a DataLoader; got {type(data).__name__}"
+            + (f" of {', '.join(type(t).__name__ for t in data)}" if isinstance(data, (tuple, list)) else "")
+        )
+    if y.is_floating_point() and not torch.equal(y, y.round()):
+        raise DataError(f"{name}: labels must be whole numbers (class indices); got {y.dtype} values like "
+                        f"{y[y != y.round()][0].item():g}")
+    return ImageSplit(to_unit_range(x, name), y.long())
+
+
+_ARRAYS = (torch.Tensor, np.ndarray)
+#: Above this maximum, non-negative float images are taken to be 0–255 pixel values (a
+#: resampled [0, 1] image may overshoot 1 a little; a 0–255 image under 2 would be all black).
+_PIXEL_SCALE_MIN = 2.0
+
+
+def to_unit_range(x: torch.Tensor, name: str = "images") -> torch.Tensor:
+    """Float images for a distox model, which takes images in [0, 1] (:mod:`distox.models`).
+
+    * integer images (``uint8`` and other integer types): 0–255 pixel values, divided by 255
+      (as ``torchvision.transforms.functional.convert_image_dtype``), with a logged warning;
+    * float images with no negative value and a maximum above 2: 0–255 values, divided by 255,
+      with a logged warning (a maximum above 255 is refused);
+    * float images with no negative value and a maximum in (1, 2]: unchanged, with a logged
+      warning (a resampled [0, 1] image may overshoot 1 a little);
+    * other float images, e.g. standardised ones with negative values: unchanged.
+
+    Raises :class:`DataError` for integer values outside 0–255, float values above 255 with no
+    negative value, and NaN or infinite values.
+    """
+    if x.dtype == torch.bool or x.numel() == 0:
+        return x.float()
+    if not x.is_floating_point():
+        lo, hi = int(x.min()), int(x.max())
+        if lo < 0 or hi > 255:
+            raise DataError(f"{name}: integer images must hold 0-255 pixel values; got {lo}..{hi}")
+        log.warning("%s: %s images taken as 0-255 pixel values and divided by 255 (distox models take "
+                    "images in [0, 1]; pass floats in [0, 1] to skip this)", name, str(x.dtype).removeprefix("torch."))
+        return x.float() / 255.0
+    x = x.float()
+    if not torch.isfinite(x).all():
+        raise DataError(f"{name}: the images contain NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo >= 0 and hi > _PIXEL_SCALE_MIN:
+        if hi > 255:
+            raise DataError(f"{name}: float images with values up to {hi:g} are neither in [0, 1] nor 0-255 "
+                            "pixel values; scale them to [0, 1]")
+        log.warning("%s: float images in [0, %g] taken as 0-255 pixel values and divided by 255 (distox "
+                    "models take images in [0, 1]; pass them in [0, 1] to skip this)", name, hi)
+        return x / 255.0
+    if lo >= 0 and hi > 1:
+        log.warning("%s: float images reach %g, above the [0, 1] distox models take; passed unchanged", name, hi)
+    return x
 
 
 def purify(
@@ -63,14 +118,17 @@ def purify(
 
     Args:
         model: the suspect classifier; it is never modified (a copy is trained).
-        clean: the clean retain data: ``(X, y)`` tensors, a ``Dataset`` or a ``DataLoader``,
-            images in the range the model expects.
+        clean: the clean retain data, images (N, C, H, W) of at least 2 classes: ``(X, y)``
+            tensors or NumPy arrays, a ``Dataset`` or a ``DataLoader``. Images in [0, 1], or
+            standardised as the model expects; ``uint8`` (0–255) images and non-negative float
+            images above 2 are divided by 255 with a logged warning (:func:`to_unit_range`).
         method: a registered defense name (``distox.defenses.list()``).
         epochs: passes over ``clean`` (default: the method's; 12 for D3's default preset).
         seed: seed of every random choice.
         eval_data: optional held-out clean ``(X, y)``/Dataset: ACC before, per epoch and after.
         attack: optional :class:`distox.attacks.Attack` (prepared): ASR and RA as well.
-        verbose: progress bar and log lines; ``False`` is silent.
+        verbose: progress bar and log lines; ``False`` shows neither (a warning about the input,
+            e.g. images rescaled from 0–255, is still logged).
         **params: the method's hyper-parameters (e.g. ``lmd=10, eps=0.1, layers="all-linear"``).
 
     Returns:

@@ -53,6 +53,7 @@ from torch import nn
 
 from .data.core import DataError, ImageSplit, holdout_split
 from .errors import DistoxError, first_line
+from .defenses.base import check_classes
 from .models.normalized import Normalized
 from .models.selection import SelectionError, select_weights
 from .runs import load_into, load_state, save_model, write_json
@@ -201,7 +202,8 @@ def load_clean_data(data: str, *, image_size: int | None = None, grayscale: bool
         data_root: where named datasets are looked up.
         progress: progress bars while reading a folder.
 
-    Raises :class:`DataError` for no images, a single class, or fewer images than classes.
+    Raises :class:`DataError` for no images or fewer images than classes, and
+    :class:`~distox.defenses.DefenseError` for images of a single class (:func:`check_classes`).
     """
     from .data import load_dataset
 
@@ -230,11 +232,8 @@ def load_clean_data(data: str, *, image_size: int | None = None, grayscale: bool
         if limit < len(split):
             idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:limit]
             split = split.subset(idx.sort().values)
-    classes = torch.unique(split.y)
     num_classes = int(bundle.num_classes)
-    if len(classes) < 2:
-        raise DataError(f"{data}: the clean images cover {len(classes)} class; at least 2 classes are needed "
-                        "(an image folder needs one sub-folder per class)")
+    check_classes(split.y, f"{data}: the clean data")
     if len(split) < num_classes:
         raise DataError(f"{data}: {len(split)} clean images for {num_classes} classes; "
                         "need at least one image per class")
@@ -377,9 +376,7 @@ def purify_files(
     stats = parse_normalize(normalize, clean.split.x.shape[1])
     wrapped: nn.Module = Normalized(net, *stats) if stats is not None else net
     retain, val = holdout(clean.split, val_fraction, seed)
-    if len(torch.unique(retain.y)) < 2:
-        raise DataError("after holding out the validation split the retain set covers a single class")
-    probe_outputs(wrapped, retain, k)
+    probe_outputs(wrapped, retain, k)  # check_retain: the same refusals as distox.purify
 
     result = purify(wrapped, retain, method, epochs=epochs, seed=seed, device=device, eval_data=val,
                     verbose=progress, **params)

@@ -47,15 +47,27 @@ class Result:
         return {"method": self.method, "seconds": round(self.seconds, 3), **last, **self.info}
 
 
+def check_classes(y: torch.Tensor, what: str = "the retain (clean) set") -> None:
+    """Refuse labels of a single class: fine-tuning on them teaches the model to predict that
+    class for every input. One message for every entry point (API, ``distox purify``)."""
+    classes = torch.unique(y)
+    if len(classes) == 1:
+        raise DefenseError(f"{what} holds images of one class only (label {int(classes[0])}); purifying on it "
+                           "would teach the model to predict that class for every input: give clean images "
+                           "of at least 2 classes")
+
+
 def check_retain(model: nn.Module, retain: ImageSplit, device: torch.device) -> int:
     """Validate retain data against the model; returns the model's number of classes.
 
-    Rejects: fewer than 2 images, non-finite pixels, an image shape the model cannot take,
-    a model output that is not (N, K) logits, and labels outside 0..K-1.
+    Rejects: fewer than 2 images, a single class (:func:`check_classes`), non-finite pixels,
+    an image shape the model cannot take, a model output that is not (N, K) logits, and labels
+    outside 0..K-1.
     """
     n = len(retain)
     if n < 2:
         raise DefenseError(f"the retain (clean) set has {n} image(s); at least 2 are needed")
+    check_classes(retain.y)
     if not torch.isfinite(retain.x).all():
         raise DefenseError("the retain images contain NaN or infinite values")
     probe = retain.x[:2].to(device)
