@@ -76,6 +76,8 @@ def test_numpy_pairs_and_uint8_images_match_float_tensors(caplog):
         "in [0, 1]; pass floats in [0, 1] to skip this)"]
     for got in (got_np, got_u8):
         assert all(torch.equal(v, ref.state_dict()[k]) for k, v in got.state_dict().items())
+    flipped = distox.as_split((x01.numpy()[:, :, ::-1], b.train.y.numpy()))  # a negative-stride view
+    assert torch.equal(flipped.x, x01.flip(2))
     # float images in 0-255 too, eval_data included
     caplog.clear()
     with caplog.at_level("WARNING", logger="distox.api"):

@@ -28,7 +28,7 @@ def as_split(data: Any, name: str = "clean data") -> ImageSplit:
     if isinstance(data, ImageSplit):
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, _ARRAYS) for t in data):
-        x, y = (torch.as_tensor(t) for t in data)
+        x, y = (torch.as_tensor(np.ascontiguousarray(t) if isinstance(t, np.ndarray) else t) for t in data)
     elif isinstance(data, DataLoader):
         xs, ys = [], []
         for batch in data:

@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from ..registry import keyword_names
-
 from .grayscale import GrayToRGB
 from .normalized import Normalized
 from .preactresnet import PreActResNet18
@@ -29,6 +28,7 @@ from .small_cnn import SmallCNN
 from .small_vgg import SmallVGG
 from .small_vit import SmallViT
 from .vgg import VGG19BN
+
 
 def _preactresnet18(num_classes: int, in_channels: int, width: float = 1.0) -> nn.Module:
     return PreActResNet18(num_classes, in_channels, width)
@@ -81,7 +81,7 @@ def model_options(name: str) -> list[str]:
 
 
 def check_model_kwargs(name: str, kwargs: dict[str, Any]) -> None:
-    """Raise ``ValueError`` naming the first unknown option in ``kwargs`` and the valid ones,
+    """Raise ``ValueError`` naming the unknown options in ``kwargs`` and the valid ones,
     without building the model (torchvision models are built on the ``meta`` device: no memory,
     no time), so a config or command fails before any training."""
     if name.startswith("torchvision:"):
