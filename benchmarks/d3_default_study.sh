@@ -8,6 +8,8 @@
 #   bash benchmarks/d3_default_study.sh retain     # the default with 500 and 1,000 retain images
 #   bash benchmarks/d3_default_study.sh seed1      # default and faithful presets, another retain seed
 #   bash benchmarks/d3_default_study.sh lmd        # lambda 5 and 3 with the default, dev part, seeds 0 and 1
+#   bash benchmarks/d3_default_study.sh screen     # second round on the dev part: augmentation, eps, a loss-tracking
+#                                                  # lambda, angle weighting, D3 seeds; what costs accuracy at 500 images
 #   bash benchmarks/d3_default_study.sh table      # the tables of BENCHMARKS.md
 # Runs go to $RUNS (runs/study); every step skips what is already done.
 set -euo pipefail
@@ -83,12 +85,29 @@ case "${1:-}" in
         --candidate "default-lmd5=preset:default,lmd:5" --candidate "default-lmd3=preset:default,lmd:3"
     done
     ;;
+  screen)  # second round (BENCHMARKS "Second round"): dev part, retain seed 0
+    study $DEV --final-only --out $RUNS/screen.jsonl \
+      --candidate "default-aug=preset:default,augment:true" \
+      --candidate "default-eps0.05=preset:default,eps:0.05" \
+      --candidate "default-loss-lmd=preset:default,lmd_control:loss,lmd_range:[1,1000]" \
+      --candidate "default-angle=preset:default,layer_weighting:angle" \
+      --candidate "default-d3seed1=preset:default,seed:1" \
+      --candidate "default-d3seed2=preset:default,seed:2"
+    study $RUNS/cnn-blended-s1 $RUNS/vgg-blended-s0 $RUNS/vit-blended --final-only --count 500 --out $RUNS/screen-500.jsonl \
+      --candidate "default=preset:default" \
+      --candidate "default-init-near=preset:default,init:near" \
+      --candidate "paper=preset:paper,augment:false" \
+      --candidate "default-lmd30=preset:default,lmd:30" \
+      --candidate "default-24ep=preset:default,epochs:24"
+    ;;
   table)
     study --table $RUNS/final.jsonl --check $CHECK_NAMES
     study --table $RUNS/final-500.jsonl $RUNS/final-1000.jsonl --check $CHECK_NAMES
     study --table $RUNS/final-seed1.jsonl --check $CHECK_NAMES
     study --table $RUNS/lmd-s0.jsonl $RUNS/lmd-s1.jsonl
     study --table $RUNS/explore.jsonl
+    study --table $RUNS/screen.jsonl
+    study --table $RUNS/screen-500.jsonl --check vit-blended
     ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 from statistics import mean
@@ -36,7 +37,7 @@ from distox.metrics import Evaluator, der, evaluate
 def parse_candidate(text: str) -> tuple[str, dict[str, Any]]:
     """``label=key:value,key:value`` → (label, params); values are JSON where they parse."""
     label, _, rest = text.partition("=")
-    items = [kv.replace(":", "=", 1) for kv in rest.split(",") if kv]
+    items = [kv.replace(":", "=", 1) for kv in re.split(r",(?![^\[]*\])", rest) if kv]  # keeps [a,b] whole
     return label, parse_params(items)
 
 

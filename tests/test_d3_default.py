@@ -205,3 +205,42 @@ def test_default_preset_on_a_model_without_a_linear_classifier_warns_and_runs(ca
     with caplog.at_level("WARNING"):
         result = D3(epochs=1, batch_size=16)(ConvOnly(), retain, device="cpu", progress=False)
     assert "no nn.Linear classifier" in caplog.text and len(result.history) == 1
+
+
+def test_loss_tracking_lmd_rises_above_the_start_loss_and_falls_below_it():
+    from distox.defenses.d3 import track_loss_lmd
+
+    assert track_loss_lmd(10.0, 0.6, 0.3, 0.05, (1.0, 1000.0)) == pytest.approx(10.0 * 2.718281828 ** 0.05)
+    assert track_loss_lmd(10.0, 0.15, 0.3, 0.05, (1.0, 1000.0)) == pytest.approx(10.0 * 2.718281828 ** -0.025)
+    assert track_loss_lmd(999.0, 3.0, 0.3, 0.05, (1.0, 1000.0)) == 1000.0
+    assert track_loss_lmd(1.0, 0.0, 0.3, 0.05, (1.0, 1000.0)) == 1.0
+
+
+def test_loss_tracking_controller_reaches_the_loop():
+    retain = make_bundle(n_train=48).train
+    kw = dict(preset="paper", epochs=2, batch_size=16, augment=False)
+    fixed = D3(**kw)(_tiny(), retain, device="cpu", progress=False)
+    tracked = D3(**kw, lmd_control="loss", lmd_range=(1.0, 1000.0))(_tiny(), retain, device="cpu", progress=False)
+    assert [r["lmd"] for r in fixed.history] == [10.0, 10.0]
+    assert all(r["lmd"] != 10.0 for r in tracked.history)  # the random warm start's loss is far above ℓ₀
+    assert _digest(fixed.model) != _digest(tracked.model)
+    with pytest.raises(DefenseError, match="lmd_rate"):
+        D3(lmd_control="loss", lmd_rate=0)
+
+
+def test_angle_weighting_scales_each_distance_by_its_norm():
+    from distox.defenses.d3 import angle_scales, d3_loss
+
+    assert angle_scales([torch.tensor(1.0), torch.tensor(3.0)]) == [0.5, 1.5]
+    w0 = [torch.zeros(2), torch.zeros(3)]
+    w = [torch.tensor([3.0, 4.0]), torch.tensor([1.0, 0.0, 0.0])]  # distances 5 and 1
+    logits, y = torch.zeros(2, 3), torch.zeros(2, dtype=torch.long)
+    plain, _ = d3_loss(logits, y, w, w0, lmd=0.5, eps=10.0)
+    weighted, _ = d3_loss(logits, y, w, w0, lmd=0.5, eps=10.0, scales=[0.5, 1.5])
+    assert float(plain) == pytest.approx(-6.0) and float(weighted) == pytest.approx(-4.0)
+    retain = make_bundle(n_train=48).train
+    kw = dict(epochs=1, batch_size=16)
+    assert _digest(D3(**kw)(_tiny(), retain, device="cpu", progress=False).model) != \
+        _digest(D3(**kw, layer_weighting="angle")(_tiny(), retain, device="cpu", progress=False).model)
+    with pytest.raises(DefenseError, match="layer_weighting"):
+        D3(layer_weighting="cosine")

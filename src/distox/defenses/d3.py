@@ -38,7 +38,7 @@ from ..metrics import Evaluator
 from ..models.selection import SelectionError, select_weights
 from ..training import TrainState, train
 from .base import Defense, DefenseError
-from .d3_auto import auto_or_float, check_auto, fit_auto
+from .d3_auto import auto_eps, auto_or_float, check_auto, fit_auto
 from .heldout import EpochChooser, accuracy, resolve_tolerance, split_retain
 from .registry import register
 
@@ -60,14 +60,16 @@ DEFAULT_PRESET = "default"
 FALLBACK: dict[str, Any] = {
     "lmd": 0.5, "eps": 0.1, "p": 2.0, "init": "random", "layers": "auto", "freeze_bn": False, "momentum": 0.9,
     "select": "last", "val_fraction": 0.2, "tolerance": "auto", "min_tolerance": 0.5,
-    "lmd_control": "constant", "lmd_range": (0.5, 10.0), "init_layers": "selected",
+    "lmd_control": "constant", "lmd_range": (0.5, 10.0), "init_layers": "selected", "lmd_rate": 0.05,
+    "layer_weighting": "sum",
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
 LOOP_KEYS = ("epochs", "batch_size", "lr", "augment")
 WARM_STARTS = ("random", "far", "middle", "noise", "near")
 SELECTIONS = ("last", "heldout")
-LMD_CONTROLS = ("constant", "geometric", "heldout")
+LMD_CONTROLS = ("constant", "geometric", "heldout", "loss")
 INIT_LAYERS = ("selected", "classifier")
+LAYER_WEIGHTINGS = ("sum", "angle")
 
 
 def lp_norm(t: torch.Tensor, p: float) -> torch.Tensor:
@@ -76,13 +78,16 @@ def lp_norm(t: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def d3_loss(logits: torch.Tensor, y: torch.Tensor, weights: Sequence[torch.Tensor],
-            init: Sequence[torch.Tensor], lmd: float, eps: float, p: float = 2.0
-            ) -> tuple[torch.Tensor, dict[str, float]]:
+            init: Sequence[torch.Tensor], lmd: float, eps: float, p: float = 2.0,
+            scales: Sequence[float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The D3 objective for one batch (reference code): per-sample hinge relu(CE_i − ε)
-    averaged over the batch, minus the summed p-norm distance, scaled by 1/(λ + 1) when λ > 1."""
+    averaged over the batch, minus the summed p-norm distance, scaled by 1/(λ + 1) when λ > 1.
+    ``scales`` (optional) weighs each weight's distance (``layer_weighting="angle"``)."""
     ce = F.cross_entropy(logits, y, reduction="none")
     clean = F.relu(ce - eps).mean()
-    dist = torch.stack([lp_norm(w - w0, p) for w, w0 in zip(weights, init)]).sum()
+    dists = torch.stack([lp_norm(w - w0, p) for w, w0 in zip(weights, init)])
+    dist = dists.sum() if scales is None else (dists * torch.as_tensor(scales, dtype=dists.dtype,
+                                                                          device=dists.device)).sum()
     loss = lmd * clean - dist
     if lmd > 1:
         loss = loss / (lmd + 1)
@@ -125,6 +130,28 @@ def total_distance(weights: Sequence[torch.Tensor], init: Sequence[torch.Tensor]
         return float(sum(lp_norm(w - w0, p) for w, w0 in zip(weights, init)))
 
 
+def angle_scales(norms: Sequence[torch.Tensor]) -> list[float]:
+    """Per-weight distance weights ‖W_init‖ / mean ‖W_init‖ (``layer_weighting="angle"``).
+
+    Under the norm constraint a weight can only turn; the unweighted distance pushes every
+    weight with a gradient of norm 1, which turns a weight of norm n by lr/n per step — small
+    layers spin fastest. Weighing each distance by its norm turns every weight at the same
+    angular rate, whatever its size; the mean keeps the total push comparable."""
+    values = [float(n) for n in norms]
+    mean = sum(values) / max(len(values), 1)
+    return [v / mean if mean > 0 else 1.0 for v in values]
+
+
+def track_loss_lmd(lmd: float, ce: float, target: float, rate: float, bounds: tuple[float, float]) -> float:
+    """One step of the loss-tracking λ controller (``lmd_control="loss"``): multiplicative dual
+    ascent on the paper's constraint E[ℓ] ≤ target — λ ← λ · exp(rate · (ce − target) / target),
+    clipped to ``bounds`` — so λ grows while the batch's clean loss is above the suspect model's
+    own retain loss and shrinks (the distance weighs more) while it is below."""
+    lo, hi = bounds
+    step = rate * (ce - target) / max(target, 1e-6)
+    return min(hi, max(lo, lmd * float(torch.exp(torch.tensor(step)))))
+
+
 def control_lmd(lmd: float, within: bool, bounds: tuple[float, float], factor: float = 2.0) -> float:
     """One step of the held-out λ controller: while held-out accuracy is within tolerance, halve λ
     (weight the distance more: travel farther); once it is not, double λ; clipped to ``bounds``."""
@@ -157,7 +184,13 @@ class D3(Defense):
             (:mod:`distox.defenses.heldout`; ``"auto"``: one standard error, ≥ ``min_tolerance`` 0.5).
         lmd_control: ``"constant"`` (the paper), ``"geometric"`` (λ from ``lmd_range[0]`` to
             ``lmd_range[1]`` over the run) or ``"heldout"`` (halve λ after an epoch whose held-out
-            accuracy is within tolerance, else double it; within ``lmd_range``).
+            accuracy is within tolerance, else double it; within ``lmd_range``) or ``"loss"``
+            (after every step λ ← λ·exp(``lmd_rate``·(CE − ℓ₀)/ℓ₀) within ``lmd_range``, ℓ₀ the
+            suspect model's mean cross-entropy on the retain set: the constraint of the paper's
+            constrained form, E[ℓ] ≤ ℓ₀, enforced by dual ascent instead of a fixed penalty).
+        lmd_rate: step size of ``lmd_control="loss"`` (0.05).
+        layer_weighting: ``"sum"`` (the paper: Σ‖W − W_init‖) or ``"angle"`` (each term weighed
+            by ‖W_init‖ / mean ‖W_init‖, so every selected weight turns at the same rate).
         auto: options of ``lmd="auto"`` / ``eps="auto"``, which choose them from the retain data
             (rules in :mod:`distox.defenses.d3_auto`).
         epochs, batch_size, lr, augment, flip, seed: see :class:`Defense` (100, 256, 0.01); a
@@ -175,7 +208,8 @@ class D3(Defense):
                  momentum: float | None = None, preset: str = DEFAULT_PRESET, auto: dict[str, Any] | None = None,
                  select: str | None = None, val_fraction: float | None = None, tolerance: float | str | None = None,
                  min_tolerance: float | None = None, lmd_control: str | None = None,
-                 lmd_range: Sequence[float] | None = None, init_layers: str | None = None, **kwargs: Any) -> None:
+                 lmd_range: Sequence[float] | None = None, init_layers: str | None = None,
+                 lmd_rate: float | None = None, layer_weighting: str | None = None, **kwargs: Any) -> None:
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
         chosen = PRESETS[preset]
@@ -183,7 +217,8 @@ class D3(Defense):
         super().__init__(**kwargs)
         given = dict(lmd=lmd, eps=eps, p=p, init=init, layers=layers, freeze_bn=freeze_bn, momentum=momentum,
                      select=select, val_fraction=val_fraction, tolerance=tolerance, min_tolerance=min_tolerance,
-                     lmd_control=lmd_control, lmd_range=lmd_range, init_layers=init_layers)
+                     lmd_control=lmd_control, lmd_range=lmd_range, init_layers=init_layers, lmd_rate=lmd_rate,
+                     layer_weighting=layer_weighting)
         v = {k: val if val is not None else chosen.get(k, FALLBACK[k]) for k, val in given.items()}
         self.preset = preset
         self.lmd = auto_or_float("lmd", v["lmd"])
@@ -213,6 +248,12 @@ class D3(Defense):
         if not 0 < lo <= hi:
             raise DefenseError(f"lmd_range must be (low, high) with 0 < low <= high; got {v['lmd_range']!r}")
         self.lmd_control, self.lmd_range = v["lmd_control"], (lo, hi)
+        if not float(v["lmd_rate"]) > 0:
+            raise DefenseError(f"lmd_rate must be > 0; got {v['lmd_rate']}")
+        self.lmd_rate = float(v["lmd_rate"])
+        if v["layer_weighting"] not in LAYER_WEIGHTINGS:
+            raise DefenseError(f"layer_weighting must be one of {LAYER_WEIGHTINGS}; got {v['layer_weighting']!r}")
+        self.layer_weighting = v["layer_weighting"]
         if v["init_layers"] not in INIT_LAYERS:
             raise DefenseError(f"init_layers must be one of {INIT_LAYERS}; got {v['init_layers']!r}")
         self.init_layers = v["init_layers"]
@@ -241,11 +282,14 @@ class D3(Defense):
             start = accuracy(model, held, device)
             tol = resolve_tolerance(self.tolerance, start, len(held), self.min_tolerance)
             chooser = EpochChooser(held, start, tol, device)
+        # lmd_control="loss": the suspect model's own clean loss on the retain data is the bound
+        target = auto_eps(model, retain, 0.0, device) if self.lmd_control == "loss" else None
         example = retain.x[:1].to(device)  # finds the forward order of the model's Linear layers
         named = self.selected(model, example)
         weights = list(named.values())
         init = [w.detach().clone() for w in weights]
         norms = [lp_norm(w0, self.p) for w0 in init]
+        scales = angle_scales(norms) if self.layer_weighting == "angle" else None
         if self.init_layers == "selected":
             started = weights
         else:  # only the final classifier's weights get the warm start; the rest start where they are
@@ -263,7 +307,10 @@ class D3(Defense):
             lmd[0] = self.lmd_range[0]
 
         def objective(m: nn.Module, x: torch.Tensor, y: torch.Tensor):
-            return d3_loss(m(x), y, weights, init, lmd[0], self.eps, self.p)
+            loss, stats = d3_loss(m(x), y, weights, init, lmd[0], self.eps, self.p, scales)
+            if target is not None:
+                lmd[0] = track_loss_lmd(lmd[0], stats["ce"], target, self.lmd_rate, self.lmd_range)
+            return loss, stats
 
         def on_epoch_end(epoch: int, m: nn.Module) -> dict[str, float]:
             row = {"distance": total_distance(weights, init, self.p), "lmd": lmd[0]}
