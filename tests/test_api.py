@@ -40,7 +40,8 @@ def test_eval_data_and_attack_fill_metrics_per_epoch_and_before_after(capsys):
     atk = create("badnets")
     atk.check_data(b)
     res = distox.purify(_model(), (b.train.x, b.train.y), epochs=2, batch_size=16, verbose=False,
-                        device="cpu", eval_data=(b.test.x, b.test.y), attack=atk, preset="paper")
+                        device="cpu", eval_data=(b.test.x, b.test.y), attack=atk, preset="paper",
+                        label_check="off")
     assert all({"acc", "asr", "ra"} <= set(r) for r in res.history)
     assert set(res.info) == {"before", "after"} and res.info["after"]["acc"] == res.history[-1]["acc"]
     assert res.config["lmd"] == 10.0

@@ -132,11 +132,12 @@ def test_defend_writes_results_prints_summary_and_refuses_overwrite(cli_run, tmp
     assert (run / "defense" / "ft" / "model.safetensors").exists()
     assert (run / "defense" / "ft" / "history.csv").read_text().splitlines()[0].split(",")[:2] == ["epoch", "lr"]
 
-    assert_clean_error(invoke(*args), "already exists", "--force")
-    again = invoke(*args, "--force", "--json")
+    again = invoke(*args, "--json")  # the same arguments: the finished result, not an error
     assert again.exit_code == 0, again.output
     shown = json.loads(again.stdout)
     assert shown["retain"]["size"] == 24 and "indices" not in shown["retain"]
+    assert shown["after"] == rec["after"] and shown["seconds"] == rec["seconds"]
+    assert_clean_error(invoke(*args[:5], "--epochs", "3", *args[7:]), "differs in: epochs", "--force")
 
 
 def test_defend_params_and_custom_out(cli_run, tmp_path):

@@ -327,14 +327,22 @@ def test_retain_set_is_seeded_and_recorded(finished, tmp_path):
     assert "acc" not in read_history(tmp_path / "d1" / "history.csv")[0]
 
 
-def test_defense_refuses_to_overwrite_without_force(finished, tmp_path):
+def test_finished_defense_is_returned_and_other_arguments_need_force(finished, tmp_path, monkeypatch):
+    from distox.defenses.ft import FT
+
     out = copy_run(finished, tmp_path)
     spec = DefenseSpec("ft", count=20, epochs=1)
     first = run_defense(out, spec, device="cpu", progress=False, track_epochs=False)
-    with pytest.raises(RunError, match="already exists.*--force"):
-        run_defense(out, spec, device="cpu", progress=False)
-    second = run_defense(out, spec, device="cpu", progress=False, force=True, track_epochs=False)
-    assert second["created"] >= first["created"] and second["retain"] == first["retain"]
+    with monkeypatch.context() as mp:
+        mp.setattr(FT, "fit", lambda *a, **k: pytest.fail("recomputed a finished defense"))
+        assert run_defense(out, spec, device="cpu", progress=False) == first
+        assert run_defense(out, spec, device="cpu", progress=False, force=True) == first
+        with pytest.raises(RunError, match=r"other arguments \(differs in: epochs\).*--force"):
+            run_defense(out, DefenseSpec("ft", count=20, epochs=2), device="cpu", progress=False)
+    second = run_defense(out, DefenseSpec("ft", count=20, epochs=2), device="cpu", progress=False, force=True,
+                         track_epochs=False)
+    assert second["epochs"] == 2 and second["retain"] == first["retain"]
+    assert json.loads((out / "defense" / "ft" / "defense.json").read_text()) == second
 
 
 def test_defense_input_errors(finished, tmp_path):

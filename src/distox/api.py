@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,10 +14,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from .data.core import DataError, ImageSplit
 from .defenses import registry as defense_registry
-from .defenses.base import DefenseError, Result
+from .defenses.base import DefenseError, Result, check_retain
+from .label_check import check_labels
 from .metrics import BackdoorTestSet, Evaluator, evaluate
+from .utils import resolve_device
 
 log = logging.getLogger(__name__)
+
+
+class LabelWarning(UserWarning):
+    """The clean labels do not look like the model's (:mod:`distox.label_check`)."""
 
 
 def as_split(data: Any, name: str = "clean data") -> ImageSplit:
@@ -112,6 +121,8 @@ def purify(
     eval_data: Any = None,
     attack: Any = None,
     verbose: bool = True,
+    label_check: str = "warn",
+    checkpoint: str | os.PathLike | None = None,
     **params: Any,
 ) -> Result:
     """Purify a suspect ``model`` with ``method`` (default D3 with its ``default`` preset).
@@ -129,6 +140,14 @@ def purify(
         attack: optional :class:`distox.attacks.Attack` (prepared): ASR and RA as well.
         verbose: progress bar and log lines; ``False`` shows neither (a warning about the input,
             e.g. images rescaled from 0–255, is still logged).
+        label_check: before training, check that ``model`` agrees with the labels of ``clean``
+            (:mod:`distox.label_check`: accuracy near chance, or most classes mostly predicted as
+            another label, means wrong labels or preprocessing): ``"warn"`` (a
+            :class:`LabelWarning`), ``"error"`` (a :class:`~distox.data.DataError`, as ``distox
+            purify`` does) or ``"off"``. The measurement is in ``Result.label_check``.
+        checkpoint: a file to save every finished epoch in; called again with the same
+            arguments after an interruption, ``purify`` resumes from it (bit-identical result)
+            and deletes it when done. One saved by another purification is refused.
         **params: the method's hyper-parameters (e.g. ``lmd=10, eps=0.1, layers="all-linear"``).
 
     Returns:
@@ -136,6 +155,8 @@ def purify(
         ``seconds`` and ``info`` (``before``/``after`` metrics when ``eval_data`` is given).
     """
     retain = as_split(clean, "clean data")
+    if label_check not in ("warn", "error", "off"):
+        raise DataError(f"label_check must be 'warn', 'error' or 'off'; got {label_check!r}")
     kwargs = dict(params, seed=seed)
     if epochs is not None:
         kwargs["epochs"] = epochs
@@ -143,6 +164,17 @@ def purify(
         defense = defense_registry.create(method, **kwargs)
     except TypeError as exc:
         raise DefenseError(f"{method}: {exc}") from None
+    checked = None
+    if label_check != "off":
+        dev = resolve_device(device)
+        check_retain(model.to(dev), retain, dev)  # shape and label-range errors first
+        checked = check_labels(model, retain, device=dev)
+        problem = checked.problem(hint="check the label order and the input range/normalisation, or pass "
+                                       "label_check='off' to purify anyway")
+        if problem and label_check == "error":
+            raise DataError(problem)
+        if problem:
+            warnings.warn(problem, LabelWarning, stacklevel=2)
     evaluator = None
     before = None
     if eval_data is not None:
@@ -150,7 +182,11 @@ def purify(
         backdoor: BackdoorTestSet | None = attack.backdoor_test_set(held) if attack is not None else None
         evaluator = Evaluator(held.x, held.y, backdoor, device=device)
         before = evaluate(model, held.x, held.y, backdoor, device=device)
-    result = defense(model, retain, evaluator=evaluator, device=device, progress=verbose)
+    result = defense(model, retain, evaluator=evaluator, device=device, progress=verbose, checkpoint=checkpoint)
+    if checkpoint is not None:
+        Path(checkpoint).unlink(missing_ok=True)
+    if checked is not None:
+        result.label_check = checked.to_dict()
     if evaluator is not None:
         result.info["before"] = before
         result.info["after"] = evaluator(defense.epochs, result.model)

@@ -17,9 +17,15 @@ written:
    (safetensors, or ``.pt`` with ``torch.load(weights_only=True)``; pickles only with
    ``trust_pickle=True``), reporting missing/unexpected keys.
 4. :func:`load_clean_data` reads an image folder (one sub-folder per class) or a named dataset.
-5. :func:`purify_files` holds out a stratified validation split, runs :func:`distox.purify`,
-   evaluates, and (when ``out`` is given) writes the purified weights as safetensors plus a
-   JSON report beside them, atomically.
+   A folder's labels: ``classes`` (``--classes a,b,c`` or a JSON file, :func:`parse_classes`)
+   when given, else numeric folder names as the label itself, else the names sorted
+   (:func:`distox.data.folder.folder_labels`); the folder→label mapping is printed and saved.
+5. :func:`purify_files` holds out a stratified validation split, refuses labels the suspect
+   model does not share (accuracy near chance, or most classes swapped:
+   :mod:`distox.label_check`), runs :func:`distox.purify`, evaluates, and (when ``out`` is
+   given) writes the purified weights as safetensors plus a JSON report beside them,
+   atomically. Every epoch is checkpointed beside ``out`` (``NAME.checkpoint.pt``): rerunning
+   the same command after an interruption resumes there; the file is deleted when done.
 
 Input range: images are fed in [0, 1]. Models trained on normalised inputs (torchvision/timm
 ImageNet models usually are) need ``normalize="imagenet"`` or ``normalize="0.5,0.5"``
@@ -41,9 +47,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +61,7 @@ from torch import nn
 from .data.core import DataError, ImageSplit, holdout_split
 from .errors import DistoxError, first_line
 from .defenses.base import check_classes
+from .label_check import LabelCheck, check_labels
 from .models.normalized import Normalized
 from .models.selection import SelectionError, select_weights
 from .runs import load_into, load_state, save_model, write_json
@@ -177,6 +185,11 @@ def parse_normalize(value: str | Sequence[float] | None, channels: int) -> tuple
 
 
 # ---------------------------------------------------------------------------- the data
+#: How each kind of label source is described in the report.
+LABEL_RULES = {"given": "as given by --classes", "numeric": "numeric folder names taken as labels",
+               "sorted": "folder names sorted alphabetically", "dataset": "the dataset's own labels"}
+
+
 @dataclass
 class CleanData:
     """The practitioner's clean labelled images (all of them, before the validation split)."""
@@ -185,11 +198,48 @@ class CleanData:
     num_classes: int
     class_names: list[str]
     source: str
+    mapping: dict[str, int] = field(default_factory=dict)  # class (folder) name → label
+    label_rule: str = "dataset"  # a key of LABEL_RULES
+
+    def labels_text(self, limit: int = 12) -> str:
+        """``bag→0, boot→1, …`` (at most ``limit`` classes) and the rule that made it."""
+        items = sorted(self.mapping.items(), key=lambda kv: kv[1])
+        shown = ", ".join(f"{n}→{i}" for n, i in items[:limit])
+        more = f", … ({len(items)} classes)" if len(items) > limit else ""
+        return f"{shown}{more} ({LABEL_RULES[self.label_rule]})"
+
+
+def parse_classes(value: str | Sequence[str] | Mapping[str, int] | None) -> list[str] | dict[str, int] | None:
+    """``--classes``: ``"a,b,c"`` (label ``i`` is the ``i``-th name), or a path to a JSON file
+    holding such a list or a ``{"name": label}`` dict; a list or dict passes through."""
+    if value is None or isinstance(value, Mapping):
+        return dict(value) if value is not None else None
+    if not isinstance(value, str):
+        return [str(v) for v in value]
+    text = value.strip()
+    if text.lower().endswith(".json") or Path(text).expanduser().is_file():
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise DataError(f"--classes file not found: {path}")
+        try:
+            loaded = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"--classes {path} is not a readable JSON file: {_first_line(exc)}") from None
+        if isinstance(loaded, list) and all(isinstance(v, str) for v in loaded):
+            return loaded
+        if isinstance(loaded, dict):
+            return loaded
+        raise DataError(f"--classes {path} must hold a list of class names or a {{name: label}} object")
+    names = [n.strip() for n in text.split(",")]
+    if len(names) < 2 or not all(names):
+        raise DataError(f"--classes needs two or more comma-separated class names; got {value!r}")
+    return names
 
 
 def load_clean_data(data: str, *, image_size: int | None = None, grayscale: bool | None = None,
                     limit: int | None = None, seed: int = 0, data_root: str | None = None,
-                    progress: bool = False) -> CleanData:
+                    progress: bool = False,
+                    classes: str | Sequence[str] | Mapping[str, int] | None = None) -> CleanData:
     """Read clean images: an image folder (``PATH`` or ``folder:PATH``, one sub-folder per
     class) or a named dataset (``digits``, ``fashion-mnist``, ...: its clean training split).
 
@@ -201,11 +251,16 @@ def load_clean_data(data: str, *, image_size: int | None = None, grayscale: bool
         seed: seed of that subset.
         data_root: where named datasets are looked up.
         progress: progress bars while reading a folder.
+        classes: a folder's class order (:func:`parse_classes`); None: numeric folder names
+            as labels, else sorted names.
 
-    Raises :class:`DataError` for no images or fewer images than classes, and
-    :class:`~distox.defenses.DefenseError` for images of a single class (:func:`check_classes`).
+    Raises :class:`DataError` for no images, fewer images than classes, or ``classes`` with a named
+    dataset, and :class:`~distox.defenses.DefenseError` for images of a single class (:func:`check_classes`).
     """
     from .data import load_dataset
+    from .data.folder import label_rule
+
+    classes = parse_classes(classes)
 
     name = data
     is_folder = data.startswith("folder:") or Path(data).expanduser().is_dir()
@@ -215,13 +270,18 @@ def load_clean_data(data: str, *, image_size: int | None = None, grayscale: bool
             raise DataError(f"image folder not found: {path}")
         # every image in "train": the practitioner's validation split is our own, below
         bundle = load_dataset(f"folder:{path}", image_size=image_size, grayscale=grayscale,
-                              test_fraction=0.0, seed=seed, progress=progress)
+                              test_fraction=0.0, seed=seed, progress=progress, classes=classes)
         split = bundle.train
         source = f"folder:{path}"
+        rule = label_rule(bundle.class_names, classes)
     else:
         if ("/" in data or data.startswith(".")) and not Path(data).exists():
             raise DataError(f"image folder not found: {data}")
+        if classes is not None:
+            raise DataError("--classes sets the labels of an image folder's class folders; "
+                            f"{data!r} is a named dataset with labels of its own")
         bundle = load_dataset(name, data_root=data_root)
+        rule = "dataset"
         split = bundle.train
         source = bundle.source or name
     if len(split) == 0:
@@ -232,13 +292,14 @@ def load_clean_data(data: str, *, image_size: int | None = None, grayscale: bool
         if limit < len(split):
             idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:limit]
             split = split.subset(idx.sort().values)
+    present = sorted(int(c) for c in torch.unique(split.y))
     num_classes = int(bundle.num_classes)
     check_classes(split.y, f"{data}: the clean data")
     if len(split) < num_classes:
         raise DataError(f"{data}: {len(split)} clean images for {num_classes} classes; "
                         "need at least one image per class")
     names = list(bundle.class_names) or [str(i) for i in range(num_classes)]
-    return CleanData(split, num_classes, names, source)
+    return CleanData(split, num_classes, names, source, {names[c]: c for c in present}, rule)
 
 
 def holdout(split: ImageSplit, val_fraction: float, seed: int = 0) -> tuple[ImageSplit, ImageSplit]:
@@ -273,6 +334,9 @@ class PurifyReport:
     warning: str | None = None
     normalize: Any = None
     out: str | None = None
+    classes: dict[str, Any] = field(default_factory=dict)  # {"rule", "mapping": {name: label}}
+    label_check: dict[str, Any] = field(default_factory=dict)
+    resumed_from_epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -282,6 +346,7 @@ class PurifyReport:
         """A short human-readable summary."""
         lines = [
             f"method {self.method}  retain {self.retain_size} images  validation {self.val_size} images",
+            f"labels               {self.classes['text']}" if self.classes.get("text") else "",
             f"validation accuracy  before {self.before['acc']:.2f}%  after {self.after['acc']:.2f}%  "
             f"(change {self.after['acc'] - self.before['acc']:+.2f} points)",
             f"distance travelled   {self.distance:.4g}  (p-norm of W - W_init over {', '.join(self.distance_layers)})",
@@ -289,14 +354,39 @@ class PurifyReport:
         ]
         if self.warning:
             lines.append(f"WARNING: {self.warning}")
+        if self.resumed_from_epoch:
+            lines.append(f"resumed after epoch {self.resumed_from_epoch} from the interrupted run's checkpoint")
         if self.out:
             lines.append(f"purified weights written to {self.out} (report: {report_path(self.out)})")
-        return "\n".join(lines)
+        return "\n".join(line for line in lines if line)
 
 
 def report_path(out: str | Path) -> Path:
     """The JSON report beside the weights: ``purified.safetensors`` → ``purified.json``."""
     return Path(out).with_suffix(".json")
+
+
+def checkpoint_path(out: str | Path) -> Path:
+    """The per-epoch checkpoint beside the weights: ``purified.safetensors`` →
+    ``purified.checkpoint.pt`` (deleted when the purification finishes)."""
+    return Path(out).with_suffix(".checkpoint.pt")
+
+
+def refuse_wrong_labels(model: nn.Module, clean: CleanData, device: str) -> LabelCheck:
+    """Refuse (:class:`DataError`) clean labels the suspect model does not share
+    (:mod:`distox.label_check`); the message shows the folder→label mapping and, when the
+    model's predictions imply one, the ``--classes`` order to try."""
+    check = check_labels(model, clean.split, device=device)
+    hint = f"labels now: {clean.labels_text()}"
+    if clean.label_rule != "dataset":
+        order = check.order(clean.class_names)
+        hint += ("; pass --classes NAME,NAME,... (or a JSON file) in the order of the model's outputs"
+                 + (f", e.g. --classes {','.join(order)}" if order else ""))
+    hint += "; check --normalize, --grayscale/--rgb and --image-size too"
+    problem = check.problem(clean.class_names, hint)
+    if problem:
+        raise DataError(problem)
+    return check
 
 
 def selected_distance(before: nn.Module, after: nn.Module, example: torch.Tensor, layers: Any = "auto",
@@ -337,6 +427,7 @@ def purify_files(
     device: str = "auto",
     progress: bool = True,
     data_root: str | None = None,
+    classes: str | Sequence[str] | Mapping[str, int] | None = None,
 ) -> PurifyReport:
     """Purify the model built by ``model`` (``module:factory``) with ``weights`` on ``data``.
 
@@ -355,19 +446,23 @@ def purify_files(
         image_size, grayscale, limit: see :func:`load_clean_data`.
         model_kwargs: extra keyword arguments for the factory.
         out: where to write the purified safetensors (+ ``.json`` report); None: write nothing.
+            Epochs are checkpointed to :func:`checkpoint_path` meanwhile (resumed by a rerun).
         seed: seed of the split, the subset and the defense (0).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``.
         progress: progress bars.
         data_root: where named datasets are looked up.
+        classes: an image folder's class order (:func:`parse_classes`: ``"a,b,c"``, a JSON
+            file, a list or a ``{name: label}`` dict).
 
-    Returns the :class:`PurifyReport`. Every check runs before anything is written.
+    Returns the :class:`PurifyReport`. Every check runs before anything is written, including
+    :func:`refuse_wrong_labels`.
     """
     from .api import purify
 
     params = dict(params or {})
     factory = import_factory(model)
     clean = load_clean_data(data, image_size=image_size, grayscale=grayscale, limit=limit, seed=seed,
-                            data_root=data_root, progress=progress)
+                            data_root=data_root, progress=progress, classes=classes)
     k = int(num_classes) if num_classes is not None else clean.num_classes
     net = build_model(factory, k, model_kwargs)
     state = load_state(weights, trust_pickle=trust_pickle)
@@ -377,9 +472,12 @@ def purify_files(
     wrapped: nn.Module = Normalized(net, *stats) if stats is not None else net
     retain, val = holdout(clean.split, val_fraction, seed)
     probe_outputs(wrapped, retain, k)  # check_retain: the same refusals as distox.purify
+    check = refuse_wrong_labels(wrapped, clean, device)
+    log.info("labels: %s", clean.labels_text(limit=len(clean.mapping)))
 
     result = purify(wrapped, retain, method, epochs=epochs, seed=seed, device=device, eval_data=val,
-                    verbose=progress, **params)
+                    verbose=progress, label_check="off",
+                    checkpoint=checkpoint_path(out) if out is not None else None, **params)
     before, after = result.info["before"], result.info["after"]
     purified = result.model.cpu().eval()
     inner = purified.net if isinstance(purified, Normalized) else purified
@@ -400,6 +498,8 @@ def purify_files(
         seconds=result.seconds, tolerance=tolerance, warning=warning,
         normalize=None if stats is None else {"mean": list(stats[0]), "std": list(stats[1])},
         out=str(out) if out is not None else None, history=result.history,
+        classes={"rule": LABEL_RULES[clean.label_rule], "mapping": clean.mapping, "text": clean.labels_text()},
+        label_check=check.to_dict(), resumed_from_epoch=result.resumed_from_epoch,
     )
     if warning:
         log.warning(warning)

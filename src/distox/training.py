@@ -6,6 +6,13 @@ SPEC §3), SGD/Adam with cosine annealing stepped once per epoch, optional (adap
 bf16 autocast on CUDA, per-epoch callbacks, a NaN/inf guard, a progress bar, and per-epoch
 checkpoints so an interrupted run resumes where it stopped.
 
+Checkpoints: after every epoch the model, optimiser, scheduler, both random generators, the
+history and any ``extra_state`` (further modules, or any object with ``state_dict`` /
+``load_state_dict``: a defense's epoch chooser, a λ controller) are saved atomically; a run
+given the same checkpoint restarts after the last saved epoch and ends bit-identical to an
+uninterrupted one. A :class:`Checkpoint` with an ``identity`` also refuses a file saved by a
+different run (:class:`CheckpointMismatch`) instead of mixing the two.
+
 What is minimised is an *objective*: ``objective(model, x, y) -> (loss, stats)``. Attacks
 that control training (WaNet, Input-aware) pass a ``batch_transform``; D3 passes an
 ``after_step`` that projects weights back to their norm.
@@ -25,6 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .errors import DistoxError
 from .sam import ASAM_ETA, apply_perturbation, frozen_bn_stats, sam_perturbation
 from .utils import resolve_device
 
@@ -40,6 +48,41 @@ class TrainingDiverged(RuntimeError):
             "Lower the learning rate or check the input data for NaN/inf values."
         )
         self.epoch, self.step, self.value = epoch, step, value
+
+
+class CheckpointMismatch(DistoxError):
+    """A checkpoint file saved by a different run (other arguments, data or model)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"{path} was saved by an interrupted run with other arguments, data or model; rerun that "
+            f"command unchanged to resume it, or delete {path} to start over"
+        )
+        self.path = path
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where :func:`train` saves its per-epoch state, and the identity of the run it belongs to
+    (any string, e.g. a digest of the arguments and data; None: not checked)."""
+
+    path: Path
+    identity: str | None = None
+
+
+def saved_identity(path: str | os.PathLike) -> str | None:
+    """The identity a checkpoint file was saved with (None for a file saved without one)."""
+    return torch.load(path, map_location="cpu", weights_only=True).get("identity")
+
+
+class Stateful(Protocol):
+    """Anything whose state a checkpoint can hold (``nn.Module``, optimisers, small helpers)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any:
+        ...
 
 
 class Objective(Protocol):
@@ -189,8 +232,8 @@ def train(
     batch_transform: Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None = None,
     after_step: Callable[[nn.Module], None] | None = None,
     on_epoch_end: Callable[[int, nn.Module], dict[str, float]] | None = None,
-    checkpoint: str | os.PathLike | None = None,
-    extra_state: dict[str, nn.Module] | None = None,
+    checkpoint: str | os.PathLike | Checkpoint | None = None,
+    extra_state: dict[str, Stateful] | None = None,
     device: str | torch.device = "auto",
     progress: bool = True,
     desc: str = "train",
@@ -198,8 +241,9 @@ def train(
     """Train ``model`` in place on ``(x, y)`` (images in [0, 1]) and return its history.
 
     ``params`` defaults to all of the model's parameters; pass ``optimizer`` to use one
-    built elsewhere (its state is checkpointed too). ``extra_state`` names further modules
-    (e.g. an attack's generator) saved in and restored from the checkpoint.
+    built elsewhere (its state is checkpointed too). ``extra_state`` names further state
+    (an attack's generator, a defense's epoch chooser) saved in and restored from the
+    ``checkpoint`` (a path, or a :class:`Checkpoint` whose identity must match the file's).
     """
     from tqdm.auto import tqdm
 
@@ -215,9 +259,13 @@ def train(
     state = TrainState()
     start_epoch = 0
 
-    ckpt_path = Path(checkpoint) if checkpoint else None
+    if not isinstance(checkpoint, Checkpoint):
+        checkpoint = Checkpoint(Path(checkpoint)) if checkpoint else None
+    ckpt_path = checkpoint.path if checkpoint is not None else None
     if ckpt_path is not None and ckpt_path.exists():
         saved = torch.load(ckpt_path, map_location=dev, weights_only=True)
+        if checkpoint.identity is not None and saved.get("identity") != checkpoint.identity:
+            raise CheckpointMismatch(ckpt_path)
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
@@ -279,6 +327,7 @@ def train(
                 "scheduler": sched.state_dict(), "generator": gen.get_state(),
                 "torch_rng": torch.get_rng_state(), "history": state.history, "epoch": epoch + 1,
                 "extra": {n: m.state_dict() for n, m in (extra_state or {}).items()},
+                "identity": checkpoint.identity,
             }, ckpt_path)
     bar.close()
     state.seconds = time.perf_counter() - t0

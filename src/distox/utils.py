@@ -1,6 +1,7 @@
 """Small shared helpers: device resolution, seeding, logging setup."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 
@@ -27,3 +28,13 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """SHA-256 over the dtype, shape and bytes of CPU tensors (bit-identity fingerprint)."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes: any dtype (bf16 too)
+    return h.hexdigest()

@@ -69,11 +69,15 @@ def attack(
 @app.command()
 @friendly_errors
 def evaluate(
-    run_dir: Path = typer.Argument(..., help="An attack run directory (from `distox attack`)."),
+    run_dir: Path = typer.Argument(..., help="An attack run directory (from `distox attack`) or a defense "
+                                             "directory (from `distox defend`)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
-    """Recompute ACC, ASR and RA of an attack run (poisoned test set rebuilt from attack.json)
-    and print them as JSON."""
-    from ..experiment import evaluate_run
+    """Recompute ACC, ASR and RA of an attack run's model, or of a defense directory's purified
+    model (poisoned test set rebuilt from the attack run's attack.json), and print them as JSON."""
+    from ..experiment import DEFENSE_RECORD, evaluate_defense, evaluate_run
 
-    echo_json(evaluate_run(run_dir, device=device))
+    if (run_dir / DEFENSE_RECORD).is_file():
+        echo_json(evaluate_defense(run_dir, device=device))
+    else:
+        echo_json(evaluate_run(run_dir, device=device))

@@ -42,8 +42,9 @@ def defend(
     seed: int = typer.Option(0, help="Seed of the retain choice and of the defense."),
     param: Optional[list[str]] = typer.Option(None, "--param", "-p",
                                               help="Defense parameter key=value (JSON values), repeatable."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default RUN_DIR/defense/METHOD)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing result."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default RUN_DIR/defense/METHOD); "
+                                       "a finished result of the same arguments is returned, an interrupted one resumed."),
+    force: bool = typer.Option(False, "--force", help="Replace a result or interrupted run of other arguments."),
     no_track: bool = typer.Option(False, "--no-track", help="Skip per-epoch ACC/ASR/RA evaluation."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     json_out: bool = typer.Option(False, "--json", help="Print defense.json's metrics as JSON instead."),

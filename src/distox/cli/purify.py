@@ -22,6 +22,7 @@ def purify(
     model: str = typer.Option(..., "--model", help="Model factory: 'package.module:factory' or 'path/to/file.py:factory'."),
     weights: Path = typer.Option(..., "--weights", help="Suspect weights: .safetensors, or a .pt/.pth state dict."),
     data: str = typer.Option(..., "--data", help="Clean images: a folder with one sub-folder per class, or a dataset name (e.g. digits)."),
+    classes: str | None = typer.Option(None, "--classes", help="Label order of the class folders: 'a,b,c' (label i = i-th name) or a JSON file with such a list or a {name: label} object. Default: numeric folder names are the label; other names sorted."),
     num_classes: int | None = typer.Option(None, "--num-classes", help="Passed to the factory as num_classes= (default: classes found in --data)."),
     method: str = typer.Option("d3", "--method", help="Defense to run (distox.defenses.list())."),
     epochs: int | None = typer.Option(None, "--epochs", help="Defense epochs (default: the method's; 12 for D3's default preset)."),
@@ -44,6 +45,11 @@ def purify(
     of the clean images, run D3 (or --method), report accuracy before/after and the distance
     travelled, and write the purified weights (safetensors) plus a JSON report.
 
+    The folder→label mapping is printed and saved in the report; when the suspect model scores
+    near chance on the clean images (or assigns most classes to other labels) nothing is run:
+    fix the labels (--classes) or the preprocessing. Every epoch is checkpointed beside --out;
+    after an interruption, rerun the same command to resume.
+
     Images are fed to the model in [0, 1]; models trained on normalised inputs (torchvision/timm ImageNet models) need --normalize imagenet or --normalize mean,std. The saved weights are those of your own architecture either way.
     """
     from ..practitioner import purify_files
@@ -57,7 +63,7 @@ def purify(
         params=parse_params(param), model_kwargs=parse_params(model_kwarg, "--model-kwarg"),
         val_fraction=val_fraction, tolerance=tolerance, trust_pickle=trust_pickle, normalize=normalize,
         image_size=image_size, grayscale=grayscale, limit=limit, out=out, seed=seed, device=device,
-        progress=not quiet and not json_out,
+        progress=not quiet and not json_out, classes=classes,
     )
     if json_out:
         d = report.to_dict()

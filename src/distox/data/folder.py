@@ -6,7 +6,10 @@
     path/cat/sub/002.jpg      # images anywhere below a class folder count
     path/dog/003.png
 
-Class names are the sub-folder names, sorted (label ``i`` is the ``i``-th name). Images are
+Labels (:func:`folder_labels`): with ``classes`` (a list of names, label ``i`` the ``i``-th, or a
+``{name: label}`` dict) as given; else, when every sub-folder name is a number (``0/ 1/ … 10/``),
+that number; else the sub-folder names sorted (label ``i`` is the ``i``-th name, as
+torchvision's ``ImageFolder``). Images are
 resized to one common size and converted to RGB unless every image is greyscale. A seeded
 per-class split (:func:`~distox.data.core.stratified_split`) holds ``test_fraction`` out.
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -198,6 +201,52 @@ def _parse_size(image_size: int | Sequence[int] | None) -> tuple[int, int] | Non
     return hw  # type: ignore[return-value]
 
 
+def label_rule(names: Sequence[str], classes: Sequence[str] | Mapping[str, int] | None = None) -> str:
+    """How :func:`folder_labels` maps these folder names: ``"given"``, ``"numeric"`` or ``"sorted"``."""
+    if classes is not None:
+        return "given"
+    return "numeric" if names and all(n.isascii() and n.isdigit() for n in names) else "sorted"
+
+
+def folder_labels(names: Sequence[str], classes: Sequence[str] | Mapping[str, int] | None = None
+                  ) -> tuple[dict[str, int], list[str]]:
+    """The label of each class folder name, and the class names by label (``str(i)`` for a
+    label no folder has), by the rule of :func:`label_rule` (module docstring).
+
+    Raises :class:`DataError` for a folder missing from ``classes``, a name or label given twice,
+    or two numeric folders of one number (``1/`` and ``01/``).
+    """
+    rule = label_rule(names, classes)
+    if rule == "sorted":
+        ordered = sorted(names)
+        return {n: i for i, n in enumerate(ordered)}, ordered
+    if rule == "numeric":
+        given = {n: int(n) for n in names}
+    elif isinstance(classes, Mapping):
+        bad = {k: v for k, v in classes.items() if isinstance(v, bool) or not isinstance(v, int) or v < 0}
+        if bad:
+            raise DataError(f"class labels must be integers >= 0; got {bad}")
+        given = {str(k): int(v) for k, v in classes.items()}
+    else:
+        order = [str(c) for c in classes]  # type: ignore[union-attr]
+        twice = sorted({c for c in order if order.count(c) > 1})
+        if twice:
+            raise DataError(f"class name(s) given twice: {', '.join(twice)}")
+        given = {c: i for i, c in enumerate(order)}
+    unknown = sorted(n for n in names if n not in given)
+    if unknown:
+        raise DataError(f"class folder(s) {', '.join(unknown)} are not among the given classes "
+                        f"({', '.join(given)})")
+    by_label: dict[int, list[str]] = {}
+    for n, label in given.items():
+        by_label.setdefault(label, []).append(n)
+    clash = [f"{', '.join(sorted(ns))} → {label}" for label, ns in sorted(by_label.items()) if len(ns) > 1]
+    if clash:
+        raise DataError(f"several classes map to one label: {'; '.join(clash)}")
+    named = {label: ns[0] for label, ns in by_label.items()}
+    return {n: given[n] for n in names}, [named.get(i, str(i)) for i in range(max(given.values()) + 1)]
+
+
 def load_folder_bundle(
     path: str | os.PathLike,
     image_size: int | Sequence[int] | None = None,
@@ -205,11 +254,12 @@ def load_folder_bundle(
     seed: int = 0,
     grayscale: bool | None = None,
     progress: bool = True,
+    classes: Sequence[str] | Mapping[str, int] | None = None,
 ) -> DatasetBundle:
     """Load an image folder with one sub-folder per class as a :class:`DatasetBundle`.
 
     Args:
-        path: the folder; each visible sub-folder is a class (names sorted → labels 0..K-1);
+        path: the folder; each visible sub-folder is a class, labelled by :func:`folder_labels`;
             images (png/jpg/jpeg/bmp/ppm/webp) anywhere below a class folder belong to it.
         image_size: ``int`` or ``(height, width)`` to resize every image to; default None uses
             the most common size among the images (ties: the larger area, then taller).
@@ -219,6 +269,8 @@ def load_folder_bundle(
         grayscale: True → 1 channel, False → RGB; default None is grey only if every image
             is greyscale.
         progress: show tqdm bars while reading (default True).
+        classes: the class order (list of folder names, label ``i`` the ``i``-th) or a
+            ``{folder name: label}`` dict; default None: numeric names as labels, else sorted.
 
     Mean/std are measured per channel on the train split (the folder has no reference table).
 
@@ -257,7 +309,8 @@ def load_folder_bundle(
         )
     if empty:  # would silently shift every later label, so refuse (as ImageFolder does)
         raise DataError(f"image folder '{root}': class folder(s) without images: {', '.join(empty)}")
-    labels = np.concatenate([np.full(len(f), k, dtype=np.int64) for k, f in enumerate(per_class)])
+    mapping, class_names = folder_labels([d.name for d in class_dirs], classes)
+    labels = np.concatenate([np.full(len(f), mapping[d.name], dtype=np.int64) for d, f in zip(class_dirs, per_class)])
     if not 0.0 <= test_fraction < 1.0:
         raise DataError(f"test_fraction must be in [0, 1); got {test_fraction}")
 
@@ -288,9 +341,9 @@ def load_folder_bundle(
         name=f"folder:{root}",
         train=train,
         test=ImageSplit(x[test_idx], y[test_idx]),
-        num_classes=len(class_dirs),
+        num_classes=len(class_names),
         mean=mean,
         std=std,
         source=str(root),
-        class_names=[d.name for d in class_dirs],
+        class_names=class_names,
     )

@@ -4,14 +4,23 @@ scikit-learn style: all hyper-parameters go to ``__init__`` (validated there, no
 the call copies the suspect model (the input is never modified), checks the retain data
 against it with clear errors, trains the copy through the shared loop
 (:func:`distox.training.train`) and returns a :class:`Result`.
+
+Given a ``checkpoint`` path, the call saves every finished epoch there and, called again
+with the same arguments, model and data, resumes after the last saved epoch with a result
+bit-identical to an uninterrupted run (the file records :meth:`Defense.identity`; one saved
+by a different purification is refused). Deleting the file afterwards is the caller's job.
 """
 from __future__ import annotations
 
 from ..errors import DistoxError
 import copy
+import hashlib
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -20,8 +29,8 @@ from torch import nn
 from ..data.augmentation import Augmentation, augmentation_for
 from ..data.core import ImageSplit
 from ..metrics import Evaluator
-from ..training import LoopConfig, TrainingDiverged, TrainState
-from ..utils import resolve_device
+from ..training import Checkpoint, LoopConfig, TrainingDiverged, TrainState
+from ..utils import resolve_device, tensor_digest
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +49,8 @@ class Result:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    resumed_from_epoch: int = 0
+    label_check: dict[str, Any] | None = None  # distox.purify's check of the clean labels
 
     def summary(self) -> dict[str, Any]:
         """Last-epoch metrics plus method and time (JSON-serialisable)."""
@@ -147,20 +158,36 @@ class Defense:
         return LoopConfig(**base)
 
     def fit(self, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
-            device: torch.device, progress: bool) -> TrainState:
-        """Purify ``model`` in place (it is already a copy). Implemented by each defense."""
+            device: torch.device, progress: bool, checkpoint: Checkpoint | None = None) -> TrainState:
+        """Purify ``model`` in place (it is already a copy), saving every epoch to ``checkpoint``
+        (passed on to :func:`~distox.training.train` with whatever extra state a resume needs).
+        Implemented by each defense."""
         raise NotImplementedError
 
+    def identity(self, model: nn.Module, retain: ImageSplit, tracked: bool) -> str:
+        """Fingerprint of one purification (what owns a checkpoint): method, revision,
+        hyper-parameters, the retain images and labels, every weight and buffer of the suspect
+        ``model``, and whether epochs are evaluated (``tracked``: it changes the history)."""
+        params = {k: v for k, v in self.get_params(retain).items() if not k.endswith("_resolved")}
+        state = model.state_dict()
+        head = json.dumps({"method": self.name, "revision": self.revision, "params": params, "tracked": tracked,
+                           "state": sorted(state)}, sort_keys=True, default=str)
+        body = tensor_digest(retain.x, retain.y) + tensor_digest(*(state[k] for k in sorted(state)))
+        return hashlib.sha256((head + body).encode()).hexdigest()
+
     def __call__(self, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None = None,
-                 device: str | torch.device = "auto", progress: bool = True) -> Result:
+                 device: str | torch.device = "auto", progress: bool = True,
+                 checkpoint: str | os.PathLike | None = None) -> Result:
         dev = resolve_device(device)
         work = copy.deepcopy(model).to(dev)
         check_retain(work, retain, dev)
+        ckpt = None if checkpoint is None else Checkpoint(Path(checkpoint), self.identity(work, retain,
+                                                                                          evaluator is not None))
         t0 = time.perf_counter()
         try:
-            state = self.fit(work, retain, evaluator=evaluator, device=dev, progress=progress)
+            state = self.fit(work, retain, evaluator=evaluator, device=dev, progress=progress, checkpoint=ckpt)
         except TrainingDiverged as exc:
             raise DefenseError(f"{self.name}: {exc}") from None
         work.eval()
         return Result(model=work, method=self.name, config=self.get_params(retain), history=state.history,
-                      seconds=time.perf_counter() - t0)
+                      seconds=time.perf_counter() - t0, resumed_from_epoch=state.resumed_from_epoch)

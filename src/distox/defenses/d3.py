@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from ..data.core import ImageSplit
 from ..metrics import Evaluator
 from ..models.selection import SelectionError, select_weights
-from ..training import TrainState, train
+from ..training import Checkpoint, TrainState, train
 from .base import Defense, DefenseError
 from .d3_auto import auto_eps, auto_or_float, check_auto, fit_auto
 from .heldout import EpochChooser, accuracy, resolve_tolerance, split_retain
@@ -159,6 +159,20 @@ def control_lmd(lmd: float, within: bool, bounds: tuple[float, float], factor: f
     return min(hi, max(lo, lmd / factor if within else lmd * factor))
 
 
+class Lambda:
+    """λ as the controller (``lmd_control``) leaves it after each epoch; saved in the loop's
+    checkpoint so that a resumed run continues with the λ it had reached."""
+
+    def __init__(self, value: float) -> None:
+        self.value = float(value)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.value = float(state["value"])
+
+
 @register
 class D3(Defense):
     """Distance-Driven Detoxification.
@@ -273,9 +287,10 @@ class D3(Defense):
             raise DefenseError(str(exc)) from None
 
     def fit(self, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
-            device: torch.device, progress: bool) -> TrainState:
+            device: torch.device, progress: bool, checkpoint: Checkpoint | None = None) -> TrainState:
         if "auto" in (self.lmd, self.eps):  # SPEC §1 "Beyond the paper": resolved in d3_auto
-            return fit_auto(self, model, retain, evaluator=evaluator, device=device, progress=progress)
+            return fit_auto(self, model, retain, evaluator=evaluator, device=device, progress=progress,
+                            checkpoint=checkpoint)
         chooser = None
         if self.select == "heldout":
             retain, held = split_retain(retain, self.val_fraction, self.seed)
@@ -302,34 +317,36 @@ class D3(Defense):
             started = [w for n, w in named.items() if n in head]
         warm_start(started, self.init, self.p, torch.Generator().manual_seed(self.seed))
 
-        lmd = [float(self.lmd)]  # the controller (lmd_control) changes it between epochs
-        if self.lmd_control == "geometric":
-            lmd[0] = self.lmd_range[0]
+        lmd = Lambda(self.lmd_range[0] if self.lmd_control == "geometric" else self.lmd)  # changed between epochs
 
         def objective(m: nn.Module, x: torch.Tensor, y: torch.Tensor):
-            loss, stats = d3_loss(m(x), y, weights, init, lmd[0], self.eps, self.p, scales)
+            loss, stats = d3_loss(m(x), y, weights, init, lmd.value, self.eps, self.p, scales)
             if target is not None:
-                lmd[0] = track_loss_lmd(lmd[0], stats["ce"], target, self.lmd_rate, self.lmd_range)
+                lmd.value = track_loss_lmd(lmd.value, stats["ce"], target, self.lmd_rate, self.lmd_range)
             return loss, stats
 
         def on_epoch_end(epoch: int, m: nn.Module) -> dict[str, float]:
-            row = {"distance": total_distance(weights, init, self.p), "lmd": lmd[0]}
+            row = {"distance": total_distance(weights, init, self.p), "lmd": lmd.value}
             if chooser is not None:
                 row.update(chooser(epoch, m, row["distance"]))
                 if self.lmd_control == "heldout":
-                    lmd[0] = control_lmd(lmd[0], row["heldout_acc"] >= chooser.start_acc - chooser.tolerance,
-                                         self.lmd_range)
+                    lmd.value = control_lmd(lmd.value, row["heldout_acc"] >= chooser.start_acc - chooser.tolerance,
+                                            self.lmd_range)
             if self.lmd_control == "geometric":
                 lo, hi = self.lmd_range
-                lmd[0] = lo * (hi / lo) ** (epoch / max(self.epochs - 1, 1))
+                lmd.value = lo * (hi / lo) ** (epoch / max(self.epochs - 1, 1))
             if evaluator is not None:
                 row.update(evaluator(epoch, m))
             return row
 
+        # the weights' start (init, norms, warm start) is recomputed from the suspect model on a
+        # resume; what the epochs changed (λ, the chooser's kept epochs) is in the checkpoint
+        extra = {"lmd": lmd, **({"chooser": chooser} if chooser is not None else {})}
         config = self.loop_config(retain, momentum=self.momentum, weight_decay=0.0, bn_eval=self.freeze_bn)
         state = train(model, retain.x, retain.y, config, objective=objective,
                       after_step=lambda m: project_to_norms(weights, norms, self.p),
-                      on_epoch_end=on_epoch_end, device=device, progress=progress, desc="D3")
+                      on_epoch_end=on_epoch_end, checkpoint=checkpoint, extra_state=extra, device=device,
+                      progress=progress, desc="D3")
         if chooser is not None:
             chooser.restore(model)
             self.selection_resolved = chooser.summary()

@@ -42,7 +42,7 @@ from torch.nn import functional as F
 
 from ..data.core import ImageSplit
 from ..metrics import Evaluator
-from ..training import TrainState
+from ..training import Checkpoint, TrainState
 from .base import DefenseError
 from .heldout import accuracy, split_retain
 
@@ -147,9 +147,12 @@ def choose_lmd(d3: Any, model: nn.Module, retain: ImageSplit, eps: float, device
 
 
 def fit_auto(d3: Any, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
-             device: torch.device, progress: bool) -> TrainState:
+             device: torch.device, progress: bool, checkpoint: Checkpoint | None = None) -> TrainState:
     """Resolve ``eps="auto"`` / ``lmd="auto"``, record the choice on ``d3.auto_resolved``,
-    then run the fixed-value D3 on the whole retain set (``model`` is trained in place)."""
+    then run the fixed-value D3 on the whole retain set (``model`` is trained in place).
+
+    Only that final run is checkpointed: a resumed call repeats the (deterministic) λ trials,
+    then continues the final run after its last saved epoch."""
     opts = {**AUTO_DEFAULTS, **(d3.auto or {})}
     resolved: dict[str, Any] = {}
     if d3.eps == "auto":
@@ -170,4 +173,4 @@ def fit_auto(d3: Any, model: nn.Module, retain: ImageSplit, *, evaluator: Evalua
     d3.auto_resolved = resolved
     log.info("D3 auto: eps=%.4g lmd=%g", eps, lmd)
     fixed = _fixed(d3, lmd, eps)
-    return fixed.fit(model, retain, evaluator=evaluator, device=device, progress=progress)
+    return fixed.fit(model, retain, evaluator=evaluator, device=device, progress=progress, checkpoint=checkpoint)

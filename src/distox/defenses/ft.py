@@ -15,7 +15,7 @@ from torch import nn
 
 from ..data.core import ImageSplit
 from ..metrics import Evaluator
-from ..training import TrainState, cross_entropy, train
+from ..training import Checkpoint, TrainState, cross_entropy, train
 from .base import Defense
 from .registry import register
 
@@ -35,11 +35,11 @@ class FT(Defense):
         return cross_entropy
 
     def fit(self, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
-            device: torch.device, progress: bool) -> TrainState:
+            device: torch.device, progress: bool, checkpoint: Checkpoint | None = None) -> TrainState:
         config = self.loop_config(retain, momentum=self.momentum, weight_decay=self.weight_decay,
                                   **self.extra_loop_options())
-        return train(model, retain.x, retain.y, config, objective=self.objective(),
-                     on_epoch_end=evaluator, device=device, progress=progress, desc=self.name)
+        return train(model, retain.x, retain.y, config, objective=self.objective(), on_epoch_end=evaluator,
+                     checkpoint=checkpoint, device=device, progress=progress, desc=self.name)
 
     def extra_loop_options(self) -> dict[str, Any]:
         """Further :class:`~distox.training.LoopConfig` fields (e.g. SAM) for subclasses."""

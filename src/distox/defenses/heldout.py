@@ -102,6 +102,18 @@ class EpochChooser:
         if chosen is not None:
             model.load_state_dict(chosen[1])
 
+    def state_dict(self) -> dict[str, Any]:
+        """The epochs kept so far (for a training checkpoint; the held-out split, start accuracy
+        and tolerance are recomputed by the caller)."""
+        return {"within": self._within, "best_acc": self._best_acc}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s kept epochs (their weights back on the CPU)."""
+        def cpu(kept):
+            return None if kept is None else (*kept[:-1], {k: v.to("cpu") for k, v in kept[-1].items()})
+
+        self._within, self._best_acc = cpu(state["within"]), cpu(state["best_acc"])
+
     def summary(self) -> dict[str, Any]:
         """What was chosen and why (JSON-serialisable)."""
         return {"chosen_epoch": self.chosen_epoch, "within_tolerance": self._within is not None,

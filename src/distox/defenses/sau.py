@@ -54,7 +54,7 @@ from torch.nn import functional as F
 
 from ..data.core import ImageSplit
 from ..metrics import Evaluator
-from ..training import TrainState, train
+from ..training import Checkpoint, TrainState, train
 from .base import Defense, DefenseError
 from .registry import register
 
@@ -266,7 +266,7 @@ class SAU(Defense):
                        "potential_poison_rate": float(potential.float().mean())}
 
     def fit(self, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
-            device: torch.device, progress: bool) -> TrainState:
+            device: torch.device, progress: bool, checkpoint: Checkpoint | None = None) -> TrainState:
         ref = copy.deepcopy(model).to(device).eval()
         ref.requires_grad_(False)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -276,4 +276,5 @@ class SAU(Defense):
                                   scheduler=self.scheduler, bn_eval=not self.train_mode)
         return train(model, retain.x, retain.y, config, params=params, optimizer=optimizer,
                      objective=lambda m, x, y: self.loss(m, ref, x, y),
-                     on_epoch_end=evaluator, device=device, progress=progress, desc=self.name)
+                     on_epoch_end=evaluator, checkpoint=checkpoint, device=device, progress=progress,
+                     desc=self.name)

@@ -22,7 +22,8 @@ A *defense run* (:func:`run_defense`) loads an attack run, draws a seeded retain
 the clean (possibly subset) training data (SPEC §1: 5 % uniformly at random, seed recorded),
 purifies with any registered defense, tracks ACC/ASR/RA per epoch and writes
 ``defense.json`` (before/after metrics, DER per SPEC §2), ``model.safetensors`` and
-``history.csv`` under ``RUN_DIR/defense/METHOD/``.
+``history.csv`` under ``RUN_DIR/defense/METHOD/``; it checkpoints every epoch and resumes
+like an attack run, and :func:`evaluate_defense` rescores its model.
 
 The package is split by job: ``specs`` (:class:`AttackSpec`, :class:`DefenseSpec`), ``rundir``
 (file names, records, histories, digests), ``factories`` (a spec's data, attack and model),
@@ -36,7 +37,7 @@ Example:
 from __future__ import annotations
 
 from .attack_runner import cache_dir, evaluate_run, run_attack, run_clean, score_clean_model
-from .defense_runner import run_defense
+from .defense_runner import evaluate_defense, run_defense
 from .factories import attack_from_params, build_attack, build_defense, load_spec_data, model_factory, subset_indices
 from .loading import LoadedRun, load_run
 from .rundir import (ATTACK_RECORD, CHECKPOINT_FILE, CLEAN_DIR, CLEAN_RECORD, DEFENSE_RECORD, HISTORY_FILE,
@@ -45,6 +46,6 @@ from .rundir import (ATTACK_RECORD, CHECKPOINT_FILE, CLEAN_DIR, CLEAN_RECORD, DE
 from .specs import ATTACK_ONLY_FIELDS, AttackSpec, DefenseSpec, clean_recipe
 
 __all__ = [
-    "ATTACK_ONLY_FIELDS", "AttackSpec", "DefenseSpec", "LoadedRun", "clean_recipe", "evaluate_run", "library_versions", "load_run",
+    "ATTACK_ONLY_FIELDS", "AttackSpec", "DefenseSpec", "LoadedRun", "clean_recipe", "evaluate_defense", "evaluate_run", "library_versions", "load_run",
     "load_spec_data", "read_history", "run_attack", "run_clean", "run_defense", "tensor_digest",
 ]

@@ -1,5 +1,10 @@
 """Defense runs: :func:`run_defense` purifies a loaded attack run's model on its seeded retain
-set and writes the scored result under ``RUN_DIR/defense/METHOD/``."""
+set and writes the scored result under ``RUN_DIR/defense/METHOD/``.
+
+Like an attack run, a defense run saves ``checkpoint.pt`` after every epoch and resumes from it
+when called again with the same arguments (deleted once ``defense.json`` is written); a
+finished result with the same arguments is returned as it is; a result or checkpoint of other
+arguments is replaced only with ``force``."""
 from __future__ import annotations
 
 import time
@@ -10,12 +15,14 @@ import torch
 
 from .. import defenses as defense_registry
 from ..metrics import Evaluator, der, evaluate
-from ..runs import FORMAT_VERSION, RunError, save_model, write_json
+from ..runs import FORMAT_VERSION, RunError, load_into, load_state, read_json, save_model, write_json
+from ..training import saved_identity
 from ..utils import resolve_device
-from .factories import build_defense
+from .factories import build_defense, model_factory
 from .loading import load_run
-from .rundir import (DEFENSE_RECORD, HISTORY_FILE, MODEL_FILE, library_versions, round_metrics, tensor_digest,
-                     train_guarded, write_history)
+from .rundir import (ATTACK_RECORD, CHECKPOINT_FILE, DEFENSE_RECORD, HISTORY_FILE, MODEL_FILE, differing_keys,
+                     library_versions, read_record, round_metrics, tensor_digest, train_guarded,
+                     write_history)
 from .specs import DefenseSpec, jsonable
 
 
@@ -26,8 +33,10 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
     Args:
         run_dir: an attack run directory (:func:`run_attack`).
         spec: the defense and its retain set.
-        out: output directory (default ``run_dir/defense/<method>``).
-        force: overwrite an existing result there (False: :class:`RunError`).
+        out: output directory (default ``run_dir/defense/<method>``). A finished result of the
+            same arguments there is returned without recomputing; an interrupted one resumes
+            from its ``checkpoint.pt``.
+        force: replace a result or checkpoint of *other* arguments there (False: :class:`RunError`).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         progress: tqdm progress bars.
         track_epochs: ACC/ASR/RA after every epoch into ``history.csv`` (True).
@@ -39,9 +48,11 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
     run_dir = Path(run_dir)
     method = defense_registry.get(spec.method).name  # unknown method: clear error first
     out = Path(out) if out is not None else run_dir / "defense" / method
-    if (out / DEFENSE_RECORD).exists() and not force:
-        raise RunError(f"{out / DEFENSE_RECORD} already exists; pass --force (force=True) to overwrite it "
-                       "or --out to write elsewhere")
+    if out.resolve() == run_dir.resolve():
+        raise RunError(f"--out {out} is the attack run directory itself; choose a directory for the defense")
+    finished = _finished_result(run_dir, spec, out, force)
+    if finished is not None:
+        return finished
     defense = build_defense(spec)
 
     dev = resolve_device(device)
@@ -52,9 +63,15 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
     test = run.data.test
     before = round_metrics(evaluate(run.model, test.x, test.y, backdoor, device=dev))
     evaluator = Evaluator(test.x, test.y, backdoor, device=dev) if track_epochs else None
+    checkpoint = out / CHECKPOINT_FILE
+    if checkpoint.exists() and saved_identity(checkpoint) != defense.identity(run.model, retain, track_epochs):
+        if not force:
+            raise RunError(f"{checkpoint} holds an interrupted defense run with other arguments or data; rerun "
+                           "that command to resume it, or pass --force (force=True) to discard it and start over")
+        checkpoint.unlink()
     t0 = time.perf_counter()
-    result = train_guarded(lambda: defense(run.model, retain, evaluator=evaluator, device=dev, progress=progress),
-                           f"defense {method}")
+    result = train_guarded(lambda: defense(run.model, retain, evaluator=evaluator, device=dev, progress=progress,
+                                           checkpoint=checkpoint), f"defense {method}")
     seconds = time.perf_counter() - t0
     after = round_metrics(evaluate(result.model, test.x, test.y, backdoor, device=dev))
     record = {
@@ -74,6 +91,7 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
         "der": round(der(before, after), 6),
         "seconds": round(seconds, 3),
         "epochs": len(result.history),
+        "resumed_from_epoch": result.resumed_from_epoch,
         "device": str(dev),
         "versions": library_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -81,4 +99,47 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
     save_model(out / MODEL_FILE, result.model)
     write_history(out / HISTORY_FILE, result.history)
     write_json(out / DEFENSE_RECORD, record)  # last: marks a finished result
+    checkpoint.unlink(missing_ok=True)
     return record
+
+
+def _finished_result(run_dir: Path, spec: DefenseSpec, out: Path, force: bool) -> dict[str, Any] | None:
+    """The finished record in ``out`` when it holds these arguments applied to this attack run;
+    None when there is none (or ``force`` removed one of other arguments); else :class:`RunError`."""
+    path = out / DEFENSE_RECORD
+    if not path.exists():
+        return None
+    old = read_json(path)
+    attack = read_json(run_dir / ATTACK_RECORD).get("spec") if (run_dir / ATTACK_RECORD).is_file() else None
+
+    def where_free(attack_spec: Any) -> Any:  # the data's location on this machine does not count
+        return {k: v for k, v in attack_spec.items() if k != "data_root"} if isinstance(attack_spec, dict) else None
+
+    changed = differing_keys({**old.get("spec", {}), "attack run": where_free(old.get("attack_spec"))},
+                             {**spec.to_dict(), "attack run": where_free(attack)})
+    if not changed:
+        return old
+    if not force:
+        raise RunError(f"{out} holds a defense result of other arguments (differs in: {', '.join(changed)}); "
+                       "choose another --out or pass --force (force=True) to replace it")
+    for name in (DEFENSE_RECORD, MODEL_FILE, HISTORY_FILE, CHECKPOINT_FILE):
+        (out / name).unlink(missing_ok=True)
+    return None
+
+
+def evaluate_defense(defense_dir: Path, device: str | torch.device = "auto") -> dict[str, float]:
+    """Recompute ACC, ASR and RA of a defense result's purified model on its attack run's test
+    sets. The attack run is the one recorded in ``defense.json`` or, when that path no longer
+    holds it (e.g. the directories moved), the directory two levels up
+    (``RUN_DIR/defense/METHOD``)."""
+    defense_dir = Path(defense_dir)
+    record = read_record(defense_dir, DEFENSE_RECORD)
+    candidates = [Path(record["run_dir"])] if record.get("run_dir") else []
+    candidates.append(defense_dir.resolve().parent.parent)
+    run_dir = next((c for c in candidates if (c / ATTACK_RECORD).is_file()), None)
+    if run_dir is None:
+        raise RunError(f"{defense_dir}: its attack run ({', '.join(map(str, candidates))}) was not found")
+    run = load_run(run_dir, device=device)
+    model = model_factory(run.spec, run.data)()
+    load_into(model, load_state(defense_dir / MODEL_FILE), source=str(defense_dir / MODEL_FILE))
+    return run.evaluate(model.to(resolve_device(device)).eval(), device=device)

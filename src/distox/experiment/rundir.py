@@ -3,8 +3,8 @@ histories, bit-identity digests, library versions, and the rules for reusing a d
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
+import json
 import os
 import platform
 import shutil
@@ -16,6 +16,7 @@ import torch
 
 from ..runs import FORMAT_VERSION, RunError, _atomic, read_json
 from ..training import TrainingDiverged
+from ..utils import tensor_digest  # noqa: F401  (re-exported: run directories use it)
 
 MODEL_FILE = "model.safetensors"
 ATTACK_RECORD = "attack.json"
@@ -27,16 +28,6 @@ CHECKPOINT_FILE = "checkpoint.pt"
 DEFENSE_RECORD = "defense.json"
 CLEAN_DIR = "clean"
 CLEAN_RECORD = "clean.json"
-
-
-def tensor_digest(*tensors: torch.Tensor) -> str:
-    """SHA-256 over the dtype, shape and bytes of CPU tensors (bit-identity fingerprint)."""
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -84,6 +75,13 @@ def round_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in metrics.items()}
 
 
+def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Sorted keys whose values differ between two spec dicts (``data_root``, where the data
+    live on this machine, does not count; nested dicts compare after a JSON round trip)."""
+    a, b = json.loads(json.dumps(old, default=str)), json.loads(json.dumps(new, default=str))
+    return sorted(k for k in set(a) | set(b) if k != "data_root" and a.get(k) != b.get(k))
+
+
 def check_out_dir(out: Path, spec_dict: dict[str, Any], force: bool, what: str) -> None:
     """Refuse to mix two different specs in one directory (unless ``force``: then clear it)."""
     spec_file = out / SPEC_FILE
@@ -93,12 +91,10 @@ def check_out_dir(out: Path, spec_dict: dict[str, Any], force: bool, what: str) 
         old = read_json(out / ATTACK_RECORD).get("spec") or {}
     else:
         return
-    old_id = {k: v for k, v in old.items() if k != "data_root"}
-    if old_id == {k: v for k, v in spec_dict.items() if k != "data_root"}:
+    changed = differing_keys(old, spec_dict)
+    if not changed:
         return
     if not force:
-        changed = sorted(k for k in set(old_id) | set(spec_dict)
-                         if k != "data_root" and old_id.get(k) != spec_dict.get(k))
         raise RunError(f"{out} holds a different {what} run (differs in: {', '.join(changed)}); "
                        "choose another output directory or pass --force to replace it")
     for name in (MODEL_FILE, ATTACK_RECORD, RESOURCES_FILE, METRICS_FILE, HISTORY_FILE, CHECKPOINT_FILE,
