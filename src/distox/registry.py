@@ -2,11 +2,34 @@
 ``create(name, **kw)`` and ``list()`` so that the CLI and the benchmark never hard-code names."""
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 
+def init_parameters(cls: type) -> tuple[list[inspect.Parameter], bool]:
+    """The keyword parameters of ``cls.__init__`` along the MRO (a subclass's own first, then
+    those its ``**kwargs`` hands on), and whether it accepts any keyword at all (a ``**kwargs``
+    chain that never ends in a signature without one)."""
+    params: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass is object:
+            continue
+        var_kw = False
+        for p in list(inspect.signature(vars(klass)["__init__"]).parameters.values())[1:]:
+            if p.kind is inspect.Parameter.VAR_KEYWORD:
+                var_kw = True
+            elif p.kind is not inspect.Parameter.VAR_POSITIONAL:
+                params.setdefault(p.name, p)
+        if not var_kw:
+            return list(params.values()), False
+    return list(params.values()), True
+
+
 class Registry:
-    """Maps names (case-insensitive, ``_`` ≡ ``-``) to classes with a ``name`` attribute."""
+    """Maps names (case-insensitive, ``_`` ≡ ``-``) to classes with a ``name`` attribute.
+
+    A class with ``listed = False`` (e.g. the ``imported`` attack, which only stands for
+    another tool's stored poisoned images) can be looked up but is left out of :meth:`names`."""
 
     def __init__(self, kind: str, error: type[Exception]) -> None:
         self.kind, self.error = kind, error
@@ -22,7 +45,8 @@ class Registry:
         return cls
 
     def names(self) -> list[str]:
-        return sorted(cls.name for cls in self._classes.values())
+        """The names a user can choose (classes with ``listed = False`` left out), sorted."""
+        return sorted(cls.name for cls in self._classes.values() if getattr(cls, "listed", True))
 
     def get(self, name: str) -> type:
         try:

@@ -10,7 +10,7 @@ import torch
 
 from .. import defenses as defense_registry
 from ..defenses.base import DefenseError
-from ..metrics import Evaluator, der, evaluate
+from ..metrics import Evaluator, der, evaluate, round_value
 from ..runs import FORMAT_VERSION, RunError, save_model, write_json
 from ..utils import resolve_device
 from .factories import construct
@@ -78,7 +78,7 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
         "config": jsonable(result.config),
         "before": before,
         "after": after,
-        "der": round(der(before, after), 6),
+        "der": round_value(der(before, after), percent=True),
         "seconds": round(seconds, 3),
         "epochs": len(result.history),
         "device": str(dev),

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +13,7 @@ from ..attacks.base import Attack, AttackError
 from ..data import DatasetBundle, ImageSplit, load_dataset
 from ..errors import DistoxError
 from ..models import create_model
+from ..registry import init_parameters
 from ..runs import RunError
 from .rundir import tensor_digest
 from .specs import AttackSpec
@@ -58,20 +58,8 @@ def load_spec_data(spec: AttackSpec) -> tuple[DatasetBundle, dict[str, Any]]:
 
 def _init_parameters(cls: type) -> set[str] | None:
     """Keyword names accepted by ``cls.__init__`` along the MRO (None: accepts anything)."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass) or klass is object:
-            continue
-        sig = inspect.signature(vars(klass)["__init__"])
-        var_kw = False
-        for p in list(sig.parameters.values())[1:]:
-            if p.kind is inspect.Parameter.VAR_KEYWORD:
-                var_kw = True
-            elif p.kind is not inspect.Parameter.VAR_POSITIONAL:
-                names.add(p.name)
-        if not var_kw:
-            return names
-    return None
+    params, any_keyword = init_parameters(cls)
+    return None if any_keyword else {p.name for p in params}
 
 
 def construct(registry, name: str, kwargs: dict[str, Any], error: type, what: str):
