@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.distox-installed
 
-.PHONY: install demo test bench-overhead clean
+.PHONY: install demo test readme-demo bench-overhead clean
 
 $(STAMP): pyproject.toml
 	@command -v apt-get >/dev/null 2>&1 && ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1 && \
@@ -22,6 +22,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+readme-demo: $(STAMP)
+	$(BIN)/python benchmarks/readme_demo.py --write
 
 bench-overhead: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py

@@ -89,7 +89,7 @@ def main() -> None:
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['config']} | {r['eps']:.4g} | {r['lmd']:g} | {r['acc']:.2f} | {r['asr']:.2f} | "
-                     f"{r['ra']:.2f} | {100 * r['der']:.2f} | {r['seconds']:.1f} |")
+                     f"{r['ra']:.2f} | {r['der']:.2f} | {r['seconds']:.1f} |")
     lines.append(f"\ntotal wall time {total:.0f}s")
     print("\n".join(lines))
     for r in rows:

@@ -88,7 +88,7 @@ def table(paths: list[Path]) -> str:
         sel = (r.get("selection") or {}).get("chosen_epoch", "last")
         out.append(f"| {Path(r['run']).name} | {r['candidate']} | {r.get('count', '–')} | {b['acc']:.2f} | {a['acc']:.2f} | "
                    f"{a['acc'] - b['acc']:+.2f} | {a['asr']:.2f} | {'–' if fl is None else f'{fl:.2f}'} | "
-                   f"{verdict} | {100 * der(b, a):.2f} | {sel} | {r['seconds']:.0f} |")
+                   f"{verdict} | {der(b, a):.2f} | {sel} | {r['seconds']:.0f} |")
     return "\n".join(out)
 
 
@@ -110,7 +110,7 @@ def by_architecture(paths: list[Path]) -> str:
         for arch in archs:
             sel = [r for r in rows if r["candidate"] == cand and architecture(r["run"]) == arch]
             cells.append("–" if not sel else
-                         f"{mean(100 * der(r['before'], r['after']) for r in sel):.2f} "
+                         f"{mean(der(r['before'], r['after']) for r in sel):.2f} "
                          f"({mean(r['after']['acc'] - r['before']['acc'] for r in sel):+.2f})")
         out.append(f"| {cand} | " + " | ".join(cells) + " |")
     return "\n".join(out)
@@ -130,7 +130,7 @@ def summary(paths: list[Path], check: set[str]) -> str:
         passed = sum(r["floor"] is not None and r["after"]["asr"] <= r["floor"] for r in rows)
         out.append(f"| {part} | {cand} | {count or '–'} | {len(rows)} | {passed} | {mean(changes):+.2f} | {min(changes):+.2f} | "
                    f"{mean(r['after']['asr'] for r in rows):.2f} | "
-                   f"{mean(100 * der(r['before'], r['after']) for r in rows):.2f} | "
+                   f"{mean(der(r['before'], r['after']) for r in rows):.2f} | "
                    f"{sum(r['seconds'] for r in rows):.0f} |")
     return "\n".join(out)
 

@@ -83,13 +83,13 @@ def main() -> None:
             a = rec["after"]
             rows.append((attack, method, a["acc"], a["asr"], a["ra"], rec["der"], rec["seconds"]))
             results.append(rec | {"retain": {k: v for k, v in rec["retain"].items() if k != "indices"}})
-            logging.info("%s / %s: %s DER %.4f in %.1fs", attack, method, a, rec["der"], rec["seconds"])
+            logging.info("%s / %s: %s DER %.2f in %.1fs", attack, method, a, rec["der"], rec["seconds"])
     total = time.perf_counter() - t_all
     lines = ["| Attack | Defense | ACC | ASR | RA | DER | Defense wall time (s) |",
              "|---|---|---|---|---|---|---|"]
     for attack, method, acc, asr, ra, d, sec in rows:
         lines.append(f"| {attack} | {method} | {fmt(acc)} | {fmt(asr)} | {fmt(ra)} | "
-                     f"{'—' if d is None else f'{d:.4f}'} | {'—' if sec is None else f'{sec:.1f}'} |")
+                     f"{'—' if d is None else f'{d:.2f}'} | {'—' if sec is None else f'{sec:.1f}'} |")
     table = "\n".join(lines)
     print(table)
     print(f"\ntotal wall time {total:.1f}s on {platform.node()} ({torch.get_num_threads()} torch thread(s))")

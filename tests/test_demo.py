@@ -1,14 +1,38 @@
 """The README's demo: D3 removes the backdoor on digits; FT reported alongside."""
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
 from typer.testing import CliRunner
 
 from distox.cli import app
 from distox.demo import DemoConfig, run_demo
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def test_demo_d3_removes_backdoor_and_keeps_accuracy():
-    report = run_demo(DemoConfig(), progress=False)
+
+def readme_demo():
+    """``benchmarks/readme_demo.py``, the script that writes the README's demo block."""
+    spec = importlib.util.spec_from_file_location("readme_demo", ROOT / "benchmarks" / "readme_demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def default_report():
+    torch.set_num_threads(2)  # the demo pins its own thread count (and restores this one)
+    try:
+        return run_demo(DemoConfig(), progress=False)
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_demo_d3_removes_backdoor_and_keeps_accuracy(default_report):
+    report = default_report
     none, ft, d3 = report.row("no defense"), report.row("ft"), report.row("d3")
     assert none["asr"] > 80, "the demo attack must implant a working backdoor"
     assert d3["asr"] < 5.0
@@ -34,3 +58,22 @@ def test_demo_cli_runs_the_preset_it_is_given_and_refuses_unknown_ones(monkeypat
     assert seen == ["paper"] and DemoConfig().preset == "default"
     bad = CliRunner().invoke(app, ["demo", "--preset", "strong"])
     assert bad.exit_code != 0 and "preset must be one of" in bad.output
+
+
+def test_readme_demo_table_is_the_output_of_the_current_code(default_report):
+    """Fails when the code's demo numbers drift from README.md's table: rerun
+    `python benchmarks/readme_demo.py --write` (the seconds column is not compared)."""
+    mod = readme_demo()
+    readme = mod.readme_table((ROOT / "README.md").read_text())
+    assert mod.table_cells(readme) == mod.table_cells(default_report.table()), (
+        "README.md's demo table is stale; run `python benchmarks/readme_demo.py --write`")
+    assert [r[0] for r in mod.table_cells(readme)] == ["no defense", "ft", "d3"]
+    assert torch.get_num_threads() == 1  # run_demo gave the thread count back
+
+
+def test_readme_block_replacement_keeps_the_rest_of_the_file():
+    mod = readme_demo()
+    text = f"intro\n{mod.BEGIN}\nold\n{mod.END}\noutro\n"
+    assert mod.replace_block(text, f"{mod.BEGIN}\nnew\n{mod.END}") == f"intro\n{mod.BEGIN}\nnew\n{mod.END}\noutro\n"
+    table = "method           ACC     ASR      RA     DER  seconds\n---\nno defense     98.67   97.04    2.96              9.4\n"
+    assert mod.table_cells(table) == [["no defense", "98.67", "97.04", "2.96"]]

@@ -1,12 +1,14 @@
 """ACC / ASR / RA / DER (SPEC §2)."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from distox.attacks import create
-from distox.metrics import BackdoorTestSet, der, evaluate
+from distox.metrics import BackdoorTestSet, der, evaluate, round_metrics, round_value
 
 from .conftest import make_bundle
 
@@ -43,7 +45,19 @@ def test_ra_counts_true_labels_and_all2all_keeps_every_image():
     assert evaluate(Fixed(), b.test.x, b.test.y, clean_bd, device="cpu")["ra"] == 100.0
 
 
-def test_der_formula():
+def test_der_formula_in_percent():
     before = {"acc": 92.0, "asr": 96.0}
-    assert der(before, {"acc": 90.0, "asr": 1.0}) == pytest.approx((0.95 - 0.02 + 1) / 2)
-    assert der(before, {"acc": 93.0, "asr": 99.0}) == pytest.approx(0.5)  # no credit for gains
+    assert der(before, {"acc": 90.0, "asr": 1.0}) == pytest.approx(100 * (0.95 - 0.02 + 1) / 2)  # 96.5
+    assert der(before, {"acc": 93.0, "asr": 99.0}) == pytest.approx(50.0)  # no credit for gains
+
+
+def test_round_metrics_two_decimals_for_percentages_six_digits_otherwise():
+    rec = {"acc": 16.509999334812164, "der": 74.2183, "before": {"asr": 99.99999}, "loss": 2.3158996685753066,
+           "lr": 0.00853553390593, "epoch": 3, "name": "d3", "rows": [{"ra": 1.005}, 0.1 + 0.2],
+           "nan": float("nan"), "flag": True}
+    out = round_metrics(rec)
+    assert out["acc"] == 16.51 and out["der"] == 74.22 and out["before"] == {"asr": 100.0}
+    assert out["loss"] == 2.3159 and out["lr"] == 0.00853553 and out["rows"][1] == 0.3
+    assert out["epoch"] == 3 and out["name"] == "d3" and out["flag"] is True and math.isnan(out["nan"])
+    assert out["rows"][0]["ra"] in (1.0, 1.01)  # two decimals (binary 1.005 rounds either way)
+    assert round_value(16.509999334812164, percent=True) == 16.51 and round_value(123456789.0) == 123457000.0

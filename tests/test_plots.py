@@ -3,6 +3,8 @@ and the numbers are the right ones (loss path endpoints = backdoored / defended 
 from __future__ import annotations
 
 import csv
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,26 @@ def test_plot_errors(smoke_run, tmp_path):
     res = runner.invoke(app, ["plot", "curves", str(empty), "--out", str(tmp_path / "x.png")])
     assert res.exit_code != 0 and "no defense results" in res.output
     assert not (tmp_path / "x.png").exists()
+
+
+def test_path_shows_progress_per_defense(smoke_run, tmp_path):
+    res = runner.invoke(app, ["plot", "path", str(smoke_run), "--steps", "3", "--out", str(tmp_path / "p.png")])
+    assert res.exit_code == 0, res.output
+    assert "path ft: 3/3 t" in res.stderr and "path d3: 3/3 t" in res.stderr and "\r" not in res.stderr
+
+
+def test_weights_names_the_results_it_leaves_out_and_why(smoke_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    shutil.copytree(run / "defense" / "ft", run / "defense" / "sau")
+    (run / "defense" / "half").mkdir()
+    (run / "defense" / "half" / "history.csv").write_text("epoch\n1\n")  # an unfinished result
+    res = runner.invoke(app, ["plot", "weights", str(run), "--out", str(tmp_path / "w.png")])
+    assert res.exit_code == 0, res.output
+    assert re.search(r"compares ft and d3 by default; left out sau \(pass --defense", res.stderr), res.stderr
+    assert re.search(r"left out \S*half: not a finished defense result \(no defense\.json or model\.safetensors\)",
+                     res.stderr), res.stderr
+    assert {r["defense"] for r in read_csv(tmp_path / "w.csv")} == {"ft", "d3"}
+    chosen = runner.invoke(app, ["plot", "weights", str(run), "-d", "sau", "-d", "d3", "--out", str(tmp_path / "c.png")])
+    assert chosen.exit_code == 0 and "left out" not in chosen.stderr, chosen.stderr
+    assert {r["defense"] for r in read_csv(tmp_path / "c.csv")} == {"sau", "d3"}

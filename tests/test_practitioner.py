@@ -92,8 +92,8 @@ def test_cli_end_to_end_reports_true_accuracies(setup):
     clean = load_clean_data(str(setup["folder"]))
     _, val = holdout(clean.split, 0.2, seed=0)
     assert report["val_size"] == len(val) and report["retain_size"] == len(clean.split) - len(val)
-    assert report["after"]["acc"] == pytest.approx(evaluate(purified, val.x, val.y, device="cpu")["acc"])
-    assert report["before"]["acc"] == pytest.approx(evaluate(setup["model"], val.x, val.y, device="cpu")["acc"])
+    assert report["after"]["acc"] == round(evaluate(purified, val.x, val.y, device="cpu")["acc"], 2)  # 2 decimals
+    assert report["before"]["acc"] == round(evaluate(setup["model"], val.x, val.y, device="cpu")["acc"], 2)
     assert report["params"]["lmd"] == 10 and report["params"]["epochs"] == 2
     # distance = Frobenius norm of the change of the final classifier
     d = torch.linalg.vector_norm(purified.fc.weight.detach() - w_before["fc.weight"]).item()

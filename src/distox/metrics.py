@@ -1,15 +1,20 @@
-"""ACC, ASR, RA and DER (SPEC §2), in percent like the paper's tables (DER in [0, 1]).
+"""ACC, ASR, RA and DER (SPEC §2), all in percent like the paper's tables.
 
 - ACC: accuracy on the clean test set.
 - ASR: on poisoned test images whose true label differs from the target (all-to-one; all
   images for all-to-all), the fraction predicted as the attack's target label t(y).
 - RA: on the same poisoned images, the fraction predicted as the true label.
-- DER = (max(0, ASR_before − ASR_after) − max(0, ACC_before − ACC_after) + 1) / 2.
+- DER = (max(0, ASR_before − ASR_after) − max(0, ACC_before − ACC_after) + 100) / 2, in
+  percent (the paper's (… + 1) / 2 on fractions, times 100).
+
+Files hold them as printed: :func:`round_metrics` (two decimals for percentages).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -60,15 +65,46 @@ def evaluate(model: nn.Module, clean_x: torch.Tensor, clean_y: torch.Tensor,
 
 
 def der(before: Mapping[str, float], after: Mapping[str, float]) -> float:
-    """Defense effectiveness rating in [0, 1] from percent ACC/ASR before and after."""
-    asr_drop = max(0.0, (before["asr"] - after["asr"]) / 100.0)
-    acc_drop = max(0.0, (before["acc"] - after["acc"]) / 100.0)
-    return (asr_drop - acc_drop + 1.0) / 2.0
+    """Defense effectiveness rating in percent (0–100; 50: no change) from percent ACC/ASR
+    before and after."""
+    asr_drop = max(0.0, before["asr"] - after["asr"])
+    acc_drop = max(0.0, before["acc"] - after["acc"])
+    return (asr_drop - acc_drop + 100.0) / 2.0
 
 
 def fmt(value: float) -> str:
     """Two decimals, as in the paper's tables."""
     return f"{value:.2f}"
+
+
+#: Keys whose values are percentages (or percentage points): written with two decimals.
+PERCENT_KEYS = frozenset({"acc", "asr", "ra", "der", "clean_acc", "clean_asr", "clean_ra", "acc_drop", "floor"})
+#: Significant digits kept of any other float written to a file (losses, learning rates, distances).
+SIGNIFICANT = 6
+
+
+def round_value(value: float, percent: bool = False) -> float:
+    """``value`` as written to files: two decimals when ``percent``, else :data:`SIGNIFICANT`
+    significant digits (no ``16.509999334812164``)."""
+    value = float(value)
+    if percent:
+        return round(value, 2)
+    return float(f"{value:.{SIGNIFICANT}g}")
+
+
+def round_metrics(obj: Any) -> Any:
+    """Floats of a record, recursively through dicts and lists, rounded by :func:`round_value`:
+    values under a :data:`PERCENT_KEYS` key to two decimals, other floats to
+    :data:`SIGNIFICANT` significant digits; everything else unchanged."""
+    if isinstance(obj, Mapping):
+        return {k: round_value(v, k in PERCENT_KEYS) if _is_float(v) else round_metrics(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [round_metrics(v) for v in obj]
+    return round_value(obj) if _is_float(obj) else obj
+
+
+def _is_float(v: Any) -> bool:
+    return isinstance(v, float) and math.isfinite(v)
 
 
 class Evaluator:

@@ -62,6 +62,7 @@ from .data.core import DataError, ImageSplit, holdout_split
 from .errors import DistoxError, first_line
 from .defenses.base import check_classes
 from .label_check import LabelCheck, check_labels
+from .metrics import round_metrics
 from .models.normalized import Normalized
 from .models.selection import SelectionError, select_weights
 from .runs import load_into, load_state, save_model, write_json
@@ -340,7 +341,8 @@ class PurifyReport:
     history: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready, numbers rounded as in every distox record (:func:`~distox.metrics.round_metrics`)."""
+        return round_metrics(asdict(self))
 
     def text(self) -> str:
         """A short human-readable summary."""

@@ -1,7 +1,8 @@
 """Run directories: safetensors weights and JSON records, written atomically.
 
 A reader never sees a half-written file: every write goes to a temporary file in the same
-directory and is moved into place with :func:`os.replace`.
+directory and is moved into place with :func:`os.replace`. Files get the permissions any new
+file of the user gets (0666 less the umask), not the temporary file's private 0600.
 """
 from __future__ import annotations
 
@@ -26,12 +27,21 @@ class RunError(DistoxError):
     """A run directory that is missing, incomplete or of an unknown format."""
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: Path, write) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it into place with the
+    user's default file mode."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

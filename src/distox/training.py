@@ -33,6 +33,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import DistoxError
+from .progress import progress_bar
+from .runs import _atomic
 from .sam import ASAM_ETA, apply_perturbation, frozen_bn_stats, sam_perturbation
 from .utils import resolve_device
 
@@ -205,10 +207,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: LoopConfig):
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    _atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 @dataclass
@@ -245,8 +244,6 @@ def train(
     (an attack's generator, a defense's epoch chooser) saved in and restored from the
     ``checkpoint`` (a path, or a :class:`Checkpoint` whose identity must match the file's).
     """
-    from tqdm.auto import tqdm
-
     dev = resolve_device(device)
     model.to(dev)
     x, y = x.to(dev), y.to(dev)
@@ -279,8 +276,8 @@ def train(
 
     use_amp = config.amp and dev.type == "cuda"
     t0 = time.perf_counter()
-    bar = tqdm(range(start_epoch, config.epochs), desc=desc, disable=not progress, leave=False,
-               initial=start_epoch, total=config.epochs)
+    bar = progress_bar(range(start_epoch, config.epochs), desc=desc, unit="epoch", enabled=progress,
+                       initial=start_epoch, total=config.epochs)
     for epoch in bar:
         model.train()
         if config.bn_eval:

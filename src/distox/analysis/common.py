@@ -17,13 +17,19 @@ log = logging.getLogger(__name__)
 
 def defense_dirs(run_dir: str | Path, methods: Sequence[str] | None = None) -> dict[str, Path]:
     """``{name: RUN_DIR/defense/NAME}`` for every finished defense result (defense.json and
-    model.safetensors present), sorted by name, optionally restricted to ``methods``."""
+    model.safetensors present), sorted by name, optionally restricted to ``methods``; each
+    unfinished result left out is named in a warning."""
     root = Path(run_dir) / "defense"
     found = {}
     if root.is_dir():
         for d in sorted(root.iterdir()):
-            if d.is_dir() and (d / "defense.json").is_file() and (d / "model.safetensors").is_file():
+            if not d.is_dir():
+                continue
+            missing = [f for f in ("defense.json", "model.safetensors") if not (d / f).is_file()]
+            if not missing:
                 found[d.name] = d
+            elif not methods:  # a named one is refused below
+                log.warning("left out %s: not a finished defense result (no %s)", d, " or ".join(missing))
     if methods:
         missing = [m for m in methods if m not in found]
         if missing:

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from ..data.core import ImageSplit
 from ..metrics import BackdoorTestSet
+from ..progress import progress_bar
 
 
 def interpolate_state(s0: dict[str, torch.Tensor], s1: dict[str, torch.Tensor], t: float) -> dict[str, torch.Tensor]:
@@ -50,7 +51,8 @@ def mean_loss_acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
 
 def loss_along_path(model_init: nn.Module, model_def: nn.Module, clean: ImageSplit, backdoor: BackdoorTestSet,
                     ts: Sequence[float] = tuple(np.linspace(0.0, 2.0, 21)), *, batch_size: int = 512,
-                    device: str | torch.device = "cpu") -> list[dict[str, float]]:
+                    device: str | torch.device = "cpu", progress: bool = False,
+                    desc: str = "path") -> list[dict[str, float]]:
     """Rows ``{t, clean_loss, backdoor_loss, acc, asr}`` along θ(t) (models are not modified).
 
     Args:
@@ -60,12 +62,13 @@ def loss_along_path(model_init: nn.Module, model_def: nn.Module, clean: ImageSpl
         backdoor: poisoned test images with target labels (``backdoor.target``).
         ts: the values of t (default 21 points in [0, 2]).
         batch_size: evaluation batch (512). device: ``"cpu"`` / ``"cuda"``.
+        progress: a progress bar over the values of t, labelled ``desc``.
     """
     s0 = {k: v.detach().cpu().clone() for k, v in model_init.state_dict().items()}
     s1 = {k: v.detach().cpu().clone() for k, v in model_def.state_dict().items()}
     work = copy.deepcopy(model_init).to(device).eval()
     rows = []
-    for t in ts:
+    for t in progress_bar(list(ts), desc=desc, unit="t", enabled=progress):
         work.load_state_dict(interpolate_state(s0, s1, float(t)))
         work.eval()
         cl, acc = mean_loss_acc(work, clean.x, clean.y, batch_size, device)

@@ -22,17 +22,21 @@ import numpy as np
 import torch
 
 from ..errors import DistoxError
+from ..progress import progress_bar
+from ..utils import resolve_device
 from .common import defense_dirs, load_defended, save_figure, subsample, write_csv
 
 log = logging.getLogger(__name__)
 
 KINDS = ("path", "weights", "tsne", "curves")
+#: Defense results ``weights`` shows when none are named: the paper's FT-versus-D3 comparison.
+WEIGHTS_DEFAULT = ("ft", "d3")
 
 
 def plot_run(kind: str, run_dir: str | Path, out: str | Path | None = None, *,
              defenses: Sequence[str] | None = None, layer: str = "auto", points: int = 1000,
              steps: int = 21, t_max: float = 2.0, max_eval: int | None = 2000, seed: int = 0,
-             device: str | torch.device = "cpu") -> tuple[Path, Path]:
+             device: str | torch.device = "auto", progress: bool = False) -> tuple[Path, Path]:
     """Draw analysis ``kind`` for the run in ``run_dir``; returns (png, csv) paths.
 
     Args:
@@ -47,7 +51,11 @@ def plot_run(kind: str, run_dir: str | Path, out: str | Path | None = None, *,
         max_eval: ``path``: seeded subsample of at most this many clean and poisoned test images
             (2000; None = all).
         seed: seed of every subsample and of t-SNE (0).
-        device: evaluation device.
+        device: evaluation device (``"auto"``: CUDA when available).
+        progress: progress bars (``path``: per defense over t; ``tsne``: over the models).
+
+    ``weights`` without ``defenses`` compares FT and D3 when either is present and says, as a
+    warning, which other results it left out; every plot names unfinished results it skipped.
     """
     if kind not in KINDS:
         raise DistoxError(f"unknown plot kind '{kind}'; choose one of {', '.join(KINDS)}")
@@ -66,6 +74,7 @@ def plot_run(kind: str, run_dir: str | Path, out: str | Path | None = None, *,
 
     from ..experiment import load_run
 
+    device = resolve_device(device)
     dirs = defense_dirs(run_dir, defenses)
     run = load_run(run_dir, device="cpu")
     name = f"{run.record.get('attack', {}).get('name', run.spec.attack)} on {run.spec.dataset}, {run.spec.model}"
@@ -81,14 +90,19 @@ def plot_run(kind: str, run_dir: str | Path, out: str | Path | None = None, *,
         ts = np.linspace(0.0, float(t_max), int(steps))
         curves, rows = {}, []
         for dname, d in dirs.items():
-            curves[dname] = loss_along_path(run.model, load_defended(run, d), test, bd, ts, device=device)
+            curves[dname] = loss_along_path(run.model, load_defended(run, d), test, bd, ts, device=device,
+                                            progress=progress, desc=f"path {dname}")
             rows += [{"defense": dname, **r} for r in curves[dname]]
         fig = plot_path(curves, f"Loss along θ_init + t(θ_defended − θ_init) — {name}")
     elif kind == "weights":
         from .weights import histogram_rows, plot_weight_hist, weight_differences
 
         if defenses is None:
-            preferred = {k: v for k, v in dirs.items() if k in ("ft", "d3")}
+            preferred = {k: dirs[k] for k in WEIGHTS_DEFAULT if k in dirs}
+            left = [k for k in dirs if k not in preferred]
+            if preferred and left:
+                log.warning("plot weights compares %s by default; left out %s (pass --defense NAME, "
+                            "repeatable, to choose the results shown)", " and ".join(preferred), ", ".join(left))
             dirs = preferred or dirs
         example = run.data.test.x[:1]
         diffs, names = {}, []
@@ -111,7 +125,7 @@ def plot_run(kind: str, run_dir: str | Path, out: str | Path | None = None, *,
         models: dict[str, Any] = {"before (backdoored)": run.model}
         models.update({f"after {dname}": load_defended(run, d) for dname, d in dirs.items()})
         panels, rows = {}, []
-        for mname, m in models.items():
+        for mname, m in progress_bar(list(models.items()), desc="tsne", unit="model", enabled=progress):
             xy = embed(penultimate_features(m, x, device=device).numpy(), seed=seed)
             panels[mname] = {"xy": xy, "label": label, "poisoned": poisoned}
             rows += [{"model": mname, "kind": "poisoned" if p else "clean", "label": int(lab),

@@ -35,6 +35,7 @@ class ImportedAttack(Attack):
 
     name = "imported"
     kind = "data"
+    listed = False  # made by `distox import-backdoorbench` only; it cannot train a model
 
     def __init__(self, source: str = "unknown", original_attack: str = "unknown", **kwargs: Any) -> None:
         super().__init__(**kwargs)

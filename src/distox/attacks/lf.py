@@ -85,6 +85,7 @@ from torch import nn
 
 from ..data.core import DatasetBundle, select_retain
 from ..metrics import evaluate, predict
+from ..progress import progress_bar
 from ..runs import save_tensors
 from ..training import LoopConfig, train
 from ..utils import resolve_device
@@ -280,8 +281,6 @@ class LF(Attack):
 
     def _fit_uap(self, model: nn.Module, data: DatasetBundle, dev: torch.device,
                  progress: bool) -> tuple[torch.Tensor, dict[str, Any]]:
-        from tqdm.auto import tqdm
-
         gen = torch.Generator().manual_seed(self.seed)
         pool = torch.nonzero(data.train.y != self.target).flatten()
         if len(pool) == 0:
@@ -295,7 +294,7 @@ class LF(Attack):
             p.requires_grad_(False)
         v = torch.zeros(c, h, w, device=dev)
         rate, passes, updates = _fooling_rate(model, xs, v, self.target, dev), 0, 0
-        bar = tqdm(total=self.max_passes, desc="lf uap", disable=not progress, leave=False)
+        bar = progress_bar(total=self.max_passes, desc="lf uap", unit="pass", enabled=progress)
         while passes < self.max_passes and rate < self.fooling_rate:
             passes += 1
             order = torch.randperm(len(xs), generator=gen)
@@ -311,8 +310,8 @@ class LF(Attack):
                         v, updates = self.linf * (smooth - lo) / (hi - lo), updates + 1
             rate = _fooling_rate(model, xs, v, self.target, dev)
             log.debug("lf: pass %d, fooling rate %.3f, %d updates so far", passes, rate, updates)
-            bar.update(1)
             bar.set_postfix({"fooling": f"{rate:.3f}"})
+            bar.update(1)
         bar.close()
         if rate < self.fooling_rate:
             log.warning("lf: fooling rate %.3f did not reach %.3f within %d passes",

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
 
+from ..progress import progress_bar
 from .cache import Cache
 from .config import BenchError
 from .grid import CLEAN_LABEL, Cell, Grid
@@ -313,8 +313,8 @@ def execute(grid: Grid, cache: Cache, *, executor: str = "local", jobs: int = 1,
         backend = _Processes(fn, root, options, jobs, mp_context)
     else:
         backend = _Sequential(fn, root, options)
-    bar = tqdm(total=len(grid), initial=len(done), desc="bench cells", unit="cell",
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(grid), initial=len(done), desc="bench cells", unit="cell", enabled=progress,
+                       leave=True)
     cancel = True
     try:
         while ready or backend.running():

@@ -62,7 +62,7 @@ def display(label: str) -> str:
 
 @dataclass
 class Entry:
-    """One table cell: mean percent ACC/ASR (and DER in [0, 1]) over finished seeds."""
+    """One table cell: mean percent ACC/ASR (and DER) over finished seeds."""
 
     acc: float | None = None
     asr: float | None = None
@@ -134,7 +134,7 @@ def _cell_result(cell: Cell, records: dict[str, dict[str, Any] | None]) -> dict[
         parent = records.get(cell.parent or "")
         if parent is None:
             return None
-        res.setdefault("der", der(parent["result"], res))
+        res["der"] = der(parent["result"], res)  # percent; recomputed, whatever an old cell.json holds
         res["acc_drop"] = parent["result"]["acc"] - res["acc"]
     return res
 
@@ -268,8 +268,7 @@ def _main_columns(report: Report, t: Table) -> list[tuple[str, str, str]]:
 
 
 def _value(t: Table, row: str, col: str, metric: str) -> float | None:
-    v = getattr(t.entries[row][col], metric)
-    return None if v is None else (100.0 * v if metric == "der" else v)
+    return getattr(t.entries[row][col], metric)
 
 
 def _der_columns(t: Table) -> list[str]:
@@ -445,7 +444,7 @@ def report_dict(report: Report) -> dict[str, Any]:
                                      "seconds": None if e.seconds is None else round(e.seconds, 1),
                                      "cpu_seconds": None if e.cpu_seconds is None else round(e.cpu_seconds, 1)}
                 if col not in _NOT_DEFENSES:
-                    d["der"] = r2(None if e.der is None else 100.0 * e.der)
+                    d["der"] = r2(e.der)
                     if t.judged and row != AVERAGE:
                         d["floor"], d["verdict"] = r2(e.floor), e.verdict
                 if report.paper:

@@ -30,7 +30,7 @@ METRICS = ("acc", "asr", "acc_drop", "der")
 BASE_METRICS = ("acc", "asr")
 
 #: Per-seed cell results: (row, column) -> seed -> metrics ("acc", "asr"; defense cells also
-#: "acc_drop" in points and "der" in [0, 1]).
+#: "acc_drop" in points and "der" in percent).
 SeedResults = dict[tuple[str, str], dict[int, dict[str, float]]]
 
 
@@ -72,8 +72,6 @@ class Summary:
     stats: dict[str, dict[str, Stat]] = field(default_factory=dict)
 
 
-def _value(res: dict[str, float], metric: str) -> float:
-    return 100.0 * res[metric] if metric == "der" else res[metric]
 
 
 def column_stats(rows: list[str], column: str, metrics: tuple[str, ...], results: SeedResults,
@@ -90,7 +88,7 @@ def column_stats(rows: list[str], column: str, metrics: tuple[str, ...], results
         if any(c is None for c in cells):
             continue
         for m in metrics:
-            per_seed[m].append(mean(_value(c, m) for c in cells))  # type: ignore[arg-type]
+            per_seed[m].append(mean(c[m] for c in cells))  # type: ignore[arg-type]
     complete = len(per_seed[metrics[0]]) == len(seeds)
     return {m: mean_std(v) if complete else Stat(seeds=len(v)) for m, v in per_seed.items()}
 

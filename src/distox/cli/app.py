@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -12,20 +14,43 @@ import typer
 import yaml
 
 from ..errors import DistoxError
+from ..progress import set_progress
 
 app = typer.Typer(
     help="distox: remove backdoors from trained image classifiers (D3, ICCV 2025).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: flags without a `<bool>` type, no box drawing
 )
 
 
+#: ``-v`` / ``-q`` of every command (the same as before the command: ``distox -v defend ...``).
+_VERBOSITY = {
+    "verbose": typer.Option(False, "--verbose", "-v", help="Also log progress details (resumed runs, "
+                            "resized images, chosen parameters) to stderr."),
+    "quiet": typer.Option(False, "--quiet", "-q", help="No progress bars and no warnings; errors only."),
+}
+
+
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn user-facing errors into one message on stderr and exit code 2."""
+    """Turn user-facing errors into one message on stderr and exit code 2.
+
+    Every command goes through here, so here it also gets ``-v/--verbose`` and ``-q/--quiet``
+    (added to its signature unless it declares them itself; a command that declares ``quiet``
+    still receives it) and their effect (:func:`configure_output`)."""
+    sig = inspect.signature(fn)
+    own = set(sig.parameters)
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=bool)
+             for name, opt in _VERBOSITY.items() if name not in own]
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        verbose, quiet = bool(kwargs.get("verbose")), bool(kwargs.get("quiet"))
+        for p in added:
+            kwargs.pop(p.name, None)
+        if verbose or quiet:
+            configure_output(verbose=verbose, quiet=quiet)
         try:
             return fn(*args, **kwargs)
         except DistoxError as exc:
@@ -36,6 +61,8 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                        err=True)
             raise typer.Exit(130) from None
 
+    wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *added])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {**fn.__annotations__, **{p.name: bool for p in added}}
     return wrapper
 
 
@@ -85,14 +112,54 @@ def parse_grouped(items: list[str] | None, option: str = "--set") -> dict[str, d
     return out
 
 
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+class _CurrentStderr(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is at the time of each record."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def configure_output(verbose: bool = False, quiet: bool = False) -> None:
+    """What the CLI shows on stderr: warnings and errors of ``distox.*`` loggers (default), also
+    their INFO lines (``verbose``: resumed runs, resized images, chosen parameters), or errors
+    only with no progress bars and Python warnings silenced (``quiet``, which wins over
+    ``verbose``). Only the ``distox`` logger is configured, never the root logger."""
+    logger = logging.getLogger("distox")
+    handler = next((h for h in logger.handlers if isinstance(h, _CurrentStderr)), None)
+    if handler is None:
+        handler = _CurrentStderr()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    level = logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING
+    logger.setLevel(logging.INFO if verbose and not quiet else logging.NOTSET)  # NOTSET: as the root
+    handler.setLevel(level)
+    set_progress(not quiet)
+    if quiet:
+        warnings.simplefilter("ignore")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"distox {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def root(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr."),
+    verbose: bool = _VERBOSITY["verbose"],
+    quiet: bool = _VERBOSITY["quiet"],
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
 ) -> None:
     """distox: remove backdoors from trained image classifiers (D3, ICCV 2025)."""
-    setup_logging(verbose)
+    configure_output(verbose=verbose, quiet=quiet)

@@ -24,7 +24,8 @@ def echo_json(obj: Any) -> None:
 @app.command()
 @friendly_errors
 def attack(
-    name: str = typer.Argument(..., help=f"Attack name: {', '.join(attack_names())}."),
+    name: str = typer.Argument(..., metavar="NAME", help=f"Attack name: {', '.join(attack_names())} "
+                                                          "(`distox methods NAME`: its parameters)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write (resumed if interrupted)."),
     dataset: str = typer.Option("fashion-mnist", help="Dataset name (fashion-mnist, mnist, digits, ...)."),
     model: str = typer.Option("small_cnn", help="Model architecture (small_cnn, preactresnet18, vgg19_bn, ...)."),
@@ -39,8 +40,9 @@ def attack(
     batch_size: int = typer.Option(128, help="Training batch size."),
     lr: float = typer.Option(0.01, help="SGD learning rate (cosine annealed)."),
     width: Optional[float] = typer.Option(None, help="Model width (small_cnn/small_vgg base channels; small_vit token width; resnet/vgg multiplier)."),
-    param: Optional[list[str]] = typer.Option(None, "--param", "-p",
-                                              help="Attack parameter key=value (JSON values), repeatable."),
+    param: Optional[list[str]] = typer.Option(None, "--param", "-p", metavar="KEY=VALUE",
+                                              help="Attack parameter (JSON values), repeatable; "
+                                                   "`distox methods NAME` lists them."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Disable random crop (+ flip, CIFAR-10 only)."),
     clean_reference: bool = typer.Option(False, "--clean-reference",
                                          help="Also train a clean model the same way; report its ACC and its ASR/RA on this attack's triggers (clean_acc, clean_asr, clean_ra)."),
@@ -48,7 +50,7 @@ def attack(
     data_root: Optional[Path] = typer.Option(None, help="Directory holding the dataset."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     force: bool = typer.Option(False, "--force", help="Replace a different run already in --out."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars and no warnings; errors only."),
 ) -> None:
     """Train a backdoored model; writes model.safetensors, attack.json, metrics.json to --out
     and prints the metrics (ACC, ASR, RA in %) as JSON."""
@@ -69,7 +71,7 @@ def attack(
 @app.command()
 @friendly_errors
 def evaluate(
-    run_dir: Path = typer.Argument(..., help="An attack run directory (from `distox attack`) or a defense "
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="An attack run directory (from `distox attack`) or a defense "
                                              "directory (from `distox defend`)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:

@@ -21,7 +21,7 @@ def _duration(seconds: float) -> str:
 @app.command()
 @friendly_errors
 def bench(
-    config: Path = typer.Argument(..., help="Grid YAML file, or the name of a shipped grid (smoke, cpu, paper, ...)."),
+    config: Path = typer.Argument(..., metavar="CONFIG", help="Grid YAML file, or the name of a shipped grid (smoke, cpu, paper, ...)."),
     executor: str = typer.Option("local", help=f"Where cells run: {' | '.join(EXECUTORS)}."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Local worker processes (1: sequential, in-process); ray: CPUs of a local instance."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Bench directory (default runs/<config name>)."),
@@ -33,7 +33,7 @@ def bench(
     cpus_per_task: float = typer.Option(1.0, help="Ray: CPUs per cell task."),
     ray_address: str | None = typer.Option(None, help="Ray: address of a running cluster (default: start a local one)."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed cell."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no table at the end."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no table at the end, no warnings."),
 ) -> None:
     """Run every missing cell of a grid (attacks, then each defense on them), caching each cell
     under a hash of its config: rerunning computes only what is missing."""
@@ -72,9 +72,9 @@ def bench(
 @app.command()
 @friendly_errors
 def report(
-    directory: Path = typer.Argument(..., help="A bench directory (distox bench --out DIR)."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="A bench directory (distox bench --out DIR)."),
     fmt: str = typer.Option("markdown", "--format", "-f", help=f"{' | '.join(FORMATS)}."),
-    output: Path | None = typer.Option(None, "--output", help="Write to this file instead of stdout."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
     config: Path | None = typer.Option(None, "--config", "-c",
                                        help="Report this config's grid, a file or a shipped grid's name (default: the grid last benched into DIR)."),
 ) -> None:

@@ -10,6 +10,7 @@ from typing import Any, Optional
 import typer
 
 from ..defenses.base import DefenseError
+from ..metrics import der, round_value
 from .app import app, friendly_errors
 from .app import parse_params
 
@@ -21,10 +22,11 @@ def defense_names() -> list[str]:
 
 
 def summary_line(record: dict[str, Any], out: Path | None = None) -> str:
-    """One line: method, ACC/ASR/RA before → after, DER, seconds."""
+    """One line: method, ACC/ASR/RA before → after, DER (percent, computed from before/after, so
+    that an older record whose "der" is a fraction in [0, 1] reads the same), seconds."""
     b, a = record["before"], record["after"]
     line = (f"{record['method']}: ACC {b['acc']:.2f}→{a['acc']:.2f}  ASR {b['asr']:.2f}→{a['asr']:.2f}  "
-            f"RA {b['ra']:.2f}→{a['ra']:.2f}  DER {100 * record['der']:.2f}  {record['seconds']:.1f}s  "
+            f"RA {b['ra']:.2f}→{a['ra']:.2f}  DER {der(b, a):.2f}  {record['seconds']:.1f}s  "
             f"(retain {record['retain']['size']})")
     return line + (f"  → {out}" if out is not None else "")
 
@@ -32,23 +34,25 @@ def summary_line(record: dict[str, Any], out: Path | None = None) -> str:
 @app.command()
 @friendly_errors
 def defend(
-    method: str = typer.Argument(..., help=f"Defense: {', '.join(defense_names())}."),
-    run_dir: Path = typer.Argument(..., help="An attack run directory (from `distox attack`)."),
+    method: str = typer.Argument(..., metavar="METHOD", help=f"Defense: {', '.join(defense_names())} "
+                                                              "(`distox methods METHOD`: its parameters)."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="An attack run directory (from `distox attack`)."),
     ratio: Optional[float] = typer.Option(None, help="Retain set = this fraction of the clean training set "
                                                      "(default 0.05)."),
     count: Optional[int] = typer.Option(None, help="Retain set of exactly this many images (instead of --ratio)."),
     epochs: Optional[int] = typer.Option(None, help="Defense epochs (default: the method's)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size (default: the method's)."),
     seed: int = typer.Option(0, help="Seed of the retain choice and of the defense."),
-    param: Optional[list[str]] = typer.Option(None, "--param", "-p",
-                                              help="Defense parameter key=value (JSON values), repeatable."),
+    param: Optional[list[str]] = typer.Option(None, "--param", "-p", metavar="KEY=VALUE",
+                                              help="Defense parameter (JSON values), repeatable; "
+                                                   "`distox methods METHOD` lists them."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default RUN_DIR/defense/METHOD); "
                                        "a finished result of the same arguments is returned, an interrupted one resumed."),
     force: bool = typer.Option(False, "--force", help="Replace a result or interrupted run of other arguments."),
     no_track: bool = typer.Option(False, "--no-track", help="Skip per-epoch ACC/ASR/RA evaluation."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     json_out: bool = typer.Option(False, "--json", help="Print defense.json's metrics as JSON instead."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars and no warnings; errors only."),
 ) -> None:
     """Purify RUN_DIR's backdoored model with METHOD on a seeded retain set and print a one-line
     summary (ACC/ASR/RA before→after in %, DER in %, seconds)."""
@@ -64,6 +68,7 @@ def defend(
         keys = ("method", "before", "after", "der", "seconds", "retain")
         shown = {k: record[k] for k in keys}
         shown["retain"] = {k: v for k, v in record["retain"].items() if k != "indices"}
+        shown["der"] = round_value(der(record["before"], record["after"]), percent=True)  # see summary_line
         typer.echo(json.dumps(shown, indent=2, sort_keys=True))
         return
     target = Path(out) if out is not None else Path(run_dir) / "defense" / record["method"]

@@ -6,6 +6,7 @@ import json
 import typer
 
 from ..demo import DemoConfig, run_demo
+from ..metrics import round_metrics
 from .app import app, friendly_errors
 
 
@@ -15,7 +16,7 @@ def demo(
     seed: int = typer.Option(0, help="Seed of every random choice."),
     preset: str = typer.Option("default", help="D3 preset: default, reference or paper."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars and no warnings; errors only."),
 ) -> None:
     """Train a backdoored small CNN on digits, purify it with D3 and FT, print before/after."""
     from ..defenses.d3 import PRESETS
@@ -28,8 +29,8 @@ def demo(
                    f"{cfg.target}); D3 ({cfg.preset} preset) vs FT on a {cfg.retain_ratio:.0%} retain set")
     report = run_demo(cfg, progress=not quiet and not json_out)
     if json_out:
-        typer.echo(json.dumps({"rows": report.rows, "retain_size": report.retain_size,
-                               "seconds": report.seconds}, indent=2))
+        typer.echo(json.dumps(round_metrics({"rows": report.rows, "retain_size": report.retain_size,
+                                             "seconds": report.seconds}), indent=2))
         return
     typer.echo(f"retain set: {report.retain_size} clean images")
     typer.echo(report.table())

@@ -14,15 +14,15 @@ from .app import parse_params
 @app.command("import-backdoorbench")
 @friendly_errors
 def import_backdoorbench(
-    record_dir: Path = typer.Argument(..., help="BackdoorBench record folder (attack_result.pt + bd_test_dataset/)."),
+    record_dir: Path = typer.Argument(..., metavar="RECORD_DIR", help="BackdoorBench record folder (attack_result.pt + bd_test_dataset/)."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Required: attack_result.pt is a pickle, which can execute code when loaded."),
     out: Path | None = typer.Option(None, "--out", "-o", help="distox run directory to write (default RECORD_DIR/distox)."),
     model: str | None = typer.Option(None, "--model", help="distox model name overriding the record's model_name."),
-    model_kwarg: list[str] | None = typer.Option(None, "--model-kwarg", help="Model argument key=value, repeatable (e.g. width=0.5)."),
+    model_kwarg: list[str] | None = typer.Option(None, "--model-kwarg", metavar="KEY=VALUE", help="Model argument, repeatable (e.g. width=0.5)."),
     dataset: str | None = typer.Option(None, "--dataset", help="distox dataset name overriding the record's clean_data."),
     data_root: str | None = typer.Option(None, "--data-root", help="Where the clean dataset is looked up."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
-    device: str = typer.Option("cpu", help="Device for the metrics computed at import."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda: device for the metrics computed at import."),
 ) -> None:
     """Convert a BackdoorBench attack_result.pt into a distox run directory, so that
     `distox defend`, `distox evaluate` and `distox bench` work on it. The poisoned test set is
@@ -39,7 +39,7 @@ def import_backdoorbench(
 @app.command("export-backdoorbench")
 @friendly_errors
 def export_backdoorbench(
-    defense_dir: Path = typer.Argument(..., help="A distox defense result: RUN_DIR/defense/METHOD."),
+    defense_dir: Path = typer.Argument(..., metavar="DEFENSE_DIR", help="A distox defense result: RUN_DIR/defense/METHOD."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write defense_result.pt into."),
 ) -> None:
     """Write a distox defense result in BackdoorBench's layout (defense_result.pt: model_name,

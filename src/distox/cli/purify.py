@@ -24,10 +24,10 @@ def purify(
     data: str = typer.Option(..., "--data", help="Clean images: a folder with one sub-folder per class, or a dataset name (e.g. digits)."),
     classes: str | None = typer.Option(None, "--classes", help="Label order of the class folders: 'a,b,c' (label i = i-th name) or a JSON file with such a list or a {name: label} object. Default: numeric folder names are the label; other names sorted."),
     num_classes: int | None = typer.Option(None, "--num-classes", help="Passed to the factory as num_classes= (default: classes found in --data)."),
-    method: str = typer.Option("d3", "--method", help="Defense to run (distox.defenses.list())."),
+    method: str = typer.Option("d3", "--method", help="Defense to run (`distox methods`: the defenses and their parameters)."),
     epochs: int | None = typer.Option(None, "--epochs", help="Defense epochs (default: the method's; 12 for D3's default preset)."),
-    param: list[str] | None = typer.Option(None, "--param", help="Defense hyper-parameter key=value, repeatable (e.g. lmd=10, eps=auto, batch_size=64)."),
-    model_kwarg: list[str] | None = typer.Option(None, "--model-kwarg", help="Extra factory argument key=value, repeatable."),
+    param: list[str] | None = typer.Option(None, "--param", "-p", metavar="KEY=VALUE", help="Defense hyper-parameter, repeatable (e.g. lmd=10, eps=auto, batch_size=64; `distox methods d3` lists them)."),
+    model_kwarg: list[str] | None = typer.Option(None, "--model-kwarg", metavar="KEY=VALUE", help="Extra factory argument, repeatable."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of the clean images held out (stratified, seeded) to measure accuracy."),
     tolerance: float = typer.Option(2.0, "--tolerance", help="Warn when validation accuracy falls by more than this many points."),
     normalize: str = typer.Option("none", "--normalize", help="Input normalisation the model expects: none (images in [0,1]), imagenet, or mean,std."),
@@ -35,11 +35,11 @@ def purify(
     grayscale: bool | None = typer.Option(None, "--grayscale/--rgb", help="Force 1 or 3 channels for folder images (default: as found)."),
     limit: int | None = typer.Option(None, "--limit", help="Use at most this many clean images (seeded subset)."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow a .pt file holding pickled Python objects (can execute code!)."),
-    out: Path | None = typer.Option(None, "--out", help="Purified weights (.safetensors); a .json report is written beside. Default: <weights>.purified.safetensors"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Purified weights (.safetensors); a .json report is written beside. Default: <weights>.purified.safetensors"),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and the defense."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars and no warnings; errors only."),
 ) -> None:
     """Purify a suspect model: import its factory, load its weights, hold out a validation split
     of the clean images, run D3 (or --method), report accuracy before/after and the distance

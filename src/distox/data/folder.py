@@ -15,7 +15,7 @@ per-class split (:func:`~distox.data.core.stratified_split`) holds ``test_fracti
 
 :func:`read_images` decodes many small files into one preallocated ``uint8`` array with a
 thread pool (Pillow releases the GIL while decoding and resizing), so the only per-image Python
-work is a handful of calls; a tqdm bar shows progress.
+work is a handful of calls; a progress bar (:mod:`distox.progress`) shows progress.
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from ..progress import progress_bar
 from .core import DataError, DatasetBundle, ImageSplit, stratified_split
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def _workers() -> int:
 def _run_chunks(n: int, work, progress: bool, desc: str) -> None:
     """Call ``work(start, stop)`` over ``range(n)`` in chunks on a thread pool, with a bar."""
     bounds = [(s, min(s + _CHUNK, n)) for s in range(0, n, _CHUNK)]
-    with tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+    with progress_bar(total=n, desc=desc, unit="img", enabled=progress) as bar:
         if len(bounds) <= 1 or _workers() == 1:
             for s, e in bounds:
                 work(s, e)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .. import defenses as defense_registry
-from ..metrics import Evaluator, der, evaluate
+from ..metrics import Evaluator, der, evaluate, round_value
 from ..runs import FORMAT_VERSION, RunError, load_into, load_state, read_json, save_model, write_json
 from ..training import saved_identity
 from ..utils import resolve_device
@@ -88,7 +88,7 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
         "config": jsonable(result.config),
         "before": before,
         "after": after,
-        "der": round(der(before, after), 6),
+        "der": round_value(der(before, after), percent=True),
         "seconds": round(seconds, 3),
         "epochs": len(result.history),
         "resumed_from_epoch": result.resumed_from_epoch,

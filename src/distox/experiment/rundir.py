@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..metrics import round_metrics
 from ..runs import FORMAT_VERSION, RunError, _atomic, read_json
 from ..training import TrainingDiverged
 from ..utils import tensor_digest  # noqa: F401  (re-exported: run directories use it)
@@ -46,7 +47,9 @@ def library_versions() -> dict[str, str]:
 
 
 def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write per-epoch rows as CSV (columns: union of keys in first-seen order), atomically."""
+    """Write per-epoch rows as CSV (columns: union of keys in first-seen order), atomically;
+    floats rounded as in every record (:func:`distox.metrics.round_metrics`)."""
+    rows = round_metrics(rows)
     cols: list[str] = []
     for row in rows:
         cols += [k for k in row if k not in cols]
@@ -68,11 +71,6 @@ def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
     """Read a ``history.csv`` back as a list of rows of floats (empty cells dropped)."""
     with open(path, newline="") as fh:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
-
-
-def round_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """Metrics as recorded: floats rounded to 4 decimals."""
-    return {k: round(float(v), 4) for k, v in metrics.items()}
 
 
 def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from ..errors import DistoxError
-from ..runs import FORMAT_VERSION, RunError, load_state, read_json, save_model, save_tensors, write_json
+from ..metrics import der, round_metrics, round_value
+from ..runs import FORMAT_VERSION, RunError, _atomic, load_state, read_json, save_model, save_tensors, write_json
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +246,7 @@ def import_record(record_dir: str | Path, out: str | Path, *, trust_pickle: bool
         net_model.std.copy_(torch.tensor(std).view(1, -1, 1, 1))
     net_model.eval()
     backdoor = attack.backdoor_test_set(data.test)
-    metrics = {k: round(float(v), 4) for k, v in
-               evaluate(net_model, data.test.x, data.test.y, backdoor, device=device).items()}
+    metrics = round_metrics(evaluate(net_model, data.test.x, data.test.y, backdoor, device=device))
     resources = attack.resources()
     record = {
         "format_version": FORMAT_VERSION,
@@ -285,7 +285,7 @@ def export_defense(defense_dir: str | Path, out: str | Path) -> Path:
     """Write a distox defense result (``RUN_DIR/defense/METHOD``) as BackdoorBench's
     ``defense_result.pt``: ``{"model_name", "num_classes", "model": state_dict}`` (the bare
     network, normalisation stripped — BackdoorBench normalises in its transforms) plus
-    distox's metrics (``clean_acc``, ``asr``, ``ra`` in percent, before/after, DER, method).
+    distox's metrics (``clean_acc``, ``asr``, ``ra``, before/after and DER, all in percent; method).
     Only tensors, numbers and strings are saved, so ``torch.load(weights_only=True)`` reads it.
     Returns the written file's path."""
     from ..experiment import ATTACK_RECORD, DEFENSE_RECORD, MODEL_FILE
@@ -312,13 +312,12 @@ def export_defense(defense_dir: str | Path, out: str | Path) -> Path:
         "clean_acc": float(rec["after"]["acc"]), "asr": float(rec["after"].get("asr", float("nan"))),
         "ra": float(rec["after"].get("ra", float("nan"))),
         "before": {k: float(v) for k, v in rec.get("before", {}).items()},
-        "der": float(rec.get("der", float("nan"))),
+        "der": (round_value(der(rec["before"], rec["after"]), percent=True)
+                if "asr" in rec.get("before", {}) and "asr" in rec["after"]
+                else float("nan")),  # percent, from before/after (older records held a fraction)
     }
-    out.mkdir(parents=True, exist_ok=True)
     path = out / DEFENSE_RESULT_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(result, tmp)
-    tmp.replace(path)
+    _atomic(path, lambda tmp: torch.save(result, tmp))
     write_json(out / "distox_defense.json", {k: v for k, v in rec.items() if k != "retain"} |
                {"retain": {k: v for k, v in rec.get("retain", {}).items() if k != "indices"}})
     return path
