@@ -98,7 +98,8 @@ case "${1:-}" in
       --candidate "default-init-near=preset:default,init:near" \
       --candidate "paper=preset:paper,augment:false" \
       --candidate "default-lmd30=preset:default,lmd:30" \
-      --candidate "default-24ep=preset:default,epochs:24"
+      --candidate "default-24ep=preset:default,epochs:24" \
+      --candidate "ft=method:ft,augment:false"
     ;;
   table)
     study --table $RUNS/final.jsonl --check $CHECK_NAMES
