@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from .data.core import DataError, ImageSplit
 from .defenses import registry as defense_registry
 from .defenses.base import DefenseError, Result, check_retain
+from .guidance import AccuracyWarning, accuracy_warning
 from .label_check import check_labels
 from .metrics import BackdoorTestSet, Evaluator, evaluate
 from .utils import resolve_device
@@ -123,6 +124,7 @@ def purify(
     verbose: bool = True,
     label_check: str = "warn",
     checkpoint: str | os.PathLike | None = None,
+    tolerance: float | None = 2.0,
     **params: Any,
 ) -> Result:
     """Purify a suspect ``model`` with ``method`` (default D3 with its ``default`` preset).
@@ -148,6 +150,9 @@ def purify(
         checkpoint: a file to save every finished epoch in; called again with the same
             arguments after an interruption, ``purify`` resumes from it (bit-identical result)
             and deletes it when done. One saved by another purification is refused.
+        tolerance: with ``eval_data``: when its accuracy falls by more than this many points,
+            an :class:`~distox.guidance.AccuracyWarning` with the measured remedies for this
+            method (:mod:`distox.guidance`) is issued and kept in ``Result.warning``; None: no check.
         **params: the method's hyper-parameters (e.g. ``lmd=10, eps=0.1, layers="all-linear"``).
 
     Returns:
@@ -190,6 +195,10 @@ def purify(
     if evaluator is not None:
         result.info["before"] = before
         result.info["after"] = evaluator(defense.epochs, result.model)
+        result.warning = accuracy_warning(before["acc"], result.info["after"]["acc"], tolerance, defense.name,
+                                          result.config, len(retain), what="eval_data accuracy")
+        if result.warning:
+            warnings.warn(result.warning, AccuracyWarning, stacklevel=2)
     if verbose:
         log.info("%s finished in %.1fs", method, result.seconds)
     return result

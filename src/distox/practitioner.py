@@ -61,6 +61,7 @@ from torch import nn
 from .data.core import DataError, ImageSplit, holdout_split
 from .errors import DistoxError, first_line
 from .defenses.base import check_classes
+from .guidance import accuracy_warning
 from .label_check import LabelCheck, check_labels
 from .metrics import round_metrics
 from .models.normalized import Normalized
@@ -478,7 +479,7 @@ def purify_files(
     log.info("labels: %s", clean.labels_text(limit=len(clean.mapping)))
 
     result = purify(wrapped, retain, method, epochs=epochs, seed=seed, device=device, eval_data=val,
-                    verbose=progress, label_check="off",
+                    verbose=progress, label_check="off", tolerance=None,
                     checkpoint=checkpoint_path(out) if out is not None else None, **params)
     before, after = result.info["before"], result.info["after"]
     purified = result.model.cpu().eval()
@@ -488,11 +489,8 @@ def purify_files(
     if stats is not None:  # report the user's own module names
         layers = [name.removeprefix("net.") for name in layers]
     drop = before["acc"] - after["acc"]
-    warning = None
-    if drop > tolerance:
-        warning = (f"validation accuracy fell by {drop:.2f} points ({before['acc']:.2f}% -> {after['acc']:.2f}%), "
-                   f"more than the tolerance of {tolerance:g}; try a larger lmd (e.g. --param lmd=10), more clean "
-                   "images, or fewer epochs")
+    warning = accuracy_warning(before["acc"], after["acc"], tolerance, result.method, result.config, len(retain),
+                               what="validation accuracy")
     report = PurifyReport(
         model=model, weights=str(weights), data=clean.source, method=method,
         params={**result.config}, num_classes=k, retain_size=len(retain), val_size=len(val),
@@ -503,8 +501,6 @@ def purify_files(
         classes={"rule": LABEL_RULES[clean.label_rule], "mapping": clean.mapping, "text": clean.labels_text()},
         label_check=check.to_dict(), resumed_from_epoch=result.resumed_from_epoch,
     )
-    if warning:
-        log.warning(warning)
     if out is not None:
         out = Path(out)
         save_model(out, inner)

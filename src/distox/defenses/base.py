@@ -51,6 +51,7 @@ class Result:
     info: dict[str, Any] = field(default_factory=dict)
     resumed_from_epoch: int = 0
     label_check: dict[str, Any] | None = None  # distox.purify's check of the clean labels
+    warning: str | None = None  # distox.purify with eval_data: the accuracy cost, with measured advice
 
     def summary(self) -> dict[str, Any]:
         """Last-epoch metrics plus method and time (JSON-serialisable)."""

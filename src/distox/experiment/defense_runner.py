@@ -7,6 +7,7 @@ finished result with the same arguments is returned as it is; a result or checkp
 arguments is replaced only with ``force``."""
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 
 from .. import defenses as defense_registry
+from ..guidance import accuracy_warning
 from ..metrics import Evaluator, der, evaluate, round_value
 from ..runs import FORMAT_VERSION, RunError, load_into, load_state, read_json, save_model, write_json
 from ..training import saved_identity
@@ -24,6 +26,10 @@ from .rundir import (ATTACK_RECORD, CHECKPOINT_FILE, DEFENSE_RECORD, HISTORY_FIL
                      library_versions, read_record, round_metrics, tensor_digest, train_guarded,
                      write_history)
 from .specs import DefenseSpec, jsonable
+
+log = logging.getLogger(__name__)
+#: ``distox defend`` warns when test accuracy falls by more than this many points.
+ACC_TOLERANCE = 2.0
 
 
 def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, force: bool = False,
@@ -74,6 +80,10 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
                                            checkpoint=checkpoint), f"defense {method}")
     seconds = time.perf_counter() - t0
     after = round_metrics(evaluate(result.model, test.x, test.y, backdoor, device=dev))
+    warning = accuracy_warning(before["acc"], after["acc"], ACC_TOLERANCE, method, result.config, len(idx),
+                               what="test accuracy")
+    if warning:
+        log.warning(warning)
     record = {
         "format_version": FORMAT_VERSION,
         "kind": "defense",
@@ -89,6 +99,7 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
         "before": before,
         "after": after,
         "der": round_value(der(before, after), percent=True),
+        "warning": warning,
         "seconds": round(seconds, 3),
         "epochs": len(result.history),
         "resumed_from_epoch": result.resumed_from_epoch,

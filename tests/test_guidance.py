@@ -1,0 +1,77 @@
+"""The accuracy warning: advice depends on the method and on what already ran, and it reaches
+distox.purify, distox defend and distox purify (tests/test_practitioner.py) once each."""
+from __future__ import annotations
+
+import logging
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import distox
+from distox.experiment import DefenseSpec, run_defense
+from distox.experiment import defense_runner
+from distox.guidance import AccuracyWarning, accuracy_advice, accuracy_warning
+
+from .conftest import make_bundle
+from .test_experiment import copy_run, finished  # noqa: F401  (module-scoped attack run fixture)
+
+
+def test_d3_advice_follows_what_already_ran():
+    default = " ".join(accuracy_advice("d3", {"preset": "default", "lmd": 10.0}, 3000))
+    assert "preset='paper'" in default and "lmd=30" in default and "more clean images" not in default
+    few = " ".join(accuracy_advice("d3", {"preset": "default", "lmd": 10.0}, 800))
+    assert "more clean images (you gave 800" in few
+    paper = " ".join(accuracy_advice("d3", {"preset": "paper", "lmd": 30.0}, 3000))
+    assert "preset='paper'" not in paper and "lmd=" not in paper
+    reference = " ".join(accuracy_advice("d3", {"preset": "reference", "lmd": 0.5}, 3000))
+    assert "preset='default'" in reference
+    auto = " ".join(accuracy_advice("d3", {"preset": "default", "lmd": "auto"}, 3000))
+    assert "lmd=" not in auto
+
+
+def test_other_methods_get_their_own_advice_or_none():
+    ft_sam = " ".join(accuracy_advice("ft-sam", {"rho": 2.0}, 3000))
+    assert "method 'd3'" in ft_sam and "lmd" not in ft_sam  # FT-SAM has no lmd
+    assert accuracy_advice("sau", {}, 3000) == []
+    text = accuracy_warning(80.0, 70.0, 2.0, "sau", {}, 3000)
+    assert text.startswith("accuracy fell by 10.00 points (80.00% -> 70.00%)") and "no setting of sau" in text
+
+
+def test_no_warning_within_tolerance_or_without_one():
+    assert accuracy_warning(80.0, 78.5, 2.0, "d3", {}, 3000) is None
+    assert accuracy_warning(80.0, 50.0, None, "d3", {}, 3000) is None
+    assert accuracy_warning(80.0, 77.9, 2.0, "d3", {"preset": "default", "lmd": 10.0}, 3000) is not None
+
+
+def _tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(256, 16), nn.ReLU(), nn.Linear(16, 4))
+
+
+def test_purify_api_warns_once_and_keeps_the_warning_on_the_result():
+    b = make_bundle(n_train=40, n_test=40)
+    kw = dict(epochs=1, batch_size=16, verbose=False, label_check="off", eval_data=(b.test.x, b.test.y))
+    with pytest.warns(AccuracyWarning) as caught:
+        res = distox.purify(_tiny(), (b.train.x, b.train.y), tolerance=-101, **kw)  # any change exceeds it
+    assert len([w for w in caught if w.category is AccuracyWarning]) == 1
+    assert res.warning and res.warning.startswith("eval_data accuracy fell by")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AccuracyWarning)
+        quiet = distox.purify(_tiny(), (b.train.x, b.train.y), tolerance=None, **kw)
+    assert quiet.warning is None
+
+
+def test_defend_records_and_logs_the_warning_once(finished, tmp_path, monkeypatch, caplog):  # noqa: F811
+    out = copy_run(finished, tmp_path)
+    monkeypatch.setattr(defense_runner, "ACC_TOLERANCE", -101.0)
+    with caplog.at_level(logging.WARNING, logger="distox"):
+        rec = run_defense(out, DefenseSpec("ft", ratio=0.25, epochs=1, seed=7), tmp_path / "d", device="cpu",
+                          progress=False, track_epochs=False)
+    assert rec["warning"].startswith("test accuracy fell by")
+    assert sum("test accuracy fell by" in r.getMessage() for r in caplog.records) == 1
+    monkeypatch.setattr(defense_runner, "ACC_TOLERANCE", 101.0)
+    rec2 = run_defense(out, DefenseSpec("ft", ratio=0.25, epochs=1, seed=8), tmp_path / "d2", device="cpu",
+                       progress=False, track_epochs=False)
+    assert rec2["warning"] is None
