@@ -40,6 +40,21 @@ def make_bundle(n_train: int = 120, n_test: int = 60, channels: int = 1, side: i
                          (0.5,) * channels, (0.5,) * channels, source="tests")
 
 
+class Interrupted(Exception):
+    """What :func:`stop_at` raises: a run interrupted in a test."""
+
+
+def stop_at(epoch: int):
+    """An ``on_epoch_end`` callback interrupting the run at the end of ``epoch``, before that
+    epoch is checkpointed (the last saved epoch is ``epoch - 1``)."""
+    def callback(e: int, model) -> dict[str, float]:
+        if e == epoch:
+            raise Interrupted
+        return {}
+
+    return callback
+
+
 @pytest.fixture
 def tiny_bundle() -> DatasetBundle:
     return make_bundle()

@@ -35,16 +35,18 @@ def test_purify_accepts_tensors_datasets_and_loaders(kind):
     assert not torch.equal(res.model.net.fc.weight, model.net.fc.weight)
 
 
-def test_eval_data_and_attack_fill_metrics_per_epoch_and_before_after(capsys):
+def test_eval_data_and_attack_fill_metrics_before_after_and_per_epoch_with_eval_every(capsys):
     b = make_bundle(n_train=32, n_test=40)
     atk = create("badnets")
     atk.check_data(b)
-    res = distox.purify(_model(), (b.train.x, b.train.y), epochs=2, batch_size=16, verbose=False,
-                        device="cpu", eval_data=(b.test.x, b.test.y), attack=atk, preset="paper",
-                        label_check="off")
+    kw = dict(epochs=2, batch_size=16, verbose=False, device="cpu", eval_data=(b.test.x, b.test.y), attack=atk,
+              preset="paper", label_check="off")
+    res = distox.purify(_model(), (b.train.x, b.train.y), eval_every=1, **kw)
     assert all({"acc", "asr", "ra"} <= set(r) for r in res.history)
     assert set(res.info) == {"before", "after"} and res.info["after"]["acc"] == res.history[-1]["acc"]
     assert res.config["lmd"] == 10.0
+    quick = distox.purify(_model(), (b.train.x, b.train.y), **kw)  # default: before and after only
+    assert not any("acc" in r for r in quick.history) and quick.info == res.info
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
 

@@ -155,7 +155,7 @@ def test_no_selection_rule_reads_evaluation_data_or_the_attack():
     scrambled = (torch.rand_like(bundle.test.x), (bundle.test.y + 1) % 4)  # wrong labels, noise images
     attack = create_attack("badnets", target=0)
     watched = distox.purify(_tiny(), bundle.train, epochs=3, batch_size=16, verbose=False, select="heldout",
-                            lmd_control="heldout", eval_data=scrambled, attack=attack)
+                            lmd_control="heldout", eval_data=scrambled, eval_every=1, attack=attack)
     assert _digest(plain.model) == _digest(watched.model)
     assert plain.config["selection_resolved"] == watched.config["selection_resolved"]
     assert "acc" in watched.history[-1] and "acc" not in plain.history[-1]

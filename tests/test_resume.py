@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import distox
 from distox.cli import app
 from distox.experiment import read_history, run_attack
-from distox.metrics import Evaluator
+from distox import training
 from distox.runs import load_state
 
 from .conftest import make_bundle
@@ -32,16 +32,17 @@ def invoke(*args):
 @pytest.fixture
 def ctrl_c_at(monkeypatch):
     """``ctrl_c_at(k)``: the next run is interrupted (KeyboardInterrupt, as Ctrl-C) at the end of
-    epoch ``k``'s training, after epoch ``k - 1`` was checkpointed; ``ctrl_c_at(None)`` undoes it."""
-    real = Evaluator.__call__
+    epoch ``k`` (whether or not it is evaluated), before it is checkpointed, so that epoch
+    ``k - 1`` is the last saved; ``ctrl_c_at(None)`` undoes it."""
+    real = training._atomic_torch_save
 
     def arm(epoch: int | None) -> None:
-        def hook(self, e, model):
-            if e == epoch:
+        def hook(obj, path):
+            if obj["epoch"] == epoch:
                 raise KeyboardInterrupt
-            return real(self, e, model)
+            return real(obj, path)
 
-        monkeypatch.setattr(Evaluator, "__call__", real if epoch is None else hook)
+        monkeypatch.setattr(training, "_atomic_torch_save", real if epoch is None else hook)
 
     return arm
 
@@ -101,6 +102,20 @@ def test_defend_refuses_a_checkpoint_of_other_arguments_and_force_starts_over(ru
     fresh = invoke(*args, "--epochs", "4", "--force")
     assert fresh.exit_code == 0, fresh.output
     assert json.loads((tmp_path / "d" / "defense.json").read_text())["resumed_from_epoch"] == 0
+
+
+def test_defend_eval_every_writes_those_epochs_and_refuses_a_checkpoint_of_another_cadence(run, tmp_path, ctrl_c_at):
+    args = ["defend", "ft", run, "--count", "40", "--epochs", "3", "--batch-size", "8", "--device", "cpu", "-q",
+            "--out", tmp_path / "d"]
+    ctrl_c_at(3)
+    assert invoke(*args, "--eval-every", "2").exit_code == 130
+    ctrl_c_at(None)
+    other = invoke(*args)  # every epoch: another history, so another run
+    assert other.exit_code == 2 and "holds an interrupted defense run with other arguments" in other.stderr
+    again = invoke(*args, "--eval-every", "2")
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "d" / "defense.json").read_text())["resumed_from_epoch"] == 2
+    assert ["acc" in r for r in read_history(tmp_path / "d" / "history.csv")] == [False, True, True]
 
 
 def test_defend_rerun_returns_the_result_and_evaluate_rescores_a_defense_directory(run, tmp_path, monkeypatch):
@@ -179,10 +194,12 @@ def trained():
     {"preset": "paper", "select": "heldout", "lmd_control": "heldout", "val_fraction": 0.25},
     {"lmd_control": "geometric"},  # λ follows the epoch
     {"method": "sau", "pgd_steps": 1, "pgd_init": "uniform"},  # random δ from the global generator
+    {"method": "ft", "eval_every": 3},  # epochs 3 and 4 evaluated: the history mixes both kinds of rows
 ])
 def test_api_resume_restores_every_piece_of_state(tmp_path, ctrl_c_at, trained, params):
     model, b = trained
-    kw = dict(epochs=4, batch_size=16, verbose=False, device="cpu", eval_data=(b.test.x, b.test.y), **params)
+    kw = {**dict(epochs=4, batch_size=16, verbose=False, device="cpu", eval_data=(b.test.x, b.test.y), eval_every=1),
+          **params}
     ref = distox.purify(model, b.train, **kw)
     ckpt = tmp_path / "ck.pt"
     ctrl_c_at(4)
@@ -194,5 +211,7 @@ def test_api_resume_restores_every_piece_of_state(tmp_path, ctrl_c_at, trained, 
     assert got.history == ref.history and got.config == ref.config
     if "select" in params:
         assert ref.config["selection_resolved"]["chosen_epoch"] == 3
+    if "eval_every" in params:
+        assert ["acc" in r for r in got.history] == [False, False, True, True]
     a, c = ref.model.state_dict(), got.model.state_dict()
     assert all(torch.equal(a[k], c[k]) for k in a)

@@ -120,6 +120,7 @@ def purify(
     seed: int = 0,
     device: str | torch.device = "auto",
     eval_data: Any = None,
+    eval_every: int | None = None,
     attack: Any = None,
     verbose: bool = True,
     label_check: str = "warn",
@@ -138,7 +139,10 @@ def purify(
         method: a registered defense name (``distox.defenses.list()``).
         epochs: passes over ``clean`` (default: the method's; 12 for D3's default preset).
         seed: seed of every random choice.
-        eval_data: optional held-out clean ``(X, y)``/Dataset: ACC before, per epoch and after.
+        eval_data: optional held-out clean ``(X, y)``/Dataset: ACC before and after
+            (``Result.info``), and per epoch with ``eval_every``.
+        eval_every: also evaluate ``eval_data`` every this many epochs and after the last one,
+            into ``Result.history`` (None: before and after only, the fast default).
         attack: optional :class:`distox.attacks.Attack` (prepared): ASR and RA as well.
         verbose: progress bar and log lines; ``False`` shows neither (a warning about the input,
             e.g. images rescaled from 0–255, is still logged).
@@ -162,6 +166,9 @@ def purify(
     retain = as_split(clean, "clean data")
     if label_check not in ("warn", "error", "off"):
         raise DataError(f"label_check must be 'warn', 'error' or 'off'; got {label_check!r}")
+    if eval_every is not None and (eval_data is None or int(eval_every) < 1):
+        raise DataError(f"eval_every needs eval_data and a value >= 1; got {eval_every!r}"
+                        + ("" if eval_data is not None else " without eval_data"))
     kwargs = dict(params, seed=seed)
     if epochs is not None:
         kwargs["epochs"] = epochs
@@ -185,16 +192,17 @@ def purify(
     if eval_data is not None:
         held = as_split(eval_data, "eval_data")
         backdoor: BackdoorTestSet | None = attack.backdoor_test_set(held) if attack is not None else None
-        evaluator = Evaluator(held.x, held.y, backdoor, device=device)
+        if eval_every is not None:
+            evaluator = Evaluator(held.x, held.y, backdoor, device=device, every=int(eval_every), last=defense.epochs)
         before = evaluate(model, held.x, held.y, backdoor, device=device)
     result = defense(model, retain, evaluator=evaluator, device=device, progress=verbose, checkpoint=checkpoint)
     if checkpoint is not None:
         Path(checkpoint).unlink(missing_ok=True)
     if checked is not None:
         result.label_check = checked.to_dict()
-    if evaluator is not None:
+    if eval_data is not None:
         result.info["before"] = before
-        result.info["after"] = evaluator(defense.epochs, result.model)
+        result.info["after"] = evaluate(result.model, held.x, held.y, backdoor, device=device)
         result.warning = accuracy_warning(before["acc"], result.info["after"]["acc"], tolerance, defense.name,
                                           result.config, len(retain), what="eval_data accuracy")
         if result.warning:

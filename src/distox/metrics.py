@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import DistoxError
 from .utils import resolve_device
 
 
@@ -34,16 +35,42 @@ class BackdoorTestSet:
         return int(self.true.shape[0])
 
 
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512,
+#: Evaluation batch on a CPU: measured fastest (BENCHMARKS.md, "Precision, memory format and
+#: evaluation cadence": 128 images per batch beat 512-4096, whose activations overflow the caches).
+CPU_EVAL_BATCH = 128
+#: First evaluation batch tried on a GPU; halved while it runs out of memory.
+GPU_EVAL_BATCH = 4096
+
+
+def eval_batch_size(device: str | torch.device = "auto") -> int:
+    """The default evaluation batch on ``device``: :data:`CPU_EVAL_BATCH` or :data:`GPU_EVAL_BATCH`."""
+    return GPU_EVAL_BATCH if resolve_device(device).type == "cuda" else CPU_EVAL_BATCH
+
+
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None,
             device: str | torch.device = "auto") -> torch.Tensor:
-    """Arg-max predictions of ``model`` in eval mode (the model's mode is restored after)."""
+    """Arg-max predictions of ``model`` in eval mode under ``torch.inference_mode`` (the model's
+    mode is restored after). ``batch_size`` None: :func:`eval_batch_size`; a batch that runs out
+    of GPU memory is retried at half the size."""
     dev = resolve_device(device)
+    bs = int(batch_size) if batch_size is not None else eval_batch_size(dev)
     was_training = model.training
     model.eval()
     model.to(dev)
-    preds = [model(x[i:i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
-    model.train(was_training)
+    try:
+        while True:
+            try:
+                with torch.inference_mode():
+                    preds = [model(x[i:i + bs].to(dev)).argmax(1).cpu() for i in range(0, len(x), bs)]
+                break
+            except torch.cuda.OutOfMemoryError:
+                if bs == 1:
+                    raise
+                bs = max(1, bs // 2)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+    finally:
+        model.train(was_training)
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
 
 
@@ -53,7 +80,7 @@ def percent(correct: torch.Tensor) -> float:
 
 
 def evaluate(model: nn.Module, clean_x: torch.Tensor, clean_y: torch.Tensor,
-             backdoor: BackdoorTestSet | None = None, *, batch_size: int = 512,
+             backdoor: BackdoorTestSet | None = None, *, batch_size: int | None = None,
              device: str | torch.device = "auto") -> dict[str, float]:
     """Return ``{"acc": ..}`` plus ``"asr"`` and ``"ra"`` when a backdoor test set is given."""
     out = {"acc": percent(predict(model, clean_x, batch_size, device) == clean_y.cpu())}
@@ -107,15 +134,34 @@ def _is_float(v: Any) -> bool:
     return isinstance(v, float) and math.isfinite(v)
 
 
+def eval_due(epoch: int, every: int = 1, last: int | None = None) -> bool:
+    """Whether a run evaluating every ``every`` epochs and at its final epoch ``last``
+    evaluates after epoch ``epoch`` (1-based)."""
+    if int(every) < 1:
+        raise DistoxError(f"eval_every must be >= 1; got {every}")
+    return epoch % int(every) == 0 or epoch == last
+
+
 class Evaluator:
-    """Per-epoch ACC/ASR/RA, usable as the training loop's ``on_epoch_end`` callback."""
+    """ACC/ASR/RA as the training loop's ``on_epoch_end`` callback, every ``every`` epochs
+    and at epoch ``last`` (the run's final one, when given); other epochs add nothing to the
+    history row. Evaluation runs under ``torch.inference_mode`` (:func:`predict`)."""
 
     def __init__(self, clean_x: torch.Tensor, clean_y: torch.Tensor,
-                 backdoor: BackdoorTestSet | None = None, *, batch_size: int = 512,
-                 device: str | torch.device = "auto") -> None:
+                 backdoor: BackdoorTestSet | None = None, *, batch_size: int | None = None,
+                 device: str | torch.device = "auto", every: int = 1, last: int | None = None) -> None:
+        if int(every) < 1:
+            raise DistoxError(f"eval_every must be >= 1; got {every}")
         self.clean_x, self.clean_y, self.backdoor = clean_x, clean_y, backdoor
         self.batch_size, self.device = batch_size, device
+        self.every, self.last = int(every), last
+
+    def due(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` (1-based) is evaluated (:func:`eval_due`)."""
+        return eval_due(epoch, self.every, self.last)
 
     def __call__(self, epoch: int, model: nn.Module) -> dict[str, float]:
+        if not self.due(epoch):
+            return {}
         return evaluate(model, self.clean_x, self.clean_y, self.backdoor,
                         batch_size=self.batch_size, device=self.device)

@@ -431,6 +431,7 @@ def purify_files(
     progress: bool = True,
     data_root: str | None = None,
     classes: str | Sequence[str] | Mapping[str, int] | None = None,
+    eval_every: int | None = None,
 ) -> PurifyReport:
     """Purify the model built by ``model`` (``module:factory``) with ``weights`` on ``data``.
 
@@ -456,6 +457,8 @@ def purify_files(
         data_root: where named datasets are looked up.
         classes: an image folder's class order (:func:`parse_classes`: ``"a,b,c"``, a JSON
             file, a list or a ``{name: label}`` dict).
+        eval_every: also measure validation accuracy every this many epochs (and after the
+            last) into the report's ``history`` (None: before and after only).
 
     Returns the :class:`PurifyReport`. Every check runs before anything is written, including
     :func:`refuse_wrong_labels`.
@@ -479,7 +482,7 @@ def purify_files(
     log.info("labels: %s", clean.labels_text(limit=len(clean.mapping)))
 
     result = purify(wrapped, retain, method, epochs=epochs, seed=seed, device=device, eval_data=val,
-                    verbose=progress, label_check="off", tolerance=None,
+                    eval_every=eval_every, verbose=progress, label_check="off", tolerance=None,
                     checkpoint=checkpoint_path(out) if out is not None else None, **params)
     before, after = result.info["before"], result.info["after"]
     purified = result.model.cpu().eval()

@@ -3,8 +3,9 @@
 Data stay on the device as tensors and are batched there (no DataLoader workers); the loop
 handles seeding, shuffling, augmentation (random crop with zero padding + horizontal flip,
 SPEC §3), SGD/Adam with cosine annealing stepped once per epoch, optional (adaptive) SAM,
-bf16 autocast on CUDA, per-epoch callbacks, a NaN/inf guard, a progress bar, and per-epoch
-checkpoints so an interrupted run resumes where it stopped.
+mixed precision (bf16 autocast on CUDA by default; ``precision``, ``channels_last`` and
+``compile``: :mod:`distox.acceleration`), per-epoch callbacks, a NaN/inf guard, a progress
+bar, and per-epoch checkpoints so an interrupted run resumes where it stopped.
 
 Checkpoints: after every epoch the model, optimiser, scheduler, both random generators, the
 history and any ``extra_state`` (further modules, or any object with ``state_dict`` /
@@ -19,6 +20,7 @@ that control training (WaNet, Input-aware) pass a ``batch_transform``; D3 passes
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -32,7 +34,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import DistoxError
+from .acceleration import PrecisionError, check_options, compile_model, resolve_precision, to_channels_last
+from .errors import DistoxError, first_line
 from .progress import progress_bar
 from .runs import _atomic
 from .sam import ASAM_ETA, apply_perturbation, frozen_bn_stats, sam_perturbation
@@ -118,9 +121,12 @@ class LoopConfig:
     sam_rho: float | None = None
     sam_adaptive: bool = False
     sam_eta: float = ASAM_ETA  # ASAM's η in T_w = |w| + η (FT-SAM reference: 0.0)
-    amp: bool = True  # bf16 autocast, CUDA only
+    amp: bool = True  # precision "auto": bf16 autocast on CUDA (False: fp32 there too)
     bn_eval: bool = False  # keep BatchNorm statistics frozen while training
     seed: int = 0
+    precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16" (distox.acceleration)
+    channels_last: bool = False  # conv weights and batches in NHWC memory order
+    compile: bool = False  # train through torch.compile (eager fallback)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -133,6 +139,7 @@ class LoopConfig:
             raise ValueError(f"scheduler must be 'cosine' or 'constant'; got {self.scheduler!r}")
         if self.sam_rho is not None and self.sam_rho <= 0:
             raise ValueError(f"sam_rho must be > 0; got {self.sam_rho}")
+        check_options(self.precision, self.channels_last, self.compile)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -217,6 +224,8 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     resumed_from_epoch: int = 0
+    precision: str = "fp32"  # as resolved for the device: fp32, bf16 or fp16
+    compiled: bool = False  # trained through torch.compile (False after a fallback to eager)
 
 
 def train(
@@ -243,17 +252,29 @@ def train(
     built elsewhere (its state is checkpointed too). ``extra_state`` names further state
     (an attack's generator, a defense's epoch chooser) saved in and restored from the
     ``checkpoint`` (a path, or a :class:`Checkpoint` whose identity must match the file's).
+
+    ``config.precision``, ``config.channels_last`` and ``config.compile`` choose how the steps
+    run (:mod:`distox.acceleration`); the objective receives the compiled model when compiling,
+    while ``after_step`` and ``on_epoch_end`` always get ``model`` itself (callbacks evaluate
+    eagerly). A precision the device cannot run raises :class:`~distox.acceleration.PrecisionError`.
     """
     dev = resolve_device(device)
+    plan = resolve_precision(config.precision, dev, config.amp)
     model.to(dev)
     x, y = x.to(dev), y.to(dev)
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     params = list(params) if params is not None else [p for p in model.parameters() if p.requires_grad]
     opt = optimizer or make_optimizer(params, config)
+    scaler = plan.grad_scaler()
+    if scaler is not None:
+        grouped = {id(p) for g in opt.param_groups for p in g["params"]}
+        if any(id(p) not in grouped for p in params):
+            raise PrecisionError("precision 'fp16' scales gradients per optimiser parameter group, and this "
+                                 "optimiser's groups do not hold every trained parameter; use 'bf16' or 'fp32'")
     sched = make_scheduler(opt, config)
     batches = Batches(x, y, config.batch_size, shuffle=True, drop_last=config.drop_last, generator=gen)
-    state = TrainState()
+    state = TrainState(precision=plan.name)
     start_epoch = 0
 
     if not isinstance(checkpoint, Checkpoint):
@@ -268,64 +289,133 @@ def train(
         sched.load_state_dict(saved["scheduler"])
         for name, module in (extra_state or {}).items():
             module.load_state_dict(saved["extra"][name])
+        if scaler is not None and "scaler" in saved:
+            scaler.load_state_dict(saved["scaler"])
         gen.set_state(saved["generator"])
         torch.set_rng_state(saved["torch_rng"])
         state.history = list(saved["history"])
         start_epoch = state.resumed_from_epoch = int(saved["epoch"])
         log.info("%s: resumed from %s at epoch %d", desc, ckpt_path, start_epoch)
 
-    use_amp = config.amp and dev.type == "cuda"
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    net = compile_model(model) if config.compile else model
+    state.compiled = net is not model
+
+    def gradients(net: nn.Module, xb: torch.Tensor, yb: torch.Tensor, epoch: int, step: int
+                  ) -> tuple[dict[str, float], bool]:
+        """Forward and backward passes of one step (both SAM passes); returns the objective's
+        stats and whether the optimiser may step (False: fp16 gradients overflowed)."""
+        with plan.autocast():
+            loss, stats = objective(net, xb, yb)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(epoch + 1, step, float(loss.detach()))
+        opt.zero_grad(set_to_none=True)
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        if config.sam_rho is not None:
+            if scaler is not None and not _finite_grads(params):
+                return stats, False  # scaler.step skips the update and lowers the scale
+            eps = sam_perturbation(params, config.sam_rho, config.sam_adaptive, config.sam_eta)
+            apply_perturbation(params, eps, +1.0)
+            with frozen_bn_stats(model), plan.autocast():
+                loss2, _ = objective(net, xb, yb)
+            opt.zero_grad(set_to_none=True)
+            (loss2 if scaler is None else scaler.scale(loss2)).backward()
+            apply_perturbation(params, eps, -1.0)
+        return stats, True
+
     t0 = time.perf_counter()
     bar = progress_bar(range(start_epoch, config.epochs), desc=desc, unit="epoch", enabled=progress,
                        initial=start_epoch, total=config.epochs)
-    for epoch in bar:
-        model.train()
-        if config.bn_eval:
-            set_batchnorm_eval(model)
-        sums: dict[str, float] = {}
-        n_seen = 0
-        lr = opt.param_groups[0]["lr"]
-        for step, (xb, yb) in enumerate(batches):
-            if batch_transform is not None:
-                xb, yb = batch_transform(xb, yb, gen)
-            if config.augment:
-                xb = augment_batch(xb, gen, config.crop_padding, config.flip)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss, stats = objective(model, xb, yb)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(epoch + 1, step, float(loss.detach()))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.sam_rho is not None:
-                eps = sam_perturbation(params, config.sam_rho, config.sam_adaptive, config.sam_eta)
-                apply_perturbation(params, eps, +1.0)
-                with frozen_bn_stats(model), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                    loss2, _ = objective(model, xb, yb)
-                opt.zero_grad(set_to_none=True)
-                loss2.backward()
-                apply_perturbation(params, eps, -1.0)
-            opt.step()
-            if after_step is not None:
-                after_step(model)
-            k = len(yb)
-            n_seen += k
-            for key, val in stats.items():
-                sums[key] = sums.get(key, 0.0) + val * k
-        sched.step()
-        row: dict[str, float] = {"epoch": epoch + 1, "lr": lr}
-        row.update({k: v / max(n_seen, 1) for k, v in sums.items()})
-        if on_epoch_end is not None:
-            row.update(on_epoch_end(epoch + 1, model))
-        state.history.append(row)
-        bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k not in ("epoch",)})
-        if ckpt_path is not None:
-            _atomic_torch_save({
-                "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state(), "history": state.history, "epoch": epoch + 1,
-                "extra": {n: m.state_dict() for n, m in (extra_state or {}).items()},
-                "identity": checkpoint.identity,
-            }, ckpt_path)
+    try:
+        for epoch in bar:
+            model.train()
+            if config.bn_eval:
+                set_batchnorm_eval(model)
+            sums: dict[str, float] = {}
+            n_seen = 0
+            lr = opt.param_groups[0]["lr"]
+            for step, (xb, yb) in enumerate(batches):
+                if batch_transform is not None:
+                    xb, yb = batch_transform(xb, yb, gen)
+                if config.augment:
+                    xb = augment_batch(xb, gen, config.crop_padding, config.flip)
+                if config.channels_last:
+                    xb = to_channels_last(xb)
+                if net is not model and epoch == start_epoch and step == 0:
+                    stats, ok, net = _first_compiled_step(gradients, net, model, opt, extra_state or {},
+                                                          (xb, yb, epoch, step), desc)
+                    state.compiled = net is not model
+                else:
+                    stats, ok = gradients(net, xb, yb, epoch, step)
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                elif ok:
+                    opt.step()
+                if after_step is not None:
+                    after_step(model)
+                k = len(yb)
+                n_seen += k
+                for key, val in stats.items():
+                    sums[key] = sums.get(key, 0.0) + val * k
+            sched.step()
+            row: dict[str, float] = {"epoch": epoch + 1, "lr": lr}
+            row.update({k: v / max(n_seen, 1) for k, v in sums.items()})
+            if on_epoch_end is not None:
+                row.update(on_epoch_end(epoch + 1, model))
+            state.history.append(row)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k not in ("epoch",)})
+            if ckpt_path is not None:
+                saved_state = {
+                    "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(), "history": state.history, "epoch": epoch + 1,
+                    "extra": {n: m.state_dict() for n, m in (extra_state or {}).items()},
+                    "identity": checkpoint.identity,
+                }
+                if scaler is not None:
+                    saved_state["scaler"] = scaler.state_dict()
+                _atomic_torch_save(saved_state, ckpt_path)
+    finally:
+        if config.channels_last:
+            model.to(memory_format=torch.contiguous_format)
     bar.close()
     state.seconds = time.perf_counter() - t0
     return state
+
+
+def _finite_grads(params: list[nn.Parameter]) -> bool:
+    """Whether every gradient is finite (an fp16 loss-scaled backward pass may overflow)."""
+    return all(bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None)
+
+
+def _first_compiled_step(gradients: Callable[..., tuple[dict[str, float], bool]], net: nn.Module,
+                         model: nn.Module, opt: torch.optim.Optimizer, extra_state: dict[str, Stateful],
+                         args: tuple[Any, ...], desc: str) -> tuple[dict[str, float], bool, nn.Module]:
+    """The first step through the compiled ``net``, where torch.compile really compiles: on a
+    compiler failure (no C++ compiler, an operation it cannot trace) the model's weights and
+    buffers, the ``extra_state`` and the random state are restored and the step is redone
+    eagerly; returns the step's result and the module to train with from now on."""
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    extra = {n: copy.deepcopy(m.state_dict()) for n, m in extra_state.items()}
+    rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        stats, ok = gradients(net, *args)
+        return stats, ok, net
+    except TrainingDiverged:
+        raise
+    except Exception as exc:  # the compiler's failure; a genuine model error recurs eagerly below
+        log.warning("%s: torch.compile failed (%s); training without compilation", desc, first_line(exc))
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            v.copy_(saved[k])
+    for n, m in extra_state.items():
+        m.load_state_dict(extra[n])
+    torch.set_rng_state(rng)
+    if cuda_rng is not None:
+        torch.cuda.set_rng_state_all(cuda_rng)
+    opt.zero_grad(set_to_none=True)
+    stats, ok = gradients(model, *args)
+    return stats, ok, model

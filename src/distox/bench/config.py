@@ -33,10 +33,17 @@ YAML layout (every field except ``attacks``/``defenses`` has a default)::
 ``options`` are fixed values, ``grid`` lists values whose Cartesian product gives one cell
 each. Attack option keys that are :class:`~distox.experiment.AttackSpec` fields (epochs,
 batch_size, lr, train_subset, test_subset, poison_rate, target, mode, sam_rho, augment,
-weight_decay, momentum, flip, clean_reference) set
+weight_decay, momentum, flip, clean_reference, precision, channels_last, compile) set
 the spec; any other key is an argument of the attack's constructor. Defense option keys
 ratio, count, epochs, batch_size set the :class:`~distox.experiment.DefenseSpec`; any other
 key is a defense hyper-parameter (``params``).
+
+How fast cells train: ``precision`` (auto | fp32 | bf16 | fp16), ``channels_last`` and
+``compile`` (:mod:`distox.acceleration`) in ``attack_settings`` (every attack cell, as spec
+fields) and ``defense_settings`` (every defense, as hyper-parameters; an entry's own option
+wins); ``defense_settings.eval_every: N`` also evaluates each defense every N epochs into the
+cell's ``history.csv`` (default: after the defense only). Each is part of a cell's key only
+when set to a non-default value.
 
 ``part`` (models and attacks; ``dev`` by default) splits the grid into a *development* part,
 used to choose methods and settings, and a held-out *check* part: a cell is ``check`` when
@@ -64,7 +71,7 @@ from ..registry import keyword_names
 #: AttackSpec fields that an attack entry's options/grid may set (others go to attack_kwargs).
 ATTACK_SPEC_KEYS = ("epochs", "batch_size", "lr", "train_subset", "test_subset", "poison_rate",
                     "target", "mode", "sam_rho", "augment", "weight_decay", "momentum", "flip",
-                    "clean_reference")
+                    "clean_reference", "precision", "channels_last", "compile")
 #: DefenseSpec fields that a defense entry's options/grid may set (others go to params).
 DEFENSE_SPEC_KEYS = ("ratio", "count", "epochs", "batch_size")
 #: Pseudo-defense: the backdoored model itself (the "No defense" column, always reported).
@@ -117,6 +124,9 @@ class AttackSettings(_Strict):
     momentum: float = Field(0.9, ge=0)
     flip: bool | None = Field(None, description="None: as the reference for each dataset (CIFAR-10 only)")
     clean_reference: bool = False
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = False
+    compile: bool = False
 
 
 class DefenseSettings(_Strict):
@@ -128,6 +138,11 @@ class DefenseSettings(_Strict):
     batch_size: int | None = Field(None, ge=1)
     params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-defense hyper-parameters, e.g. {d3: {lmd: 10}}")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = False
+    compile: bool = False
+    eval_every: int | None = Field(None, ge=1, description="ACC/ASR/RA every N defense epochs (and after the "
+                                                            "last) into history.csv; None: after the defense only")
 
     @model_validator(mode="after")
     def _one_size(self) -> DefenseSettings:
@@ -305,7 +320,9 @@ def _check_values(cfg: BenchConfig) -> list[str]:
                     if kind == "attacks":
                         build_attack(AttackSpec.from_dict(attack_config(cfg, dataset, model, entry.name, combo, seed)))
                     else:
-                        build_defense(DefenseSpec.from_dict(defense_config(cfg, entry.name, combo, seed)))
+                        d = defense_config(cfg, entry.name, combo, seed)
+                        d.pop("eval_every", None)  # a run option, not part of the spec
+                        build_defense(DefenseSpec.from_dict(d))
                 except DistoxError as exc:
                     shown = ", ".join(f"{k}={v}" for k, v in combo.items())
                     errors.append(f"{kind}[{i}] ({entry.name}{': ' + shown if shown else ''}): {exc}")

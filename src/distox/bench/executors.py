@@ -81,9 +81,11 @@ def compute_cell(cell: Cell, cells_root: Path, options: RunOptions) -> dict[str,
     if cell.kind == "attack":
         return _attack_metrics(cell, cells_root, options)
     d = dict(cell.config["defense"])
+    eval_every = d.pop("eval_every", None)
     spec = experiment.DefenseSpec(**d)
     rec = experiment.run_defense(cells_root / cell.config["attack"], spec, out, force=True,
-                                 device=options.device, progress=options.progress, track_epochs=False)
+                                 device=options.device, progress=options.progress,
+                                 track_epochs=eval_every is not None, eval_every=eval_every or 1)
     after = rec.get("after") or rec.get("metrics", {}).get("after") or rec
     result = _metrics(after)
     if not {"acc", "asr"} <= set(result):

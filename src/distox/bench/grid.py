@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..acceleration import drop_defaults, non_default
 from ..data.augmentation import resolve_flip
 from ..experiment.specs import clean_recipe
 from .config import ATTACK_SPEC_KEYS, DEFENSE_SPEC_KEYS, AttackEntry, BenchConfig, MethodEntry, ModelEntry
@@ -150,15 +151,18 @@ def attack_config(cfg: BenchConfig, dataset: str, model: Any, name: str, combo: 
             kwargs[k] = v
     spec["flip"] = resolve_flip(spec["flip"], dataset)
     return {"attack": name, "dataset": dataset, "model": model.name, "model_kwargs": dict(model.kwargs),
-            "attack_kwargs": kwargs, "seed": seed, **spec}
+            "attack_kwargs": kwargs, "seed": seed, **drop_defaults(spec)}
 
 
 def defense_config(cfg: BenchConfig, name: str, combo: dict[str, Any], seed: int) -> dict[str, Any]:
-    """The DefenseSpec dict of one defense cell (shared settings, per-defense params, options)."""
+    """The DefenseSpec dict of one defense cell (shared settings, per-defense params, options),
+    with ``eval_every`` beside them when set (a run option, not a DefenseSpec field)."""
     s = cfg.defense_settings
     spec: dict[str, Any] = {"ratio": s.ratio, "count": s.count, "epochs": s.epochs,
                             "batch_size": s.batch_size}
-    params: dict[str, Any] = dict(s.params.get(name, {}))
+    if s.eval_every is not None:
+        spec["eval_every"] = s.eval_every
+    params: dict[str, Any] = {**non_default(s.model_dump()), **s.params.get(name, {})}
     for k, v in combo.items():
         if k in DEFENSE_SPEC_KEYS:
             spec[k] = v

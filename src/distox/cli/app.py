@@ -70,6 +70,29 @@ class ParamError(DistoxError):
     """A malformed ``--param key=value`` option."""
 
 
+#: ``--precision``, ``--channels-last``, ``--compile`` of the commands that train
+#: (:mod:`distox.acceleration`); :func:`speed_params` turns them into parameters.
+SPEED_OPTIONS = {
+    "precision": typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 (GPU, or "
+                              "a CPU with native bf16) or fp16 (CUDA, loss-scaled)."),
+    "channels_last": typer.Option(False, "--channels-last", help="Convolutions in channels-last (NHWC) memory order."),
+    "compile": typer.Option(False, "--compile", help="Train through torch.compile (eager where it fails)."),
+}
+
+
+def speed_params(params: dict[str, Any], precision: str, channels_last: bool, compile: bool) -> dict[str, Any]:
+    """``params`` plus the :data:`SPEED_OPTIONS` given away from their defaults; the same key
+    also set by ``--param`` to another value is a :class:`ParamError`."""
+    from ..acceleration import check_options, non_default
+
+    chosen = non_default(check_options(precision, channels_last, compile))
+    clash = sorted(k for k, v in chosen.items() if k in params and params[k] != v)
+    if clash:
+        raise ParamError(f"{', '.join(clash)} given both as --{clash[0].replace('_', '-')} and --param "
+                         "with different values")
+    return {**params, **chosen}
+
+
 def parse_value(text: str) -> Any:
     """A ``key=value`` option's value: JSON when it parses (``0.2``, ``1e-4``, ``true``, ``null``,
     ``[1, 2]``, ``{"a": 1}``), else a YAML flow value (``[fc, layer4.*]``), else the string;

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from .app import ParamError, app, friendly_errors, parse_params  # noqa: F401 (re-exported)
+from .app import SPEED_OPTIONS, ParamError, app, friendly_errors, parse_params  # noqa: F401 (re-exported)
 
 
 def attack_names() -> list[str]:
@@ -47,6 +47,11 @@ def attack(
     clean_reference: bool = typer.Option(False, "--clean-reference",
                                          help="Also train a clean model the same way; report its ACC and its ASR/RA on this attack's triggers (clean_acc, clean_asr, clean_ra)."),
     track_epochs: bool = typer.Option(False, "--track-epochs", help="ACC/ASR/RA per epoch in history.csv."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", min=1, help="ACC/ASR/RA every N epochs (and "
+                                             "after the last) in history.csv (implies --track-epochs)."),
+    precision: str = SPEED_OPTIONS["precision"],
+    channels_last: bool = SPEED_OPTIONS["channels_last"],
+    compile: bool = SPEED_OPTIONS["compile"],
     data_root: Optional[Path] = typer.Option(None, help="Directory holding the dataset."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     force: bool = typer.Option(False, "--force", help="Replace a different run already in --out."),
@@ -63,8 +68,10 @@ def attack(
                       attack_kwargs=parse_params(param), epochs=epochs, batch_size=batch_size, lr=lr,
                       train_subset=train_subset, test_subset=test_subset, poison_rate=poison_rate,
                       target=target, mode=mode, sam_rho=sam_rho, augment=not no_augment, seed=seed,
-                      data_root=None if data_root is None else str(data_root), clean_reference=clean_reference)
-    metrics = run_attack(spec, out, device=device, progress=not quiet, force=force, track_epochs=track_epochs)
+                      data_root=None if data_root is None else str(data_root), clean_reference=clean_reference,
+                      precision=precision, channels_last=channels_last, compile=compile)
+    metrics = run_attack(spec, out, device=device, progress=not quiet, force=force,
+                         track_epochs=track_epochs or eval_every is not None, eval_every=eval_every or 1)
     echo_json(metrics)
 
 

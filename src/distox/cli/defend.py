@@ -11,8 +11,7 @@ import typer
 
 from ..defenses.base import DefenseError
 from ..metrics import der, round_value
-from .app import app, friendly_errors
-from .app import parse_params
+from .app import SPEED_OPTIONS, app, friendly_errors, parse_params, speed_params
 
 
 def defense_names() -> list[str]:
@@ -50,6 +49,11 @@ def defend(
                                        "a finished result of the same arguments is returned, an interrupted one resumed."),
     force: bool = typer.Option(False, "--force", help="Replace a result or interrupted run of other arguments."),
     no_track: bool = typer.Option(False, "--no-track", help="Skip per-epoch ACC/ASR/RA evaluation."),
+    eval_every: int = typer.Option(1, "--eval-every", min=1, help="Evaluate ACC/ASR/RA every N epochs (and after "
+                                   "the last) into history.csv."),
+    precision: str = SPEED_OPTIONS["precision"],
+    channels_last: bool = SPEED_OPTIONS["channels_last"],
+    compile: bool = SPEED_OPTIONS["compile"],
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     json_out: bool = typer.Option(False, "--json", help="Print defense.json's metrics as JSON instead."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars and no warnings; errors only."),
@@ -61,9 +65,10 @@ def defend(
     if ratio is not None and count is not None:
         raise DefenseError("give either --ratio or --count, not both")
     spec = DefenseSpec(method=method, ratio=0.05 if ratio is None and count is None else ratio, count=count,
-                       epochs=epochs, batch_size=batch_size, seed=seed, params=parse_params(param))
+                       epochs=epochs, batch_size=batch_size, seed=seed,
+                       params=speed_params(parse_params(param), precision, channels_last, compile))
     record = run_defense(run_dir, spec, out, force=force, device=device, progress=not quiet,
-                         track_epochs=not no_track)
+                         track_epochs=not no_track, eval_every=eval_every)
     if json_out:
         keys = ("method", "before", "after", "der", "seconds", "retain")
         shown = {k: record[k] for k in keys}

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from ..errors import DistoxError
-from .app import app, friendly_errors, parse_params
+from .app import SPEED_OPTIONS, app, friendly_errors, parse_params, speed_params
 
 
 @app.command()
@@ -38,6 +38,11 @@ def purify(
     out: Path | None = typer.Option(None, "--out", "-o", help="Purified weights (.safetensors); a .json report is written beside. Default: <weights>.purified.safetensors"),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and the defense."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    eval_every: int | None = typer.Option(None, "--eval-every", min=1, help="Also measure validation accuracy every "
+                                          "N epochs into the report's history (default: before and after only)."),
+    precision: str = SPEED_OPTIONS["precision"],
+    channels_last: bool = SPEED_OPTIONS["channels_last"],
+    compile: bool = SPEED_OPTIONS["compile"],
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars and no warnings; errors only."),
 ) -> None:
@@ -60,7 +65,8 @@ def purify(
         raise DistoxError(f"--out must end in .safetensors; got {out}")
     report = purify_files(
         model, weights, data, num_classes=num_classes, method=method, epochs=epochs,
-        params=parse_params(param), model_kwargs=parse_params(model_kwarg, "--model-kwarg"),
+        params=speed_params(parse_params(param), precision, channels_last, compile),
+        model_kwargs=parse_params(model_kwarg, "--model-kwarg"), eval_every=eval_every,
         val_fraction=val_fraction, tolerance=tolerance, trust_pickle=trust_pickle, normalize=normalize,
         image_size=image_size, grayscale=grayscale, limit=limit, out=out, seed=seed, device=device,
         progress=not quiet and not json_out, classes=classes,

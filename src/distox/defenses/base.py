@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..acceleration import check_options, drop_defaults, resolve_precision
 from ..data.augmentation import Augmentation, augmentation_for
 from ..data.core import ImageSplit
 from ..metrics import Evaluator
@@ -118,6 +119,14 @@ class Defense:
             set's dataset (``retain.dataset``; CIFAR-10 only, :mod:`distox.data.augmentation`),
             no flip for data of unknown origin. The crop padding follows the same table.
         seed: seed of shuffling, augmentation and random warm starts (0).
+        precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"``
+            (a GPU, or a CPU with native bf16) or ``"fp16"`` (CUDA, with loss scaling);
+            :mod:`distox.acceleration`.
+        channels_last: convolution weights and batches in NHWC memory order (False).
+        compile: train through ``torch.compile``, eager where it fails (False).
+
+    The last three change how fast a run goes, not what it computes (up to rounding); each
+    is recorded in :meth:`get_params` and :meth:`identity` only when it is not at its default.
     """
 
     name: ClassVar[str] = "base"
@@ -126,7 +135,8 @@ class Defense:
     revision: ClassVar[int] = 1
 
     def __init__(self, epochs: int = 100, batch_size: int = 256, lr: float = 0.01,
-                 augment: bool = True, flip: bool | None = None, seed: int = 0) -> None:
+                 augment: bool = True, flip: bool | None = None, seed: int = 0, precision: str = "auto",
+                 channels_last: bool = False, compile: bool = False) -> None:
         if int(epochs) < 1:
             raise DefenseError(f"epochs must be >= 1; got {epochs}")
         if int(batch_size) < 1:
@@ -136,11 +146,17 @@ class Defense:
         self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
         self.augment, self.seed = bool(augment), int(seed)
         self.flip = None if flip is None else bool(flip)
+        try:
+            speed = check_options(precision, channels_last, compile)
+        except DistoxError as exc:
+            raise DefenseError(str(exc)) from None
+        self.precision, self.channels_last, self.compile = (speed[k] for k in ("precision", "channels_last", "compile"))
 
     def get_params(self, retain: ImageSplit | None = None) -> dict[str, Any]:
-        """The hyper-parameters (saved with every result); with ``retain``, ``flip`` as resolved
+        """The hyper-parameters (saved with every result; ``precision``, ``channels_last`` and
+        ``compile`` only when not at their defaults); with ``retain``, ``flip`` as resolved
         for that data."""
-        params = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        params = drop_defaults({k: v for k, v in vars(self).items() if not k.startswith("_")})
         if retain is not None:
             params["flip"] = self.augmentation(retain).flip
         return params
@@ -154,7 +170,8 @@ class Defense:
         """The shared loop's configuration for this defense (override per defense)."""
         aug = self.augmentation(retain)
         base = dict(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, augment=self.augment,
-                    flip=aug.flip, crop_padding=aug.crop_padding, seed=self.seed)
+                    flip=aug.flip, crop_padding=aug.crop_padding, seed=self.seed, precision=self.precision,
+                    channels_last=self.channels_last, compile=self.compile)
         base.update(overrides)
         return LoopConfig(**base)
 
@@ -165,14 +182,19 @@ class Defense:
         Implemented by each defense."""
         raise NotImplementedError
 
-    def identity(self, model: nn.Module, retain: ImageSplit, tracked: bool) -> str:
+    def identity(self, model: nn.Module, retain: ImageSplit, tracked: bool, eval_every: int = 1) -> str:
         """Fingerprint of one purification (what owns a checkpoint): method, revision,
         hyper-parameters, the retain images and labels, every weight and buffer of the suspect
-        ``model``, and whether epochs are evaluated (``tracked``: it changes the history)."""
+        ``model``, and whether epochs are evaluated (``tracked``, every ``eval_every`` epochs:
+        it changes the history; an every-epoch cadence keeps the fingerprint it had before
+        cadences existed)."""
         params = {k: v for k, v in self.get_params(retain).items() if not k.endswith("_resolved")}
         state = model.state_dict()
-        head = json.dumps({"method": self.name, "revision": self.revision, "params": params, "tracked": tracked,
-                           "state": sorted(state)}, sort_keys=True, default=str)
+        head_fields = {"method": self.name, "revision": self.revision, "params": params, "tracked": tracked,
+                       "state": sorted(state)}
+        if tracked and eval_every != 1:
+            head_fields["eval_every"] = int(eval_every)
+        head = json.dumps(head_fields, sort_keys=True, default=str)
         body = tensor_digest(retain.x, retain.y) + tensor_digest(*(state[k] for k in sorted(state)))
         return hashlib.sha256((head + body).encode()).hexdigest()
 
@@ -180,10 +202,11 @@ class Defense:
                  device: str | torch.device = "auto", progress: bool = True,
                  checkpoint: str | os.PathLike | None = None) -> Result:
         dev = resolve_device(device)
+        resolve_precision(self.precision, dev)  # a precision this device cannot run: refused before any work
         work = copy.deepcopy(model).to(dev)
         check_retain(work, retain, dev)
-        ckpt = None if checkpoint is None else Checkpoint(Path(checkpoint), self.identity(work, retain,
-                                                                                          evaluator is not None))
+        ckpt = None if checkpoint is None else Checkpoint(Path(checkpoint), self.identity(
+            work, retain, evaluator is not None, getattr(evaluator, "every", 1)))
         t0 = time.perf_counter()
         try:
             state = self.fit(work, retain, evaluator=evaluator, device=dev, progress=progress, checkpoint=ckpt)

@@ -13,8 +13,8 @@ from torch import nn
 
 from ..attacks.base import PreparedContext
 from ..data import DatasetBundle
-from ..metrics import BackdoorTestSet, Evaluator, evaluate
-from ..runs import FORMAT_VERSION, load_into, load_state, read_json, save_model, save_tensors, write_json
+from ..metrics import BackdoorTestSet, Evaluator, eval_due, evaluate
+from ..runs import FORMAT_VERSION, RunError, load_into, load_state, read_json, save_model, save_tensors, write_json
 from ..training import train
 from ..utils import resolve_device
 from .factories import build_attack, load_spec_data, model_factory
@@ -72,7 +72,7 @@ def run_clean(spec: AttackSpec, out: Path, *, device: str | torch.device = "auto
 
 # ---------------------------------------------------------------------------- attack runs
 def run_attack(spec: AttackSpec, out: Path, *, device: str | torch.device = "auto", progress: bool = True,
-               force: bool = False, track_epochs: bool = False,
+               force: bool = False, track_epochs: bool = False, eval_every: int = 1,
                on_epoch_end: Callable[[int, nn.Module], dict[str, float] | None] | None = None) -> dict[str, float]:
     """Train the backdoored model of ``spec`` into run directory ``out``; return its metrics.
 
@@ -84,7 +84,8 @@ def run_attack(spec: AttackSpec, out: Path, *, device: str | torch.device = "aut
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``.
         progress: tqdm progress bars.
         force: replace a run of a different spec in ``out`` (False).
-        track_epochs: evaluate ACC/ASR/RA after every epoch into ``history.csv`` (False).
+        track_epochs: evaluate ACC/ASR/RA per epoch into ``history.csv`` (False).
+        eval_every: with ``track_epochs``, every this many epochs and after the last (1).
         on_epoch_end: extra ``(epoch, model) -> dict | None`` callback (its dict joins the history).
 
     Returns:
@@ -92,6 +93,8 @@ def run_attack(spec: AttackSpec, out: Path, *, device: str | torch.device = "aut
         ``"clean_ra"`` with ``spec.clean_reference`` (see :func:`score_clean_model`).
     """
     out = Path(out)
+    if int(eval_every) < 1:
+        raise RunError(f"eval_every must be >= 1; got {eval_every}")
     spec_dict = spec.to_dict()
     check_out_dir(out, spec_dict, force, "attack")
     if all((out / f).exists() for f in (METRICS_FILE, MODEL_FILE, ATTACK_RECORD)):
@@ -122,7 +125,7 @@ def run_attack(spec: AttackSpec, out: Path, *, device: str | torch.device = "aut
 
     def epoch_end(epoch: int, m: nn.Module) -> dict[str, float]:
         row: dict[str, float] = {}
-        if track_epochs:
+        if track_epochs and eval_due(epoch, eval_every, config.epochs):
             bd = fixed_backdoor if fixed_backdoor is not None else attack.backdoor_test_set(data.test)
             row.update(Evaluator(data.test.x, data.test.y, bd, device=dev)(epoch, m))
         if on_epoch_end is not None:

@@ -33,7 +33,8 @@ ACC_TOLERANCE = 2.0
 
 
 def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, force: bool = False,
-                device: str | torch.device = "auto", progress: bool = True, track_epochs: bool = True) -> dict[str, Any]:
+                device: str | torch.device = "auto", progress: bool = True, track_epochs: bool = True,
+                eval_every: int = 1) -> dict[str, Any]:
     """Apply a defense to an attack run and score it (SPEC §2, §4).
 
     Args:
@@ -45,13 +46,16 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
         force: replace a result or checkpoint of *other* arguments there (False: :class:`RunError`).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         progress: tqdm progress bars.
-        track_epochs: ACC/ASR/RA after every epoch into ``history.csv`` (True).
+        track_epochs: ACC/ASR/RA per epoch into ``history.csv`` (True).
+        eval_every: with ``track_epochs``, evaluate every this many epochs and after the last (1).
 
     Returns:
         The ``defense.json`` record: before/after ACC/ASR/RA, DER, retain set, resolved
         defense configuration, seconds.
     """
     run_dir = Path(run_dir)
+    if int(eval_every) < 1:
+        raise RunError(f"eval_every must be >= 1; got {eval_every}")
     method = defense_registry.get(spec.method).name  # unknown method: clear error first
     out = Path(out) if out is not None else run_dir / "defense" / method
     if out.resolve() == run_dir.resolve():
@@ -68,9 +72,11 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
     backdoor = run.backdoor_test_set()
     test = run.data.test
     before = round_metrics(evaluate(run.model, test.x, test.y, backdoor, device=dev))
-    evaluator = Evaluator(test.x, test.y, backdoor, device=dev) if track_epochs else None
+    evaluator = (Evaluator(test.x, test.y, backdoor, device=dev, every=eval_every, last=defense.epochs)
+                 if track_epochs else None)
     checkpoint = out / CHECKPOINT_FILE
-    if checkpoint.exists() and saved_identity(checkpoint) != defense.identity(run.model, retain, track_epochs):
+    if checkpoint.exists() and saved_identity(checkpoint) != defense.identity(run.model, retain, track_epochs,
+                                                                               eval_every):
         if not force:
             raise RunError(f"{checkpoint} holds an interrupted defense run with other arguments or data; rerun "
                            "that command to resume it, or pass --force (force=True) to discard it and start over")

@@ -8,7 +8,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..acceleration import check_options, drop_defaults
 from ..attacks.base import AttackError
+from ..errors import DistoxError
 from ..data.augmentation import augmentation_for, resolve_flip
 from ..defenses.base import DefenseError
 from ..training import LoopConfig
@@ -66,6 +68,9 @@ class AttackSpec(SpecRecord):
             ``clean_asr`` / ``clean_ra``, the ASR floor (False).
         seed: seed of subsets, poisoned indices, initialisation and shuffling (0).
         data_root: where to look for the dataset (None: ``$DISTOX_DATA``, system paths).
+        precision, channels_last, compile: how the training loop runs
+            (:mod:`distox.acceleration`; ``"auto"``, False, False). Each is part of the spec's
+            dict (run identity, bench cell key) only when not at its default.
 
     Example:
         >>> spec = AttackSpec("blended", epochs=10, model_kwargs={"width": 16})
@@ -94,8 +99,15 @@ class AttackSpec(SpecRecord):
     momentum: float = 0.9
     flip: bool | None = None
     clean_reference: bool = False
+    precision: str = "auto"
+    channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
+        try:
+            check_options(self.precision, self.channels_last, self.compile)
+        except DistoxError as exc:
+            raise AttackError(str(exc)) from None
         self.model_kwargs = dict(self.model_kwargs or {})
         self.attack_kwargs = dict(self.attack_kwargs or {})
         if self.data_root is not None:
@@ -120,6 +132,11 @@ class AttackSpec(SpecRecord):
         if self.sam_rho is not None and not float(self.sam_rho) > 0:
             raise AttackError(f"SAM radius must be > 0; got {self.sam_rho}")
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict; ``precision``, ``channels_last`` and ``compile`` only when not at
+        their defaults (so the specs and bench keys of runs made before they existed hold)."""
+        return drop_defaults(super().to_dict())
+
     def identity(self) -> dict[str, Any]:
         """The fields that define the result (``data_root`` only says where data live)."""
         d = self.to_dict()
@@ -134,7 +151,8 @@ class AttackSpec(SpecRecord):
                           momentum=float(self.momentum), weight_decay=float(self.weight_decay),
                           augment=bool(self.augment), flip=aug.flip, crop_padding=aug.crop_padding,
                           sam_rho=None if self.sam_rho is None else float(self.sam_rho),
-                          sam_adaptive=self.sam_rho is not None, seed=int(self.seed))
+                          sam_adaptive=self.sam_rho is not None, seed=int(self.seed), precision=self.precision,
+                          channels_last=self.channels_last, compile=self.compile)
 
 
 @dataclass
