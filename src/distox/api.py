@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from .data.core import DataError, ImageSplit
 from .defenses import registry as defense_registry
 from .defenses.base import DefenseError, Result, check_retain
-from .guidance import AccuracyWarning, accuracy_warning
+from .guidance import DEFAULT_TOLERANCE, AccuracyWarning, accuracy_warning
 from .label_check import check_labels
 from .metrics import BackdoorTestSet, Evaluator, evaluate
 from .utils import resolve_device
@@ -125,7 +125,7 @@ def purify(
     verbose: bool = True,
     label_check: str = "warn",
     checkpoint: str | os.PathLike | None = None,
-    tolerance: float | None = 2.0,
+    tolerance: float | None = DEFAULT_TOLERANCE,
     **params: Any,
 ) -> Result:
     """Purify a suspect ``model`` with ``method`` (default D3 with its ``default`` preset).

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+#: Points of clean accuracy a purification may lose before the warning (every entry point).
+DEFAULT_TOLERANCE = 2.0
 #: Where the measurements behind the advice are.
 SOURCE = 'BENCHMARKS.md, "A default that purifies any model"'
 #: λ measured to cost less accuracy than the default's 10 (500 images, "What costs accuracy with 500 images").

@@ -61,7 +61,7 @@ from torch import nn
 from .data.core import DataError, ImageSplit, holdout_split
 from .errors import DistoxError, first_line
 from .defenses.base import check_classes
-from .guidance import accuracy_warning
+from .guidance import DEFAULT_TOLERANCE, accuracy_warning
 from .label_check import LabelCheck, check_labels
 from .metrics import round_metrics
 from .models.normalized import Normalized
@@ -418,7 +418,7 @@ def purify_files(
     epochs: int | None = None,
     params: dict[str, Any] | None = None,
     val_fraction: float = 0.2,
-    tolerance: float = 2.0,
+    tolerance: float = DEFAULT_TOLERANCE,
     trust_pickle: bool = False,
     normalize: str | None = None,
     image_size: int | None = None,

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .. import defenses as defense_registry
-from ..guidance import accuracy_warning
+from ..guidance import DEFAULT_TOLERANCE, accuracy_warning
 from ..metrics import Evaluator, der, evaluate, round_value
 from ..runs import FORMAT_VERSION, RunError, load_into, load_state, read_json, save_model, write_json
 from ..training import saved_identity
@@ -29,7 +29,7 @@ from .specs import DefenseSpec, jsonable
 
 log = logging.getLogger(__name__)
 #: ``distox defend`` warns when test accuracy falls by more than this many points.
-ACC_TOLERANCE = 2.0
+ACC_TOLERANCE = DEFAULT_TOLERANCE
 
 
 def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, force: bool = False,
