@@ -68,7 +68,7 @@ def test_classifier_input_and_channel_units_are_found():
     name, layer = find_classifier(model, x)
     assert name == "net.fc" and layer is model.net.fc
     units = find_units(model, layer, x)  # fc's input is the flattened (8, 2, 2) pooled map
-    assert (units.features, units.group, units.count) == (32, 4, 8)
+    assert (units.features, units.group, units.count, units.kind) == (32, 4, 8, "channel")
     assert find_units(model, layer, x, "feature") == Units(32, 1)
     assert torch.equal(units.feature_mask(torch.tensor([1.0, 0.0] * 4))[:8], torch.tensor([1.0] * 4 + [0.0] * 4))
 
@@ -183,3 +183,32 @@ def test_purify_runs_fp_by_name():
     res = distox.purify(tiny_model(), (bundle.train.x, bundle.train.y), method="fp", epochs=1, batch_size=16,
                         device="cpu", eval_data=(bundle.test.x, bundle.test.y), verbose=False)
     assert res.method == "fp" and "acc" in res.info["after"] and "pruning_resolved" in res.config
+
+
+def resumes_bit_identical(make_defense, model: nn.Module, retain: ImageSplit, tmp_path, monkeypatch) -> None:
+    """A run interrupted (Ctrl-C) after epoch 1 and resumed from its checkpoint ends with the
+    weights of an uninterrupted run (also used by the NAD tests)."""
+    from distox import training
+
+    ref = make_defense()(model, retain, device="cpu", progress=False)
+    real = training._atomic_torch_save
+
+    def interrupt(obj, path):
+        if obj["epoch"] == 2:
+            raise KeyboardInterrupt
+        return real(obj, path)
+
+    ckpt = tmp_path / "ckpt.pt"
+    monkeypatch.setattr(training, "_atomic_torch_save", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        make_defense()(model, retain, device="cpu", progress=False, checkpoint=ckpt)
+    monkeypatch.setattr(training, "_atomic_torch_save", real)
+    resumed = make_defense()(model, retain, device="cpu", progress=False, checkpoint=ckpt)
+    assert resumed.resumed_from_epoch == 1
+    a, b = ref.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_after_interruption_is_bit_identical(trained, tmp_path, monkeypatch):
+    model, retain = trained
+    resumes_bit_identical(lambda: FP(epochs=3, batch_size=32, acc_ratio=0.5), model, retain, tmp_path, monkeypatch)

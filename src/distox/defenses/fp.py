@@ -12,7 +12,8 @@ its bugs fixed.
    the H·W features of a channel are one unit, so a channel is pruned whole — the paper prunes
    channels of the last convolutional layer. Otherwise (and with ``units="feature"``, the
    reference's behaviour) every input feature is a unit. For PreAct-ResNet18 the two agree
-   (512 channels of 1×1).
+   (512 channels of 1×1); behind an MLP head (VGG19-BN) the units are the hidden features
+   feeding its last Linear.
 3. **Ranking.** Mean activation of each unit over the training part of the retain set (the
    signed value, as the reference; the model in eval mode, without augmentation — the
    reference ranks augmented images). Lowest first.
@@ -116,6 +117,7 @@ class Units:
 
     features: int
     group: int
+    kind: str = "feature"  # "channel" when the input is a flattened feature map
 
     @property
     def count(self) -> int:
@@ -136,7 +138,7 @@ def find_units(model: nn.Module, layer: nn.Module, example: torch.Tensor, units:
     for _, out in reversed(module_outputs(model, example)):
         if (isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[0] == feats.shape[0]
                 and out[0].numel() == n_feat and torch.equal(out.flatten(1), feats)):
-            return Units(n_feat, int(out.shape[2] * out.shape[3]))
+            return Units(n_feat, int(out.shape[2] * out.shape[3]), "channel")
     return Units(n_feat, 1)
 
 
@@ -257,7 +259,7 @@ class FP(FT):
         except BaseException:
             mask.remove()
             raise
-        self.pruning_resolved = {"classifier": name, "units": "channel" if units.group > 1 else "feature",
+        self.pruning_resolved = {"classifier": name, "units": units.kind,
                                  "unit_count": units.count, "unit_features": units.group, "step": step,
                                  "heldout_size": len(held), **sweep}
         log.info("FP: pruned %d of %d units of %s's input", sweep["pruned"], units.count, name)

@@ -32,7 +32,8 @@ one to return among equally deep ones). Maps of size 1×1 are skipped. The last
 (layer3 at 500, layer4 at 1000) and the outputs of the last two resolutions elsewhere (e.g.
 layer2/layer3 of a torchvision ResNet-18 at 32 px, the 4×4 and 2×2 blocks of VGG19-BN).
 ``stages=[names]`` chooses modules by name instead. A model with no spatial feature map
-(an MLP, a ViT) is refused with a :class:`DefenseError`.
+(an MLP) is refused with a :class:`DefenseError`; on a ViT the only one is the patch
+embedding's grid, which is then the one stage distilled.
 
 Other differences from the reference, on purpose: the student runs one forward pass per step
 (the reference runs four, updating BatchNorm statistics four times); distillation uses the
@@ -196,8 +197,11 @@ class NAD(Defense):
                        precision=self.precision, channels_last=self.channels_last, compile=self.compile,
                        momentum=self.momentum, weight_decay=self.weight_decay)
         result = ft(model, retain, device=device, progress=progress)
-        self.teacher_history_resolved = result.history[-1] if result.history else {}
-        return result.model.eval().requires_grad_(False)
+        self.teacher_resolved = result.history[-1] if result.history else {}
+        teacher = result.model.eval().requires_grad_(False)
+        for param in teacher.parameters():
+            param.grad = None  # the last fine-tuning step's gradients: never used again
+        return teacher
 
     def fit(self, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
             device: torch.device, progress: bool, checkpoint: Checkpoint | None = None) -> TrainState:
