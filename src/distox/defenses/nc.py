@@ -61,7 +61,11 @@ Differences from the reference, on purpose:
 
 Cost: K × up to ``nc_epochs`` epochs of reverse-engineering (Adam steps on the mask and
 pattern only), plus the fine-tuning when a class is flagged. With a ``checkpoint`` the
-fine-tuning resumes; the reverse-engineering (deterministic for a seed) is recomputed.
+fine-tuning resumes; the reverse-engineering (deterministic for a seed) is recomputed. The budget
+is counted in epochs, as in the reference, so a small retain set gets few Adam steps per class
+(67 images at batch 256: one per epoch, 80 in all, against 800 on CIFAR-10's 2,500): on such
+sets a real trigger may not shrink enough to be flagged; a smaller ``batch_size`` or a larger
+``nc_epochs`` gives it more steps.
 
 Example:
     >>> result = NC(nc_epochs=20, epochs=20)(suspect_model, retain_split)
