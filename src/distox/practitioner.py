@@ -340,6 +340,7 @@ class PurifyReport:
     label_check: dict[str, Any] = field(default_factory=dict)
     resumed_from_epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)  # what the defense found (Result.info), e.g. NC's flags
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, numbers rounded as in every distox record (:func:`~distox.metrics.round_metrics`)."""
@@ -503,6 +504,7 @@ def purify_files(
         out=str(out) if out is not None else None, history=result.history,
         classes={"rule": LABEL_RULES[clean.label_rule], "mapping": clean.mapping, "text": clean.labels_text()},
         label_check=check.to_dict(), resumed_from_epoch=result.resumed_from_epoch,
+        info={k: v for k, v in result.info.items() if k not in ("before", "after")},
     )
     if out is not None:
         out = Path(out)

@@ -226,6 +226,7 @@ class TrainState:
     resumed_from_epoch: int = 0
     precision: str = "fp32"  # as resolved for the device: fp32, bf16 or fp16
     compiled: bool = False  # trained through torch.compile (False after a fallback to eager)
+    info: dict[str, Any] = field(default_factory=dict)  # what a defense found, for Result.info (JSON-ready)
 
 
 def train(

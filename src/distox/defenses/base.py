@@ -214,4 +214,5 @@ class Defense:
             raise DefenseError(f"{self.name}: {exc}") from None
         work.eval()
         return Result(model=work, method=self.name, config=self.get_params(retain), history=state.history,
-                      seconds=time.perf_counter() - t0, resumed_from_epoch=state.resumed_from_epoch)
+                      seconds=time.perf_counter() - t0, resumed_from_epoch=state.resumed_from_epoch,
+                      info=dict(state.info))

@@ -51,7 +51,8 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
 
     Returns:
         The ``defense.json`` record: before/after ACC/ASR/RA, DER, retain set, resolved
-        defense configuration, seconds.
+        defense configuration, seconds, and ``info`` (``Result.info``) when the defense
+        reports what it found.
     """
     run_dir = Path(run_dir)
     if int(eval_every) < 1:
@@ -109,6 +110,7 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
         "seconds": round(seconds, 3),
         "epochs": len(result.history),
         "resumed_from_epoch": result.resumed_from_epoch,
+        **({"info": jsonable(result.info)} if result.info else {}),  # what the defense found (e.g. NC's flags)
         "device": str(dev),
         "versions": library_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
