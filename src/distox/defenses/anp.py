@@ -165,7 +165,8 @@ def select_threshold(rows: list[dict[str, float]], start_acc: float, acc_ratio: 
 
 @register
 class ANP(Defense):
-    """Adversarial Neuron Pruning (module docstring: algorithm, defaults, differences).
+    """Adversarial Neuron Pruning: a mask per BatchNorm neuron learned under adversarial neuron
+    noise, then the neurons with low masks pruned (module docstring: algorithm, defaults, differences).
 
     Args:
         eps: ε, bound of the multiplicative neuron noise (0.4).
@@ -216,7 +217,8 @@ class ANP(Defense):
         self.eps, self.alpha, self.anp_steps = float(eps), float(alpha), int(anp_steps)
         self.threshold = None if threshold is None else float(threshold)
         self.pruning_max, self.pruning_step = float(pruning_max), float(pruning_step)
-        self.acc_ratio, self.val_fraction, self.project_noise = float(acc_ratio), float(val_fraction), bool(project_noise)
+        self.acc_ratio, self.val_fraction = float(acc_ratio), float(val_fraction)
+        self.project_noise = bool(project_noise)
 
     def passes(self, n_images: int) -> int:
         """Passes over ``n_images`` retain images: ``epochs``, or ``iterations`` rounded up."""
@@ -269,7 +271,8 @@ class ANP(Defense):
             retain, held = split_retain(retain, self.val_fraction, self.seed)
         masks, state = self.search(model, retain, device=device, progress=progress, checkpoint=checkpoint)
         total = sum(m.numel() for m in masks.values())
-        summary: dict[str, Any] = {"neurons": total, "mask_mean": round(float(torch.cat(list(masks.values())).mean()), 4)}
+        mask_mean = float(torch.cat(list(masks.values())).mean())
+        summary: dict[str, Any] = {"neurons": total, "mask_mean": round(mask_mean, 4)}
         if held is None:
             threshold = self.threshold
         else:

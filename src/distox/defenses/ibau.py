@@ -139,7 +139,8 @@ def universal_perturbation(model: nn.Module, batches: Iterable[torch.Tensor], sh
 
 @register
 class IBAU(Defense):
-    """Implicit Backdoor Adversarial Unlearning (module docstring: algorithm, defaults, fixes).
+    """Implicit Backdoor Adversarial Unlearning: unlearn a universal adversarial perturbation
+    by implicit hypergradient steps (module docstring: algorithm, defaults, fixes).
 
     Args:
         k: fixed-point iterations K of the hypergradient (5).
