@@ -240,6 +240,7 @@ def train(
     optimizer: torch.optim.Optimizer | None = None,
     batch_transform: Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None = None,
     after_step: Callable[[nn.Module], None] | None = None,
+    on_epoch_start: Callable[[int, nn.Module], None] | None = None,
     on_epoch_end: Callable[[int, nn.Module], dict[str, float]] | None = None,
     checkpoint: str | os.PathLike | Checkpoint | None = None,
     extra_state: dict[str, Stateful] | None = None,
@@ -258,6 +259,10 @@ def train(
     run (:mod:`distox.acceleration`); the objective receives the compiled model when compiling,
     while ``after_step`` and ``on_epoch_end`` always get ``model`` itself (callbacks evaluate
     eagerly). A precision the device cannot run raises :class:`~distox.acceleration.PrecisionError`.
+
+    ``on_epoch_start(epoch, model)`` (1-based ``epoch``) runs before each epoch's first batch,
+    after a resume too (e.g. i-BAU crafts the round's perturbation there); it must draw its
+    random numbers from its own seeded generator for a resumed run to stay bit-identical.
     """
     dev = resolve_device(device)
     plan = resolve_precision(config.precision, dev, config.amp)
@@ -330,6 +335,8 @@ def train(
                        initial=start_epoch, total=config.epochs)
     try:
         for epoch in bar:
+            if on_epoch_start is not None:
+                on_epoch_start(epoch + 1, model)
             model.train()
             if config.bn_eval:
                 set_batchnorm_eval(model)
