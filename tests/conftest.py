@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from distox.data.core import DatasetBundle, ImageSplit
+from distox.utils import cpu_vendor  # noqa: F401  (pinned exact results are per CPU vendor)
 
 
 @pytest.fixture(autouse=True)
@@ -65,3 +66,4 @@ def digits_bundle() -> DatasetBundle:
     from distox.data import load_dataset
 
     return load_dataset("digits")
+

@@ -410,7 +410,10 @@ def test_shipped_configs_validate():
              for name in ("smoke", "cpu", "cpu-vgg", "cpu-seeds", "cpu-ablations", "paper", "zoo")}
     sizes = {name: len(grid) for name, grid in grids.items()}
     assert sizes["smoke"] == 2 + 2 * 2
-    assert sizes["cpu"] == sizes["cpu-vgg"] == 7 * 5  # 7 attacks x (no defense + 4 defenses)
+    assert sizes["cpu"] == sizes["cpu-vgg"] == 7 * 10  # 7 attacks x (no defense + the nine defenses)
+    nine = {"ft", "ft-sam", "sau", "fp", "nad", "nc", "anp", "i-bau", "d3"}
+    for name in ("cpu", "cpu-vgg", "paper"):
+        assert {c.column for c in grids[name].cells} == nine | {"none"}, name
     assert sizes["cpu-seeds"] == 3 * 7 * 3  # 3 seeds x 7 attacks x (no defense, FT-SAM, D3)
     # cpu-seeds.yaml is cpu.yaml over more seeds: its seed-0 cells are cpu.yaml's (same keys)
     seed0 = {c.key for c in grids["cpu-seeds"].cells if c.seed == 0}

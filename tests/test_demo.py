@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from distox.cli import app
 from distox.demo import DemoConfig, run_demo
+from distox.utils import cpu_vendor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,13 +62,19 @@ def test_demo_cli_runs_the_preset_it_is_given_and_refuses_unknown_ones(monkeypat
 
 
 def test_readme_demo_table_is_the_output_of_the_current_code(default_report):
-    """Fails when the code's demo numbers drift from README.md's table: rerun
+    """Fails when the code's demo numbers drift from the table recorded for this CPU vendor, or
+    README.md's table from the one recorded for the vendor it names: rerun
     `python benchmarks/readme_demo.py --write` (the seconds column is not compared)."""
     mod = readme_demo()
-    readme = mod.readme_table((ROOT / "README.md").read_text())
-    assert mod.table_cells(readme) == mod.table_cells(default_report.table()), (
-        "README.md's demo table is stale; run `python benchmarks/readme_demo.py --write`")
-    assert [r[0] for r in mod.table_cells(readme)] == ["no defense", "ft", "d3"]
+    text = (ROOT / "README.md").read_text()
+    tables, vendor = mod.recorded_tables(), cpu_vendor()
+    assert mod.table_cells(mod.readme_table(text)) == tables[mod.readme_vendor(text)], (
+        "README.md's demo table is not the one recorded for its CPU vendor; run `python benchmarks/readme_demo.py --write`")
+    assert vendor in tables, (f"no demo table recorded for CPU vendor {vendor!r}: check the numbers, then run "
+                              "`python benchmarks/readme_demo.py --record`")
+    assert mod.table_cells(default_report.table()) == tables[vendor], (
+        f"the demo's numbers drifted from those recorded for {vendor}; rerun `python benchmarks/readme_demo.py --write`")
+    assert [r[0] for r in tables[vendor]] == ["no defense", "ft", "d3"]
     assert torch.get_num_threads() == 1  # run_demo gave the thread count back
 
 

@@ -52,3 +52,19 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def cpu_vendor() -> str:
+    """The CPU vendor (``GenuineIntel``, ``AuthenticAMD``, ...; ``platform.machine()`` where
+    /proc/cpuinfo names none). Float kernels (oneDNN, MKL) take other code paths on other CPU
+    vendors, so weights after training match bit for bit only on the same vendor: results pinned
+    exactly (tests, the README's demo table) are pinned per vendor."""
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
