@@ -75,3 +75,20 @@ def test_defend_records_and_logs_the_warning_once(finished, tmp_path, monkeypatc
     rec2 = run_defense(out, DefenseSpec("ft", ratio=0.25, epochs=1, seed=8), tmp_path / "d2", device="cpu",
                        progress=False, track_epochs=False)
     assert rec2["warning"] is None
+
+
+def test_a_grid_cell_records_the_warning_without_logging_it(finished, tmp_path, monkeypatch, caplog):  # noqa: F811
+    """``distox bench`` runs cells with ``warn=False``: the warning is in defense.json, not printed
+    once per cell (``bench -q`` promises no warnings)."""
+    import inspect
+
+    from distox.bench import executors
+
+    assert "warn=False" in inspect.getsource(executors.compute_cell)
+    out = copy_run(finished, tmp_path)
+    monkeypatch.setattr(defense_runner, "ACC_TOLERANCE", -101.0)
+    with caplog.at_level(logging.WARNING, logger="distox"):
+        rec = run_defense(out, DefenseSpec("ft", ratio=0.25, epochs=1, seed=7), tmp_path / "d", device="cpu",
+                          progress=False, track_epochs=False, warn=False)
+    assert rec["warning"].startswith("test accuracy fell by")
+    assert not any("test accuracy fell by" in r.getMessage() for r in caplog.records)

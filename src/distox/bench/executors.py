@@ -85,7 +85,8 @@ def compute_cell(cell: Cell, cells_root: Path, options: RunOptions) -> dict[str,
     spec = experiment.DefenseSpec(**d)
     rec = experiment.run_defense(cells_root / cell.config["attack"], spec, out, force=True,
                                  device=options.device, progress=options.progress,
-                                 track_epochs=eval_every is not None, eval_every=eval_every or 1)
+                                 track_epochs=eval_every is not None, eval_every=eval_every or 1,
+                                 warn=False)  # recorded in defense.json; a grid prints no per-cell warnings
     after = rec.get("after") or rec.get("metrics", {}).get("after") or rec
     result = _metrics(after)
     if not {"acc", "asr"} <= set(result):

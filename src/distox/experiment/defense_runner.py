@@ -34,7 +34,7 @@ ACC_TOLERANCE = DEFAULT_TOLERANCE
 
 def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, force: bool = False,
                 device: str | torch.device = "auto", progress: bool = True, track_epochs: bool = True,
-                eval_every: int = 1) -> dict[str, Any]:
+                eval_every: int = 1, warn: bool = True) -> dict[str, Any]:
     """Apply a defense to an attack run and score it (SPEC §2, §4).
 
     Args:
@@ -48,6 +48,8 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
         progress: tqdm progress bars.
         track_epochs: ACC/ASR/RA per epoch into ``history.csv`` (True).
         eval_every: with ``track_epochs``, evaluate every this many epochs and after the last (1).
+        warn: log the accuracy warning (:mod:`distox.guidance`) when test accuracy fell by more
+            than :data:`ACC_TOLERANCE` (True); it is in the record either way (bench cells: False).
 
     Returns:
         The ``defense.json`` record: before/after ACC/ASR/RA, DER, retain set, resolved
@@ -89,7 +91,7 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
     after = round_metrics(evaluate(result.model, test.x, test.y, backdoor, device=dev))
     warning = accuracy_warning(before["acc"], after["acc"], ACC_TOLERANCE, method, result.config, len(idx),
                                what="test accuracy")
-    if warning:
+    if warning and warn:
         log.warning(warning)
     record = {
         "format_version": FORMAT_VERSION,
