@@ -740,3 +740,30 @@ def test_ray_executor_matches_local(e2e_runs, tmp_path):
         assert cache.load(c.key)["result"] == ref.load(c.key)["result"]
         mine = (cache.cell_dir(c.key) / "model.safetensors").read_bytes()
         assert mine == (ref.cell_dir(c.key) / "model.safetensors").read_bytes()
+
+
+def test_a_cell_finished_by_an_interrupted_run_records_what_it_cost(tmp_path):
+    """A defense that an earlier, interrupted grid run finished (its defense.json is there, the
+    cell.json is not) is picked up in no time; the cell records the defense's own seconds, so the
+    report's cost table does not show it as free."""
+    from distox.bench.executors import SPENT, run_one
+
+    cell = expand(cfg_of(seeds=[0])).defenses[0]
+
+    def finished_earlier(cell, cells_root, options):
+        return {"acc": 80.0, "asr": 1.0, "ra": 50.0, SPENT: 123.4}
+
+    key, result, seconds = run_one(finished_earlier, cell, str(tmp_path), RunOptions())
+    assert seconds == 123.4 and SPENT not in result
+    rec = json.loads((tmp_path / "cells" / key / CELL_RECORD).read_text())
+    assert rec["seconds"] == 123.4 and rec["result"] == {"acc": 80.0, "asr": 1.0, "ra": 50.0}
+
+
+def test_report_has_a_cost_table_relative_to_ft(tmp_path):
+    cfg = cfg_of(seeds=[0])
+    grid, cache = prepare(cfg, str(tmp_path))
+    execute(grid, cache, cell_fn=fake_cell, progress=False)
+    text = render(build_report(tmp_path, cfg), "markdown")
+    assert "Wall seconds per defense cell" in text
+    lines = text[text.index("Wall seconds per defense cell"):].splitlines()
+    assert any(line.startswith("| **× FT** | 1.00 |") for line in lines), lines[:12]

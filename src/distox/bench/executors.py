@@ -35,6 +35,9 @@ from .config import BenchError
 from .grid import CLEAN_LABEL, Cell, Grid
 
 log = logging.getLogger(__name__)
+#: Result key through which a cell function reports seconds already spent on it (a defense that
+#: an earlier, interrupted grid run finished): the cell's recorded wall time is at least that.
+SPENT = "_spent_seconds"
 
 EXECUTORS = ("local", "ray")
 
@@ -89,6 +92,8 @@ def compute_cell(cell: Cell, cells_root: Path, options: RunOptions) -> dict[str,
                                  warn=False)  # recorded in defense.json; a grid prints no per-cell warnings
     after = rec.get("after") or rec.get("metrics", {}).get("after") or rec
     result = _metrics(after)
+    if rec.get("seconds") is not None:  # what the defense cost, also when an earlier interrupted grid run finished it
+        result[SPENT] = float(rec["seconds"])
     if not {"acc", "asr"} <= set(result):
         raise BenchError(f"run_defense returned no after-defense ACC/ASR for cell {cell.key}")
     return result
@@ -126,7 +131,8 @@ def run_one(fn: CellFunction, cell: Cell, root: str, options: RunOptions) -> tup
     cache = Cache(root)
     t0, c0 = time.perf_counter(), time.process_time()
     result = fn(cell, cache.cells_root, options)
-    seconds = time.perf_counter() - t0
+    # a cell whose work was done by an earlier, interrupted grid run reports that run's seconds
+    seconds = max(time.perf_counter() - t0, float(result.pop(SPENT, 0.0)))
     cache.mark_done(cell, result, seconds, cpu_seconds=time.process_time() - c0)
     return cell.key, result, seconds
 

@@ -295,7 +295,29 @@ def render_markdown(report: Report) -> str:
         if t.judged and ders:
             lines += ["", f"Floor = {FLOOR_RULE}; verdict pass when the defended ASR ≤ floor.", "",
                       *_verdict_lines(t, len(report.parts) > 1)]
+        lines += _time_lines(t, ders)
     return "\n".join(lines + _summary_lines(report)) + "\n"
+
+
+def _time_lines(t: Table, ders: list[str]) -> list[str]:
+    """Markdown table of each defense's wall seconds per attack row (mean over seeds), their mean
+    over the rows where every defense finished, and that mean relative to FT's when FT ran: the
+    cost table. Empty before any defense cell finished."""
+    rows = [r for r in t.rows if r != AVERAGE]
+    if not ders or all(t.entries[r][c].seconds is None for r in rows for c in ders):
+        return []
+    lines = ["", "Wall seconds per defense cell (the machine and the `--jobs` the grid ran with):", "",
+             _md_row(["Attack", *(display(c) for c in ders)]), "|---" * (1 + len(ders)) + "|"]
+    for r in rows:
+        lines.append(_md_row([display(r), *("–" if t.entries[r][c].seconds is None else f"{t.entries[r][c].seconds:.1f}"
+                                            for c in ders)]))
+    full = [r for r in rows if all(t.entries[r][c].seconds is not None for c in ders)]
+    if full:
+        means = {c: mean(t.entries[r][c].seconds for r in full) for c in ders}
+        lines.append(_md_row([f"**Mean** ({len(full)} rows)", *(f"{means[c]:.1f}" for c in ders)]))
+        if means.get("ft"):
+            lines.append(_md_row(["**× FT**", *(f"{means[c] / means['ft']:.2f}" for c in ders)]))
+    return lines
 
 
 def _md_row(cells: list[str]) -> str:
