@@ -301,8 +301,9 @@ def render_markdown(report: Report) -> str:
 
 def _time_lines(t: Table, ders: list[str]) -> list[str]:
     """Markdown table of each defense's wall seconds per attack row (mean over seeds), their mean
-    over the rows where every defense finished, and that mean relative to FT's when FT ran: the
-    cost table. Empty before any defense cell finished."""
+    over the rows where every defense finished, and that mean relative to FT's when FT ran; the
+    same for the workers' CPU seconds, which other load on the machine changes less: the cost
+    table. Empty before any defense cell finished."""
     rows = [r for r in t.rows if r != AVERAGE]
     if not ders or all(t.entries[r][c].seconds is None for r in rows for c in ders):
         return []
@@ -317,6 +318,11 @@ def _time_lines(t: Table, ders: list[str]) -> list[str]:
         lines.append(_md_row([f"**Mean** ({len(full)} rows)", *(f"{means[c]:.1f}" for c in ders)]))
         if means.get("ft"):
             lines.append(_md_row(["**× FT**", *(f"{means[c] / means['ft']:.2f}" for c in ders)]))
+        if all(t.entries[r][c].cpu_seconds for r in full for c in ders):  # load-independent: the worker's CPU time
+            cpu = {c: mean(t.entries[r][c].cpu_seconds for r in full) for c in ders}
+            lines.append(_md_row(["**Mean CPU s**", *(f"{cpu[c]:.1f}" for c in ders)]))
+            if cpu.get("ft"):
+                lines.append(_md_row(["**× FT (CPU s)**", *(f"{cpu[c] / cpu['ft']:.2f}" for c in ders)]))
     return lines
 
 
