@@ -765,10 +765,19 @@ def test_a_cell_finished_by_an_interrupted_run_records_what_it_cost(tmp_path):
 
 
 def test_report_has_a_cost_table_relative_to_ft(tmp_path):
+    from distox.bench.executors import SPENT
+
+    def timed(cell, cells_root, options):  # FT cells "took" 10 s, every other defense 25 s
+        res = fake_cell(cell, cells_root, options)
+        if cell.kind == "defense":
+            res[SPENT] = 10.0 if cell.column == "ft" else 25.0
+        return res
+
     cfg = cfg_of(seeds=[0])
     grid, cache = prepare(cfg, str(tmp_path))
-    execute(grid, cache, cell_fn=fake_cell, progress=False)
+    execute(grid, cache, cell_fn=timed, progress=False)
     text = render(build_report(tmp_path, cfg), "markdown")
-    assert "Wall seconds per defense cell" in text
     lines = text[text.index("Wall seconds per defense cell"):].splitlines()
-    assert any(line.startswith("| **× FT** | 1.00 |") for line in lines), lines[:12]
+    assert "| BadNets | 10.0 | 25.0 | 25.0 |" in lines
+    assert any(line.startswith("| **Mean** (") and line.endswith("| 10.0 | 25.0 | 25.0 |") for line in lines)
+    assert "| **× FT** | 1.00 | 2.50 | 2.50 |" in lines
