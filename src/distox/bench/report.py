@@ -300,10 +300,10 @@ def render_markdown(report: Report) -> str:
 
 
 def _time_lines(t: Table, ders: list[str]) -> list[str]:
-    """Markdown table of each defense's wall seconds per attack row (mean over seeds), their mean
-    over the rows where every defense finished, and that mean relative to FT's when FT ran; the
-    same for the workers' CPU seconds, which other load on the machine changes less: the cost
-    table. Empty before any defense cell finished."""
+    """Markdown table of each defense's wall seconds per attack row (mean over seeds), then per
+    defense its mean over the rows it finished and its cost relative to FT over the rows both
+    finished; the same for the workers' CPU seconds, which other load on the machine changes
+    less: the cost table. Empty before any defense cell finished."""
     rows = [r for r in t.rows if r != AVERAGE]
     if not ders or all(t.entries[r][c].seconds is None for r in rows for c in ders):
         return []
@@ -312,17 +312,17 @@ def _time_lines(t: Table, ders: list[str]) -> list[str]:
     for r in rows:
         lines.append(_md_row([display(r), *("–" if t.entries[r][c].seconds is None else f"{t.entries[r][c].seconds:.1f}"
                                             for c in ders)]))
-    full = [r for r in rows if all(t.entries[r][c].seconds is not None for c in ders)]
-    if full:
-        means = {c: mean(t.entries[r][c].seconds for r in full) for c in ders}
-        lines.append(_md_row([f"**Mean** ({len(full)} rows)", *(f"{means[c]:.1f}" for c in ders)]))
-        if means.get("ft"):
-            lines.append(_md_row(["**× FT**", *(f"{means[c] / means['ft']:.2f}" for c in ders)]))
-        if all(t.entries[r][c].cpu_seconds for r in full for c in ders):  # load-independent: the worker's CPU time
-            cpu = {c: mean(t.entries[r][c].cpu_seconds for r in full) for c in ders}
-            lines.append(_md_row(["**Mean CPU s**", *(f"{cpu[c]:.1f}" for c in ders)]))
-            if cpu.get("ft"):
-                lines.append(_md_row(["**× FT (CPU s)**", *(f"{cpu[c] / cpu['ft']:.2f}" for c in ders)]))
+    for field, label in (("seconds", ""), ("cpu_seconds", " (CPU s)")):
+        done = {c: [r for r in rows if getattr(t.entries[r][c], field)] for c in ders}
+        lines.append(_md_row([f"**Mean{label}**", *(f"{mean(getattr(t.entries[r][c], field) for r in done[c]):.1f}"
+                                                     if done[c] else "–" for c in ders)]))
+        if "ft" in ders:
+            def rel(c: str) -> str:
+                both = [r for r in done[c] if r in done["ft"]]
+                if not both:
+                    return "–"
+                return f"{sum(getattr(t.entries[r][c], field) for r in both) / sum(getattr(t.entries[r]['ft'], field) for r in both):.2f}"
+            lines.append(_md_row([f"**× FT{label}**", *(rel(c) for c in ders)]))
     return lines
 
 
