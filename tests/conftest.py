@@ -67,3 +67,16 @@ def digits_bundle() -> DatasetBundle:
 
     return load_dataset("digits")
 
+
+
+def tiny_model(classes: int = 4, seed: int = 1):
+    """A width-4 small CNN (with BatchNorm) on 1-channel images, seeded: the defenses' test model."""
+    from distox.models import create_model
+
+    torch.manual_seed(seed)
+    return create_model("small_cnn", classes, 1, (0.5,), (0.5,), width=4)
+
+
+def retain_split(n: int = 40) -> ImageSplit:
+    """``n`` synthetic training images (:func:`make_bundle`): a retain set."""
+    return make_bundle(n_train=n).train

@@ -15,15 +15,9 @@ from distox.data.core import ImageSplit
 from distox.defenses import FP, DefenseError, create
 from distox.defenses.fp import InputMask, Units, find_classifier, find_units, prune_sweep
 from distox.defenses.heldout import split_retain
-from distox.models import create_model
 from distox.training import LoopConfig, train
 
-from .conftest import make_bundle
-
-
-def tiny_model(classes: int = 4, seed: int = 1) -> nn.Module:
-    torch.manual_seed(seed)
-    return create_model("small_cnn", classes, 1, (0.5,), (0.5,), width=4)
+from .conftest import make_bundle, tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,13 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 from torch.nn import functional as F
 
-import distox
 from distox.data.core import ImageSplit
-from distox.defenses import IBAU, DefenseError, create
+from distox.defenses import IBAU, DefenseError
 from distox.defenses.ibau import fixed_point_hypergradient, universal_perturbation
-from distox.models import create_model
 
-from .conftest import Interrupted, make_bundle, stop_at
+from .conftest import Interrupted, retain_split, stop_at, tiny_model
 
 
 # ---------------------------------------------------------------- hypergradient on a quadratic
@@ -79,13 +76,6 @@ def test_hypergradient_stops_early_once_converged():
 
 
 # ---------------------------------------------------------------- the defense's pieces
-def tiny_model(seed: int = 1) -> nn.Module:
-    torch.manual_seed(seed)
-    return create_model("small_cnn", 4, 1, (0.5,), (0.5,), width=4)
-
-
-def retain_split(n: int = 40) -> ImageSplit:
-    return make_bundle(n_train=n).train
 
 
 def test_universal_perturbation_raises_the_loss_and_respects_the_radius():
@@ -177,13 +167,3 @@ def test_an_interrupted_run_resumes_bit_identical(tmp_path):
     assert resumed.resumed_from_epoch == 2
     sf, sr = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(sf[k], sr[k]) for k in sf)
-
-
-def test_registered_and_reachable_through_purify():
-    assert "i-bau" in distox.defenses.list()
-    assert isinstance(create("i-bau", epochs=1), IBAU)
-    bundle = make_bundle(n_train=40, n_test=20)
-    result = distox.purify(tiny_model(), (bundle.train.x, bundle.train.y), method="i-bau", epochs=1,
-                           batch_size=16, eval_data=(bundle.test.x, bundle.test.y), verbose=False,
-                           label_check="off", tolerance=None)
-    assert result.method == "i-bau" and "acc" in result.info["after"]

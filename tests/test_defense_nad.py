@@ -18,12 +18,7 @@ from distox.defenses.nad import attention_loss, attention_map, find_stages
 from distox.models import create_model
 from distox.training import TrainState
 
-from .conftest import make_bundle
-
-
-def tiny_model(classes: int = 4, seed: int = 1) -> nn.Module:
-    torch.manual_seed(seed)
-    return create_model("small_cnn", classes, 1, (0.5,), (0.5,), width=4)
+from .conftest import make_bundle, tiny_model
 
 
 def test_attention_map_equals_its_definition_on_a_hand_made_tensor():

@@ -3,7 +3,6 @@ every defense shares (input untouched, same seed ⇒ same weights, clear errors)
 model is a small CNN trained with a BadNets patch (target 3) on the embedded digits data."""
 from __future__ import annotations
 
-import copy
 import json
 import math
 

@@ -17,20 +17,10 @@ from distox.data.core import ImageSplit
 from distox.defenses import D3, FT, FTSAM, SAU, DefenseError, create
 from distox.defenses.ft_sam import smoothed_cross_entropy
 from distox.defenses.sau import (eval_mode, js_divergence, shared_adversarial_risk, shared_pgd)
-from distox.models import create_model
 from distox.sam import apply_perturbation, frozen_bn_stats, sam_perturbation
 from distox.training import LoopConfig, TrainState, train
 
-from .conftest import make_bundle
-
-
-def tiny_model(classes: int = 4, seed: int = 1) -> nn.Module:
-    torch.manual_seed(seed)
-    return create_model("small_cnn", classes, 1, (0.5,), (0.5,), width=4)
-
-
-def retain_split(n: int = 40) -> ImageSplit:
-    return make_bundle(n_train=n).train
+from .conftest import make_bundle, retain_split, tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,12 @@ defense — a run scored every epoch by an evaluator (test images with their lab
 exactly the weights of a run without one."""
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
 from torch import nn
 
+import distox
 from distox.defenses import create, list as defense_names
 from distox.metrics import Evaluator
 from distox.models import create_model
@@ -60,3 +60,12 @@ def test_input_untouched_seeded_and_blind_to_test_labels(method):
     scored = run(Evaluator(bundle.test.x, bundle.test.y, device="cpu"))
     assert _same(_state(scored.model), plain), "scoring on test data changed the weights"
     assert scored.history and "acc" in scored.history[-1] or method == "nc"  # the evaluator did run
+
+
+@pytest.mark.parametrize("method", sorted(TINY))
+def test_reachable_by_name_through_purify(method):
+    bundle = make_bundle(n_train=40, n_test=20)
+    result = distox.purify(_model(), (bundle.train.x, bundle.train.y), method=method, seed=5, **TINY[method],
+                           eval_data=(bundle.test.x, bundle.test.y), verbose=False, label_check="off",
+                           tolerance=None)
+    assert result.method == method and "acc" in result.info["after"]
