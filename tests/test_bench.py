@@ -410,8 +410,8 @@ def test_shipped_configs_validate():
              for name in ("smoke", "cpu", "cpu-vgg", "cpu-seeds", "cpu-ablations", "paper", "zoo")}
     sizes = {name: len(grid) for name, grid in grids.items()}
     assert sizes["smoke"] == 2 + 2 * 2
-    assert sizes["cpu-vgg"] == 7 * 10  # 7 attacks x (no defense + the nine defenses)
-    assert sizes["cpu"] == 7 * 10 - 5  # NC (about 40x FT) on BadNets and Blended only
+    assert sizes["cpu"] == sizes["cpu-vgg"] == 7 * 10 - 5  # 7 attacks x (no defense + nine defenses), NC
+    # (about 40x FT) on BadNets and Blended only
     nine = {"ft", "ft-sam", "sau", "fp", "nad", "nc", "anp", "i-bau", "d3"}
     for name in ("cpu", "cpu-vgg", "paper"):
         assert {c.column for c in grids[name].cells} == nine | {"none"}, name
