@@ -92,3 +92,19 @@ def test_a_grid_cell_records_the_warning_without_logging_it(finished, tmp_path, 
                           progress=False, track_epochs=False, warn=False)
     assert rec["warning"].startswith("test accuracy fell by")
     assert not any("test accuracy fell by" in r.getMessage() for r in caplog.records)
+
+
+def test_every_entry_point_defaults_to_the_one_tolerance():
+    import inspect
+
+    import typer.main
+
+    from distox.cli import app
+    from distox.experiment import defense_runner as runner
+    from distox.guidance import DEFAULT_TOLERANCE
+
+    assert runner.ACC_TOLERANCE == DEFAULT_TOLERANCE
+    assert inspect.signature(distox.purify).parameters["tolerance"].default == DEFAULT_TOLERANCE
+    purify_cmd = typer.main.get_command(app).commands["purify"]
+    opt = next(p for p in purify_cmd.params if "--tolerance" in getattr(p, "opts", []))
+    assert opt.default == DEFAULT_TOLERANCE

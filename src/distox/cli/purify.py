@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from ..errors import DistoxError
+from ..guidance import DEFAULT_TOLERANCE
 from .app import SPEED_OPTIONS, app, friendly_errors, parse_params, speed_params
 
 
@@ -29,7 +30,7 @@ def purify(
     param: list[str] | None = typer.Option(None, "--param", "-p", metavar="KEY=VALUE", help="Defense hyper-parameter, repeatable (e.g. lmd=10, eps=auto, batch_size=64; `distox methods d3` lists them)."),
     model_kwarg: list[str] | None = typer.Option(None, "--model-kwarg", metavar="KEY=VALUE", help="Extra factory argument, repeatable."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of the clean images held out (stratified, seeded) to measure accuracy."),
-    tolerance: float = typer.Option(2.0, "--tolerance", help="Warn when validation accuracy falls by more than this many points."),
+    tolerance: float = typer.Option(DEFAULT_TOLERANCE, "--tolerance", help="Warn when validation accuracy falls by more than this many points."),
     normalize: str = typer.Option("none", "--normalize", help="Input normalisation the model expects: none (images in [0,1]), imagenet, or mean,std."),
     image_size: int | None = typer.Option(None, "--image-size", help="Resize folder images to this side."),
     grayscale: bool | None = typer.Option(None, "--grayscale/--rgb", help="Force 1 or 3 channels for folder images (default: as found)."),
