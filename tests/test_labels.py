@@ -142,6 +142,25 @@ def test_purify_refuses_swapped_folder_labels_and_takes_classes(shared, tmp_path
     assert json.loads((out_dir / "q.json").read_text())["classes"]["mapping"] == {"a": 1, "b": 2, "c": 0}
 
 
+def test_purify_label_check_warn_or_off_runs_on_labels_it_would_refuse(shared, tmp_path, caplog):  # noqa: F811
+    folder = tmp_path / "renamed"
+    shutil.copytree(shared["folder"], folder)
+    for old, new in (("class_0", "c"), ("class_1", "a"), ("class_2", "b")):  # the refused layout above
+        (folder / old).rename(folder / new)
+    refused = _purify(shared, folder, tmp_path / "r.safetensors")
+    assert refused.exit_code == 2 and "--label-check warn runs anyway" in refused.stderr
+    warned = _purify(shared, folder, tmp_path / "w.safetensors", "--label-check", "warn")
+    assert warned.exit_code == 0, warned.output
+    assert any("likely wrong" in r.getMessage() and "going on" in r.getMessage()
+               for r in caplog.records)  # said (a warning: -q hides it), then purified
+    assert json.loads((tmp_path / "w.json").read_text())["label_check"]["accuracy"] >= 0
+    off = _purify(shared, folder, tmp_path / "o.safetensors", "--label-check", "off")
+    assert off.exit_code == 0, off.output
+    assert json.loads((tmp_path / "o.json").read_text())["label_check"] == {"skipped": True}
+    bad = _purify(shared, folder, tmp_path / "b.safetensors", "--label-check", "maybe")
+    assert bad.exit_code == 2 and "label_check must be one of error, warn, off" in bad.stderr
+
+
 def test_purify_numeric_folders_and_near_chance_labels(shared, tmp_path):  # noqa: F811
     numeric = tmp_path / "numeric"
     shutil.copytree(shared["folder"], numeric)

@@ -376,10 +376,16 @@ def checkpoint_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".checkpoint.pt")
 
 
-def refuse_wrong_labels(model: nn.Module, clean: CleanData, device: str) -> LabelCheck:
+#: What :func:`purify_files` does with clean labels the suspect model does not share.
+LABEL_CHECKS = ("error", "warn", "off")
+
+
+def refuse_wrong_labels(model: nn.Module, clean: CleanData, device: str, mode: str = "error") -> LabelCheck:
     """Refuse (:class:`DataError`) clean labels the suspect model does not share
     (:mod:`distox.label_check`); the message shows the folder→label mapping and, when the
-    model's predictions imply one, the ``--classes`` order to try."""
+    model's predictions imply one, the ``--classes`` order to try. ``mode="warn"`` logs that
+    message and goes on (labels the user knows to be right, on a model that really is that
+    broken); the measurement is returned either way."""
     check = check_labels(model, clean.split, device=device)
     hint = f"labels now: {clean.labels_text()}"
     if clean.label_rule != "dataset":
@@ -388,8 +394,10 @@ def refuse_wrong_labels(model: nn.Module, clean: CleanData, device: str) -> Labe
                  + (f", e.g. --classes {','.join(order)}" if order else ""))
     hint += "; check --normalize, --grayscale/--rgb and --image-size too"
     problem = check.problem(clean.class_names, hint)
+    if problem and mode == "error":
+        raise DataError(problem + "; --label-check warn runs anyway")
     if problem:
-        raise DataError(problem)
+        log.warning("%s (going on: label check 'warn')", problem)
     return check
 
 
@@ -433,6 +441,7 @@ def purify_files(
     data_root: str | None = None,
     classes: str | Sequence[str] | Mapping[str, int] | None = None,
     eval_every: int | None = None,
+    label_check: str = "error",
 ) -> PurifyReport:
     """Purify the model built by ``model`` (``module:factory``) with ``weights`` on ``data``.
 
@@ -460,6 +469,10 @@ def purify_files(
             file, a list or a ``{name: label}`` dict).
         eval_every: also measure validation accuracy every this many epochs (and after the
             last) into the report's ``history`` (None: before and after only).
+        label_check: clean labels the suspect model does not share (accuracy near chance, or
+            most classes mostly predicted as another label): ``"error"`` refuses them (the
+            default), ``"warn"`` logs the same message and purifies anyway, ``"off"`` skips the
+            check (the report then says ``{"skipped": true}``).
 
     Returns the :class:`PurifyReport`. Every check runs before anything is written, including
     :func:`refuse_wrong_labels`.
@@ -479,7 +492,10 @@ def purify_files(
     wrapped: nn.Module = Normalized(net, *stats) if stats is not None else net
     retain, val = holdout(clean.split, val_fraction, seed)
     probe_outputs(wrapped, retain, k)  # check_retain: the same refusals as distox.purify
-    check = refuse_wrong_labels(wrapped, clean, device)
+    if label_check not in LABEL_CHECKS:
+        raise DataError(f"label_check must be one of {', '.join(LABEL_CHECKS)}; got {label_check!r}")
+    checked = (refuse_wrong_labels(wrapped, clean, device, label_check).to_dict() if label_check != "off"
+               else {"skipped": True})
     log.info("labels: %s", clean.labels_text(limit=len(clean.mapping)))
 
     result = purify(wrapped, retain, method, epochs=epochs, seed=seed, device=device, eval_data=val,
@@ -503,7 +519,7 @@ def purify_files(
         normalize=None if stats is None else {"mean": list(stats[0]), "std": list(stats[1])},
         out=str(out) if out is not None else None, history=result.history,
         classes={"rule": LABEL_RULES[clean.label_rule], "mapping": clean.mapping, "text": clean.labels_text()},
-        label_check=check.to_dict(), resumed_from_epoch=result.resumed_from_epoch,
+        label_check=checked, resumed_from_epoch=result.resumed_from_epoch,
         info={k: v for k, v in result.info.items() if k not in ("before", "after")},
     )
     if out is not None:

@@ -31,6 +31,7 @@ def purify(
     model_kwarg: list[str] | None = typer.Option(None, "--model-kwarg", metavar="KEY=VALUE", help="Extra factory argument, repeatable."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of the clean images held out (stratified, seeded) to measure accuracy."),
     tolerance: float = typer.Option(DEFAULT_TOLERANCE, "--tolerance", help="Warn when validation accuracy falls by more than this many points."),
+    label_check: str = typer.Option("error", "--label-check", help="Labels the suspect model does not share (near-chance accuracy, swapped classes): error (refuse), warn (purify anyway) or off (no check)."),
     normalize: str = typer.Option("none", "--normalize", help="Input normalisation the model expects: none (images in [0,1]), imagenet, or mean,std."),
     image_size: int | None = typer.Option(None, "--image-size", help="Resize folder images to this side."),
     grayscale: bool | None = typer.Option(None, "--grayscale/--rgb", help="Force 1 or 3 channels for folder images (default: as found)."),
@@ -53,7 +54,8 @@ def purify(
 
     The folder→label mapping is printed and saved in the report; when the suspect model scores
     near chance on the clean images (or assigns most classes to other labels) nothing is run:
-    fix the labels (--classes) or the preprocessing. Every epoch is checkpointed beside --out;
+    fix the labels (--classes) or the preprocessing, or pass --label-check warn to purify
+    anyway. Every epoch is checkpointed beside --out;
     after an interruption, rerun the same command to resume.
 
     Images are fed to the model in [0, 1]; models trained on normalised inputs (torchvision/timm ImageNet models) need --normalize imagenet or --normalize mean,std. The saved weights are those of your own architecture either way.
@@ -68,7 +70,7 @@ def purify(
         model, weights, data, num_classes=num_classes, method=method, epochs=epochs,
         params=speed_params(parse_params(param), precision, channels_last, compile),
         model_kwargs=parse_params(model_kwarg, "--model-kwarg"), eval_every=eval_every,
-        val_fraction=val_fraction, tolerance=tolerance, trust_pickle=trust_pickle, normalize=normalize,
+        val_fraction=val_fraction, tolerance=tolerance, label_check=label_check, trust_pickle=trust_pickle, normalize=normalize,
         image_size=image_size, grayscale=grayscale, limit=limit, out=out, seed=seed, device=device,
         progress=not quiet and not json_out, classes=classes,
     )
