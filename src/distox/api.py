@@ -16,7 +16,7 @@ from .data.core import DataError, ImageSplit
 from .defenses import registry as defense_registry
 from .defenses.base import DefenseError, Result, check_retain
 from .guidance import DEFAULT_TOLERANCE, AccuracyWarning, accuracy_warning
-from .label_check import check_labels
+from .label_check import check_labels, check_mode
 from .metrics import BackdoorTestSet, Evaluator, evaluate
 from .utils import resolve_device
 
@@ -164,8 +164,7 @@ def purify(
         ``seconds`` and ``info`` (``before``/``after`` metrics when ``eval_data`` is given).
     """
     retain = as_split(clean, "clean data")
-    if label_check not in ("warn", "error", "off"):
-        raise DataError(f"label_check must be 'warn', 'error' or 'off'; got {label_check!r}")
+    check_mode(label_check)
     if eval_every is not None and (eval_data is None or int(eval_every) < 1):
         raise DataError(f"eval_every needs eval_data and a value >= 1; got {eval_every!r}"
                         + ("" if eval_data is not None else " without eval_data"))

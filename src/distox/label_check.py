@@ -35,8 +35,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data.core import ImageSplit
+from .data.core import DataError, ImageSplit
 from .metrics import predict
+
+#: What a caller does with labels the check finds wrong: ``error`` (refuse), ``warn`` (go on,
+#: saying so) or ``off`` (no check). ``distox.purify`` defaults to ``warn``, ``distox purify`` to ``error``.
+MODES = ("error", "warn", "off")
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`MODES`, else a :class:`DataError` naming them."""
+    if mode not in MODES:
+        raise DataError(f"label_check must be one of {', '.join(MODES)}; got {mode!r}")
+    return mode
+
 
 #: A class counts as swapped when more than this share of its images go to one other label.
 SWAP_SHARE = 0.5

@@ -62,7 +62,7 @@ from .data.core import DataError, ImageSplit, holdout_split
 from .errors import DistoxError, first_line
 from .defenses.base import check_classes
 from .guidance import DEFAULT_TOLERANCE, accuracy_warning
-from .label_check import LabelCheck, check_labels
+from .label_check import LabelCheck, check_labels, check_mode
 from .metrics import round_metrics
 from .models.normalized import Normalized
 from .models.selection import SelectionError, select_weights
@@ -376,10 +376,6 @@ def checkpoint_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".checkpoint.pt")
 
 
-#: What :func:`purify_files` does with clean labels the suspect model does not share.
-LABEL_CHECKS = ("error", "warn", "off")
-
-
 def refuse_wrong_labels(model: nn.Module, clean: CleanData, device: str, mode: str = "error") -> LabelCheck:
     """Refuse (:class:`DataError`) clean labels the suspect model does not share
     (:mod:`distox.label_check`); the message shows the folder→label mapping and, when the
@@ -479,6 +475,7 @@ def purify_files(
     """
     from .api import purify
 
+    check_mode(label_check)  # before any loading
     params = dict(params or {})
     factory = import_factory(model)
     clean = load_clean_data(data, image_size=image_size, grayscale=grayscale, limit=limit, seed=seed,
@@ -492,8 +489,6 @@ def purify_files(
     wrapped: nn.Module = Normalized(net, *stats) if stats is not None else net
     retain, val = holdout(clean.split, val_fraction, seed)
     probe_outputs(wrapped, retain, k)  # check_retain: the same refusals as distox.purify
-    if label_check not in LABEL_CHECKS:
-        raise DataError(f"label_check must be one of {', '.join(LABEL_CHECKS)}; got {label_check!r}")
     checked = (refuse_wrong_labels(wrapped, clean, device, label_check).to_dict() if label_check != "off"
                else {"skipped": True})
     log.info("labels: %s", clean.labels_text(limit=len(clean.mapping)))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import platform
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,7 +60,6 @@ def cpu_vendor() -> str:
     /proc/cpuinfo names none). Float kernels (oneDNN, MKL) take other code paths on other CPU
     vendors, so weights after training match bit for bit only on the same vendor: results pinned
     exactly (tests, the README's demo table) are pinned per vendor."""
-    import platform
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

@@ -313,17 +313,19 @@ def _time_lines(t: Table, ders: list[str]) -> list[str]:
         lines.append(_md_row([display(r), *("–" if t.entries[r][c].seconds is None else f"{t.entries[r][c].seconds:.1f}"
                                             for c in ders)]))
     for field, label in (("seconds", ""), ("cpu_seconds", " (CPU s)")):
-        done = {c: [r for r in rows if getattr(t.entries[r][c], field)] for c in ders}
-        lines.append(_md_row([f"**Mean{label}**", *(f"{mean(getattr(t.entries[r][c], field) for r in done[c]):.1f}"
-                                                     if done[c] else "–" for c in ders)]))
+        spent = {c: {r: getattr(t.entries[r][c], field) for r in rows if getattr(t.entries[r][c], field)}
+                 for c in ders}
+        lines.append(_md_row([f"**Mean{label}**", *(f"{mean(spent[c].values()):.1f}" if spent[c] else "–"
+                                                     for c in ders)]))
         if "ft" in ders:
-            def rel(c: str) -> str:
-                both = [r for r in done[c] if r in done["ft"]]
-                if not both:
-                    return "–"
-                return f"{sum(getattr(t.entries[r][c], field) for r in both) / sum(getattr(t.entries[r]['ft'], field) for r in both):.2f}"
-            lines.append(_md_row([f"**× FT{label}**", *(rel(c) for c in ders)]))
+            lines.append(_md_row([f"**× FT{label}**", *(_relative(spent[c], spent["ft"]) for c in ders)]))
     return lines
+
+
+def _relative(spent: dict[str, float], ft: dict[str, float]) -> str:
+    """Seconds over FT's, summed over the attack rows both finished (``–`` when none)."""
+    both = [r for r in spent if r in ft]
+    return f"{sum(spent[r] for r in both) / sum(ft[r] for r in both):.2f}" if both else "–"
 
 
 def _md_row(cells: list[str]) -> str:
