@@ -10,6 +10,8 @@
 #   bash benchmarks/d3_default_study.sh lmd        # lambda 5 and 3 with the default, dev part, seeds 0 and 1
 #   bash benchmarks/d3_default_study.sh screen     # second round on the dev part: augmentation, eps, a loss-tracking
 #                                                  # lambda, angle weighting, D3 seeds; what costs accuracy at 500 images
+#   bash benchmarks/d3_default_study.sh distill    # third round: the suspect's own clean outputs as a soft target
+#   bash benchmarks/d3_default_study.sh stem       # third round: the distance over every layer but the stem
 #   bash benchmarks/d3_default_study.sh table      # the tables of BENCHMARKS.md
 # Runs go to $RUNS (runs/study); every step skips what is already done.
 set -euo pipefail
@@ -101,6 +103,21 @@ case "${1:-}" in
       --candidate "default-24ep=preset:default,epochs:24" \
       --candidate "ft=method:ft,augment:false"
     ;;
+  distill)  # the suspect's own clean outputs as a soft target (BENCHMARKS "Third round"): dev Blended models, seeds 0-2
+    for s in 0 1 2; do
+      study $RUNS/cnn-blended-s1 --final-only --seed $s --out $RUNS/distill-a-s$s.jsonl \
+        --candidate "d3-all=preset:default,layers:all" --candidate "distill0.5=preset:default,distill:0.5" &
+      study $RUNS/vgg-blended-s0 --final-only --seed $s --out $RUNS/distill-b-s$s.jsonl \
+        --candidate "d3-all=preset:default,layers:all" --candidate "distill0.5=preset:default,distill:0.5"
+      wait
+    done
+    ;;
+  stem)  # the distance over every layer but the stem (BENCHMARKS "Third round"): dev Blended models, seeds 0-2
+    for s in 0 1 2; do
+      study $RUNS/cnn-blended-s1 $RUNS/vgg-blended-s0 --final-only --seed $s --out $RUNS/stem-b-s$s.jsonl \
+        --candidate "d3-all=preset:default,layers:all" --candidate "all-but-first=preset:default,layers:all-but-first"
+    done
+    ;;
   table)
     study --table $RUNS/final.jsonl --check $CHECK_NAMES
     study --table $RUNS/final-500.jsonl $RUNS/final-1000.jsonl --check $CHECK_NAMES
@@ -109,6 +126,9 @@ case "${1:-}" in
     study --table $RUNS/explore.jsonl
     study --table $RUNS/screen.jsonl
     study --table $RUNS/screen-500.jsonl --check vit-blended
+    study --table $RUNS/stem-b-s0.jsonl $RUNS/stem-b-s1.jsonl $RUNS/stem-b-s2.jsonl
+    study --table $RUNS/distill-a-s0.jsonl $RUNS/distill-a-s1.jsonl $RUNS/distill-a-s2.jsonl \
+      $RUNS/distill-b-s0.jsonl $RUNS/distill-b-s1.jsonl $RUNS/distill-b-s2.jsonl
     ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac

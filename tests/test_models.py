@@ -153,3 +153,32 @@ def test_unknown_model_options_are_refused_not_ignored():
         check_model_kwargs("torchvision:resnet18", {"width_per_group": 32})
     with pytest.raises(ValueError, match="unexpected keyword argument 'widht'; valid: groups, norm_layer"):
         check_model_kwargs("torchvision:resnet18", {"widht": 4})
+
+
+@pytest.mark.parametrize("factory,side,stem", [
+    (lambda: create_model("preactresnet18", 10, 1, width=0.125), 28, "net.conv1"),
+    (lambda: create_model("small_vit", 10, 1), 28, "net.patch_embed"),
+    (lambda: torchvision.models.resnet18(num_classes=10), 32, "conv1"),
+])
+def test_all_but_first_drops_only_the_stem(factory, side, stem):
+    model = factory()
+    channels = 3 if stem == "conv1" else 1
+    every = select_weights(model, "all")
+    chosen = select_weights(model, "all-but-first", torch.rand(1, channels, side, side))
+    assert set(every) - set(chosen) == {f"{stem}.weight"}
+
+
+def test_all_but_first_follows_forward_order_and_keeps_a_single_layer():
+    class StemLast(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(6, 3)  # registered first, runs last
+            self.stem = nn.Linear(4, 6)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.stem(x.flatten(1))))
+
+    m = StemLast()
+    assert list(select_weights(m, "all-but-first", torch.rand(1, 4))) == ["head.weight"]
+    assert list(select_weights(m, "all-but-first")) == ["stem.weight"]  # registration order without an example
+    assert list(select_weights(nn.Linear(4, 3), "all-but-first")) == ["weight"]  # nothing else to keep

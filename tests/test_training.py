@@ -82,3 +82,10 @@ def test_cosine_schedule_and_bad_config():
     for bad in ({"epochs": 0}, {"optimizer": "lion"}, {"scheduler": "step"}, {"sam_rho": -1.0}):
         with pytest.raises(ValueError):
             LoopConfig(**bad)
+
+
+def test_the_trained_model_carries_no_gradients():
+    data = make_bundle(n_train=32).train
+    model = _model()
+    train(model, data.x, data.y, LoopConfig(epochs=1, batch_size=16), device="cpu", progress=False)
+    assert all(p.grad is None for p in model.parameters())

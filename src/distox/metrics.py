@@ -47,11 +47,11 @@ def eval_batch_size(device: str | torch.device = "auto") -> int:
     return GPU_EVAL_BATCH if resolve_device(device).type == "cuda" else CPU_EVAL_BATCH
 
 
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None,
-            device: str | torch.device = "auto") -> torch.Tensor:
-    """Arg-max predictions of ``model`` in eval mode under ``torch.inference_mode`` (the model's
-    mode is restored after). ``batch_size`` None: :func:`eval_batch_size`; a batch that runs out
-    of GPU memory is retried at half the size."""
+def logits(model: nn.Module, x: torch.Tensor, batch_size: int | None = None,
+           device: str | torch.device = "auto") -> torch.Tensor:
+    """Outputs (N, classes) of ``model`` in eval mode under ``torch.inference_mode``, as float32
+    on the CPU (the model's mode is restored after). ``batch_size`` None: :func:`eval_batch_size`;
+    a batch that runs out of GPU memory is retried at half the size."""
     dev = resolve_device(device)
     bs = int(batch_size) if batch_size is not None else eval_batch_size(dev)
     was_training = model.training
@@ -61,7 +61,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None,
         while True:
             try:
                 with torch.inference_mode():
-                    preds = [model(x[i:i + bs].to(dev)).argmax(1).cpu() for i in range(0, len(x), bs)]
+                    outs = [model(x[i:i + bs].to(dev)).float().cpu() for i in range(0, len(x), bs)]
                 break
             except torch.cuda.OutOfMemoryError:
                 if bs == 1:
@@ -71,7 +71,14 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None,
                     torch.cuda.empty_cache()
     finally:
         model.train(was_training)
-    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+    return torch.cat(outs) if outs else torch.empty(0, 0)
+
+
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None,
+            device: str | torch.device = "auto") -> torch.Tensor:
+    """Arg-max predictions of ``model`` (:func:`logits`: eval mode, inference mode, batched)."""
+    out = logits(model, x, batch_size, device)
+    return out.argmax(1) if out.numel() else torch.empty(0, dtype=torch.long)
 
 
 def percent(correct: torch.Tensor) -> float:

@@ -389,6 +389,8 @@ def train(
         if config.channels_last:
             model.to(memory_format=torch.contiguous_format)
     bar.close()
+    for p in params:  # the last step's gradients: the returned model does not carry them
+        p.grad = None
     state.seconds = time.perf_counter() - t0
     return state
 

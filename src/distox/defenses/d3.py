@@ -41,6 +41,7 @@ from .base import Defense, DefenseError
 from .d3_auto import auto_eps, auto_or_float, check_auto, fit_auto
 from .heldout import EpochChooser, accuracy, resolve_tolerance, split_retain
 from .registry import register
+from .self_distill import SuspectTargets, distillation_loss
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ FALLBACK: dict[str, Any] = {
     "lmd": 0.5, "eps": 0.1, "p": 2.0, "init": "random", "layers": "auto", "freeze_bn": False, "momentum": 0.9,
     "select": "last", "val_fraction": 0.2, "tolerance": "auto", "min_tolerance": 0.5,
     "lmd_control": "constant", "lmd_range": (0.5, 10.0), "init_layers": "selected", "lmd_rate": 0.05,
-    "layer_weighting": "sum",
+    "layer_weighting": "sum", "distill": 0.0, "distill_temperature": 4.0,
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
 LOOP_KEYS = ("epochs", "batch_size", "lr", "augment")
@@ -79,12 +80,16 @@ def lp_norm(t: torch.Tensor, p: float) -> torch.Tensor:
 
 def d3_loss(logits: torch.Tensor, y: torch.Tensor, weights: Sequence[torch.Tensor],
             init: Sequence[torch.Tensor], lmd: float, eps: float, p: float = 2.0,
-            scales: Sequence[float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+            scales: Sequence[float] | None = None, soft: torch.Tensor | None = None, alpha: float = 0.0,
+            temperature: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
     """The D3 objective for one batch (reference code): per-sample hinge relu(CE_i − ε)
     averaged over the batch, minus the summed p-norm distance, scaled by 1/(λ + 1) when λ > 1.
-    ``scales`` (optional) weighs each weight's distance (``layer_weighting="angle"``)."""
+    ``scales`` (optional) weighs each weight's distance (``layer_weighting="angle"``).
+    ``soft`` (optional, the suspect's outputs for the batch): the per-sample loss inside the
+    hinge becomes (1 − α)·CE_i + α·T²·KL_i (:mod:`distox.defenses.self_distill`)."""
     ce = F.cross_entropy(logits, y, reduction="none")
-    clean = F.relu(ce - eps).mean()
+    per_sample = ce if soft is None else (1 - alpha) * ce + alpha * distillation_loss(logits, soft, temperature)
+    clean = F.relu(per_sample - eps).mean()
     dists = torch.stack([lp_norm(w - w0, p) for w, w0 in zip(weights, init)])
     dist = dists.sum() if scales is None else (dists * torch.as_tensor(scales, dtype=dists.dtype,
                                                                           device=dists.device)).sum()
@@ -189,7 +194,8 @@ class D3(Defense):
         init_layers: which selected weights get the warm start: ``"selected"`` (all of them, the
             paper) or ``"classifier"`` (only the final classifier's; the rest start where they are).
         layers: ``"auto"`` (final classifier, the paper), ``"all-linear"``, ``"all"`` (every
-            Linear and Conv2d), or module names / globs.
+            Linear and Conv2d), ``"all-but-first"`` (all but the stem, the first layer the input
+            meets), or module names / globs.
         freeze_bn: keep BatchNorm statistics fixed (reference: BN in train mode, False).
         momentum: SGD momentum (0.9); the D3 optimiser has no weight decay.
         select: ``"last"`` (the paper: keep the last epoch) or ``"heldout"``: hold out
@@ -205,6 +211,9 @@ class D3(Defense):
         lmd_rate: step size of ``lmd_control="loss"`` (0.05).
         layer_weighting: ``"sum"`` (the paper: Σ‖W − W_init‖) or ``"angle"`` (each term weighed
             by ‖W_init‖ / mean ‖W_init‖, so every selected weight turns at the same rate).
+        distill: weight α of the suspect model's own clean outputs in the clean loss (0: off, the
+            paper): per sample (1 − α)·CE + α·T²·KL(suspect ‖ model) at temperature
+            ``distill_temperature`` T (4) — :mod:`distox.defenses.self_distill`.
         auto: options of ``lmd="auto"`` / ``eps="auto"``, which choose them from the retain data
             (rules in :mod:`distox.defenses.d3_auto`).
         epochs, batch_size, lr, augment, flip, seed: see :class:`Defense` (100, 256, 0.01); a
@@ -223,7 +232,8 @@ class D3(Defense):
                  select: str | None = None, val_fraction: float | None = None, tolerance: float | str | None = None,
                  min_tolerance: float | None = None, lmd_control: str | None = None,
                  lmd_range: Sequence[float] | None = None, init_layers: str | None = None,
-                 lmd_rate: float | None = None, layer_weighting: str | None = None, **kwargs: Any) -> None:
+                 lmd_rate: float | None = None, layer_weighting: str | None = None, distill: float | None = None,
+                 distill_temperature: float | None = None, **kwargs: Any) -> None:
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
         chosen = PRESETS[preset]
@@ -232,7 +242,7 @@ class D3(Defense):
         given = dict(lmd=lmd, eps=eps, p=p, init=init, layers=layers, freeze_bn=freeze_bn, momentum=momentum,
                      select=select, val_fraction=val_fraction, tolerance=tolerance, min_tolerance=min_tolerance,
                      lmd_control=lmd_control, lmd_range=lmd_range, init_layers=init_layers, lmd_rate=lmd_rate,
-                     layer_weighting=layer_weighting)
+                     layer_weighting=layer_weighting, distill=distill, distill_temperature=distill_temperature)
         v = {k: val if val is not None else chosen.get(k, FALLBACK[k]) for k, val in given.items()}
         self.preset = preset
         self.lmd = auto_or_float("lmd", v["lmd"])
@@ -271,6 +281,20 @@ class D3(Defense):
         if v["init_layers"] not in INIT_LAYERS:
             raise DefenseError(f"init_layers must be one of {INIT_LAYERS}; got {v['init_layers']!r}")
         self.init_layers = v["init_layers"]
+        if not 0.0 <= float(v["distill"]) <= 1.0:
+            raise DefenseError(f"distill must be in [0, 1]; got {v['distill']}")
+        if not float(v["distill_temperature"]) > 0:
+            raise DefenseError(f"distill_temperature must be > 0; got {v['distill_temperature']}")
+        self.distill, self.distill_temperature = float(v["distill"]), float(v["distill_temperature"])
+
+    def get_params(self, retain: ImageSplit | None = None) -> dict[str, Any]:
+        """As :meth:`Defense.get_params`, without the distillation settings while ``distill`` is 0
+        (so a run without it keeps the record and cell key it had before the option existed)."""
+        params = super().get_params(retain)
+        if not self.distill:
+            params.pop("distill", None)
+            params.pop("distill_temperature", None)
+        return params
 
     def selected(self, model: nn.Module, example: torch.Tensor | None = None) -> dict[str, nn.Parameter]:
         """The selected weights θ_s of ``model`` (name → parameter)."""
@@ -301,6 +325,8 @@ class D3(Defense):
         target = auto_eps(model, retain, 0.0, device) if self.lmd_control == "loss" else None
         example = retain.x[:1].to(device)  # finds the forward order of the model's Linear layers
         named = self.selected(model, example)
+        # the suspect's own clean outputs, taken before any weight moves (distill > 0)
+        targets = (SuspectTargets(model, retain.x, device, cache=not self.augment) if self.distill else None)
         weights = list(named.values())
         init = [w.detach().clone() for w in weights]
         norms = [lp_norm(w0, self.p) for w0 in init]
@@ -319,8 +345,15 @@ class D3(Defense):
 
         lmd = Lambda(self.lmd_range[0] if self.lmd_control == "geometric" else self.lmd)  # changed between epochs
 
+        labels = retain.y.to(device)
+
         def objective(m: nn.Module, x: torch.Tensor, y: torch.Tensor):
-            loss, stats = d3_loss(m(x), y, weights, init, lmd.value, self.eps, self.p, scales)
+            soft = None
+            if targets is not None:  # cached targets: the loop batches image indices, not labels
+                soft = targets(x, y) if targets.cache else targets(x)
+                y = labels[y] if targets.cache else y
+            loss, stats = d3_loss(m(x), y, weights, init, lmd.value, self.eps, self.p, scales,
+                                  soft, self.distill, self.distill_temperature)
             if target is not None:
                 lmd.value = track_loss_lmd(lmd.value, stats["ce"], target, self.lmd_rate, self.lmd_range)
             return loss, stats
@@ -343,7 +376,8 @@ class D3(Defense):
         # resume; what the epochs changed (λ, the chooser's kept epochs) is in the checkpoint
         extra = {"lmd": lmd, **({"chooser": chooser} if chooser is not None else {})}
         config = self.loop_config(retain, momentum=self.momentum, weight_decay=0.0, bn_eval=self.freeze_bn)
-        state = train(model, retain.x, retain.y, config, objective=objective,
+        batch_y = torch.arange(len(retain.y)) if targets is not None and targets.cache else retain.y
+        state = train(model, retain.x, batch_y, config, objective=objective,
                       after_step=lambda m: project_to_norms(weights, norms, self.p),
                       on_epoch_end=on_epoch_end, checkpoint=checkpoint, extra_state=extra, device=device,
                       progress=progress, desc="D3")

@@ -198,10 +198,7 @@ class NAD(Defense):
                        momentum=self.momentum, weight_decay=self.weight_decay)
         result = ft(model, retain, device=device, progress=progress)
         self.teacher_resolved = result.history[-1] if result.history else {}
-        teacher = result.model.eval().requires_grad_(False)
-        for param in teacher.parameters():
-            param.grad = None  # the last fine-tuning step's gradients: never used again
-        return teacher
+        return result.model.eval().requires_grad_(False)  # train() leaves no gradients behind
 
     def fit(self, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
             device: torch.device, progress: bool, checkpoint: Checkpoint | None = None) -> TrainState:

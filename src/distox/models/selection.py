@@ -5,7 +5,9 @@ and ``nn.Conv2d`` inside them. ``"auto"`` is the final classifier: the last ``nn
 *in forward order* (found with hooks on one example batch when one is given, else in
 registration order) — ``linear`` in PreAct-ResNet18, ``fc`` in torchvision ResNets, ``head``
 in ViTs. ``"all-linear"`` takes every ``nn.Linear``, ``"all"`` every ``nn.Linear`` and
-``nn.Conv2d`` (the whole network's weights; distox's default D3 preset). Names may be exact module names or glob
+``nn.Conv2d`` (the whole network's weights), ``"all-but-first"`` all of them except the first
+one the input meets in forward order (the stem: a bank of filters on raw pixels, e.g. ``conv1``
+or a ViT's patch embedding; distox's default D3 preset). Names may be exact module names or glob
 patterns (``fnmatch``), e.g. ``"layer4.*"``.
 """
 from __future__ import annotations
@@ -27,7 +29,14 @@ class SelectionError(DistoxError):
 def linear_forward_order(model: nn.Module, example: torch.Tensor | None = None) -> list[str]:
     """Names of ``nn.Linear`` modules in the order their forward runs (registration order
     when no ``example`` batch is given)."""
-    names = {m: n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    return forward_order(model, example, (nn.Linear,))
+
+
+def forward_order(model: nn.Module, example: torch.Tensor | None = None,
+                  kinds: tuple[type[nn.Module], ...] = WEIGHTED) -> list[str]:
+    """Names of the modules of ``kinds`` in the order their forward runs (a module called twice
+    counts where it last ran; registration order when no ``example`` batch is given)."""
+    names = {m: n for n, m in model.named_modules() if isinstance(m, kinds)}
     if example is None or not names:
         return list(names.values())
     order: list[str] = []
@@ -75,6 +84,10 @@ def select_weights(
             chosen += [n for n, m in modules.items() if isinstance(m, nn.Linear)]
         elif item == "all":
             chosen += [n for n, m in modules.items() if isinstance(m, WEIGHTED)]
+        elif item == "all-but-first":
+            order = forward_order(model, example)
+            first = order[0] if len(order) > 1 else None
+            chosen += [n for n, m in modules.items() if isinstance(m, WEIGHTED) and n != first]
         else:
             matched = [n for n in modules if n and (n == item or fnmatch.fnmatchcase(n, item))]
             if not matched:
@@ -85,8 +98,7 @@ def select_weights(
     for name in chosen:
         for sub_name, sub in modules[name].named_modules():
             if isinstance(sub, WEIGHTED):
-                full = ".".join(p for p in (name, sub_name) if p)
-                weights[f"{full}.weight"] = sub.weight
+                weights[".".join(p for p in (name, sub_name, "weight") if p)] = sub.weight
     if not weights:
         raise SelectionError(
             f"layer selection {list(selection)} contains no nn.Linear or nn.Conv2d weight"

@@ -1,0 +1,63 @@
+"""The suspect model's own clean outputs as a soft target (D3's ``distill`` option).
+
+D3's constraint (paper, constrained form) keeps the clean loss of the moved weights small:
+E[ℓ(f_θ(x), y)] ≤ ε on the retain set. With a few thousand images the hard labels say little
+about the function the suspect computed on clean inputs, so weights pushed far from their start
+(every layer, a random classifier) re-fit those images and generalise worse. ``distill`` adds
+what the suspect knows about clean images: its temperature-softened outputs (Hinton, Vinyals &
+Dean, "Distilling the Knowledge in a Neural Network", 2015), per sample
+
+    ℓ_i = (1 − α) · CE(f_θ(x_i), y_i) + α · T² · KL(softmax(g(x_i)/T) ‖ softmax(f_θ(x_i)/T))
+
+with g the suspect model in eval mode (frozen, before any warm start). Only clean retain images
+reach g, so the target holds the suspect's clean behaviour and nothing about a trigger; the
+distance term still pushes every selected weight away from the poisoned start.
+
+Without augmentation the targets are computed once for the whole retain set and looked up by
+index; with augmentation the suspect scores every augmented batch.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..metrics import logits
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-sample T² · KL(softmax(teacher/T) ‖ softmax(student/T)), shape (N,)."""
+    t = float(temperature)
+    log_p = F.log_softmax(teacher.float() / t, dim=1)
+    log_q = F.log_softmax(student.float() / t, dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1) * (t * t)
+
+
+class SuspectTargets:
+    """Soft targets from a frozen copy of the suspect model (taken when constructed).
+
+    ``cache=True``: the suspect's outputs on every retain image, computed once; training then
+    runs on image *indices* (:meth:`__call__` gets the index batch). ``cache=False``: the frozen
+    copy scores each (augmented) batch it is given."""
+
+    def __init__(self, suspect: nn.Module, x: torch.Tensor, device: torch.device, cache: bool) -> None:
+        self.cache = bool(cache)
+        if self.cache:
+            self.table = logits(suspect, x, device=device).to(device)
+            self.teacher = None
+        else:
+            self.table = None
+            self.teacher = copy.deepcopy(suspect).to(device).eval()
+            for p in self.teacher.parameters():
+                p.requires_grad_(False)
+
+    def __call__(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """The suspect's outputs for the batch ``x`` (rows ``index`` of the cache when cached)."""
+        if self.table is not None:
+            if index is None:
+                raise ValueError("cached suspect targets need the batch's indices")
+            return self.table[index]
+        with torch.no_grad():
+            return self.teacher(x).float()

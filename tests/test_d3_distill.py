@@ -1,0 +1,98 @@
+"""D3's ``distill`` option (the suspect model's own clean outputs as a soft target)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from distox.data.core import ImageSplit
+from distox.defenses import DefenseError
+from distox.defenses.d3 import D3, PRESETS
+from distox.defenses.self_distill import SuspectTargets, distillation_loss
+from distox.metrics import logits
+
+
+def tiny_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def tiny_retain(n: int = 48, seed: int = 0) -> ImageSplit:
+    g = torch.Generator().manual_seed(seed)
+    return ImageSplit(torch.rand(n, 1, 8, 8, generator=g), torch.randint(0, 3, (n,), generator=g), dataset="toy")
+
+
+def test_distillation_loss_matches_its_definition():
+    student = torch.tensor([[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+    teacher = torch.tensor([[0.0, 2.0, 0.0], [0.5, 0.5, 0.0]])
+    t = 2.0
+    p = torch.softmax(teacher / t, 1)
+    q = torch.softmax(student / t, 1)
+    expected = (p * (p.log() - q.log())).sum(1) * t * t
+    got = distillation_loss(student, teacher, t)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert got[1].abs() < 1e-6  # equal outputs: no loss
+    assert got[0] > 0
+
+
+def test_suspect_targets_cached_equal_scored():
+    model, retain = tiny_model(), tiny_retain()
+    cached = SuspectTargets(model, retain.x, torch.device("cpu"), cache=True)
+    scored = SuspectTargets(model, retain.x, torch.device("cpu"), cache=False)
+    idx = torch.tensor([3, 0, 7])
+    assert torch.allclose(cached(retain.x[idx], idx), scored(retain.x[idx]), atol=1e-6)
+    assert torch.allclose(cached.table, logits(model, retain.x), atol=0)
+    with torch.no_grad():  # the frozen copy does not follow the original
+        next(model.parameters()).add_(1.0)
+    assert torch.allclose(scored(retain.x[idx]), cached(retain.x[idx], idx), atol=1e-6)
+
+
+def run(**kw) -> nn.Module:
+    kw.setdefault("retain", tiny_retain())
+    retain = kw.pop("retain")
+    return D3(epochs=2, batch_size=16, **kw)(tiny_model(), retain, progress=False).model
+
+
+def same(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_pure_distillation_ignores_the_labels():
+    """distill=1: the hinge sees only the suspect's outputs, so relabelling changes nothing —
+    and the option reaches the loop (a run without it does depend on the labels)."""
+    retain = tiny_retain()
+    relabelled = ImageSplit(retain.x, (retain.y + 1) % 3, dataset="toy")
+    assert same(run(retain=retain, distill=1.0), run(retain=relabelled, distill=1.0))
+    assert not same(run(retain=retain), run(retain=relabelled))
+    assert not same(run(retain=retain, distill=0.5), run(retain=relabelled, distill=0.5))
+
+
+def test_distillation_with_augmentation_scores_each_batch():
+    a = run(distill=0.5, augment=True)
+    b = run(distill=0.5, augment=True)
+    assert same(a, b)  # seeded
+    assert not same(a, run(distill=0.0, augment=True))
+
+
+@pytest.mark.parametrize("preset", ["reference", "paper"])
+def test_faithful_presets_do_not_distill_and_keep_their_record(preset):
+    d3 = D3(preset=preset)
+    assert d3.distill == 0.0
+    params = d3.get_params()
+    assert "distill" not in params and "distill_temperature" not in params
+    assert "distill" not in PRESETS[preset]
+
+
+def test_distill_recorded_when_on():
+    params = D3(distill=0.5, distill_temperature=2).get_params()
+    assert params["distill"] == 0.5 and params["distill_temperature"] == 2.0
+
+
+@pytest.mark.parametrize("bad", [dict(distill=-0.1), dict(distill=1.5), dict(distill_temperature=0),
+                                 dict(distill_temperature=-1), dict(distill=math.nan)])
+def test_bad_distill_settings_are_refused(bad):
+    with pytest.raises(DefenseError):
+        D3(**bad)
