@@ -12,6 +12,7 @@
 #                                                  # lambda, angle weighting, D3 seeds; what costs accuracy at 500 images
 #   bash benchmarks/d3_default_study.sh distill    # third round: the suspect's own clean outputs as a soft target
 #   bash benchmarks/d3_default_study.sh stem       # third round: the distance over every layer but the stem
+#   bash benchmarks/d3_default_study.sh small      # third round: 500 images with augmentation / more epochs
 #   bash benchmarks/d3_default_study.sh table      # the tables of BENCHMARKS.md
 # Runs go to $RUNS (runs/study); every step skips what is already done.
 set -euo pipefail
@@ -118,6 +119,13 @@ case "${1:-}" in
         --candidate "d3-all=preset:default,layers:all" --candidate "all-but-first=preset:default,layers:all-but-first"
     done
     ;;
+  small)  # 500 images: augmentation and more epochs (BENCHMARKS "Fewer retain images"): dev Blended models, seeds 0-1
+    for s in 0 1; do
+      study $RUNS/cnn-blended-s1 $RUNS/vgg-blended-s0 --final-only --count 500 --seed $s --out $RUNS/small-s$s.jsonl \
+        --candidate "d3-default=preset:default" --candidate "aug=preset:default,augment:true" \
+        --candidate "aug-36ep=preset:default,augment:true,epochs:36"
+    done
+    ;;
   table)
     study --table $RUNS/final.jsonl --check $CHECK_NAMES
     study --table $RUNS/final-500.jsonl $RUNS/final-1000.jsonl --check $CHECK_NAMES
@@ -129,6 +137,7 @@ case "${1:-}" in
     study --table $RUNS/stem-b-s0.jsonl $RUNS/stem-b-s1.jsonl $RUNS/stem-b-s2.jsonl
     study --table $RUNS/distill-a-s0.jsonl $RUNS/distill-a-s1.jsonl $RUNS/distill-a-s2.jsonl \
       $RUNS/distill-b-s0.jsonl $RUNS/distill-b-s1.jsonl $RUNS/distill-b-s2.jsonl
+    study --table $RUNS/small-s0.jsonl $RUNS/small-s1.jsonl
     ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac
