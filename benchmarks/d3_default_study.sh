@@ -12,6 +12,7 @@
 #                                                  # lambda, angle weighting, D3 seeds; what costs accuracy at 500 images
 #   bash benchmarks/d3_default_study.sh distill    # third round: the suspect's own clean outputs as a soft target
 #   bash benchmarks/d3_default_study.sh stem       # third round: the distance over every layer but the stem
+#   bash benchmarks/d3_default_study.sh bias       # third round: the warm start also zeroes the classifier's bias
 #   bash benchmarks/d3_default_study.sh small      # third round: 500 images with augmentation / more epochs
 #   bash benchmarks/d3_default_study.sh table      # the tables of BENCHMARKS.md
 # Runs go to $RUNS (runs/study); every step skips what is already done.
@@ -126,6 +127,15 @@ case "${1:-}" in
         --candidate "aug-36ep=preset:default,augment:true,epochs:36"
     done
     ;;
+  bias)  # the warm start also zeroes the classifier's bias (BENCHMARKS "Third round"): dev Blended models, seeds 0-2
+    for s in 0 1 2; do
+      study $RUNS/cnn-blended-s1 --final-only --seed $s --out $RUNS/bias-a-s$s.jsonl \
+        --candidate "head-bias-zero=preset:default,head_bias:zero" &
+      study $RUNS/vgg-blended-s0 --final-only --seed $s --out $RUNS/bias-b-s$s.jsonl \
+        --candidate "head-bias-zero=preset:default,head_bias:zero"
+      wait
+    done
+    ;;
   table)
     study --table $RUNS/final.jsonl --check $CHECK_NAMES
     study --table $RUNS/final-500.jsonl $RUNS/final-1000.jsonl --check $CHECK_NAMES
@@ -138,6 +148,8 @@ case "${1:-}" in
     study --table $RUNS/distill-a-s0.jsonl $RUNS/distill-a-s1.jsonl $RUNS/distill-a-s2.jsonl \
       $RUNS/distill-b-s0.jsonl $RUNS/distill-b-s1.jsonl $RUNS/distill-b-s2.jsonl
     study --table $RUNS/small-s0.jsonl $RUNS/small-s1.jsonl
+    study --table $RUNS/bias-a-s0.jsonl $RUNS/bias-a-s1.jsonl $RUNS/bias-a-s2.jsonl \
+      $RUNS/bias-b-s0.jsonl $RUNS/bias-b-s1.jsonl $RUNS/bias-b-s2.jsonl
     ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac

@@ -96,3 +96,29 @@ def test_distill_recorded_when_on():
 def test_bad_distill_settings_are_refused(bad):
     with pytest.raises(DefenseError):
         D3(**bad)
+
+
+# ---------------------------------------------------------------- head_bias (same study round)
+def test_zero_classifier_bias_zeroes_only_the_final_classifier():
+    from distox.defenses.d3 import zero_classifier_bias
+    from distox.models import select_weights
+
+    model = tiny_model()
+    first_bias = model[5].bias.detach().clone()
+    zero_classifier_bias(model, select_weights(model, "auto", torch.rand(1, 1, 8, 8)))
+    assert torch.equal(model[7].bias, torch.zeros(3))
+    assert torch.equal(model[5].bias, first_bias)
+
+
+def test_head_bias_reaches_the_run(monkeypatch):
+    import distox.defenses.d3 as d3mod
+
+    calls = []
+    real = d3mod.zero_classifier_bias
+    monkeypatch.setattr(d3mod, "zero_classifier_bias", lambda m, head: (calls.append(sorted(head)), real(m, head)))
+    a = run(head_bias="zero")
+    assert calls == [["7.weight"]]
+    assert not same(a, run())
+    assert "head_bias" not in D3().get_params() and D3(head_bias="zero").get_params()["head_bias"] == "zero"
+    with pytest.raises(DefenseError, match="head_bias"):
+        D3(head_bias="mean")

@@ -63,6 +63,7 @@ FALLBACK: dict[str, Any] = {
     "select": "last", "val_fraction": 0.2, "tolerance": "auto", "min_tolerance": 0.5,
     "lmd_control": "constant", "lmd_range": (0.5, 10.0), "init_layers": "selected", "lmd_rate": 0.05,
     "layer_weighting": "sum", "distill": 0.0, "distill_temperature": 4.0,
+    "head_bias": "keep",
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
 LOOP_KEYS = ("epochs", "batch_size", "lr", "augment")
@@ -71,6 +72,7 @@ SELECTIONS = ("last", "heldout")
 LMD_CONTROLS = ("constant", "geometric", "heldout", "loss")
 INIT_LAYERS = ("selected", "classifier")
 LAYER_WEIGHTINGS = ("sum", "angle")
+HEAD_BIASES = ("keep", "zero")
 
 
 def lp_norm(t: torch.Tensor, p: float) -> torch.Tensor:
@@ -127,6 +129,17 @@ def project_to_norms(weights: Sequence[torch.Tensor], norms: Sequence[torch.Tens
     """Projection onto S: W ← W · ‖W_init‖_p / ‖W‖_p for every selected weight."""
     for w, n0 in zip(weights, norms):
         w.mul_(n0 / lp_norm(w, p).clamp_min(1e-12))
+
+
+@torch.no_grad()
+def zero_classifier_bias(model: nn.Module, head: dict[str, nn.Parameter]) -> None:
+    """Set the final classifier's bias to zero (``head_bias="zero"``): the warm start discards
+    the poisoned classifier's weights, and its bias — which a poisoned training set, with extra
+    images labelled as the target, tends to raise for the target class — goes with them."""
+    for name in head:
+        bias = getattr(model.get_submodule(name.rsplit(".", 1)[0]), "bias", None)
+        if bias is not None:
+            bias.zero_()
 
 
 def total_distance(weights: Sequence[torch.Tensor], init: Sequence[torch.Tensor], p: float) -> float:
@@ -214,6 +227,7 @@ class D3(Defense):
         distill: weight α of the suspect model's own clean outputs in the clean loss (0: off, the
             paper): per sample (1 − α)·CE + α·T²·KL(suspect ‖ model) at temperature
             ``distill_temperature`` T (4) — :mod:`distox.defenses.self_distill`.
+        head_bias: ``"keep"`` (the paper) or ``"zero"``: also zero the final classifier's bias.
         auto: options of ``lmd="auto"`` / ``eps="auto"``, which choose them from the retain data
             (rules in :mod:`distox.defenses.d3_auto`).
         epochs, batch_size, lr, augment, flip, seed: see :class:`Defense` (100, 256, 0.01); a
@@ -233,7 +247,7 @@ class D3(Defense):
                  min_tolerance: float | None = None, lmd_control: str | None = None,
                  lmd_range: Sequence[float] | None = None, init_layers: str | None = None,
                  lmd_rate: float | None = None, layer_weighting: str | None = None, distill: float | None = None,
-                 distill_temperature: float | None = None, **kwargs: Any) -> None:
+                 distill_temperature: float | None = None, head_bias: str | None = None, **kwargs: Any) -> None:
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
         chosen = PRESETS[preset]
@@ -242,7 +256,8 @@ class D3(Defense):
         given = dict(lmd=lmd, eps=eps, p=p, init=init, layers=layers, freeze_bn=freeze_bn, momentum=momentum,
                      select=select, val_fraction=val_fraction, tolerance=tolerance, min_tolerance=min_tolerance,
                      lmd_control=lmd_control, lmd_range=lmd_range, init_layers=init_layers, lmd_rate=lmd_rate,
-                     layer_weighting=layer_weighting, distill=distill, distill_temperature=distill_temperature)
+                     layer_weighting=layer_weighting, distill=distill, distill_temperature=distill_temperature,
+                     head_bias=head_bias)
         v = {k: val if val is not None else chosen.get(k, FALLBACK[k]) for k, val in given.items()}
         self.preset = preset
         self.lmd = auto_or_float("lmd", v["lmd"])
@@ -286,6 +301,9 @@ class D3(Defense):
         if not float(v["distill_temperature"]) > 0:
             raise DefenseError(f"distill_temperature must be > 0; got {v['distill_temperature']}")
         self.distill, self.distill_temperature = float(v["distill"]), float(v["distill_temperature"])
+        if v["head_bias"] not in HEAD_BIASES:
+            raise DefenseError(f"head_bias must be one of {HEAD_BIASES}; got {v['head_bias']!r}")
+        self.head_bias = v["head_bias"]
 
     def get_params(self, retain: ImageSplit | None = None) -> dict[str, Any]:
         """As :meth:`Defense.get_params`, without the distillation settings while ``distill`` is 0
@@ -294,6 +312,8 @@ class D3(Defense):
         if not self.distill:
             params.pop("distill", None)
             params.pop("distill_temperature", None)
+        if self.head_bias == "keep":
+            params.pop("head_bias", None)
         return params
 
     def selected(self, model: nn.Module, example: torch.Tensor | None = None) -> dict[str, nn.Parameter]:
@@ -342,6 +362,8 @@ class D3(Defense):
                             "weight starts where it is (init_layers='classifier')")
             started = [w for n, w in named.items() if n in head]
         warm_start(started, self.init, self.p, torch.Generator().manual_seed(self.seed))
+        if self.head_bias == "zero":
+            zero_classifier_bias(model, self.selected_in(model, "auto", example))
 
         lmd = Lambda(self.lmd_range[0] if self.lmd_control == "geometric" else self.lmd)  # changed between epochs
 
