@@ -67,16 +67,19 @@ def test_auto_selection_finds_the_final_classifier(factory, expected):
     assert list(sel) == [f"{expected}.weight"]
 
 
+class HeadFirst(nn.Module):
+    """Two Linears whose registration order is the reverse of their forward order."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(6, 3)  # registered first, runs last
+        self.body = nn.Linear(4, 6)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x.flatten(1))))
+
+
 def test_auto_selection_follows_forward_order_not_registration_order():
-    class HeadFirst(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.head = nn.Linear(6, 3)  # registered first, runs last
-            self.body = nn.Linear(4, 6)
-
-        def forward(self, x):
-            return self.head(torch.relu(self.body(x.flatten(1))))
-
     m = HeadFirst()
     assert linear_forward_order(m) == ["head", "body"]  # registration order without an example
     assert list(select_weights(m, "auto", torch.rand(1, 4))) == ["head.weight"]
@@ -169,16 +172,7 @@ def test_all_but_first_drops_only_the_stem(factory, side, stem):
 
 
 def test_all_but_first_follows_forward_order_and_keeps_a_single_layer():
-    class StemLast(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.head = nn.Linear(6, 3)  # registered first, runs last
-            self.stem = nn.Linear(4, 6)
-
-        def forward(self, x):
-            return self.head(torch.relu(self.stem(x.flatten(1))))
-
-    m = StemLast()
+    m = HeadFirst()  # the stem is ``body``
     assert list(select_weights(m, "all-but-first", torch.rand(1, 4))) == ["head.weight"]
-    assert list(select_weights(m, "all-but-first")) == ["stem.weight"]  # registration order without an example
+    assert list(select_weights(m, "all-but-first")) == ["body.weight"]  # registration order without an example
     assert list(select_weights(nn.Linear(4, 3), "all-but-first")) == ["weight"]  # nothing else to keep

@@ -307,7 +307,8 @@ class D3(Defense):
 
     def get_params(self, retain: ImageSplit | None = None) -> dict[str, Any]:
         """As :meth:`Defense.get_params`, without the distillation settings while ``distill`` is 0
-        (so a run without it keeps the record and cell key it had before the option existed)."""
+        and without ``head_bias`` while it is ``"keep"`` (so a run without them keeps the record and
+        cell key it had before these options existed)."""
         params = super().get_params(retain)
         if not self.distill:
             params.pop("distill", None)
@@ -346,7 +347,8 @@ class D3(Defense):
         example = retain.x[:1].to(device)  # finds the forward order of the model's Linear layers
         named = self.selected(model, example)
         # the suspect's own clean outputs, taken before any weight moves (distill > 0)
-        targets = (SuspectTargets(model, retain.x, device, cache=not self.augment) if self.distill else None)
+        targets = (SuspectTargets(model, retain.x, retain.y, device, cache=not self.augment)
+                   if self.distill else None)
         weights = list(named.values())
         init = [w.detach().clone() for w in weights]
         norms = [lp_norm(w0, self.p) for w0 in init]
@@ -367,13 +369,10 @@ class D3(Defense):
 
         lmd = Lambda(self.lmd_range[0] if self.lmd_control == "geometric" else self.lmd)  # changed between epochs
 
-        labels = retain.y.to(device)
-
         def objective(m: nn.Module, x: torch.Tensor, y: torch.Tensor):
             soft = None
-            if targets is not None:  # cached targets: the loop batches image indices, not labels
-                soft = targets(x, y) if targets.cache else targets(x)
-                y = labels[y] if targets.cache else y
+            if targets is not None:  # y: what targets.loop_y batched (image indices when cached)
+                y, soft = targets(x, y)
             loss, stats = d3_loss(m(x), y, weights, init, lmd.value, self.eps, self.p, scales,
                                   soft, self.distill, self.distill_temperature)
             if target is not None:
@@ -398,8 +397,7 @@ class D3(Defense):
         # resume; what the epochs changed (λ, the chooser's kept epochs) is in the checkpoint
         extra = {"lmd": lmd, **({"chooser": chooser} if chooser is not None else {})}
         config = self.loop_config(retain, momentum=self.momentum, weight_decay=0.0, bn_eval=self.freeze_bn)
-        batch_y = torch.arange(len(retain.y)) if targets is not None and targets.cache else retain.y
-        state = train(model, retain.x, batch_y, config, objective=objective,
+        state = train(model, retain.x, retain.y if targets is None else targets.loop_y, config, objective=objective,
                       after_step=lambda m: project_to_norms(weights, norms, self.p),
                       on_epoch_end=on_epoch_end, checkpoint=checkpoint, extra_state=extra, device=device,
                       progress=progress, desc="D3")

@@ -36,28 +36,29 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
 
 
 class SuspectTargets:
-    """Soft targets from a frozen copy of the suspect model (taken when constructed).
+    """Soft targets from a frozen copy of the suspect model (taken when constructed), and what
+    the training loop batches alongside the images (:attr:`loop_y`).
 
-    ``cache=True``: the suspect's outputs on every retain image, computed once; training then
-    runs on image *indices* (:meth:`__call__` gets the index batch). ``cache=False``: the frozen
-    copy scores each (augmented) batch it is given."""
+    ``cache=True``: the suspect's outputs on every retain image, computed once; the loop batches
+    image *indices*, which :meth:`__call__` turns into labels and cached outputs.
+    ``cache=False``: the loop batches labels, and the frozen copy scores each (augmented) batch."""
 
-    def __init__(self, suspect: nn.Module, x: torch.Tensor, device: torch.device, cache: bool) -> None:
+    def __init__(self, suspect: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+                 cache: bool) -> None:
         self.cache = bool(cache)
         if self.cache:
             self.table = logits(suspect, x, device=device).to(device)
+            self.labels = y.to(device)
+            self.loop_y = torch.arange(len(y))
             self.teacher = None
         else:
-            self.table = None
-            self.teacher = copy.deepcopy(suspect).to(device).eval()
-            for p in self.teacher.parameters():
-                p.requires_grad_(False)
+            self.table = self.labels = None
+            self.loop_y = y
+            self.teacher = copy.deepcopy(suspect).to(device).eval().requires_grad_(False)
 
-    def __call__(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """The suspect's outputs for the batch ``x`` (rows ``index`` of the cache when cached)."""
-        if self.table is not None:
-            if index is None:
-                raise ValueError("cached suspect targets need the batch's indices")
-            return self.table[index]
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(labels, suspect outputs) of the batch ``x`` whose loop targets are ``y``."""
+        if self.cache:
+            return self.labels[y], self.table[y]
         with torch.no_grad():
-            return self.teacher(x).float()
+            return y, self.teacher(x).float()

@@ -5,9 +5,9 @@ and ``nn.Conv2d`` inside them. ``"auto"`` is the final classifier: the last ``nn
 *in forward order* (found with hooks on one example batch when one is given, else in
 registration order) — ``linear`` in PreAct-ResNet18, ``fc`` in torchvision ResNets, ``head``
 in ViTs. ``"all-linear"`` takes every ``nn.Linear``, ``"all"`` every ``nn.Linear`` and
-``nn.Conv2d`` (the whole network's weights), ``"all-but-first"`` all of them except the first
-one the input meets in forward order (the stem: a bank of filters on raw pixels, e.g. ``conv1``
-or a ViT's patch embedding; distox's default D3 preset). Names may be exact module names or glob
+``nn.Conv2d`` (the whole network's weights; distox's default D3 preset), ``"all-but-first"``
+all of them except the first one the input meets in forward order (the stem: a bank of filters
+on raw pixels, e.g. ``conv1`` or a ViT's patch embedding). Names may be exact module names or glob
 patterns (``fnmatch``), e.g. ``"layer4.*"``.
 """
 from __future__ import annotations

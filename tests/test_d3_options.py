@@ -1,4 +1,6 @@
-"""D3's ``distill`` option (the suspect model's own clean outputs as a soft target)."""
+"""D3's options from the third round of the default study (BENCHMARKS.md): ``distill`` (the
+suspect model's own clean outputs as a soft target) and ``head_bias`` (zero the classifier's
+bias at the warm start)."""
 from __future__ import annotations
 
 import math
@@ -40,14 +42,17 @@ def test_distillation_loss_matches_its_definition():
 
 def test_suspect_targets_cached_equal_scored():
     model, retain = tiny_model(), tiny_retain()
-    cached = SuspectTargets(model, retain.x, torch.device("cpu"), cache=True)
-    scored = SuspectTargets(model, retain.x, torch.device("cpu"), cache=False)
+    cached = SuspectTargets(model, retain.x, retain.y, torch.device("cpu"), cache=True)
+    scored = SuspectTargets(model, retain.x, retain.y, torch.device("cpu"), cache=False)
+    assert torch.equal(cached.loop_y, torch.arange(len(retain.y))) and torch.equal(scored.loop_y, retain.y)
     idx = torch.tensor([3, 0, 7])
-    assert torch.allclose(cached(retain.x[idx], idx), scored(retain.x[idx]), atol=1e-6)
+    (y_c, soft_c), (y_s, soft_s) = cached(retain.x[idx], idx), scored(retain.x[idx], retain.y[idx])
+    assert torch.equal(y_c, retain.y[idx]) and torch.equal(y_s, retain.y[idx])
+    assert torch.allclose(soft_c, soft_s, atol=1e-6)
     assert torch.allclose(cached.table, logits(model, retain.x), atol=0)
     with torch.no_grad():  # the frozen copy does not follow the original
         next(model.parameters()).add_(1.0)
-    assert torch.allclose(scored(retain.x[idx]), cached(retain.x[idx], idx), atol=1e-6)
+    assert torch.allclose(scored(retain.x[idx], retain.y[idx])[1], cached(retain.x[idx], idx)[1], atol=1e-6)
 
 
 def run(**kw) -> nn.Module:
