@@ -14,8 +14,16 @@
 #   bash benchmarks/d3_default_study.sh stem       # third round: the distance over every layer but the stem
 #   bash benchmarks/d3_default_study.sh bias       # third round: the warm start also zeroes the classifier's bias
 #   bash benchmarks/d3_default_study.sh small      # third round: 500 images with augmentation / more epochs
+#   bash benchmarks/d3_default_study.sh blend [dev|check] [SEED ...]
+#                                                  # fourth round: the overlay augmentation (blend 0.3), dev at
+#                                                  # seeds 0-2, check at seeds 0-1 (one process per seed: run
+#                                                  # `blend check 0` and `blend check 1` side by side)
+#   bash benchmarks/d3_default_study.sh retain-blend # fourth round: the default with and without blend, 500 and 1,000 images
+#   bash benchmarks/d3_default_study.sh tail       # fourth round: plain fine-tuning after D3; D3 for half the epochs
+#   bash benchmarks/d3_default_study.sh curves     # fourth round: the default's per-epoch test curves, VGG Blended
 #   bash benchmarks/d3_default_study.sh table      # the tables of BENCHMARKS.md
-# Runs go to $RUNS (runs/study); every step skips what is already done.
+# Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
+# ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/study}
@@ -66,7 +74,7 @@ case "${1:-}" in
     ;;
   final)
     study $DEV $CHECK --final-only --out $RUNS/final.jsonl \
-      --candidate "d3-default=preset:default" \
+      --candidate "d3-default=preset:default,blend:0" \
       --candidate "d3-paper=preset:paper,augment:false" \
       --candidate "d3-reference=preset:reference,augment:false" \
       --candidate "ft-sam=method:ft-sam,augment:false" \
@@ -76,64 +84,100 @@ case "${1:-}" in
     ;;
   retain)
     for n in 500 1000; do
-      study $DEV $CHECK --final-only --count $n --out $RUNS/final-$n.jsonl --candidate "d3-default=preset:default"
+      study $DEV $CHECK --final-only --count $n --out $RUNS/final-$n.jsonl --candidate "d3-default=preset:default,blend:0"
     done
     ;;
   seed1)  # another retain draw and D3 seed
-    study $DEV $CHECK --final-only --seed 1 --out $RUNS/final-seed1.jsonl --candidate "d3-default=preset:default" \
+    study $DEV $CHECK --final-only --seed 1 --out $RUNS/final-seed1.jsonl --candidate "d3-default=preset:default,blend:0" \
       --candidate "d3-paper=preset:paper,augment:false" --candidate "d3-reference=preset:reference,augment:false"
     ;;
   lmd)  # λ around the default's, dev part, two seeds
     for s in 0 1; do
       study $DEV --final-only --seed $s --out $RUNS/lmd-s$s.jsonl \
-        --candidate "default-lmd5=preset:default,lmd:5" --candidate "default-lmd3=preset:default,lmd:3"
+        --candidate "default-lmd5=preset:default,blend:0,lmd:5" --candidate "default-lmd3=preset:default,blend:0,lmd:3"
     done
     ;;
   screen)  # second round (BENCHMARKS "Second round"): dev part, retain seed 0
     study $DEV --final-only --out $RUNS/screen.jsonl \
-      --candidate "default-aug=preset:default,augment:true" \
-      --candidate "default-eps0.05=preset:default,eps:0.05" \
-      --candidate "default-loss-lmd=preset:default,lmd_control:loss,lmd_range:[1,1000]" \
-      --candidate "default-angle=preset:default,layer_weighting:angle" \
-      --candidate "default-d3seed1=preset:default,seed:1" \
-      --candidate "default-d3seed2=preset:default,seed:2"
+      --candidate "default-aug=preset:default,blend:0,augment:true" \
+      --candidate "default-eps0.05=preset:default,blend:0,eps:0.05" \
+      --candidate "default-loss-lmd=preset:default,blend:0,lmd_control:loss,lmd_range:[1,1000]" \
+      --candidate "default-angle=preset:default,blend:0,layer_weighting:angle" \
+      --candidate "default-d3seed1=preset:default,blend:0,seed:1" \
+      --candidate "default-d3seed2=preset:default,blend:0,seed:2"
     study $RUNS/cnn-blended-s1 $RUNS/vgg-blended-s0 $RUNS/vit-blended --final-only --count 500 --out $RUNS/screen-500.jsonl \
-      --candidate "default=preset:default" \
-      --candidate "default-init-near=preset:default,init:near" \
+      --candidate "default=preset:default,blend:0" \
+      --candidate "default-init-near=preset:default,blend:0,init:near" \
       --candidate "paper=preset:paper,augment:false" \
-      --candidate "default-lmd30=preset:default,lmd:30" \
-      --candidate "default-24ep=preset:default,epochs:24" \
+      --candidate "default-lmd30=preset:default,blend:0,lmd:30" \
+      --candidate "default-24ep=preset:default,blend:0,epochs:24" \
       --candidate "ft=method:ft,augment:false"
     ;;
   distill)  # the suspect's own clean outputs as a soft target (BENCHMARKS "Third round"): dev Blended models, seeds 0-2
     for s in 0 1 2; do
       study $RUNS/cnn-blended-s1 --final-only --seed $s --out $RUNS/distill-a-s$s.jsonl \
-        --candidate "d3-all=preset:default,layers:all" --candidate "distill0.5=preset:default,distill:0.5" &
+        --candidate "d3-all=preset:default,blend:0,layers:all" --candidate "distill0.5=preset:default,blend:0,distill:0.5" &
       study $RUNS/vgg-blended-s0 --final-only --seed $s --out $RUNS/distill-b-s$s.jsonl \
-        --candidate "d3-all=preset:default,layers:all" --candidate "distill0.5=preset:default,distill:0.5"
+        --candidate "d3-all=preset:default,blend:0,layers:all" --candidate "distill0.5=preset:default,blend:0,distill:0.5"
       wait
     done
     ;;
   stem)  # the distance over every layer but the stem (BENCHMARKS "Third round"): dev Blended models, seeds 0-2
     for s in 0 1 2; do
       study $RUNS/cnn-blended-s1 $RUNS/vgg-blended-s0 --final-only --seed $s --out $RUNS/stem-b-s$s.jsonl \
-        --candidate "d3-all=preset:default,layers:all" --candidate "all-but-first=preset:default,layers:all-but-first"
+        --candidate "d3-all=preset:default,blend:0,layers:all" --candidate "all-but-first=preset:default,blend:0,layers:all-but-first"
     done
     ;;
   small)  # 500 images: augmentation and more epochs (BENCHMARKS "Fewer retain images"): dev Blended models, seeds 0-1
     for s in 0 1; do
       study $RUNS/cnn-blended-s1 $RUNS/vgg-blended-s0 --final-only --count 500 --seed $s --out $RUNS/small-s$s.jsonl \
-        --candidate "d3-default=preset:default" --candidate "aug=preset:default,augment:true" \
-        --candidate "aug-36ep=preset:default,augment:true,epochs:36"
+        --candidate "d3-default=preset:default,blend:0" --candidate "aug=preset:default,blend:0,augment:true" \
+        --candidate "aug-36ep=preset:default,blend:0,augment:true,epochs:36"
     done
     ;;
   bias)  # the warm start also zeroes the classifier's bias (BENCHMARKS "Third round"): dev Blended models, seeds 0-2
     for s in 0 1 2; do
       study $RUNS/cnn-blended-s1 --final-only --seed $s --out $RUNS/bias-a-s$s.jsonl \
-        --candidate "head-bias-zero=preset:default,head_bias:zero" &
+        --candidate "head-bias-zero=preset:default,blend:0,head_bias:zero" &
       study $RUNS/vgg-blended-s0 --final-only --seed $s --out $RUNS/bias-b-s$s.jsonl \
-        --candidate "head-bias-zero=preset:default,head_bias:zero"
+        --candidate "head-bias-zero=preset:default,blend:0,head_bias:zero"
       wait
+    done
+    ;;
+  blend)  # the overlay augmentation (BENCHMARKS "Fourth round"): dev at three seeds, check at two
+    part=${2:-all}; shift $(( $# > 1 ? 2 : 1 )); seeds=${*:-}
+    if [ "$part" != check ]; then
+      for s in ${seeds:-0 1 2}; do
+        study $DEV --final-only --seed $s --out $RUNS/blend-dev-s$s.jsonl \
+          --candidate "d3-default=preset:default,blend:0" --candidate "default-blend=preset:default,blend:0.3" \
+          --candidate "ft-blend=method:ft,augment:false,blend:0.3"
+      done
+    fi
+    if [ "$part" != dev ]; then
+      for s in ${seeds:-0 1}; do
+        study $CHECK --final-only --seed $s --out $RUNS/blend-check-s$s.jsonl \
+          --candidate "d3-default=preset:default,blend:0" --candidate "default-blend=preset:default,blend:0.3"
+      done
+    fi
+    ;;
+  retain-blend)  # the default with and without its overlay augmentation, 500 and 1,000 retain images (seed 0)
+    for n in 500 1000; do
+      study $DEV $CHECK --final-only --count $n --out $RUNS/blend-$n.jsonl --candidate "default-blend=preset:default,blend:0.3" \
+        --candidate "d3-default=preset:default,blend:0"
+    done
+    ;;
+  tail)  # fine-tuning after D3 (BENCHMARKS "Fourth round"): dev Blended models at seeds 0-2, the ViT at 0-1
+    for s in 0 1 2; do
+      models="$RUNS/cnn-blended-s1 $RUNS/vgg-blended-s0"; [ $s = 2 ] || models="$models $RUNS/vit-blended"
+      study $models --final-only --seed $s --out $RUNS/tail-s$s.jsonl \
+        --candidate "d3-default=preset:default,blend:0" --then "ft4=method:ft,epochs:4,lr:0.01,augment:false"
+      study $models --final-only --seed $s --out $RUNS/tail-s$s.jsonl \
+        --candidate "d3-6ep=preset:default,blend:0,epochs:6" --then "ft6=method:ft,epochs:6,lr:0.005,augment:false"
+    done
+    ;;
+  curves)  # the default's per-epoch test ACC/ASR (BENCHMARKS "Fourth round"), VGG Blended, seeds 0-2
+    for s in 0 1 2; do
+      study $RUNS/vgg-blended-s0 --seed $s --out $RUNS/curves-s$s.jsonl --candidate "d3-default=preset:default,blend:0"
     done
     ;;
   table)
@@ -150,6 +194,11 @@ case "${1:-}" in
     study --table $RUNS/small-s0.jsonl $RUNS/small-s1.jsonl
     study --table $RUNS/bias-a-s0.jsonl $RUNS/bias-a-s1.jsonl $RUNS/bias-a-s2.jsonl \
       $RUNS/bias-b-s0.jsonl $RUNS/bias-b-s1.jsonl $RUNS/bias-b-s2.jsonl
+    # fourth round: the overlay (dev and check), fine-tuning after D3, fewer images with the overlay
+    study --table $RUNS/blend-dev-s0.jsonl $RUNS/blend-dev-s1.jsonl $RUNS/blend-dev-s2.jsonl \
+      $RUNS/blend-check-s0.jsonl $RUNS/blend-check-s1.jsonl --check $CHECK_NAMES
+    study --table $RUNS/tail-s0.jsonl $RUNS/tail-s1.jsonl $RUNS/tail-s2.jsonl --check vit-blended
+    study --table $RUNS/blend-500.jsonl $RUNS/blend-1000.jsonl --check $CHECK_NAMES
     ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac

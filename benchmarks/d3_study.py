@@ -2,6 +2,7 @@
 
     python benchmarks/d3_study.py RUN_DIR [RUN_DIR ...] --candidate NAME=KEY:VALUE,KEY:VALUE ...
         [--count 3000] [--epochs 12] [--batch-size 32] [--seed 0] [--out study.jsonl] [--final-only] [--table]
+        [--then LABEL=KEY:VALUE,...]
 
 A candidate is a label and a comma-separated list of the defense's hyper-parameters
 (``method:ft`` picks another defense; default ``d3``), e.g.
@@ -13,6 +14,9 @@ candidate, ACC, the ACC change, ASR, the floor max(2, clean-model ASR + 2), the 
 then per part (``--check`` names the check part's runs) and candidate the cells passing, mean and
 worst ACC change, mean ASR and DER, and per architecture the mean DER (mean ACC change).
 The defense never sees test data: the per-epoch test numbers are for the report only.
+``--then`` chains a second defense after every candidate (same retain set and seed), e.g.
+plain fine-tuning after D3: the line's candidate is ``LABEL+THEN``, its ``after`` and
+``history`` the second stage's, ``first`` the first stage's ACC/ASR.
 One torch thread, CPU.
 """
 from __future__ import annotations
@@ -52,18 +56,30 @@ def floor_of(metrics: dict[str, float]) -> float | None:
     return None if "clean_asr" not in metrics else asr_floor(metrics["clean_asr"])
 
 
+def defense_of(params: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str, Any], Any]:
+    """(method, options, defense) of a candidate's parameters at the study's budget and seed."""
+    params = dict(params)
+    method = params.pop("method", "d3")
+    opts = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, **params}
+    return method, opts, create(method, **opts)
+
+
 def run_one(run_dir: Path, label: str, params: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     run = load_run(run_dir)
     backdoor = run.backdoor_test_set()
     retain = run.retain(count=args.count, seed=args.seed)
     before = evaluate(run.model, run.data.test.x, run.data.test.y, backdoor, device="cpu")
-    params = dict(params)
-    method = params.pop("method", "d3")
-    opts = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, **params}
-    defense = create(method, **opts)
+    method, opts, defense = defense_of(params, args)
     t0 = time.perf_counter()
     evaluator = None if args.final_only else Evaluator(run.data.test.x, run.data.test.y, backdoor, device="cpu")
     result = defense(run.model, retain, evaluator=evaluator, device="cpu", progress=False)
+    chained = {}
+    if args.then is not None:  # a second defense on the first one's model
+        then_label, then_params = args.then
+        chained = {"first": evaluate(result.model, run.data.test.x, run.data.test.y, backdoor, device="cpu")}
+        then_method, then_opts, then_defense = defense_of(then_params, args)
+        result = then_defense(result.model, retain, evaluator=evaluator, device="cpu", progress=False)
+        label, chained["then"] = f"{label}+{then_label}", {"method": then_method, **then_opts}
     seconds = time.perf_counter() - t0
     after = evaluate(result.model, run.data.test.x, run.data.test.y, backdoor, device="cpu")
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -71,7 +87,7 @@ def run_one(run_dir: Path, label: str, params: dict[str, Any], args: argparse.Na
             "before": before,
             "after": after, "floor": floor_of(metrics), "clean_asr": metrics.get("clean_asr"),
             "selection": result.config.get("selection_resolved"), "seconds": round(seconds, 2),
-            "history": result.history}
+            "history": result.history, **chained}
 
 
 def read_rows(paths: list[Path]) -> list[dict[str, Any]]:
@@ -149,6 +165,8 @@ def main() -> None:
     ap.add_argument("--table", nargs="*", type=Path, metavar="JSONL",
                     help="Print the per-run table and the per-part summary of these result files "
                          "(default: --out) and exit.")
+    ap.add_argument("--then", type=parse_candidate, metavar="LABEL=KEY:VALUE,...",
+                    help="A second defense applied after every candidate, on its purified model.")
     ap.add_argument("--check", nargs="*", default=[], metavar="RUN_NAME",
                     help="Run directory names that form the check part of the summary (the rest: dev).")
     args = ap.parse_args()
@@ -161,13 +179,13 @@ def main() -> None:
     for run_dir in args.runs:
         for text in args.candidate:
             label, params = parse_candidate(text)
-            if (str(run_dir), label) in done:
+            if (str(run_dir), label if args.then is None else f"{label}+{args.then[0]}") in done:
                 continue
             record = run_one(run_dir, label, params, args)
             with args.out.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
             a = record["after"]
-            print(f"{run_dir.name} {label}: ACC {a['acc']:.2f} ASR {a['asr']:.2f} floor {record['floor']} "
+            print(f"{run_dir.name} {record['candidate']}: ACC {a['acc']:.2f} ASR {a['asr']:.2f} floor {record['floor']} "
                   f"({record['seconds']:.0f}s)", flush=True)
 
 

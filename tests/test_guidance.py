@@ -29,6 +29,8 @@ def test_d3_advice_follows_what_already_ran():
     assert "preset='default'" in reference
     auto = " ".join(accuracy_advice("d3", {"preset": "default", "lmd": "auto"}, 3000))
     assert "lmd=" not in auto
+    overlay = " ".join(accuracy_advice("d3", {"preset": "default", "lmd": 10.0, "blend": 0.3}, 3000))
+    assert overlay.startswith("blend=0") and "blend=0, no overlay" not in default  # only while it is on
 
 
 def test_other_methods_get_their_own_advice_or_none():

@@ -2,7 +2,7 @@
 
 Data stay on the device as tensors and are batched there (no DataLoader workers); the loop
 handles seeding, shuffling, augmentation (random crop with zero padding + horizontal flip,
-SPEC §3), SGD/Adam with cosine annealing stepped once per epoch, optional (adaptive) SAM,
+SPEC §3; optionally an overlay of another image of the batch, ``blend``), SGD/Adam with cosine annealing stepped once per epoch, optional (adaptive) SAM,
 mixed precision (bf16 autocast on CUDA by default; ``precision``, ``channels_last`` and
 ``compile``: :mod:`distox.acceleration`), per-epoch callbacks, a NaN/inf guard, a progress
 bar, and per-epoch checkpoints so an interrupted run resumes where it stopped.
@@ -117,6 +117,7 @@ class LoopConfig:
     augment: bool = False
     crop_padding: int = 4
     flip: bool = True
+    blend: float = 0.0  # overlay strength of blend_batch (0: off)
     drop_last: bool = False
     sam_rho: float | None = None
     sam_adaptive: bool = False
@@ -139,6 +140,8 @@ class LoopConfig:
             raise ValueError(f"scheduler must be 'cosine' or 'constant'; got {self.scheduler!r}")
         if self.sam_rho is not None and self.sam_rho <= 0:
             raise ValueError(f"sam_rho must be > 0; got {self.sam_rho}")
+        if not 0.0 <= self.blend < 0.5:
+            raise ValueError(f"blend must be in [0, 0.5) (the image's own label must stay the dominant one); got {self.blend}")
         check_options(self.precision, self.channels_last, self.compile)
 
     def to_dict(self) -> dict[str, Any]:
@@ -199,6 +202,23 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, padding: int = 4,
         mask = (torch.rand(n, generator=generator) < 0.5).to(x.device)
         x = torch.where(mask[:, None, None, None], x.flip(-1), x)
     return x
+
+
+def blend_batch(x: torch.Tensor, generator: torch.Generator, strength: float) -> torch.Tensor:
+    """Overlay augmentation: x_i ← (1 − a_i)·x_i + a_i·x_π(i), with a_i ~ U(0, ``strength``) per
+    image and π a random permutation of the batch; labels unchanged (``strength`` < 0.5, so the
+    image's own content stays the dominant one).
+
+    Teaches that a faint overlay does not change an image's class: mixup (Zhang et al., ICLR
+    2018) without mixing the labels, as Borgnia et al. ("Strong data augmentation sanitizes
+    poisoning and backdoor attacks", ICASSP 2021) use mixing against poisoned training sets. It
+    needs nothing from the attack: the overlays are the retain set's own clean images. Random
+    numbers come from ``generator`` (CPU), so the result is reproducible.
+    """
+    n = len(x)
+    weight = (torch.rand(n, generator=generator) * strength).to(device=x.device, dtype=x.dtype)[:, None, None, None]
+    other = x[torch.randperm(n, generator=generator).to(x.device)]
+    return (1 - weight) * x + weight * other
 
 
 def make_optimizer(params, config: LoopConfig) -> torch.optim.Optimizer:
@@ -348,6 +368,8 @@ def train(
                     xb, yb = batch_transform(xb, yb, gen)
                 if config.augment:
                     xb = augment_batch(xb, gen, config.crop_padding, config.flip)
+                if config.blend:
+                    xb = blend_batch(xb, gen, config.blend)
                 if config.channels_last:
                     xb = to_channels_last(xb)
                 if net is not model and epoch == start_epoch and step == 0:

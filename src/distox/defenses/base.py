@@ -118,6 +118,9 @@ class Defense:
         flip: horizontal flip within the augmentation. None: as the reference for the retain
             set's dataset (``retain.dataset``; CIFAR-10 only, :mod:`distox.data.augmentation`),
             no flip for data of unknown origin. The crop padding follows the same table.
+        blend: overlay augmentation: every retain image is overlaid with another image of its
+            batch at a weight drawn from U(0, ``blend``), label unchanged
+            (:func:`~distox.training.blend_batch`); 0 (off, the reference) up to < 0.5.
         seed: seed of shuffling, augmentation and random warm starts (0).
         precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"``
             (a GPU, or a CPU with native bf16) or ``"fp16"`` (CUDA, with loss scaling);
@@ -136,7 +139,7 @@ class Defense:
 
     def __init__(self, epochs: int = 100, batch_size: int = 256, lr: float = 0.01,
                  augment: bool = True, flip: bool | None = None, seed: int = 0, precision: str = "auto",
-                 channels_last: bool = False, compile: bool = False) -> None:
+                 channels_last: bool = False, compile: bool = False, blend: float = 0.0) -> None:
         if int(epochs) < 1:
             raise DefenseError(f"epochs must be >= 1; got {epochs}")
         if int(batch_size) < 1:
@@ -146,6 +149,9 @@ class Defense:
         self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
         self.augment, self.seed = bool(augment), int(seed)
         self.flip = None if flip is None else bool(flip)
+        if not 0.0 <= float(blend) < 0.5:
+            raise DefenseError(f"blend must be in [0, 0.5) (the image's own label must stay the dominant one); got {blend}")
+        self.blend = float(blend)
         try:
             speed = check_options(precision, channels_last, compile)
         except DistoxError as exc:
@@ -153,10 +159,12 @@ class Defense:
         self.precision, self.channels_last, self.compile = (speed[k] for k in ("precision", "channels_last", "compile"))
 
     def get_params(self, retain: ImageSplit | None = None) -> dict[str, Any]:
-        """The hyper-parameters (saved with every result; ``precision``, ``channels_last`` and
-        ``compile`` only when not at their defaults); with ``retain``, ``flip`` as resolved
-        for that data."""
+        """The hyper-parameters (saved with every result; ``precision``, ``channels_last``,
+        ``compile`` and ``blend`` only when not at their defaults, so runs without them keep the
+        records and cell keys they had before); with ``retain``, ``flip`` as resolved for that data."""
         params = drop_defaults({k: v for k, v in vars(self).items() if not k.startswith("_")})
+        if not self.blend:
+            params.pop("blend", None)
         if retain is not None:
             params["flip"] = self.augmentation(retain).flip
         return params
@@ -171,7 +179,7 @@ class Defense:
         aug = self.augmentation(retain)
         base = dict(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, augment=self.augment,
                     flip=aug.flip, crop_padding=aug.crop_padding, seed=self.seed, precision=self.precision,
-                    channels_last=self.channels_last, compile=self.compile)
+                    channels_last=self.channels_last, compile=self.compile, blend=self.blend)
         base.update(overrides)
         return LoopConfig(**base)
 

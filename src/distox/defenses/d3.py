@@ -16,7 +16,10 @@ unchanged. ``default`` (distox's, chosen on five architectures, BENCHMARKS.md "A
 purifies any model") applies the same objective to *every* Linear and Conv2d weight — the
 paper's argument that the backdoor loss grows with the distance from the poisoned weights,
 applied where a backdoor can live in the features and not only in the classifier — with the
-paper's random warm start on the final classifier only, λ 10, ε 0.1, 12 epochs at batch 32.
+paper's random warm start on the final classifier only, λ 10, ε 0.1, 12 epochs at batch 32, and
+each retain image overlaid with another one of its batch at a weight up to 0.3, label kept
+(``blend=0.3``, :func:`distox.training.blend_batch`: it made removal reliable across retain
+draws, BENCHMARKS.md "Fourth round"; ``blend=0`` is the default as it was before).
 
 Example:
     >>> result = D3()(suspect_model, retain_split)               # the default preset
@@ -54,7 +57,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "reference": {"lmd": 0.5, "eps": 0.1},
     "paper": {"lmd": 10.0, "eps": 0.1},
     "default": {"lmd": 10.0, "eps": 0.1, "layers": "all", "init": "random", "init_layers": "classifier",
-                "epochs": 12, "batch_size": 32, "augment": False},
+                "epochs": 12, "batch_size": 32, "augment": False, "blend": 0.3},
 }
 DEFAULT_PRESET = "default"
 #: What a preset leaves unset (the reference code's values).
@@ -66,7 +69,7 @@ FALLBACK: dict[str, Any] = {
     "head_bias": "keep",
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
-LOOP_KEYS = ("epochs", "batch_size", "lr", "augment")
+LOOP_KEYS = ("epochs", "batch_size", "lr", "augment", "blend")
 WARM_STARTS = ("random", "far", "middle", "noise", "near")
 SELECTIONS = ("last", "heldout")
 LMD_CONTROLS = ("constant", "geometric", "heldout", "loss")
@@ -230,8 +233,8 @@ class D3(Defense):
         head_bias: ``"keep"`` (the paper) or ``"zero"``: also zero the final classifier's bias.
         auto: options of ``lmd="auto"`` / ``eps="auto"``, which choose them from the retain data
             (rules in :mod:`distox.defenses.d3_auto`).
-        epochs, batch_size, lr, augment, flip, seed: see :class:`Defense` (100, 256, 0.01); a
-            preset may set the first four.
+        epochs, batch_size, lr, augment, blend, flip, seed: see :class:`Defense` (100, 256, 0.01,
+            True, 0); a preset may set the first five (``default``: 12, 32, 0.01, False, 0.3).
 
     Shapes: retain images (N, C, H, W) in [0, 1], labels (N,).
     """
