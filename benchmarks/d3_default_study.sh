@@ -18,6 +18,8 @@
 #                                                  # fourth round: the overlay augmentation (blend 0.3), dev at
 #                                                  # seeds 0-2, check at seeds 0-1 (one process per seed: run
 #                                                  # `blend check 0` and `blend check 1` side by side)
+#   bash benchmarks/d3_default_study.sh baselines [dev|check] [SEED ...]
+#                                                  # fourth round: the faithful presets and FT-SAM on the same cells
 #   bash benchmarks/d3_default_study.sh retain-blend # fourth round: the default with and without blend, 500 and 1,000 images
 #   bash benchmarks/d3_default_study.sh tail       # fourth round: plain fine-tuning after D3; D3 for half the epochs
 #   bash benchmarks/d3_default_study.sh curves     # fourth round: the default's per-epoch test curves, VGG Blended
@@ -158,6 +160,17 @@ case "${1:-}" in
         study $CHECK --final-only --seed $s --out $RUNS/blend-check-s$s.jsonl \
           --candidate "d3-default=preset:default,blend:0" --candidate "default-blend=preset:default,blend:0.3"
       done
+    fi
+    ;;
+  baselines)  # the faithful presets and FT-SAM on the fourth round's cells (same files, so `table` compares them)
+    part=${2:-all}; shift $(( $# > 1 ? 2 : 1 )); seeds=${*:-}
+    base=(--candidate "d3-reference=preset:reference,augment:false" --candidate "d3-paper=preset:paper,augment:false"
+          --candidate "ft-sam=method:ft-sam,augment:false")
+    if [ "$part" != check ]; then
+      for s in ${seeds:-0 1 2}; do study $DEV --final-only --seed $s --out $RUNS/blend-dev-s$s.jsonl "${base[@]}"; done
+    fi
+    if [ "$part" != dev ]; then
+      for s in ${seeds:-0 1}; do study $CHECK --final-only --seed $s --out $RUNS/blend-check-s$s.jsonl "${base[@]}"; done
     fi
     ;;
   retain-blend)  # the default with and without its overlay augmentation, 500 and 1,000 retain images (seed 0)

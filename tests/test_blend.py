@@ -68,3 +68,17 @@ def test_bad_blend_is_refused(bad):
         create("ft", blend=bad)
     with pytest.raises(ValueError, match="blend"):
         LoopConfig(blend=bad)
+
+
+def test_distillation_scores_overlaid_batches_instead_of_cached_clean_outputs(monkeypatch):
+    """With the overlay on, the images the loop trains on are not the retain images, so the
+    suspect's soft targets must be scored per batch, not read from the per-image cache."""
+    import distox.defenses.d3 as d3mod
+
+    caches = []
+    real = d3mod.SuspectTargets
+    monkeypatch.setattr(d3mod, "SuspectTargets",
+                        lambda *a, cache: caches.append(cache) or real(*a, cache=cache))
+    weights_after("d3", distill=0.5, blend=0.3)
+    weights_after("d3", distill=0.5, blend=0.0)
+    assert caches == [False, True]

@@ -43,6 +43,9 @@ def accuracy_advice(method: str, config: dict[str, Any], retain_size: int) -> li
             tips.append("blend=0, no overlay augmentation (the default preset without it: mean ACC change -0.24 "
                         "against -1.91 with it on 19 study cells, worst -5.35 against -9.75, the ViT; it left the "
                         "backdoor above the ASR bar in 5 of 19 cells against 1 of 19)")
+        if preset == "default":
+            tips.append("preset='reference' (on the same 19 study cells: mean ACC change -1.06 against the default's "
+                        "-1.91, worst -6.40 against -9.75; 16 of 19 cells under the ASR bar against 18)")
         if preset == "reference":
             tips.append("preset='default' with blend=0 (mean ACC change -0.20 against the reference preset's -1.02 "
                         "on the eight study models, worst -5.75 against -6.50, and more backdoors removed)")

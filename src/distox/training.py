@@ -2,8 +2,8 @@
 
 Data stay on the device as tensors and are batched there (no DataLoader workers); the loop
 handles seeding, shuffling, augmentation (random crop with zero padding + horizontal flip,
-SPEC §3; optionally an overlay of another image of the batch, ``blend``), SGD/Adam with cosine annealing stepped once per epoch, optional (adaptive) SAM,
-mixed precision (bf16 autocast on CUDA by default; ``precision``, ``channels_last`` and
+SPEC §3; optionally an overlay of another image of the batch, ``blend``), SGD/Adam with cosine
+annealing stepped once per epoch, optional (adaptive) SAM, mixed precision (bf16 autocast on CUDA by default; ``precision``, ``channels_last`` and
 ``compile``: :mod:`distox.acceleration`), per-epoch callbacks, a NaN/inf guard, a progress
 bar, and per-epoch checkpoints so an interrupted run resumes where it stopped.
 

@@ -349,8 +349,9 @@ class D3(Defense):
         target = auto_eps(model, retain, 0.0, device) if self.lmd_control == "loss" else None
         example = retain.x[:1].to(device)  # finds the forward order of the model's Linear layers
         named = self.selected(model, example)
-        # the suspect's own clean outputs, taken before any weight moves (distill > 0)
-        targets = (SuspectTargets(model, retain.x, retain.y, device, cache=not self.augment)
+        # the suspect's own clean outputs, taken before any weight moves (distill > 0); scored per
+        # batch when the loop changes the images (crop, overlay), cached per image otherwise
+        targets = (SuspectTargets(model, retain.x, retain.y, device, cache=not (self.augment or self.blend))
                    if self.distill else None)
         weights = list(named.values())
         init = [w.detach().clone() for w in weights]
