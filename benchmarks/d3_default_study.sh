@@ -20,6 +20,8 @@
 #                                                  # `blend check 0` and `blend check 1` side by side)
 #   bash benchmarks/d3_default_study.sh baselines [dev|check] [SEED ...]
 #                                                  # fourth round: the faithful presets and FT-SAM on the same cells
+#   bash benchmarks/d3_default_study.sh reference-blend [dev|check] [SEED ...]
+#                                                  # fourth round: the reference preset with the overlay
 #   bash benchmarks/d3_default_study.sh retain-blend # fourth round: the default with and without blend, 500 and 1,000 images
 #   bash benchmarks/d3_default_study.sh tail       # fourth round: plain fine-tuning after D3; D3 for half the epochs
 #   bash benchmarks/d3_default_study.sh curves     # fourth round: the default's per-epoch test curves, VGG Blended
@@ -171,6 +173,16 @@ case "${1:-}" in
     fi
     if [ "$part" != dev ]; then
       for s in ${seeds:-0 1}; do study $CHECK --final-only --seed $s --out $RUNS/blend-check-s$s.jsonl "${base[@]}"; done
+    fi
+    ;;
+  reference-blend)  # the reference preset (final classifier, lambda 0.5) with the overlay, on the same cells
+    part=${2:-all}; shift $(( $# > 1 ? 2 : 1 )); seeds=${*:-}
+    cand=(--candidate "reference-blend=preset:reference,augment:false,blend:0.3")
+    if [ "$part" != check ]; then
+      for s in ${seeds:-0 1 2}; do study $DEV --final-only --seed $s --out $RUNS/blend-dev-s$s.jsonl "${cand[@]}"; done
+    fi
+    if [ "$part" != dev ]; then
+      for s in ${seeds:-0 1}; do study $CHECK --final-only --seed $s --out $RUNS/blend-check-s$s.jsonl "${cand[@]}"; done
     fi
     ;;
   retain-blend)  # the default with and without its overlay augmentation, 500 and 1,000 retain images (seed 0)
