@@ -45,6 +45,19 @@ attack() {  # attack NAME ATTACK OPTIONS...: one backdoored model and its clean 
 
 study() { $PY benchmarks/d3_study.py "$@"; }
 
+fourth_round() {  # fourth_round [dev|check] [SEED ...]: the fourth round's cells and files (dev at seeds
+  # 0-2 with $dev_cands, check at 0-1 with $check_cands), one study process per call
+  local part=${1:-all} seeds s
+  shift || true
+  seeds=${*:-}
+  if [ "$part" != check ]; then
+    for s in ${seeds:-0 1 2}; do study $DEV --final-only --seed $s --out $RUNS/blend-dev-s$s.jsonl "${dev_cands[@]}"; done
+  fi
+  if [ "$part" != dev ]; then
+    for s in ${seeds:-0 1}; do study $CHECK --final-only --seed $s --out $RUNS/blend-check-s$s.jsonl "${check_cands[@]}"; done
+  fi
+}
+
 case "${1:-}" in
   models)
     # development part: the models the default was chosen on
@@ -149,41 +162,21 @@ case "${1:-}" in
     done
     ;;
   blend)  # the overlay augmentation (BENCHMARKS "Fourth round"): dev at three seeds, check at two
-    part=${2:-all}; shift $(( $# > 1 ? 2 : 1 )); seeds=${*:-}
-    if [ "$part" != check ]; then
-      for s in ${seeds:-0 1 2}; do
-        study $DEV --final-only --seed $s --out $RUNS/blend-dev-s$s.jsonl \
-          --candidate "d3-default=preset:default,blend:0" --candidate "default-blend=preset:default,blend:0.3" \
-          --candidate "ft-blend=method:ft,augment:false,blend:0.3"
-      done
-    fi
-    if [ "$part" != dev ]; then
-      for s in ${seeds:-0 1}; do
-        study $CHECK --final-only --seed $s --out $RUNS/blend-check-s$s.jsonl \
-          --candidate "d3-default=preset:default,blend:0" --candidate "default-blend=preset:default,blend:0.3"
-      done
-    fi
+    dev_cands=(--candidate "d3-default=preset:default,blend:0" --candidate "default-blend=preset:default,blend:0.3"
+               --candidate "ft-blend=method:ft,augment:false,blend:0.3")
+    check_cands=(--candidate "d3-default=preset:default,blend:0" --candidate "default-blend=preset:default,blend:0.3")
+    fourth_round "${@:2}"
     ;;
   baselines)  # the faithful presets and FT-SAM on the fourth round's cells (same files, so `table` compares them)
-    part=${2:-all}; shift $(( $# > 1 ? 2 : 1 )); seeds=${*:-}
-    base=(--candidate "d3-reference=preset:reference,augment:false" --candidate "d3-paper=preset:paper,augment:false"
-          --candidate "ft-sam=method:ft-sam,augment:false")
-    if [ "$part" != check ]; then
-      for s in ${seeds:-0 1 2}; do study $DEV --final-only --seed $s --out $RUNS/blend-dev-s$s.jsonl "${base[@]}"; done
-    fi
-    if [ "$part" != dev ]; then
-      for s in ${seeds:-0 1}; do study $CHECK --final-only --seed $s --out $RUNS/blend-check-s$s.jsonl "${base[@]}"; done
-    fi
+    dev_cands=(--candidate "d3-reference=preset:reference,augment:false" --candidate "d3-paper=preset:paper,augment:false"
+               --candidate "ft-sam=method:ft-sam,augment:false")
+    check_cands=("${dev_cands[@]}")
+    fourth_round "${@:2}"
     ;;
   reference-blend)  # the reference preset (final classifier, lambda 0.5) with the overlay, on the same cells
-    part=${2:-all}; shift $(( $# > 1 ? 2 : 1 )); seeds=${*:-}
-    cand=(--candidate "reference-blend=preset:reference,augment:false,blend:0.3")
-    if [ "$part" != check ]; then
-      for s in ${seeds:-0 1 2}; do study $DEV --final-only --seed $s --out $RUNS/blend-dev-s$s.jsonl "${cand[@]}"; done
-    fi
-    if [ "$part" != dev ]; then
-      for s in ${seeds:-0 1}; do study $CHECK --final-only --seed $s --out $RUNS/blend-check-s$s.jsonl "${cand[@]}"; done
-    fi
+    dev_cands=(--candidate "reference-blend=preset:reference,augment:false,blend:0.3")
+    check_cands=("${dev_cands[@]}")
+    fourth_round "${@:2}"
     ;;
   retain-blend)  # the default with and without its overlay augmentation, 500 and 1,000 retain images (seed 0)
     for n in 500 1000; do

@@ -64,6 +64,11 @@ def defense_of(params: dict[str, Any], args: argparse.Namespace) -> tuple[str, d
     return method, opts, create(method, **opts)
 
 
+def line_label(label: str, args: argparse.Namespace) -> str:
+    """The candidate a result line is filed under: ``LABEL``, or ``LABEL+THEN`` with ``--then``."""
+    return label if args.then is None else f"{label}+{args.then[0]}"
+
+
 def run_one(run_dir: Path, label: str, params: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     run = load_run(run_dir)
     backdoor = run.backdoor_test_set()
@@ -75,11 +80,11 @@ def run_one(run_dir: Path, label: str, params: dict[str, Any], args: argparse.Na
     result = defense(run.model, retain, evaluator=evaluator, device="cpu", progress=False)
     chained = {}
     if args.then is not None:  # a second defense on the first one's model
-        then_label, then_params = args.then
+        then_params = args.then[1]
         chained = {"first": evaluate(result.model, run.data.test.x, run.data.test.y, backdoor, device="cpu")}
         then_method, then_opts, then_defense = defense_of(then_params, args)
         result = then_defense(result.model, retain, evaluator=evaluator, device="cpu", progress=False)
-        label, chained["then"] = f"{label}+{then_label}", {"method": then_method, **then_opts}
+        label, chained["then"] = line_label(label, args), {"method": then_method, **then_opts}
     seconds = time.perf_counter() - t0
     after = evaluate(result.model, run.data.test.x, run.data.test.y, backdoor, device="cpu")
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -179,7 +184,7 @@ def main() -> None:
     for run_dir in args.runs:
         for text in args.candidate:
             label, params = parse_candidate(text)
-            if (str(run_dir), label if args.then is None else f"{label}+{args.then[0]}") in done:
+            if (str(run_dir), line_label(label, args)) in done:
                 continue
             record = run_one(run_dir, label, params, args)
             with args.out.open("a") as fh:

@@ -3,8 +3,9 @@
 Data stay on the device as tensors and are batched there (no DataLoader workers); the loop
 handles seeding, shuffling, augmentation (random crop with zero padding + horizontal flip,
 SPEC §3; optionally an overlay of another image of the batch, ``blend``), SGD/Adam with cosine
-annealing stepped once per epoch, optional (adaptive) SAM, mixed precision (bf16 autocast on CUDA by default; ``precision``, ``channels_last`` and
-``compile``: :mod:`distox.acceleration`), per-epoch callbacks, a NaN/inf guard, a progress
+annealing stepped once per epoch, optional (adaptive) SAM, mixed precision (bf16 autocast on
+CUDA by default; ``precision``, ``channels_last`` and ``compile``: :mod:`distox.acceleration`),
+per-epoch callbacks, a NaN/inf guard, a progress
 bar, and per-epoch checkpoints so an interrupted run resumes where it stopped.
 
 Checkpoints: after every epoch the model, optimiser, scheduler, both random generators, the
@@ -140,8 +141,7 @@ class LoopConfig:
             raise ValueError(f"scheduler must be 'cosine' or 'constant'; got {self.scheduler!r}")
         if self.sam_rho is not None and self.sam_rho <= 0:
             raise ValueError(f"sam_rho must be > 0; got {self.sam_rho}")
-        if not 0.0 <= self.blend < 0.5:
-            raise ValueError(f"blend must be in [0, 0.5) (the image's own label must stay the dominant one); got {self.blend}")
+        check_blend(self.blend)
         check_options(self.precision, self.channels_last, self.compile)
 
     def to_dict(self) -> dict[str, Any]:
@@ -202,6 +202,13 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, padding: int = 4,
         mask = (torch.rand(n, generator=generator) < 0.5).to(x.device)
         x = torch.where(mask[:, None, None, None], x.flip(-1), x)
     return x
+
+
+def check_blend(strength: float) -> float:
+    """``strength`` of :func:`blend_batch` as a float, or :class:`ValueError` outside [0, 0.5)."""
+    if not 0.0 <= float(strength) < 0.5:
+        raise ValueError(f"blend must be in [0, 0.5) (the image's own label must stay the dominant one); got {strength}")
+    return float(strength)
 
 
 def blend_batch(x: torch.Tensor, generator: torch.Generator, strength: float) -> torch.Tensor:

@@ -30,7 +30,7 @@ from ..acceleration import check_options, drop_defaults, resolve_precision
 from ..data.augmentation import Augmentation, augmentation_for
 from ..data.core import ImageSplit
 from ..metrics import Evaluator
-from ..training import Checkpoint, LoopConfig, TrainingDiverged, TrainState
+from ..training import Checkpoint, LoopConfig, TrainingDiverged, TrainState, check_blend
 from ..utils import resolve_device, tensor_digest
 
 log = logging.getLogger(__name__)
@@ -149,9 +149,10 @@ class Defense:
         self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
         self.augment, self.seed = bool(augment), int(seed)
         self.flip = None if flip is None else bool(flip)
-        if not 0.0 <= float(blend) < 0.5:
-            raise DefenseError(f"blend must be in [0, 0.5) (the image's own label must stay the dominant one); got {blend}")
-        self.blend = float(blend)
+        try:
+            self.blend = check_blend(blend)
+        except ValueError as exc:
+            raise DefenseError(str(exc)) from None
         try:
             speed = check_options(precision, channels_last, compile)
         except DistoxError as exc:
@@ -168,6 +169,12 @@ class Defense:
         if retain is not None:
             params["flip"] = self.augmentation(retain).flip
         return params
+
+    @property
+    def alters_images(self) -> bool:
+        """Whether the loop trains on changed retain images (random crop and flip, overlay)
+        rather than on the images themselves."""
+        return self.augment or bool(self.blend)
 
     def augmentation(self, retain: ImageSplit) -> Augmentation:
         """Crop padding and flip of ``retain`` when ``augment``: the reference's for its dataset,

@@ -350,8 +350,8 @@ class D3(Defense):
         example = retain.x[:1].to(device)  # finds the forward order of the model's Linear layers
         named = self.selected(model, example)
         # the suspect's own clean outputs, taken before any weight moves (distill > 0); scored per
-        # batch when the loop changes the images (crop, overlay), cached per image otherwise
-        targets = (SuspectTargets(model, retain.x, retain.y, device, cache=not (self.augment or self.blend))
+        # batch when the loop changes the images, cached per image otherwise
+        targets = (SuspectTargets(model, retain.x, retain.y, device, cache=not self.alters_images)
                    if self.distill else None)
         weights = list(named.values())
         init = [w.detach().clone() for w in weights]

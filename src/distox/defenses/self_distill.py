@@ -13,8 +13,9 @@ with g the suspect model in eval mode (frozen, before any warm start). Only clea
 reach g, so the target holds the suspect's clean behaviour and nothing about a trigger; the
 distance term still pushes every selected weight away from the poisoned start.
 
-Without augmentation the targets are computed once for the whole retain set and looked up by
-index; with augmentation the suspect scores every augmented batch.
+When the loop trains on the retain images themselves the targets are computed once for the
+whole set and looked up by index; when it changes them (augmentation, overlay) the suspect
+scores every batch the loop makes.
 """
 from __future__ import annotations
 
