@@ -25,6 +25,8 @@
 #   bash benchmarks/d3_default_study.sh retain-blend # fourth round: the default with and without blend, 500 and 1,000 images
 #   bash benchmarks/d3_default_study.sh tail       # fourth round: plain fine-tuning after D3; D3 for half the epochs
 #   bash benchmarks/d3_default_study.sh curves     # fourth round: the default's per-epoch test curves, VGG Blended
+#   bash benchmarks/d3_default_study.sh fifth      # fifth round: what the overlay costs the ViT, and what wins it back
+#   bash benchmarks/d3_default_study.sh demo       # fifth round: the README demo's D3 with some of those candidates
 #   bash benchmarks/d3_default_study.sh table      # the tables of BENCHMARKS.md
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`.
@@ -198,6 +200,52 @@ case "${1:-}" in
       study $RUNS/vgg-blended-s0 --seed $s --out $RUNS/curves-s$s.jsonl --candidate "d3-default=preset:default,blend:0"
     done
     ;;
+  fifth)  # fifth round (BENCHMARKS "Fifth round"): the hard Blended cells at seeds 0-2; FT with the overlay on the rest
+    for s in 0 1 2; do
+      models="$RUNS/vit-blended $RUNS/vgg-blended-s0 $RUNS/cnn-blended-s1"
+      study $models --final-only --seed $s --out $RUNS/fifth-s$s.jsonl \
+        --candidate "blend15=preset:default,blend:0.15" --candidate "ft-blend=method:ft,augment:false,blend:0.3" \
+        --candidate "near-blend=preset:default,init:near" --candidate "noise-blend=preset:default,init:noise" \
+        --candidate "lmd20-blend=preset:default,lmd:20" --candidate "lmd40-blend=preset:default,lmd:40" \
+        --candidate "geo10-40-blend=preset:default,lmd_control:geometric,lmd_range:[10,40]"
+      study $models --final-only --seed $s --out $RUNS/fifth-s$s.jsonl \
+        --candidate "default-blend=preset:default,blend:0.3" --then "ft3=method:ft,epochs:3,lr:0.003,augment:false"
+      study $models --final-only --seed $s --out $RUNS/fifth-s$s.jsonl \
+        --candidate "default-blend=preset:default,blend:0.3" --then "ftblend4=method:ft,epochs:4,lr:0.005,augment:false,blend:0.3"
+    done
+    for s in 0 1; do
+      study $RUNS/rn18-blended $RUNS/vgg-sam-blended $RUNS/vgg-badnets-aug $RUNS/vgg-a2a-badnets --final-only --seed $s \
+        --out $RUNS/fifth-s$s.jsonl --candidate "ft-blend=method:ft,augment:false,blend:0.3"
+    done
+    # the candidate that became the default (init:noise) on the rest of the fourth round's cells
+    for s in 0 1 2; do
+      models="$RUNS/prn-wanet"; [ $s = 2 ] || models="$models $RUNS/rn18-blended $RUNS/vgg-sam-blended $RUNS/vgg-badnets-aug $RUNS/vgg-a2a-badnets"
+      study $models --final-only --seed $s --out $RUNS/fifth-s$s.jsonl --candidate "noise-blend=preset:default,init:noise"
+    done
+    for n in 500 1000; do  # the same with fewer clean images (seed 0), beside the retain-blend step's rows
+      study $DEV $CHECK --final-only --count $n --out $RUNS/blend-$n.jsonl --candidate "noise-blend=preset:default,init:noise"
+    done
+    # the ViT at seed 2 (the fifth round's third seed there) for the candidates it is compared with
+    study $RUNS/vit-blended --final-only --seed 2 --out $RUNS/fifth-s2.jsonl \
+      --candidate "d3-default=preset:default,blend:0" --candidate "default-blend=preset:default,blend:0.3" \
+      --candidate "d3-reference=preset:reference,augment:false" --candidate "d3-paper=preset:paper,augment:false" \
+      --candidate "ft-sam=method:ft-sam,augment:false"
+    ;;
+  demo)  # the README demo (digits, 67 clean images) as one more model none of the candidates was chosen on
+    $PY - <<'PY'
+from distox.demo import DemoConfig, run_demo
+cands = {"default": {}, "init noise": {"init": "noise"}, "init near": {"init": "near"}, "lmd 20": {"lmd": 20},
+         "lmd 40": {"lmd": 40}, "blend 0.15": {"blend": 0.15}, "blend 0 (before)": {"blend": 0}}
+print("| D3 (demo budget: 60 epochs) | seed 0 | seed 1 | seed 2 |\n|---|---|---|---|")
+for name, opts in cands.items():
+    cells = []
+    for seed in (0, 1, 2):
+        report = run_demo(DemoConfig(seed=seed, methods=("d3",), d3_options=opts), progress=False)
+        before, after = report.row("no defense"), report.row("d3")
+        cells.append(f"{after['acc'] - before['acc']:+.2f} / {after['asr']:.2f}")
+    print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+PY
+    ;;
   table)
     study --table $RUNS/final.jsonl --check $CHECK_NAMES
     study --table $RUNS/final-500.jsonl $RUNS/final-1000.jsonl --check $CHECK_NAMES
@@ -217,6 +265,12 @@ case "${1:-}" in
       $RUNS/blend-check-s0.jsonl $RUNS/blend-check-s1.jsonl --check $CHECK_NAMES
     study --table $RUNS/tail-s0.jsonl $RUNS/tail-s1.jsonl $RUNS/tail-s2.jsonl --check vit-blended
     study --table $RUNS/blend-500.jsonl $RUNS/blend-1000.jsonl --check $CHECK_NAMES
+    # fifth round
+    study --table $RUNS/fifth-s0.jsonl $RUNS/fifth-s1.jsonl $RUNS/fifth-s2.jsonl --check $CHECK_NAMES
+    # the new default (noise-blend) against the fourth round's candidates on the same 20 cells
+    study --table $RUNS/blend-dev-s0.jsonl $RUNS/blend-dev-s1.jsonl $RUNS/blend-dev-s2.jsonl $RUNS/blend-check-s0.jsonl \
+      $RUNS/blend-check-s1.jsonl $RUNS/fifth-s0.jsonl $RUNS/fifth-s1.jsonl $RUNS/fifth-s2.jsonl --check $CHECK_NAMES \
+      --only noise-blend default-blend d3-default d3-reference d3-paper ft-sam
     ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac

@@ -2,7 +2,7 @@
 
     python benchmarks/d3_study.py RUN_DIR [RUN_DIR ...] --candidate NAME=KEY:VALUE,KEY:VALUE ...
         [--count 3000] [--epochs 12] [--batch-size 32] [--seed 0] [--out study.jsonl] [--final-only] [--table]
-        [--then LABEL=KEY:VALUE,...]
+        [--then LABEL=KEY:VALUE,...] [--only LABEL ...]
 
 A candidate is a label and a comma-separated list of the defense's hyper-parameters
 (``method:ft`` picks another defense; default ``d3``), e.g.
@@ -16,7 +16,8 @@ worst ACC change, mean ASR and DER, and per architecture the mean DER (mean ACC 
 The defense never sees test data: the per-epoch test numbers are for the report only.
 ``--then`` chains a second defense after every candidate (same retain set and seed), e.g.
 plain fine-tuning after D3: the line's candidate is ``LABEL+THEN``, its ``after`` and
-``history`` the second stage's, ``first`` the first stage's ACC/ASR.
+``history`` the second stage's, ``first`` the first stage's ACC/ASR. ``--only LABEL ...``
+restricts ``--table`` to those candidates (e.g. to compare two across files that hold others).
 One torch thread, CPU.
 """
 from __future__ import annotations
@@ -95,15 +96,17 @@ def run_one(run_dir: Path, label: str, params: dict[str, Any], args: argparse.Na
             "history": result.history, **chained}
 
 
-def read_rows(paths: list[Path]) -> list[dict[str, Any]]:
-    return [json.loads(line) for p in paths for line in p.read_text().splitlines() if line]
+def read_rows(paths: list[Path], only: set[str] | None = None) -> list[dict[str, Any]]:
+    """The result lines of ``paths`` (only the candidates in ``only``, when given)."""
+    rows = [json.loads(line) for p in paths for line in p.read_text().splitlines() if line]
+    return [r for r in rows if only is None or r["candidate"] in only]
 
 
-def table(paths: list[Path]) -> str:
+def table(paths: list[Path], only: set[str] | None = None) -> str:
     """One line per (run, candidate): ACC, change, ASR, floor, verdict, DER, chosen epoch, seconds."""
     out = ["| run | candidate | retain | ACC before | ACC | change | ASR | floor | verdict | DER | epoch | s |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(read_rows(paths), key=lambda r: (r["run"], r["candidate"], r.get("count", 0))):
+    for r in sorted(read_rows(paths, only), key=lambda r: (r["run"], r["candidate"], r.get("count", 0))):
         b, a, fl = r["before"], r["after"], r["floor"]
         verdict = "–" if fl is None else ("pass" if a["asr"] <= fl else "FAIL")
         sel = (r.get("selection") or {}).get("chosen_epoch", "last")
@@ -119,10 +122,10 @@ def architecture(run: str) -> str:
     return spec["model"]
 
 
-def by_architecture(paths: list[Path]) -> str:
+def by_architecture(paths: list[Path], only: set[str] | None = None) -> str:
     """Mean DER (and ACC change) per model architecture and candidate: the issue's
     "higher average DER on every architecture" bar."""
-    rows = read_rows(paths)
+    rows = read_rows(paths, only)
     archs = sorted({architecture(r["run"]) for r in rows})
     cands = sorted({r["candidate"] for r in rows})
     out = ["| candidate | " + " | ".join(archs) + " |", "|---|" + "---|" * len(archs)]
@@ -137,11 +140,11 @@ def by_architecture(paths: list[Path]) -> str:
     return "\n".join(out)
 
 
-def summary(paths: list[Path], check: set[str]) -> str:
+def summary(paths: list[Path], check: set[str], only: set[str] | None = None) -> str:
     """Per part (dev / check) and candidate: cells passing the floor, mean and worst ACC change,
     mean ASR and DER, total seconds."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in read_rows(paths):
+    for r in read_rows(paths, only):
         part = "check" if Path(r["run"]).name in check else "dev"
         groups.setdefault((part, r["candidate"], r.get("count", 0)), []).append(r)
     out = ["| part | candidate | retain | cells | pass | mean ACC change | worst ACC change | mean ASR | mean DER | s |",
@@ -174,10 +177,13 @@ def main() -> None:
                     help="A second defense applied after every candidate, on its purified model.")
     ap.add_argument("--check", nargs="*", default=[], metavar="RUN_NAME",
                     help="Run directory names that form the check part of the summary (the rest: dev).")
+    ap.add_argument("--only", nargs="*", metavar="LABEL",
+                    help="With --table: only these candidates (the labels of the result lines).")
     args = ap.parse_args()
     if args.table is not None:
-        paths = args.table or [args.out]
-        print(table(paths) + "\n\n" + summary(paths, set(args.check)) + "\n\n" + by_architecture(paths))
+        paths, only = args.table or [args.out], None if args.only is None else set(args.only)
+        print(table(paths, only) + "\n\n" + summary(paths, set(args.check), only) + "\n\n"
+              + by_architecture(paths, only))
         return
     torch.set_num_threads(1)
     done = done_keys(args.out)

@@ -163,8 +163,8 @@ def test_default_preset_is_what_d3_and_purify_run_and_is_recorded():
     retain = make_bundle(n_train=40).train
     result = distox.purify(_tiny(), retain, epochs=2, batch_size=16, verbose=False)
     assert result.config["preset"] == "default"
-    assert {k: result.config[k] for k in ("layers", "init_layers", "lmd", "epochs", "blend")} == \
-        {"layers": "all", "init_layers": "classifier", "lmd": 10.0, "epochs": 2, "blend": 0.3}
+    assert {k: result.config[k] for k in ("layers", "init", "init_layers", "lmd", "epochs", "blend")} == \
+        {"layers": "all", "init": "random", "init_layers": "classifier", "lmd": 10.0, "epochs": 2, "blend": 0.3}
     assert D3(preset="default", lmd=3.0).lmd == 3.0  # explicit arguments override the preset
     # blend=0 is the default preset as it was before the overlay (BENCHMARKS "Fourth round"):
     # its record, and with it its bench cell key, has no blend entry

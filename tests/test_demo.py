@@ -62,6 +62,18 @@ def test_demo_cli_runs_the_preset_it_is_given_and_refuses_unknown_ones(monkeypat
     assert bad.exit_code != 0 and "preset must be one of" in bad.output
 
 
+def test_demo_passes_its_d3_options_to_d3_only(monkeypatch):
+    import distox.demo as demo
+
+    made = []
+    real = demo.create_defense
+    monkeypatch.setattr(demo, "create_defense", lambda method, **kw: made.append((method, kw)) or real(method, **kw))
+    cfg = DemoConfig(attack_epochs=1, defense_epochs=1, methods=("ft", "d3"), d3_options={"init": "noise"})
+    demo.run_demo(cfg, progress=False)
+    options = dict(made)
+    assert options["d3"]["init"] == "noise" and options["d3"]["preset"] == "default" and "init" not in options["ft"]
+
+
 def test_readme_demo_table_is_the_output_of_the_current_code(default_report):
     """Fails when the code's demo numbers drift from the table recorded for this CPU vendor, or
     README.md's table from the one recorded for the vendor it names: rerun

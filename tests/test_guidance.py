@@ -20,11 +20,11 @@ from .test_experiment import copy_run, finished  # noqa: F401  (module-scoped at
 
 def test_d3_advice_follows_what_already_ran():
     default = " ".join(accuracy_advice("d3", {"preset": "default", "lmd": 10.0}, 3000))
-    assert "preset='paper'" in default and "lmd=30" in default and "more clean images" not in default
+    assert "preset='paper'" in default and "lmd=40" in default and "more clean images" not in default
     assert "preset='reference'" in default
     few = " ".join(accuracy_advice("d3", {"preset": "default", "lmd": 10.0}, 800))
     assert "more clean images (you gave 800" in few
-    paper = " ".join(accuracy_advice("d3", {"preset": "paper", "lmd": 30.0}, 3000))
+    paper = " ".join(accuracy_advice("d3", {"preset": "paper", "lmd": 40.0}, 3000))
     assert "preset='paper'" not in paper and "lmd=" not in paper
     reference = " ".join(accuracy_advice("d3", {"preset": "reference", "lmd": 0.5}, 3000))
     assert "preset='default'" in reference

@@ -111,7 +111,7 @@ def test_warning_when_accuracy_falls_beyond_tolerance(setup):
     assert report["acc_drop"] > 0
     assert "WARNING" in res.output and "fell by" in report["warning"]
     assert res.output.count("fell by") == 1  # printed once, not also as a log line
-    assert "lmd=30" in report["warning"] and "fewer epochs" not in report["warning"]  # measured advice only
+    assert "lmd=40" in report["warning"] and "fewer epochs" not in report["warning"]  # measured advice only
     res2 = invoke("purify", "--model", setup["spec"], "--weights", setup["weights"], "--data", setup["folder"],
                   "--epochs", "1", "--param", "lmd=0.01", "--tolerance", "100", "--out", setup["out"], "-q")
     assert res2.exit_code == 0 and "WARNING" not in res2.output

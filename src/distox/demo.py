@@ -39,6 +39,8 @@ class DemoConfig:
     defense_batch: int = 32
     defense_lr: float = 0.01
     preset: str = "default"  # distox's default D3 (the reference λ = 0.5 costs ~30 ACC points here)
+    #: other D3 arguments over the preset's, e.g. ``{"init": "noise"}`` (BENCHMARKS.md "Fifth round")
+    d3_options: dict[str, Any] = field(default_factory=dict)
     augment: bool = False  # random crops of 8×8 digits destroy them
     width: int = 32
     methods: tuple[str, ...] = ("ft", "d3")
@@ -94,7 +96,7 @@ def _run(cfg: DemoConfig, progress: bool) -> DemoReport:
     report.retain_size = len(retain)
     evaluator = Evaluator(data.test.x, data.test.y, backdoor, device=cfg.device)
     for method in cfg.methods:
-        extra = {"preset": cfg.preset} if method == "d3" else {}
+        extra = {"preset": cfg.preset, **cfg.d3_options} if method == "d3" else {}
         defense = create_defense(method, epochs=cfg.defense_epochs, batch_size=cfg.defense_batch,
                                  lr=cfg.defense_lr, augment=cfg.augment, seed=cfg.seed, **extra)
         result = defense(model, retain, device=cfg.device, progress=progress)

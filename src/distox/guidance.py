@@ -9,7 +9,7 @@ rather than guessing.
 
 Example: ``accuracy_warning(90.0, 80.0, 2.0, "d3", {"preset": "default", "lmd": 10.0}, 3000)``
 is "accuracy fell by 10.00 points (90.00% -> 80.00%), more than the tolerance of 2; measured to
-help (...): preset='paper' (...); a larger lmd, e.g. lmd=30 (...)".
+help (...): preset='paper' (...); a larger lmd, e.g. lmd=40 (...)".
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from typing import Any
 DEFAULT_TOLERANCE = 2.0
 #: Where the measurements behind the advice are.
 SOURCE = 'BENCHMARKS.md, "A default that purifies any model"'
-#: λ measured to cost less accuracy than the default's 10 (500 images, "What costs accuracy with 500 images").
-LARGER_LMD = 30.0
+#: λ measured to cost less accuracy than the default's 10 (3,000 images with the overlay, "Fifth round").
+LARGER_LMD = 40.0
 #: Retain size of the study's main tables; fewer images were measured to cost more accuracy.
 STUDY_RETAIN = 3000
 
@@ -38,27 +38,28 @@ def accuracy_advice(method: str, config: dict[str, Any], retain_size: int) -> li
         lmd = config.get("lmd")
         if retain_size < STUDY_RETAIN:
             tips.append(f"more clean images (you gave {retain_size}; the default's worst ACC change on the study "
-                        "models was -16.65 points with 500 images, -7.85 with 1,000 and -5.75 with 3,000)")
+                        "models was -12.85 points with 500 images, -12.00 with 1,000 and -9.75 with 3,000)")
         if float(config.get("blend") or 0) > 0:
-            tips.append("blend=0, no overlay augmentation (the default preset without it: mean ACC change -0.24 "
-                        "against -1.91 with it on 19 study cells, worst -5.35 against -9.75, the ViT; it left the "
-                        "backdoor above the ASR bar in 5 of 19 cells against 1 of 19)")
+            tips.append("blend=0, no overlay augmentation (the default preset without it: mean ACC change -0.35 "
+                        "against -2.16 with it on 20 study cells, worst -5.35 against -9.75, the ViT; it left the "
+                        "backdoor above the ASR bar in 6 of 20 cells against 1 of 20)")
         if preset == "default":
-            tips.append("preset='reference' (on the same 19 study cells: mean ACC change -1.06 against the default's "
-                        "-1.91, worst -6.40 against -9.75; 16 of 19 cells under the ASR bar against 18)")
+            tips.append("preset='reference' (on the same 20 study cells: mean ACC change -1.08 against the default's "
+                        "-2.16, worst -6.40 against -9.75; 17 of 20 cells under the ASR bar against 19)")
         if preset == "reference":
-            tips.append("preset='default' with blend=0 (mean ACC change -0.20 against the reference preset's -1.02 "
-                        "on the eight study models, worst -5.75 against -6.50, and more backdoors removed)")
+            tips.append("preset='default' with blend=0 (mean ACC change -0.35 against the reference preset's -1.08 "
+                        "on 20 study cells, worst -5.35 against -6.40; 14 of 20 cells under the ASR bar against 17)")
         if preset != "paper":
-            tips.append("preset='paper' (distance on the final classifier only: mean ACC change +1.67, worst -2.40, "
-                        "against -0.20 and -5.75 of the default preset with blend=0; it leaves more backdoors in: "
-                        "3 of 8 models passed the ASR bar against 7 of 8)")
+            tips.append("preset='paper' (distance on the final classifier only; on 20 study cells: mean ACC change "
+                        "+1.39, worst -2.45, against the default's -2.16 and -9.75; it leaves more backdoors in: 11 of "
+                        "20 cells under the ASR bar against 19)")
         if isinstance(lmd, (int, float)) and lmd < LARGER_LMD:
-            tips.append(f"a larger lmd, e.g. lmd={LARGER_LMD:g} (with 500 images: -8.50/-4.55/-11.85 ACC points "
-                        "against -10.20/-6.00/-16.65 at lmd 10 on three models; it removes less)")
+            tips.append(f"a larger lmd, e.g. lmd={LARGER_LMD:g} (with the default's overlay, on the three study "
+                        "models that lose most: mean ACC change -2.66 against -5.92 at lmd 10, the ViT -1.73 against "
+                        "-7.80; it removes less: 6 of 9 cells under the ASR bar against 8 of 9)")
     elif method == "ft-sam":
-        tips.append("method 'd3' with its default preset and blend=0 (mean ACC change -0.20 against FT-SAM's -2.34 "
-                    "on the eight study models, worst -5.75 against -11.15, and more backdoors removed)")
+        tips.append("method 'd3' with its default preset (on 20 study cells: mean ACC change -2.16 against FT-SAM's "
+                    "-2.42, worst -9.75 against -11.40, and 19 of 20 cells under the ASR bar against 8)")
     return tips
 
 

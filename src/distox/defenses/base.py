@@ -12,7 +12,6 @@ by a different purification is refused). Deleting the file afterwards is the cal
 """
 from __future__ import annotations
 
-from ..errors import DistoxError
 import copy
 import hashlib
 import json
@@ -29,6 +28,7 @@ from torch import nn
 from ..acceleration import check_options, drop_defaults, resolve_precision
 from ..data.augmentation import Augmentation, augmentation_for
 from ..data.core import ImageSplit
+from ..errors import DistoxError
 from ..metrics import Evaluator
 from ..training import Checkpoint, LoopConfig, TrainingDiverged, TrainState, check_blend
 from ..utils import resolve_device, tensor_digest

@@ -36,12 +36,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..acceleration import resolve_precision
 from ..data.core import ImageSplit
 from ..metrics import Evaluator
 from ..models.selection import SelectionError, select_weights
 from ..training import Checkpoint, TrainState, train
 from .base import Defense, DefenseError
 from .d3_auto import auto_eps, auto_or_float, check_auto, fit_auto
+from .d3_kernels import fused_distances, fused_project, use_fused
 from .heldout import EpochChooser, accuracy, resolve_tolerance, split_retain
 from .registry import register
 from .self_distill import SuspectTargets, distillation_loss
@@ -86,16 +88,20 @@ def lp_norm(t: torch.Tensor, p: float) -> torch.Tensor:
 def d3_loss(logits: torch.Tensor, y: torch.Tensor, weights: Sequence[torch.Tensor],
             init: Sequence[torch.Tensor], lmd: float, eps: float, p: float = 2.0,
             scales: Sequence[float] | None = None, soft: torch.Tensor | None = None, alpha: float = 0.0,
-            temperature: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+            temperature: float = 1.0, fused: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """The D3 objective for one batch (reference code): per-sample hinge relu(CE_i − ε)
     averaged over the batch, minus the summed p-norm distance, scaled by 1/(λ + 1) when λ > 1.
     ``scales`` (optional) weighs each weight's distance (``layer_weighting="angle"``).
     ``soft`` (optional, the suspect's outputs for the batch): the per-sample loss inside the
-    hinge becomes (1 − α)·CE_i + α·T²·KL_i (:mod:`distox.defenses.self_distill`)."""
+    hinge becomes (1 − α)·CE_i + α·T²·KL_i (:mod:`distox.defenses.self_distill`). ``fused``
+    (p = 2 only): the distances in one fused op (:mod:`distox.defenses.d3_kernels`)."""
     ce = F.cross_entropy(logits, y, reduction="none")
     per_sample = ce if soft is None else (1 - alpha) * ce + alpha * distillation_loss(logits, soft, temperature)
     clean = F.relu(per_sample - eps).mean()
-    dists = torch.stack([lp_norm(w - w0, p) for w, w0 in zip(weights, init)])
+    if fused:
+        dists = fused_distances(weights, init)
+    else:
+        dists = torch.stack([lp_norm(w - w0, p) for w, w0 in zip(weights, init)])
     dist = dists.sum() if scales is None else (dists * torch.as_tensor(scales, dtype=dists.dtype,
                                                                           device=dists.device)).sum()
     loss = lmd * clean - dist
@@ -373,12 +379,24 @@ class D3(Defense):
 
         lmd = Lambda(self.lmd_range[0] if self.lmd_control == "geometric" else self.lmd)  # changed between epochs
 
+        config = self.loop_config(retain, momentum=self.momentum, weight_decay=0.0, bn_eval=self.freeze_bn)
+        # bf16/fp16 steps are short enough for the per-weight distance and projection to show:
+        # fused there (d3_kernels); fp32 keeps the per-weight code and its exact results
+        fused = use_fused(resolve_precision(config.precision, device, config.amp).name, self.p)
+        stacked = torch.stack(norms) if fused else None
+
+        def project(m: nn.Module) -> None:
+            if fused:
+                fused_project(weights, stacked)
+            else:
+                project_to_norms(weights, norms, self.p)
+
         def objective(m: nn.Module, x: torch.Tensor, y: torch.Tensor):
             soft = None
             if targets is not None:  # y: what targets.loop_y batched (image indices when cached)
                 y, soft = targets(x, y)
             loss, stats = d3_loss(m(x), y, weights, init, lmd.value, self.eps, self.p, scales,
-                                  soft, self.distill, self.distill_temperature)
+                                  soft, self.distill, self.distill_temperature, fused)
             if target is not None:
                 lmd.value = track_loss_lmd(lmd.value, stats["ce"], target, self.lmd_rate, self.lmd_range)
             return loss, stats
@@ -400,9 +418,8 @@ class D3(Defense):
         # the weights' start (init, norms, warm start) is recomputed from the suspect model on a
         # resume; what the epochs changed (λ, the chooser's kept epochs) is in the checkpoint
         extra = {"lmd": lmd, **({"chooser": chooser} if chooser is not None else {})}
-        config = self.loop_config(retain, momentum=self.momentum, weight_decay=0.0, bn_eval=self.freeze_bn)
         state = train(model, retain.x, retain.y if targets is None else targets.loop_y, config, objective=objective,
-                      after_step=lambda m: project_to_norms(weights, norms, self.p),
+                      after_step=project,
                       on_epoch_end=on_epoch_end, checkpoint=checkpoint, extra_state=extra, device=device,
                       progress=progress, desc="D3")
         if chooser is not None:
