@@ -27,6 +27,8 @@
 #   bash benchmarks/d3_default_study.sh curves     # fourth round: the default's per-epoch test curves, VGG Blended
 #   bash benchmarks/d3_default_study.sh fifth      # fifth round: what the overlay costs the ViT, and what wins it back
 #   bash benchmarks/d3_default_study.sh demo       # fifth round: the README demo's D3 with some of those candidates
+#   bash benchmarks/d3_default_study.sh sau [RUN_DIR ...] # SAU on the study models (seed 0), for the
+#                                                  # per-architecture bar (one process per call: split the runs)
 #   bash benchmarks/d3_default_study.sh table      # the tables of BENCHMARKS.md
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`.
@@ -230,6 +232,10 @@ case "${1:-}" in
       --candidate "d3-default=preset:default,blend:0" --candidate "default-blend=preset:default,blend:0.3" \
       --candidate "d3-reference=preset:reference,augment:false" --candidate "d3-paper=preset:paper,augment:false" \
       --candidate "ft-sam=method:ft-sam,augment:false"
+    ;;
+  sau)  # SAU (4-30 min a cell) at seed 0 on the given study runs (default: all eight), beside the fourth round's cells
+    runs="${*:2}"
+    study ${runs:-$DEV $CHECK} --final-only --seed 0 --out $RUNS/sau-s0.jsonl --candidate "sau=method:sau,augment:false"
     ;;
   demo)  # the README demo (digits, 67 clean images) as one more model none of the candidates was chosen on
     $PY - <<'PY'
