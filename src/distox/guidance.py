@@ -45,7 +45,8 @@ def accuracy_advice(method: str, config: dict[str, Any], retain_size: int) -> li
                         "backdoor above the ASR bar in 6 of 20 cells against 1 of 20)")
         if preset == "default":
             tips.append("preset='reference' (on the same 20 study cells: mean ACC change -1.08 against the default's "
-                        "-2.16, worst -6.40 against -9.75; 17 of 20 cells under the ASR bar against 19)")
+                        "-2.16, worst -6.40 against -9.75, the ViT -1.70 against -7.80; 17 of 20 cells under the ASR "
+                        "bar against 19)")
         if preset == "reference":
             tips.append("preset='default' with blend=0 (mean ACC change -0.35 against the reference preset's -1.08 "
                         "on 20 study cells, worst -5.35 against -6.40; 14 of 20 cells under the ASR bar against 17)")
