@@ -102,11 +102,11 @@ def read_rows(paths: list[Path], only: set[str] | None = None) -> list[dict[str,
     return [r for r in rows if only is None or r["candidate"] in only]
 
 
-def table(paths: list[Path], only: set[str] | None = None) -> str:
+def table(rows: list[dict[str, Any]]) -> str:
     """One line per (run, candidate): ACC, change, ASR, floor, verdict, DER, chosen epoch, seconds."""
     out = ["| run | candidate | retain | ACC before | ACC | change | ASR | floor | verdict | DER | epoch | s |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(read_rows(paths, only), key=lambda r: (r["run"], r["candidate"], r.get("count", 0))):
+    for r in sorted(rows, key=lambda r: (r["run"], r["candidate"], r.get("count", 0))):
         b, a, fl = r["before"], r["after"], r["floor"]
         verdict = "–" if fl is None else ("pass" if a["asr"] <= fl else "FAIL")
         sel = (r.get("selection") or {}).get("chosen_epoch", "last")
@@ -122,17 +122,17 @@ def architecture(run: str) -> str:
     return spec["model"]
 
 
-def by_architecture(paths: list[Path], only: set[str] | None = None) -> str:
+def by_architecture(rows: list[dict[str, Any]]) -> str:
     """Mean DER (and ACC change) per model architecture and candidate: the issue's
     "higher average DER on every architecture" bar."""
-    rows = read_rows(paths, only)
-    archs = sorted({architecture(r["run"]) for r in rows})
+    arch_of = {run: architecture(run) for run in {r["run"] for r in rows}}
+    archs = sorted(set(arch_of.values()))
     cands = sorted({r["candidate"] for r in rows})
     out = ["| candidate | " + " | ".join(archs) + " |", "|---|" + "---|" * len(archs)]
     for cand in cands:
         cells = []
         for arch in archs:
-            sel = [r for r in rows if r["candidate"] == cand and architecture(r["run"]) == arch]
+            sel = [r for r in rows if r["candidate"] == cand and arch_of[r["run"]] == arch]
             cells.append("–" if not sel else
                          f"{mean(der(r['before'], r['after']) for r in sel):.2f} "
                          f"({mean(r['after']['acc'] - r['before']['acc'] for r in sel):+.2f})")
@@ -140,11 +140,11 @@ def by_architecture(paths: list[Path], only: set[str] | None = None) -> str:
     return "\n".join(out)
 
 
-def summary(paths: list[Path], check: set[str], only: set[str] | None = None) -> str:
+def summary(rows: list[dict[str, Any]], check: set[str]) -> str:
     """Per part (dev / check) and candidate: cells passing the floor, mean and worst ACC change,
     mean ASR and DER, total seconds."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in read_rows(paths, only):
+    for r in rows:
         part = "check" if Path(r["run"]).name in check else "dev"
         groups.setdefault((part, r["candidate"], r.get("count", 0)), []).append(r)
     out = ["| part | candidate | retain | cells | pass | mean ACC change | worst ACC change | mean ASR | mean DER | s |",
@@ -181,9 +181,8 @@ def main() -> None:
                     help="With --table: only these candidates (the labels of the result lines).")
     args = ap.parse_args()
     if args.table is not None:
-        paths, only = args.table or [args.out], None if args.only is None else set(args.only)
-        print(table(paths, only) + "\n\n" + summary(paths, set(args.check), only) + "\n\n"
-              + by_architecture(paths, only))
+        rows = read_rows(args.table or [args.out], None if args.only is None else set(args.only))
+        print(table(rows) + "\n\n" + summary(rows, set(args.check)) + "\n\n" + by_architecture(rows))
         return
     torch.set_num_threads(1)
     done = done_keys(args.out)

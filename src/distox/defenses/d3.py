@@ -383,13 +383,11 @@ class D3(Defense):
         # bf16/fp16 steps are short enough for the per-weight distance and projection to show:
         # fused there (d3_kernels); fp32 keeps the per-weight code and its exact results
         fused = use_fused(resolve_precision(config.precision, device, config.amp).name, self.p)
-        stacked = torch.stack(norms) if fused else None
-
-        def project(m: nn.Module) -> None:
-            if fused:
-                fused_project(weights, stacked)
-            else:
-                project_to_norms(weights, norms, self.p)
+        if fused:
+            start_norms = torch.stack(norms)
+            project = lambda m: fused_project(weights, start_norms)
+        else:
+            project = lambda m: project_to_norms(weights, norms, self.p)
 
         def objective(m: nn.Module, x: torch.Tensor, y: torch.Tensor):
             soft = None
