@@ -29,9 +29,26 @@
 #   bash benchmarks/d3_default_study.sh demo       # fifth round: the README demo's D3 with some of those candidates
 #   bash benchmarks/d3_default_study.sh sau [RUN_DIR ...] # SAU on the study models (seed 0), for the
 #                                                  # per-architecture bar (one process per call: split the runs)
-#   bash benchmarks/d3_default_study.sh table      # the tables of BENCHMARKS.md
+#   bash benchmarks/d3_default_study.sh norm-models [cnn|vit] # sixth round: three models without BatchNorm (a
+#                                                  # CNN with none, one with GroupNorm, a second ViT); cnn and vit
+#                                                  # can run side by side
+#   bash benchmarks/d3_default_study.sh sixth [SEED ...] # sixth round: the default and the faithful presets
+#                                                  # on those three, seeds 0-2 (one process per seed)
+#   bash benchmarks/d3_default_study.sh plain      # sixth round: more epochs or a larger lr on the plain CNN
+#   bash benchmarks/d3_default_study.sh lr [SEED ...] # sixth round: the default at learning rates 0.02 and 0.03,
+#                                                  # dev part and the plain CNN, seeds 0-1 (stopped there: the VGG
+#                                                  # Blended fails at 0.03), one process per seed
+#   bash benchmarks/d3_default_study.sh sixth-retain # sixth round: default, paper and classifier-only with 500 and
+#                                                  # 1,000 images on the four models without BatchNorm
+#   bash benchmarks/d3_default_study.sh sixth-check # sixth round: the same candidates once on a check model without
+#                                                  # BatchNorm (a plain CNN, BadNets, augmented training)
+#   bash benchmarks/d3_default_study.sh shipped [SEED ...] # sixth round: the default as shipped (its BatchNorm
+#                                                  # rule on) on every cell, one process per seed
+#   bash benchmarks/d3_default_study.sh shipped-retain # sixth round: the same with 500 and 1,000 images (seed 0)
+#   bash benchmarks/d3_default_study.sh table [sixth] # the tables of BENCHMARKS.md (sixth: that round's only)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
-# ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`.
+# ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
+# steps before the sixth round ran it without its BatchNorm rule, `norm_rule:false` (both spelled out below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/study}
@@ -40,6 +57,12 @@ DISTOX=${DISTOX:-.venv/bin/distox}
 export OMP_NUM_THREADS=1
 DEV="$RUNS/cnn-blended-s1 $RUNS/vgg-blended-s0 $RUNS/prn-wanet"
 CHECK="$RUNS/rn18-blended $RUNS/vit-blended $RUNS/vgg-sam-blended $RUNS/vgg-badnets-aug $RUNS/vgg-a2a-badnets"
+NOBN="$RUNS/cnn-plain-blended $RUNS/cnn-gn-badnets $RUNS/vit-badnets"
+sixth_cands=(--candidate "default=preset:default,norm_rule:false"
+             --candidate "d3-reference=preset:reference,augment:false"
+             --candidate "d3-paper=preset:paper,augment:false"
+             --candidate "head-blend=preset:default,norm_rule:false,layers:auto,init_layers:selected"
+             --candidate "ft=method:ft,augment:false")
 CHECK_NAMES="rn18-blended vit-blended vgg-sam-blended vgg-badnets-aug vgg-a2a-badnets"
 
 attack() {  # attack NAME ATTACK OPTIONS...: one backdoored model and its clean reference
@@ -95,7 +118,7 @@ case "${1:-}" in
     ;;
   final)
     study $DEV $CHECK --final-only --out $RUNS/final.jsonl \
-      --candidate "d3-default=preset:default,blend:0" \
+      --candidate "d3-default=preset:default,norm_rule:false,blend:0" \
       --candidate "d3-paper=preset:paper,augment:false" \
       --candidate "d3-reference=preset:reference,augment:false" \
       --candidate "ft-sam=method:ft-sam,augment:false" \
@@ -105,70 +128,70 @@ case "${1:-}" in
     ;;
   retain)
     for n in 500 1000; do
-      study $DEV $CHECK --final-only --count $n --out $RUNS/final-$n.jsonl --candidate "d3-default=preset:default,blend:0"
+      study $DEV $CHECK --final-only --count $n --out $RUNS/final-$n.jsonl --candidate "d3-default=preset:default,norm_rule:false,blend:0"
     done
     ;;
   seed1)  # another retain draw and D3 seed
-    study $DEV $CHECK --final-only --seed 1 --out $RUNS/final-seed1.jsonl --candidate "d3-default=preset:default,blend:0" \
+    study $DEV $CHECK --final-only --seed 1 --out $RUNS/final-seed1.jsonl --candidate "d3-default=preset:default,norm_rule:false,blend:0" \
       --candidate "d3-paper=preset:paper,augment:false" --candidate "d3-reference=preset:reference,augment:false"
     ;;
   lmd)  # λ around the default's, dev part, two seeds
     for s in 0 1; do
       study $DEV --final-only --seed $s --out $RUNS/lmd-s$s.jsonl \
-        --candidate "default-lmd5=preset:default,blend:0,lmd:5" --candidate "default-lmd3=preset:default,blend:0,lmd:3"
+        --candidate "default-lmd5=preset:default,norm_rule:false,blend:0,lmd:5" --candidate "default-lmd3=preset:default,norm_rule:false,blend:0,lmd:3"
     done
     ;;
   screen)  # second round (BENCHMARKS "Second round"): dev part, retain seed 0
     study $DEV --final-only --out $RUNS/screen.jsonl \
-      --candidate "default-aug=preset:default,blend:0,augment:true" \
-      --candidate "default-eps0.05=preset:default,blend:0,eps:0.05" \
-      --candidate "default-loss-lmd=preset:default,blend:0,lmd_control:loss,lmd_range:[1,1000]" \
-      --candidate "default-angle=preset:default,blend:0,layer_weighting:angle" \
-      --candidate "default-d3seed1=preset:default,blend:0,seed:1" \
-      --candidate "default-d3seed2=preset:default,blend:0,seed:2"
+      --candidate "default-aug=preset:default,norm_rule:false,blend:0,augment:true" \
+      --candidate "default-eps0.05=preset:default,norm_rule:false,blend:0,eps:0.05" \
+      --candidate "default-loss-lmd=preset:default,norm_rule:false,blend:0,lmd_control:loss,lmd_range:[1,1000]" \
+      --candidate "default-angle=preset:default,norm_rule:false,blend:0,layer_weighting:angle" \
+      --candidate "default-d3seed1=preset:default,norm_rule:false,blend:0,seed:1" \
+      --candidate "default-d3seed2=preset:default,norm_rule:false,blend:0,seed:2"
     study $RUNS/cnn-blended-s1 $RUNS/vgg-blended-s0 $RUNS/vit-blended --final-only --count 500 --out $RUNS/screen-500.jsonl \
-      --candidate "default=preset:default,blend:0" \
-      --candidate "default-init-near=preset:default,blend:0,init:near" \
+      --candidate "default=preset:default,norm_rule:false,blend:0" \
+      --candidate "default-init-near=preset:default,norm_rule:false,blend:0,init:near" \
       --candidate "paper=preset:paper,augment:false" \
-      --candidate "default-lmd30=preset:default,blend:0,lmd:30" \
-      --candidate "default-24ep=preset:default,blend:0,epochs:24" \
+      --candidate "default-lmd30=preset:default,norm_rule:false,blend:0,lmd:30" \
+      --candidate "default-24ep=preset:default,norm_rule:false,blend:0,epochs:24" \
       --candidate "ft=method:ft,augment:false"
     ;;
   distill)  # the suspect's own clean outputs as a soft target (BENCHMARKS "Third round"): dev Blended models, seeds 0-2
     for s in 0 1 2; do
       study $RUNS/cnn-blended-s1 --final-only --seed $s --out $RUNS/distill-a-s$s.jsonl \
-        --candidate "d3-all=preset:default,blend:0,layers:all" --candidate "distill0.5=preset:default,blend:0,distill:0.5" &
+        --candidate "d3-all=preset:default,norm_rule:false,blend:0,layers:all" --candidate "distill0.5=preset:default,norm_rule:false,blend:0,distill:0.5" &
       study $RUNS/vgg-blended-s0 --final-only --seed $s --out $RUNS/distill-b-s$s.jsonl \
-        --candidate "d3-all=preset:default,blend:0,layers:all" --candidate "distill0.5=preset:default,blend:0,distill:0.5"
+        --candidate "d3-all=preset:default,norm_rule:false,blend:0,layers:all" --candidate "distill0.5=preset:default,norm_rule:false,blend:0,distill:0.5"
       wait
     done
     ;;
   stem)  # the distance over every layer but the stem (BENCHMARKS "Third round"): dev Blended models, seeds 0-2
     for s in 0 1 2; do
       study $RUNS/cnn-blended-s1 $RUNS/vgg-blended-s0 --final-only --seed $s --out $RUNS/stem-b-s$s.jsonl \
-        --candidate "d3-all=preset:default,blend:0,layers:all" --candidate "all-but-first=preset:default,blend:0,layers:all-but-first"
+        --candidate "d3-all=preset:default,norm_rule:false,blend:0,layers:all" --candidate "all-but-first=preset:default,norm_rule:false,blend:0,layers:all-but-first"
     done
     ;;
   small)  # 500 images: augmentation and more epochs (BENCHMARKS "Fewer retain images"): dev Blended models, seeds 0-1
     for s in 0 1; do
       study $RUNS/cnn-blended-s1 $RUNS/vgg-blended-s0 --final-only --count 500 --seed $s --out $RUNS/small-s$s.jsonl \
-        --candidate "d3-default=preset:default,blend:0" --candidate "aug=preset:default,blend:0,augment:true" \
-        --candidate "aug-36ep=preset:default,blend:0,augment:true,epochs:36"
+        --candidate "d3-default=preset:default,norm_rule:false,blend:0" --candidate "aug=preset:default,norm_rule:false,blend:0,augment:true" \
+        --candidate "aug-36ep=preset:default,norm_rule:false,blend:0,augment:true,epochs:36"
     done
     ;;
   bias)  # the warm start also zeroes the classifier's bias (BENCHMARKS "Third round"): dev Blended models, seeds 0-2
     for s in 0 1 2; do
       study $RUNS/cnn-blended-s1 --final-only --seed $s --out $RUNS/bias-a-s$s.jsonl \
-        --candidate "head-bias-zero=preset:default,blend:0,head_bias:zero" &
+        --candidate "head-bias-zero=preset:default,norm_rule:false,blend:0,head_bias:zero" &
       study $RUNS/vgg-blended-s0 --final-only --seed $s --out $RUNS/bias-b-s$s.jsonl \
-        --candidate "head-bias-zero=preset:default,blend:0,head_bias:zero"
+        --candidate "head-bias-zero=preset:default,norm_rule:false,blend:0,head_bias:zero"
       wait
     done
     ;;
   blend)  # the overlay augmentation (BENCHMARKS "Fourth round"): dev at three seeds, check at two
-    dev_cands=(--candidate "d3-default=preset:default,blend:0" --candidate "default-blend=preset:default,blend:0.3"
+    dev_cands=(--candidate "d3-default=preset:default,norm_rule:false,blend:0" --candidate "default-blend=preset:default,norm_rule:false,blend:0.3"
                --candidate "ft-blend=method:ft,augment:false,blend:0.3")
-    check_cands=(--candidate "d3-default=preset:default,blend:0" --candidate "default-blend=preset:default,blend:0.3")
+    check_cands=(--candidate "d3-default=preset:default,norm_rule:false,blend:0" --candidate "default-blend=preset:default,norm_rule:false,blend:0.3")
     fourth_round "${@:2}"
     ;;
   baselines)  # the faithful presets and FT-SAM on the fourth round's cells (same files, so `table` compares them)
@@ -184,36 +207,36 @@ case "${1:-}" in
     ;;
   retain-blend)  # the default with and without its overlay augmentation, 500 and 1,000 retain images (seed 0)
     for n in 500 1000; do
-      study $DEV $CHECK --final-only --count $n --out $RUNS/blend-$n.jsonl --candidate "default-blend=preset:default,blend:0.3" \
-        --candidate "d3-default=preset:default,blend:0"
+      study $DEV $CHECK --final-only --count $n --out $RUNS/blend-$n.jsonl --candidate "default-blend=preset:default,norm_rule:false,blend:0.3" \
+        --candidate "d3-default=preset:default,norm_rule:false,blend:0"
     done
     ;;
   tail)  # fine-tuning after D3 (BENCHMARKS "Fourth round"): dev Blended models at seeds 0-2, the ViT at 0-1
     for s in 0 1 2; do
       models="$RUNS/cnn-blended-s1 $RUNS/vgg-blended-s0"; [ $s = 2 ] || models="$models $RUNS/vit-blended"
       study $models --final-only --seed $s --out $RUNS/tail-s$s.jsonl \
-        --candidate "d3-default=preset:default,blend:0" --then "ft4=method:ft,epochs:4,lr:0.01,augment:false"
+        --candidate "d3-default=preset:default,norm_rule:false,blend:0" --then "ft4=method:ft,epochs:4,lr:0.01,augment:false"
       study $models --final-only --seed $s --out $RUNS/tail-s$s.jsonl \
-        --candidate "d3-6ep=preset:default,blend:0,epochs:6" --then "ft6=method:ft,epochs:6,lr:0.005,augment:false"
+        --candidate "d3-6ep=preset:default,norm_rule:false,blend:0,epochs:6" --then "ft6=method:ft,epochs:6,lr:0.005,augment:false"
     done
     ;;
   curves)  # the default's per-epoch test ACC/ASR (BENCHMARKS "Fourth round"), VGG Blended, seeds 0-2
     for s in 0 1 2; do
-      study $RUNS/vgg-blended-s0 --seed $s --out $RUNS/curves-s$s.jsonl --candidate "d3-default=preset:default,blend:0"
+      study $RUNS/vgg-blended-s0 --seed $s --out $RUNS/curves-s$s.jsonl --candidate "d3-default=preset:default,norm_rule:false,blend:0"
     done
     ;;
   fifth)  # fifth round (BENCHMARKS "Fifth round"): the hard Blended cells at seeds 0-2; FT with the overlay on the rest
     for s in 0 1 2; do
       models="$RUNS/vit-blended $RUNS/vgg-blended-s0 $RUNS/cnn-blended-s1"
       study $models --final-only --seed $s --out $RUNS/fifth-s$s.jsonl \
-        --candidate "blend15=preset:default,blend:0.15" --candidate "ft-blend=method:ft,augment:false,blend:0.3" \
-        --candidate "near-blend=preset:default,init:near" --candidate "noise-blend=preset:default,init:noise" \
-        --candidate "lmd20-blend=preset:default,lmd:20" --candidate "lmd40-blend=preset:default,lmd:40" \
-        --candidate "geo10-40-blend=preset:default,lmd_control:geometric,lmd_range:[10,40]"
+        --candidate "blend15=preset:default,norm_rule:false,blend:0.15" --candidate "ft-blend=method:ft,augment:false,blend:0.3" \
+        --candidate "near-blend=preset:default,norm_rule:false,init:near" --candidate "noise-blend=preset:default,norm_rule:false,init:noise" \
+        --candidate "lmd20-blend=preset:default,norm_rule:false,lmd:20" --candidate "lmd40-blend=preset:default,norm_rule:false,lmd:40" \
+        --candidate "geo10-40-blend=preset:default,norm_rule:false,lmd_control:geometric,lmd_range:[10,40]"
       study $models --final-only --seed $s --out $RUNS/fifth-s$s.jsonl \
-        --candidate "default-blend=preset:default,blend:0.3" --then "ft3=method:ft,epochs:3,lr:0.003,augment:false"
+        --candidate "default-blend=preset:default,norm_rule:false,blend:0.3" --then "ft3=method:ft,epochs:3,lr:0.003,augment:false"
       study $models --final-only --seed $s --out $RUNS/fifth-s$s.jsonl \
-        --candidate "default-blend=preset:default,blend:0.3" --then "ftblend4=method:ft,epochs:4,lr:0.005,augment:false,blend:0.3"
+        --candidate "default-blend=preset:default,norm_rule:false,blend:0.3" --then "ftblend4=method:ft,epochs:4,lr:0.005,augment:false,blend:0.3"
     done
     for s in 0 1; do
       study $RUNS/rn18-blended $RUNS/vgg-sam-blended $RUNS/vgg-badnets-aug $RUNS/vgg-a2a-badnets --final-only --seed $s \
@@ -222,14 +245,14 @@ case "${1:-}" in
     # the candidate that became the default (init:noise) on the rest of the fourth round's cells
     for s in 0 1 2; do
       models="$RUNS/prn-wanet"; [ $s = 2 ] || models="$models $RUNS/rn18-blended $RUNS/vgg-sam-blended $RUNS/vgg-badnets-aug $RUNS/vgg-a2a-badnets"
-      study $models --final-only --seed $s --out $RUNS/fifth-s$s.jsonl --candidate "noise-blend=preset:default,init:noise"
+      study $models --final-only --seed $s --out $RUNS/fifth-s$s.jsonl --candidate "noise-blend=preset:default,norm_rule:false,init:noise"
     done
     for n in 500 1000; do  # the same with fewer clean images (seed 0), beside the retain-blend step's rows
-      study $DEV $CHECK --final-only --count $n --out $RUNS/blend-$n.jsonl --candidate "noise-blend=preset:default,init:noise"
+      study $DEV $CHECK --final-only --count $n --out $RUNS/blend-$n.jsonl --candidate "noise-blend=preset:default,norm_rule:false,init:noise"
     done
     # the ViT at seed 2 (the fifth round's third seed there) for the candidates it is compared with
     study $RUNS/vit-blended --final-only --seed 2 --out $RUNS/fifth-s2.jsonl \
-      --candidate "d3-default=preset:default,blend:0" --candidate "default-blend=preset:default,blend:0.3" \
+      --candidate "d3-default=preset:default,norm_rule:false,blend:0" --candidate "default-blend=preset:default,norm_rule:false,blend:0.3" \
       --candidate "d3-reference=preset:reference,augment:false" --candidate "d3-paper=preset:paper,augment:false" \
       --candidate "ft-sam=method:ft-sam,augment:false"
     ;;
@@ -252,7 +275,67 @@ for name, opts in cands.items():
     print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 PY
     ;;
-  table)
+  norm-models)  # sixth round: models whose convs/linears no BatchNorm follows (the ViT was the only one)
+    if [ "${2:-cnn}" = cnn ]; then
+      attack cnn-plain-blended blended --model small_cnn --model-kwarg norm=none --width 16 --epochs 6 --lr 0.03 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 4 --no-augment
+      attack cnn-gn-badnets badnets --model small_cnn --model-kwarg norm=group --width 16 --epochs 6 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 5
+      # the check model of this round, run once per candidate
+      attack cnn-plain-badnets-aug badnets --model small_cnn --model-kwarg norm=none --width 24 --epochs 6 --lr 0.03 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 11
+    fi
+    if [ "${2:-vit}" = vit ]; then
+      attack vit-badnets badnets --model small_vit --epochs 8 --lr 0.03 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 10 --no-augment
+    fi
+    ;;
+  sixth)  # sixth round: what D3 should do on a model without BatchNorm
+    seeds="${*:2}"
+    for s in ${seeds:-0 1 2}; do
+      study $NOBN --final-only --seed $s --out $RUNS/sixth-s$s.jsonl "${sixth_cands[@]}"
+      # the ViT Blended has the others' rows in the fourth/fifth-round files
+      study $RUNS/vit-blended --final-only --seed $s --out $RUNS/sixth-s$s.jsonl "${sixth_cands[@]:6:2}"
+    done
+    ;;
+  sixth-retain)  # sixth round: 500 and 1,000 images (seed 0) on the four models without BatchNorm
+    for n in 500 1000; do
+      study $NOBN $RUNS/vit-blended --final-only --count $n --out $RUNS/sixth-$n.jsonl "${sixth_cands[@]:0:2}" \
+        "${sixth_cands[@]:4:4}"
+    done
+    ;;
+  plain)  # sixth round: more epochs or a larger learning rate on the plain CNN (seeds 0-2)
+    for s in 0 1 2; do
+      study $RUNS/cnn-plain-blended --final-only --seed $s --out $RUNS/probe-plain-s$s.jsonl \
+        --candidate "default-24ep=preset:default,norm_rule:false,epochs:24" \
+        --candidate "default-36ep=preset:default,norm_rule:false,epochs:36" \
+        --candidate "paper-24ep=preset:paper,augment:false,epochs:24" \
+        --candidate "default-lr0.03=preset:default,norm_rule:false,lr:0.03"
+    done
+    ;;
+  shipped)  # sixth round: the default as shipped (with its BatchNorm rule) on every cell of the study:
+    # dev and the models without BatchNorm at seeds 0-2, the check part at 0-1 and the ViT Blended at 2
+    seeds="${*:2}"
+    for s in ${seeds:-0 1 2}; do
+      case $s in 2) runs="$DEV $NOBN $RUNS/vit-blended";; *) runs="$DEV $NOBN $CHECK $RUNS/cnn-plain-badnets-aug";; esac
+      study $runs --final-only --seed $s --out $RUNS/shipped-s$s.jsonl --candidate "default-shipped=preset:default"
+    done
+    ;;
+  shipped-retain)  # sixth round: the default as shipped with 500 and 1,000 images (seed 0), every model
+    for n in 500 1000; do
+      study $DEV $CHECK $NOBN --final-only --count $n --out $RUNS/shipped-$n.jsonl --candidate "default-shipped=preset:default"
+    done
+    ;;
+  sixth-check)  # sixth round: the check model without BatchNorm, seeds 0-1, once per candidate
+    for s in 0 1; do
+      study $RUNS/cnn-plain-badnets-aug --final-only --seed $s --out $RUNS/sixth-check-s$s.jsonl "${sixth_cands[@]}"
+    done
+    ;;
+  lr)  # sixth round: every cell with the default at learning rates 0.02 and 0.03
+    seeds="${*:2}"
+    for s in ${seeds:-0 1}; do
+      study $DEV $RUNS/cnn-plain-blended --final-only --seed $s --out $RUNS/lr-s$s.jsonl \
+        --candidate "lr0.03=preset:default,norm_rule:false,lr:0.03" --candidate "lr0.02=preset:default,norm_rule:false,lr:0.02"
+    done
+    ;;
+  table)  # `table sixth`: only the sixth round's tables
+    if [ "${2:-}" != sixth ]; then
     study --table $RUNS/final.jsonl --check $CHECK_NAMES
     study --table $RUNS/final-500.jsonl $RUNS/final-1000.jsonl --check $CHECK_NAMES
     study --table $RUNS/final-seed1.jsonl --check $CHECK_NAMES
@@ -277,6 +360,25 @@ PY
     study --table $RUNS/blend-dev-s0.jsonl $RUNS/blend-dev-s1.jsonl $RUNS/blend-dev-s2.jsonl $RUNS/blend-check-s0.jsonl \
       $RUNS/blend-check-s1.jsonl $RUNS/fifth-s0.jsonl $RUNS/fifth-s1.jsonl $RUNS/fifth-s2.jsonl --check $CHECK_NAMES \
       --only noise-blend default-blend d3-default d3-reference d3-paper ft-sam
+    fi
+    # sixth round: the models without BatchNorm, the plain CNN's epochs and lr, the lr step
+    study --table $RUNS/sixth-s0.jsonl $RUNS/sixth-s1.jsonl $RUNS/sixth-s2.jsonl $RUNS/sixth-check-s0.jsonl \
+      $RUNS/sixth-check-s1.jsonl --check vit-blended cnn-plain-badnets-aug
+    study --table $RUNS/probe-plain-s0.jsonl $RUNS/probe-plain-s1.jsonl $RUNS/probe-plain-s2.jsonl
+    study --table $RUNS/lr-s0.jsonl $RUNS/lr-s1.jsonl
+    # the default as shipped (its BatchNorm rule on) against the default before, on the earlier 20 cells and on all 31
+    old20="$RUNS/blend-dev-s0.jsonl $RUNS/blend-dev-s1.jsonl $RUNS/blend-dev-s2.jsonl $RUNS/blend-check-s0.jsonl
+      $RUNS/blend-check-s1.jsonl $RUNS/fifth-s2.jsonl" shipped="$RUNS/shipped-s0.jsonl $RUNS/shipped-s1.jsonl $RUNS/shipped-s2.jsonl"
+    sixth="$RUNS/sixth-s0.jsonl $RUNS/sixth-s1.jsonl $RUNS/sixth-s2.jsonl $RUNS/sixth-check-s0.jsonl $RUNS/sixth-check-s1.jsonl"
+    study $DEV $CHECK --table $shipped $old20 --check $CHECK_NAMES --as previous-default=default-blend \
+      --only default-shipped previous-default d3-reference d3-paper ft-sam
+    study --table $shipped $old20 $sixth --check $CHECK_NAMES cnn-plain-badnets-aug --as previous-default=default-blend,default \
+      --only default-shipped previous-default d3-reference d3-paper
+    # fewer images: the earlier eight models, then the four without BatchNorm
+    study $DEV $CHECK --table $RUNS/shipped-500.jsonl $RUNS/shipped-1000.jsonl $RUNS/blend-500.jsonl $RUNS/blend-1000.jsonl \
+      --check $CHECK_NAMES --as previous-default=default-blend --only default-shipped previous-default
+    study $NOBN $RUNS/vit-blended --table $RUNS/shipped-500.jsonl $RUNS/shipped-1000.jsonl $RUNS/sixth-500.jsonl \
+      $RUNS/sixth-1000.jsonl --as previous-default=default --only default-shipped previous-default d3-paper
     ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac

@@ -2,7 +2,7 @@
 
     python benchmarks/d3_study.py RUN_DIR [RUN_DIR ...] --candidate NAME=KEY:VALUE,KEY:VALUE ...
         [--count 3000] [--epochs 12] [--batch-size 32] [--seed 0] [--out study.jsonl] [--final-only] [--table]
-        [--then LABEL=KEY:VALUE,...] [--only LABEL ...]
+        [--then LABEL=KEY:VALUE,...] [--only LABEL ...] [--as NEW=OLD,OLD ...]
 
 A candidate is a label and a comma-separated list of the defense's hyper-parameters
 (``method:ft`` picks another defense; default ``d3``), e.g.
@@ -17,7 +17,10 @@ The defense never sees test data: the per-epoch test numbers are for the report 
 ``--then`` chains a second defense after every candidate (same retain set and seed), e.g.
 plain fine-tuning after D3: the line's candidate is ``LABEL+THEN``, its ``after`` and
 ``history`` the second stage's, ``first`` the first stage's ACC/ASR. ``--only LABEL ...``
-restricts ``--table`` to those candidates (e.g. to compare two across files that hold others).
+restricts ``--table`` to those candidates (e.g. to compare two across files that hold others);
+``--as NEW=OLD,OLD`` tables the lines of candidates OLD under the label NEW (one candidate that
+rounds named differently), before ``--only``; RUN_DIR arguments given with ``--table`` restrict it
+to those runs. The per-part summary also gives both parts together (part ``all``).
 One torch thread, CPU.
 """
 from __future__ import annotations
@@ -96,10 +99,23 @@ def run_one(run_dir: Path, label: str, params: dict[str, Any], args: argparse.Na
             "history": result.history, **chained}
 
 
-def read_rows(paths: list[Path], only: set[str] | None = None) -> list[dict[str, Any]]:
-    """The result lines of ``paths`` (only the candidates in ``only``, when given)."""
+def read_rows(paths: list[Path], only: set[str] | None = None,
+              renamed: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The result lines of ``paths``, candidates relabelled by ``renamed`` (old → new label), then
+    only those in ``only`` when given."""
     rows = [json.loads(line) for p in paths for line in p.read_text().splitlines() if line]
+    for r in rows:
+        r["candidate"] = (renamed or {}).get(r["candidate"], r["candidate"])
     return [r for r in rows if only is None or r["candidate"] in only]
+
+
+def parse_renames(items: list[str]) -> dict[str, str]:
+    """``["new=old1,old2"]`` → ``{"old1": "new", "old2": "new"}``."""
+    out: dict[str, str] = {}
+    for item in items:
+        new, _, olds = item.partition("=")
+        out.update({old: new for old in olds.split(",") if old})
+    return out
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -147,6 +163,7 @@ def summary(rows: list[dict[str, Any]], check: set[str]) -> str:
     for r in rows:
         part = "check" if Path(r["run"]).name in check else "dev"
         groups.setdefault((part, r["candidate"], r.get("count", 0)), []).append(r)
+        groups.setdefault(("all", r["candidate"], r.get("count", 0)), []).append(r)
     out = ["| part | candidate | retain | cells | pass | mean ACC change | worst ACC change | mean ASR | mean DER | s |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for (part, cand, count), rows in sorted(groups.items()):
@@ -179,9 +196,17 @@ def main() -> None:
                     help="Run directory names that form the check part of the summary (the rest: dev).")
     ap.add_argument("--only", nargs="*", metavar="LABEL",
                     help="With --table: only these candidates (the labels of the result lines).")
+    ap.add_argument("--as", dest="renames", action="extend", nargs="+", default=[], metavar="NEW=OLD,OLD",
+                    help="With --table: table the lines of candidates OLD under the label NEW.")
     args = ap.parse_args()
     if args.table is not None:
-        rows = read_rows(args.table or [args.out], None if args.only is None else set(args.only))
+        rows = read_rows(args.table or [args.out], None if args.only is None else set(args.only),
+                         parse_renames(args.renames))
+        if args.runs:
+            missing = set(args.runs) - {Path(r["run"]) for r in rows}
+            if missing:
+                ap.error(f"no result lines for run(s) {', '.join(sorted(map(str, missing)))}")
+            rows = [r for r in rows if Path(r["run"]) in set(args.runs)]
         print(table(rows) + "\n\n" + summary(rows, set(args.check)) + "\n\n" + by_architecture(rows))
         return
     torch.set_num_threads(1)

@@ -83,9 +83,11 @@ def test_attack_params_reach_the_attack(tmp_path):
     out = tmp_path / "run"
     result = runner.invoke(app, ATTACK[:4] + ["--epochs", "1", "--train-subset", "60", "--test-subset", "20",
                                               "--width", "4", "--device", "cpu", "-q", "--param", "patch=2",
-                                              "--param", "value=0.5", "--out", str(out)])
+                                              "--param", "value=0.5", "--model-kwarg", "norm=none",
+                                              "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "attack.json").read_text())["attack"]["patch"] == 2
+    assert json.loads((out / "attack.json").read_text())["spec"]["model_kwargs"] == {"norm": "none", "width": 4}
     assert json.loads((out / "attack.json").read_text())["attack"]["value"] == 0.5
 
 
@@ -98,6 +100,8 @@ def test_attack_params_reach_the_attack(tmp_path):
     (["--param", "patch"], ["--param expects key=value"]),
     (["--mode", "one2one"], ["mode must be 'all2one' or 'all2all'"]),
     (["--model", "resnet9000"], ["unknown model 'resnet9000'"]),
+    (["--model-kwarg", "norm=layer"], ["norm must be one of ('batch', 'group', 'none')"]),
+    (["--model-kwarg", "depth=3"], ["unknown option(s) depth for model 'small_cnn'"]),
 ])
 def test_attack_bad_input_is_one_clear_error(tmp_path, extra, fragments):
     result = invoke(*ATTACK, *extra, "--out", tmp_path / "bad")

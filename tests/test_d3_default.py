@@ -274,3 +274,47 @@ def test_angle_weighting_scales_each_distance_by_its_norm():
         _digest(D3(**kw, layer_weighting="angle")(_tiny(), retain, device="cpu", progress=False).model)
     with pytest.raises(DefenseError, match="layer_weighting"):
         D3(layer_weighting="cosine")
+
+
+def _no_bn() -> nn.Module:
+    torch.manual_seed(1)
+    return create_model("small_cnn", 4, 1, (0.5,), (0.5,), width=4, norm="none")
+
+
+def _purified(model: nn.Module, **kw) -> tuple[str, dict]:
+    retain = make_bundle(n_train=48).train
+    result = D3(epochs=2, batch_size=16, **kw)(model, retain, device="cpu", progress=False)
+    return _digest(result.model), result.config
+
+
+def test_default_on_a_model_without_batchnorm_runs_the_batchnorm_free_settings():
+    """The default preset's norm rule (BENCHMARKS "Sixth round"): on a model with no BatchNorm
+    the options in WITHOUT_BATCHNORM take their values — the same weights as setting them by hand,
+    other weights than the preset without the rule — and the choice is recorded."""
+    from distox.defenses.d3 import WITHOUT_BATCHNORM
+
+    digest, config = _purified(_no_bn())
+    assert config["norm_rule"] is True
+    assert config["norm_rule_resolved"] == {"batchnorm": False, "changed": WITHOUT_BATCHNORM}
+    by_hand, _ = _purified(_no_bn(), norm_rule=False, **WITHOUT_BATCHNORM)
+    without_rule, off_config = _purified(_no_bn(), norm_rule=False)
+    assert digest == by_hand != without_rule
+    assert "norm_rule" not in off_config and "norm_rule_resolved" not in off_config
+
+
+def test_norm_rule_leaves_batchnorm_models_explicit_options_and_faithful_presets_alone():
+    from distox.defenses.d3 import WITHOUT_BATCHNORM
+
+    digest, config = _purified(_tiny())  # small_cnn with BatchNorm
+    assert config["norm_rule_resolved"] == {"batchnorm": True, "changed": {}}
+    assert digest == _purified(_tiny(), norm_rule=False)[0]
+    # an option the caller set is never overridden by the rule
+    explicit = {k: D3().get_params()[k] for k in WITHOUT_BATCHNORM}
+    digest, config = _purified(_no_bn(), **explicit)
+    assert config["norm_rule_resolved"]["changed"] == {}
+    assert digest == _purified(_no_bn(), norm_rule=False)[0]
+    for preset in ("reference", "paper"):
+        d3 = D3(preset=preset)
+        assert d3.norm_rule is False and "norm_rule" not in d3.get_params()
+    with pytest.raises(DefenseError, match="norm_rule must be true or false"):
+        D3(norm_rule="layernorm")

@@ -146,7 +146,7 @@ def test_torchvision_on_grayscale_repeats_the_channel():
 def test_unknown_model_options_are_refused_not_ignored():
     from distox.models import check_model_kwargs, model_options
 
-    with pytest.raises(ValueError, match=r"unknown option\(s\) widht for model 'small_cnn'; valid: width$"):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) widht for model 'small_cnn'; valid: norm, width$"):
         create_model("small_cnn", 10, 1, widht=4)
     assert model_options("small_vit") == ["depth", "heads", "image_size", "mlp_ratio", "patch_size", "width"]
     assert model_options("vgg19_bn") == ["hidden", "width"]
@@ -176,3 +176,18 @@ def test_all_but_first_follows_forward_order_and_keeps_a_single_layer():
     assert list(select_weights(m, "all-but-first", torch.rand(1, 4))) == ["head.weight"]
     assert list(select_weights(m, "all-but-first")) == ["body.weight"]  # registration order without an example
     assert list(select_weights(nn.Linear(4, 3), "all-but-first")) == ["weight"]  # nothing else to keep
+
+
+@pytest.mark.parametrize("norm, kind", [("batch", torch.nn.BatchNorm2d), ("group", torch.nn.GroupNorm),
+                                        ("none", None)])
+def test_small_cnn_norm_option(norm, kind):
+    """``norm`` swaps what follows each conv and nothing else: the convs and the head keep their
+    state-dict keys, so a D3 selection by name reads the same network."""
+    net = create_model("small_cnn", 10, 1, width=4, norm=norm).net
+    norms = [m for m in net.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm))]
+    assert [type(m) for m in norms] == ([] if kind is None else [kind] * 3)
+    conv_keys = {k for k in net.state_dict() if k.startswith(("features.0.", "features.3.", "features.7.", "fc."))}
+    assert conv_keys == {f"{p}.{w}" for p in ("features.0", "features.3", "features.7", "fc") for w in ("weight", "bias")}
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ValueError, match="norm must be one of"):
+        create_model("small_cnn", 10, 1, norm="layer")

@@ -96,9 +96,11 @@ def _run(cfg: DemoConfig, progress: bool) -> DemoReport:
     report.retain_size = len(retain)
     evaluator = Evaluator(data.test.x, data.test.y, backdoor, device=cfg.device)
     for method in cfg.methods:
-        extra = {"preset": cfg.preset, **cfg.d3_options} if method == "d3" else {}
-        defense = create_defense(method, epochs=cfg.defense_epochs, batch_size=cfg.defense_batch,
-                                 lr=cfg.defense_lr, augment=cfg.augment, seed=cfg.seed, **extra)
+        opts = dict(epochs=cfg.defense_epochs, batch_size=cfg.defense_batch, lr=cfg.defense_lr,
+                    augment=cfg.augment, seed=cfg.seed)
+        if method == "d3":  # d3_options win over the demo's loop settings (e.g. {"lr": 0.03})
+            opts.update(preset=cfg.preset, **cfg.d3_options)
+        defense = create_defense(method, **opts)
         result = defense(model, retain, device=cfg.device, progress=progress)
         after = evaluator(cfg.defense_epochs, result.model)
         report.rows.append({"method": method, **after, "der": der(before, after), "seconds": result.seconds})

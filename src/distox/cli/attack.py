@@ -40,6 +40,9 @@ def attack(
     batch_size: int = typer.Option(128, help="Training batch size."),
     lr: float = typer.Option(0.01, help="SGD learning rate (cosine annealed)."),
     width: Optional[float] = typer.Option(None, help="Model width (small_cnn/small_vgg base channels; small_vit token width; resnet/vgg multiplier)."),
+    model_kwarg: Optional[list[str]] = typer.Option(None, "--model-kwarg", metavar="KEY=VALUE",
+                                                     help="Model option (JSON values), repeatable, e.g. "
+                                                          "norm=none for small_cnn without BatchNorm."),
     param: Optional[list[str]] = typer.Option(None, "--param", "-p", metavar="KEY=VALUE",
                                               help="Attack parameter (JSON values), repeatable; "
                                                    "`distox methods NAME` lists them."),
@@ -61,7 +64,7 @@ def attack(
     and prints the metrics (ACC, ASR, RA in %) as JSON."""
     from ..experiment import AttackSpec, run_attack
 
-    model_kwargs: dict[str, Any] = {}
+    model_kwargs: dict[str, Any] = parse_params(model_kwarg, "--model-kwarg")
     if width is not None:
         model_kwargs["width"] = int(width) if float(width).is_integer() else width
     spec = AttackSpec(attack=name, dataset=dataset, model=model, model_kwargs=model_kwargs,

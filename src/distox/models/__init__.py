@@ -38,8 +38,8 @@ def _vgg19_bn(num_classes: int, in_channels: int, width: float = 1.0, hidden: in
     return VGG19BN(num_classes, in_channels, width, hidden)
 
 
-def _small_cnn(num_classes: int, in_channels: int, width: int = 16) -> nn.Module:
-    return SmallCNN(num_classes, in_channels, int(width))
+def _small_cnn(num_classes: int, in_channels: int, width: int = 16, norm: str = "batch") -> nn.Module:
+    return SmallCNN(num_classes, in_channels, int(width), norm)
 
 
 def _small_vgg(num_classes: int, in_channels: int, width: int = 16) -> nn.Module:
