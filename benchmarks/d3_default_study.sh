@@ -42,6 +42,8 @@
 #                                                  # 1,000 images on the four models without BatchNorm
 #   bash benchmarks/d3_default_study.sh sixth-check # sixth round: the same candidates once on a check model without
 #                                                  # BatchNorm (a plain CNN, BadNets, augmented training)
+#   bash benchmarks/d3_default_study.sh nobn-lr [SEED ...] # sixth round: on the models without BatchNorm, the
+#                                                  # classifier-only distance at lr 0.02 / 0.03 or 24 epochs
 #   bash benchmarks/d3_default_study.sh shipped [SEED ...] # sixth round: the default as shipped (its BatchNorm
 #                                                  # rule on) on every cell, one process per seed
 #   bash benchmarks/d3_default_study.sh shipped-retain # sixth round: the same with 500 and 1,000 images (seed 0)
@@ -309,6 +311,17 @@ PY
         --candidate "default-lr0.03=preset:default,norm_rule:false,lr:0.03"
     done
     ;;
+  nobn-lr)  # sixth round: the shipped default's classifier-only distance at a larger lr or more epochs,
+    # the four models without BatchNorm (seeds 0-2) and the check model (0-1)
+    seeds="${*:2}"
+    for s in ${seeds:-0 1 2}; do
+      runs="$NOBN $RUNS/vit-blended"; [ "$s" = 2 ] || runs="$runs $RUNS/cnn-plain-badnets-aug"
+      study $runs --final-only --seed $s --out $RUNS/nobn-lr-s$s.jsonl \
+        --candidate "head-lr0.03=preset:default,layers:auto,lr:0.03" \
+        --candidate "head-lr0.02=preset:default,layers:auto,lr:0.02" \
+        --candidate "head-24ep=preset:default,layers:auto,epochs:24"
+    done
+    ;;
   shipped)  # sixth round: the default as shipped (with its BatchNorm rule) on every cell of the study:
     # dev and the models without BatchNorm at seeds 0-2, the check part at 0-1 and the ViT Blended at 2
     seeds="${*:2}"
@@ -366,6 +379,7 @@ PY
       $RUNS/sixth-check-s1.jsonl --check vit-blended cnn-plain-badnets-aug
     study --table $RUNS/probe-plain-s0.jsonl $RUNS/probe-plain-s1.jsonl $RUNS/probe-plain-s2.jsonl
     study --table $RUNS/lr-s0.jsonl $RUNS/lr-s1.jsonl
+    study --table $RUNS/nobn-lr-s0.jsonl $RUNS/nobn-lr-s1.jsonl $RUNS/nobn-lr-s2.jsonl --check vit-blended cnn-plain-badnets-aug
     # the default as shipped (its BatchNorm rule on) against the default before, on the earlier 20 cells and on all 31
     old20="$RUNS/blend-dev-s0.jsonl $RUNS/blend-dev-s1.jsonl $RUNS/blend-dev-s2.jsonl $RUNS/blend-check-s0.jsonl
       $RUNS/blend-check-s1.jsonl $RUNS/fifth-s2.jsonl" shipped="$RUNS/shipped-s0.jsonl $RUNS/shipped-s1.jsonl $RUNS/shipped-s2.jsonl"
@@ -378,7 +392,7 @@ PY
     study $DEV $CHECK --table $RUNS/shipped-500.jsonl $RUNS/shipped-1000.jsonl $RUNS/blend-500.jsonl $RUNS/blend-1000.jsonl \
       --check $CHECK_NAMES --as previous-default=default-blend --only default-shipped previous-default
     study $NOBN $RUNS/vit-blended --table $RUNS/shipped-500.jsonl $RUNS/shipped-1000.jsonl $RUNS/sixth-500.jsonl \
-      $RUNS/sixth-1000.jsonl --as previous-default=default --only default-shipped previous-default d3-paper
+      $RUNS/sixth-1000.jsonl --as previous-default=default --only default-shipped previous-default d3-paper head-blend
     ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac

@@ -21,8 +21,8 @@ each retain image overlaid with another one of its batch at a weight up to 0.3, 
 (``blend=0.3``, :func:`distox.training.blend_batch`: it made removal reliable across retain
 draws, BENCHMARKS.md "Fourth round"; ``blend=0`` is the default as it was before). On a model
 without any BatchNorm layer the default keeps the distance on the final classifier
-(``norm_rule=True``, :data:`WITHOUT_BATCHNORM`; BENCHMARKS.md "Sixth round": there the all-layer
-distance cost accuracy and removed no more).
+at learning rate 0.03 (``norm_rule=True``, :data:`WITHOUT_BATCHNORM`; BENCHMARKS.md "Sixth
+round": there the all-layer distance cost accuracy and removed no more).
 
 Example:
     >>> result = D3()(suspect_model, retain_split)               # the default preset
@@ -66,11 +66,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 #: What ``norm_rule=True`` (the ``default`` preset) runs instead on a model without any
 #: BatchNorm layer, for each of these options the caller did not set: the distance on the final
-#: classifier only. Measured (BENCHMARKS.md "Sixth round": a ViT, a GroupNorm CNN, two CNNs
-#: without normalisation): there the all-layer distance cost 0.5–7 accuracy points more and removed
-#: no more. A likely reason: a BatchNorm after each turned conv re-normalises what it passes on;
-#: without one, turning the weights changes the scale of everything downstream.
-WITHOUT_BATCHNORM: dict[str, Any] = {"layers": "auto"}
+#: classifier only, at learning rate 0.03. Measured (BENCHMARKS.md "Sixth round": two ViTs, a
+#: GroupNorm CNN, two CNNs without normalisation): there the all-layer distance cost 0.5–7 accuracy
+#: points more and removed no more — a likely reason: a BatchNorm after each turned conv
+#: re-normalises what it passes on; without one, turning the weights changes the scale of
+#: everything downstream — and at lr 0.01 the classifier, restarted from a random direction, had
+#: not re-fitted in 12 epochs (the retain loss ended above plain fine-tuning's); at 0.03 it had.
+WITHOUT_BATCHNORM: dict[str, Any] = {"layers": "auto", "lr": 0.03}
 DEFAULT_PRESET = "default"
 #: What a preset leaves unset (the reference code's values).
 FALLBACK: dict[str, Any] = {
@@ -279,7 +281,7 @@ class D3(Defense):
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
         chosen = PRESETS[preset]
-        explicit = set(kwargs)
+        explicit = {k for k, val in kwargs.items() if val is not None}
         kwargs = {**{k: chosen[k] for k in LOOP_KEYS if k in chosen}, **kwargs}
         super().__init__(**kwargs)
         given = dict(lmd=lmd, eps=eps, p=p, init=init, layers=layers, freeze_bn=freeze_bn, momentum=momentum,
