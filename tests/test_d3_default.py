@@ -300,6 +300,9 @@ def test_default_on_a_model_without_batchnorm_runs_the_batchnorm_free_settings()
     without_rule, off_config = _purified(_no_bn(), norm_rule=False)
     assert digest == by_hand != without_rule
     assert "norm_rule" not in off_config and "norm_rule_resolved" not in off_config
+    # what the adapted run resolves (here the held-out epoch) reaches the record
+    _, heldout = _purified(_no_bn(), select="heldout")
+    assert heldout["norm_rule_resolved"]["changed"] == WITHOUT_BATCHNORM and "chosen_epoch" in heldout["selection_resolved"]
 
 
 def test_norm_rule_leaves_batchnorm_models_explicit_options_and_faithful_presets_alone():

@@ -395,8 +395,11 @@ class D3(Defense):
         adapted = self.adapted_to(model, retain.x[:1].to(device))
         if adapted is not self:
             log.info("D3: no BatchNorm in the model; running %s", self.norm_rule_resolved["changed"])
-            return adapted.fit(model, retain, evaluator=evaluator, device=device, progress=progress,
-                               checkpoint=checkpoint)
+            state = adapted.fit(model, retain, evaluator=evaluator, device=device, progress=progress,
+                                checkpoint=checkpoint)
+            # what the adapted run resolved (held-out epoch, auto λ/ε) belongs in this run's record
+            vars(self).update({k: v for k, v in vars(adapted).items() if k.endswith("_resolved")})
+            return state
         if "auto" in (self.lmd, self.eps):  # SPEC §1 "Beyond the paper": resolved in d3_auto
             return fit_auto(self, model, retain, evaluator=evaluator, device=device, progress=progress,
                             checkpoint=checkpoint)
