@@ -47,6 +47,7 @@
 #   bash benchmarks/d3_default_study.sh shipped [SEED ...] # sixth round: the default as shipped (its BatchNorm
 #                                                  # rule on) on every cell, one process per seed
 #   bash benchmarks/d3_default_study.sh shipped-retain # sixth round: the same with 500 and 1,000 images (seed 0)
+#   bash benchmarks/d3_default_study.sh small-epochs [36|72] # sixth round: 500 images, 3x / 6x the epochs
 #   bash benchmarks/d3_default_study.sh table [sixth] # the tables of BENCHMARKS.md (sixth: that round's only)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -338,6 +339,13 @@ PY
       study $DEV $CHECK $NOBN --final-only --count $n --out $RUNS/shipped-$n.jsonl --candidate "default-shipped=preset:default"
     done
     ;;
+  small-epochs)  # sixth round: with 500 images, the shipped default at 3x and 6x the epochs (seed 0), every
+    # model; `small-epochs 36` and `small-epochs 72` side by side
+    for e in ${2:-36 72}; do
+      study $DEV $CHECK $NOBN $RUNS/cnn-plain-badnets-aug --final-only --count 500 --out $RUNS/small-epochs-$e.jsonl \
+        --candidate "shipped-${e}ep=preset:default,epochs:$e"
+    done
+    ;;
   sixth-check)  # sixth round: the check models without BatchNorm, seeds 0-1, once per candidate
     for s in 0 1; do
       study $RUNS/cnn-plain-badnets-aug --final-only --seed $s --out $RUNS/sixth-check-s$s.jsonl "${sixth_cands[@]}"
@@ -398,6 +406,8 @@ PY
     # fewer images: the earlier eight models, then the four without BatchNorm
     study $DEV $CHECK --table $RUNS/shipped-500.jsonl $RUNS/shipped-1000.jsonl $RUNS/blend-500.jsonl $RUNS/blend-1000.jsonl \
       --check $CHECK_NAMES --as previous-default=default-blend --only default-shipped previous-default
+    # 500 images at 3x and 6x the epochs (the eleven models of shipped-500.jsonl)
+    study $DEV $CHECK $NOBN --table $RUNS/shipped-500.jsonl $RUNS/small-epochs-36.jsonl $RUNS/small-epochs-72.jsonl
     study $NOBN $RUNS/vit-blended --table $RUNS/shipped-500.jsonl $RUNS/shipped-1000.jsonl $RUNS/sixth-500.jsonl \
       $RUNS/sixth-1000.jsonl --as previous-default=default --only default-shipped previous-default d3-paper head-blend
     ;;
