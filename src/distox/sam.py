@@ -25,6 +25,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from .utils import batchnorm_modules
+
 #: ASAM's η (Kwon et al. 2021 default): T_w = |w| + η keeps zero weights perturbable.
 ASAM_ETA = 0.01
 _ASAM_ETA = ASAM_ETA  # backwards-compatible private name
@@ -82,10 +84,9 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
     """BatchNorm layers keep normalising with batch statistics (train mode) but do not update
     their running mean/var inside the block (momentum 0), as for SAM's second pass."""
     saved = []
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            saved.append((m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None))
-            m.momentum = 0.0
+    for _, m in batchnorm_modules(model):
+        saved.append((m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None))
+        m.momentum = 0.0
     try:
         yield
     finally:

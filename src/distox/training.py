@@ -40,7 +40,7 @@ from .errors import DistoxError, first_line
 from .progress import progress_bar
 from .runs import _atomic
 from .sam import ASAM_ETA, apply_perturbation, frozen_bn_stats, sam_perturbation
-from .utils import resolve_device
+from .utils import batchnorm_modules, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +178,8 @@ class Batches:
 
 def set_batchnorm_eval(model: nn.Module) -> None:
     """Put every BatchNorm layer in eval mode (running statistics frozen)."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
+    for _, m in batchnorm_modules(model):
+        m.eval()
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, padding: int = 4, flip: bool = True) -> torch.Tensor:

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+from torch import nn
 
 log = logging.getLogger("distox")
 
@@ -24,6 +25,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but no CUDA GPU is available")
     return dev
+
+
+def batchnorm_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(name, module) of every BatchNorm layer of ``model`` — 1d/2d/3d, SyncBatchNorm, lazy ones:
+    what distox treats as BatchNorm (frozen statistics, SAM's second pass, ANP's neurons, D3's
+    norm rule)."""
+    return ((n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
 
 
 def seed_everything(seed: int) -> None:

@@ -67,6 +67,7 @@ from torch.nn import functional as F
 from ..data.core import ImageSplit
 from ..metrics import Evaluator, evaluate
 from ..training import Batches, Checkpoint, TrainState, train
+from ..utils import batchnorm_modules
 from .base import Defense, DefenseError
 from .heldout import accuracy, split_retain
 from .registry import register
@@ -77,7 +78,7 @@ DEFAULT_ITERATIONS = 2000
 def batchnorm_layers(model: nn.Module) -> list[str]:
     """Names of the BatchNorm layers with affine parameters (ANP's neurons are their channels);
     a :class:`DefenseError` naming the requirement when there is none."""
-    norms = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = list(batchnorm_modules(model))
     names = [n for n, m in norms if m.weight is not None and m.bias is not None]
     if not names:
         found = (f"its {len(norms)} BatchNorm layer(s) have no affine parameters (affine=False)" if norms

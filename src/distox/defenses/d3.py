@@ -44,6 +44,7 @@ from ..data.core import ImageSplit
 from ..metrics import Evaluator
 from ..models.selection import SelectionError, select_weights
 from ..training import Checkpoint, TrainState, train
+from ..utils import batchnorm_modules
 from .base import Defense, DefenseError
 from .d3_auto import auto_eps, auto_or_float, check_auto, fit_auto
 from .d3_kernels import fused_distances, fused_project, use_fused
@@ -90,11 +91,6 @@ LMD_CONTROLS = ("constant", "geometric", "heldout", "loss")
 INIT_LAYERS = ("selected", "classifier")
 LAYER_WEIGHTINGS = ("sum", "angle")
 HEAD_BIASES = ("keep", "zero")
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    """Whether any module of ``model`` is a BatchNorm (1d/2d/3d, SyncBatchNorm, lazy ones)."""
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def lp_norm(t: torch.Tensor, p: float) -> torch.Tensor:
@@ -362,7 +358,7 @@ class D3(Defense):
         only (``example``: one input, to find the classifier), never labels or evaluation data."""
         if not self.norm_rule:
             return self
-        batchnorm = has_batchnorm(model)
+        batchnorm = next(batchnorm_modules(model), None) is not None
         changed = {} if batchnorm else {k: v for k, v in WITHOUT_BATCHNORM.items() if k not in self._explicit}
         if changed.get("layers") == "auto":
             try:
@@ -370,11 +366,12 @@ class D3(Defense):
             except SelectionError:  # no Linear classifier to confine the distance to
                 changed = {}
         self.norm_rule_resolved = {"batchnorm": batchnorm, "changed": changed}
-        if not changed:
-            return self
+        return self.with_options(**changed, norm_rule=False) if changed else self
+
+    def with_options(self, **changes: Any) -> D3:
+        """A new D3 with this one's options (without what a run resolved) and ``changes`` over them."""
         params = {k: v for k, v in self.get_params().items() if not k.endswith("_resolved")}
-        params.update(changed, norm_rule=False)
-        return type(self)(**params)
+        return type(self)(**{**params, **changes})
 
     def selected(self, model: nn.Module, example: torch.Tensor | None = None) -> dict[str, nn.Parameter]:
         """The selected weights θ_s of ``model`` (name → parameter)."""

@@ -108,11 +108,10 @@ def auto_eps(model: nn.Module, retain: ImageSplit, eps_min: float = 0.01,
 
 def _fixed(d3: Any, lmd: float, eps: float, epochs: int | None = None) -> Any:
     """A copy of ``d3`` with fixed λ, ε (and optionally epochs), without the auto options."""
-    params = {k: v for k, v in d3.get_params().items() if k != "auto" and not k.endswith("_resolved")}
-    params.update(lmd=float(lmd), eps=float(eps))
+    changes: dict[str, Any] = {"auto": None, "lmd": float(lmd), "eps": float(eps)}
     if epochs is not None:
-        params["epochs"] = int(epochs)
-    return type(d3)(**params)
+        changes["epochs"] = int(epochs)
+    return d3.with_options(**changes)
 
 
 def _trial(d3: Any, model: nn.Module, train: ImageSplit, held: ImageSplit, lmd: float, eps: float,
