@@ -61,10 +61,11 @@ export OMP_NUM_THREADS=1
 DEV="$RUNS/cnn-blended-s1 $RUNS/vgg-blended-s0 $RUNS/prn-wanet"
 CHECK="$RUNS/rn18-blended $RUNS/vit-blended $RUNS/vgg-sam-blended $RUNS/vgg-badnets-aug $RUNS/vgg-a2a-badnets"
 NOBN="$RUNS/cnn-plain-blended $RUNS/cnn-gn-badnets $RUNS/vit-badnets"
-sixth_cands=(--candidate "default=preset:default,norm_rule:false"
-             --candidate "d3-reference=preset:reference,augment:false"
-             --candidate "d3-paper=preset:paper,augment:false"
-             --candidate "head-blend=preset:default,norm_rule:false,layers:auto,init_layers:selected"
+sixth_default=(--candidate "default=preset:default,norm_rule:false")
+sixth_reference=(--candidate "d3-reference=preset:reference,augment:false")
+sixth_paper=(--candidate "d3-paper=preset:paper,augment:false")
+sixth_head=(--candidate "head-blend=preset:default,norm_rule:false,layers:auto,init_layers:selected")
+sixth_cands=("${sixth_default[@]}" "${sixth_reference[@]}" "${sixth_paper[@]}" "${sixth_head[@]}"
              --candidate "ft=method:ft,augment:false")
 CHECK_NAMES="rn18-blended vit-blended vgg-sam-blended vgg-badnets-aug vgg-a2a-badnets"
 
@@ -297,13 +298,13 @@ PY
     for s in ${seeds:-0 1 2}; do
       study $NOBN --final-only --seed $s --out $RUNS/sixth-s$s.jsonl "${sixth_cands[@]}"
       # the ViT Blended has the others' rows in the fourth/fifth-round files
-      study $RUNS/vit-blended --final-only --seed $s --out $RUNS/sixth-s$s.jsonl "${sixth_cands[@]:6:2}"
+      study $RUNS/vit-blended --final-only --seed $s --out $RUNS/sixth-s$s.jsonl "${sixth_head[@]}"
     done
     ;;
   sixth-retain)  # sixth round: 500 and 1,000 images (seed 0) on the four models without BatchNorm
     for n in 500 1000; do
-      study $NOBN $RUNS/vit-blended --final-only --count $n --out $RUNS/sixth-$n.jsonl "${sixth_cands[@]:0:2}" \
-        "${sixth_cands[@]:4:4}"
+      study $NOBN $RUNS/vit-blended --final-only --count $n --out $RUNS/sixth-$n.jsonl "${sixth_default[@]}" \
+        "${sixth_paper[@]}" "${sixth_head[@]}"
     done
     ;;
   plain)  # sixth round: more epochs or a larger learning rate on the plain CNN (seeds 0-2)

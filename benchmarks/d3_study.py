@@ -203,10 +203,11 @@ def main() -> None:
         rows = read_rows(args.table or [args.out], None if args.only is None else set(args.only),
                          parse_renames(args.renames))
         if args.runs:
-            missing = set(args.runs) - {Path(r["run"]) for r in rows}
+            wanted = set(args.runs)
+            missing = wanted - {Path(r["run"]) for r in rows}
             if missing:
                 ap.error(f"no result lines for run(s) {', '.join(sorted(map(str, missing)))}")
-            rows = [r for r in rows if Path(r["run"]) in set(args.runs)]
+            rows = [r for r in rows if Path(r["run"]) in wanted]
         print(table(rows) + "\n\n" + summary(rows, set(args.check)) + "\n\n" + by_architecture(rows))
         return
     torch.set_num_threads(1)
