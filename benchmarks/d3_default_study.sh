@@ -48,10 +48,23 @@
 #                                                  # rule on) on every cell, one process per seed
 #   bash benchmarks/d3_default_study.sh shipped-retain # sixth round: the same with 500 and 1,000 images (seed 0)
 #   bash benchmarks/d3_default_study.sh small-epochs [36|72] # sixth round: 500 images, 3x / 6x the epochs
-#   bash benchmarks/d3_default_study.sh table [sixth] # the tables of BENCHMARKS.md (sixth: that round's only)
+#   bash benchmarks/d3_default_study.sh seventh [500|1000] [SEED ...] # seventh round: the steps floor (the
+#                                                  # default's min_steps 600) against the default without it,
+#                                                  # every model, seeds 0-1 (one process per retain size)
+#   bash benchmarks/d3_default_study.sh new-models # seventh round: two check models of architectures the study
+#                                                  # never had (ShuffleNetV2 Blended, MobileNetV3 LF), trained after
+#                                                  # the steps floor was chosen
+#   bash benchmarks/d3_default_study.sh seventh-check # seventh round: once on those two: the default with and
+#                                                  # without the floor at 500 and 1,000 images; the default, the
+#                                                  # faithful presets and FT-SAM at 3,000 (seed 0; D3 also
+#                                                  # at seed 1)
+#   bash benchmarks/d3_default_study.sh table [sixth|seventh] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
 # steps before the sixth round ran it without its BatchNorm rule, `norm_rule:false` (both spelled out below).
+# d3_study.py passes --epochs (12) to every candidate, so the steps floor of the seventh round
+# (`min_steps`, which never overrides epochs the caller set) did not act in any earlier step;
+# `epochs:null` leaves the epochs to the preset and its floor.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/study}
@@ -61,6 +74,7 @@ export OMP_NUM_THREADS=1
 DEV="$RUNS/cnn-blended-s1 $RUNS/vgg-blended-s0 $RUNS/prn-wanet"
 CHECK="$RUNS/rn18-blended $RUNS/vit-blended $RUNS/vgg-sam-blended $RUNS/vgg-badnets-aug $RUNS/vgg-a2a-badnets"
 NOBN="$RUNS/cnn-plain-blended $RUNS/cnn-gn-badnets $RUNS/vit-badnets"
+NEW="$RUNS/shufflenet-blended $RUNS/mnv3-lf"  # seventh round's check models
 sixth_default=(--candidate "default=preset:default,norm_rule:false")
 sixth_reference=(--candidate "d3-reference=preset:reference,augment:false")
 sixth_paper=(--candidate "d3-paper=preset:paper,augment:false")
@@ -362,7 +376,34 @@ PY
         --candidate "lr0.03=preset:default,norm_rule:false,lr:0.03" --candidate "lr0.02=preset:default,norm_rule:false,lr:0.02"
     done
     ;;
-  table)  # `table sixth`: only the sixth round's tables
+  seventh)  # seventh round: the default as shipped now (its steps floor: 38 epochs at 500 images, 19 at
+    # 1,000) against the default without the floor (12 epochs), every model; vit-a2a-badnets is the check
+    for n in ${2:-500 1000}; do
+      seeds="${*:3}"
+      for s in ${seeds:-0 1}; do
+        study $DEV $CHECK $NOBN $RUNS/cnn-plain-badnets-aug $RUNS/vit-a2a-badnets --final-only --count $n --seed $s \
+          --out $RUNS/seventh-$n-s$s.jsonl \
+          --candidate "floor600=preset:default,epochs:null" --candidate "default-shipped=preset:default,min_steps:0"
+      done
+    done
+    ;;
+  new-models)  # seventh round: check models of two architectures the study never had
+    attack shufflenet-blended blended --model torchvision:shufflenet_v2_x0_5 --epochs 8 --batch-size 128 --train-subset 20000 --test-subset 2000 --seed 13
+    attack mnv3-lf lf --model torchvision:mobilenet_v3_small --epochs 6 --lr 0.05 --batch-size 128 --train-subset 20000 --test-subset 2000 --seed 14
+    ;;
+  seventh-check)  # seventh round, once per candidate on the new check models (seed 0)
+    for n in 500 1000; do
+      study $NEW --final-only --count $n --out $RUNS/seventh-check-$n.jsonl \
+        --candidate "floor600=preset:default,epochs:null" --candidate "default-shipped=preset:default,min_steps:0"
+    done
+    study $NEW --final-only --out $RUNS/seventh-check-3000.jsonl --candidate "floor600=preset:default,epochs:null" \
+      "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
+    # a second retain draw at 3,000 images, D3 only
+    study $NEW --final-only --seed 1 --out $RUNS/seventh-check-3000-s1.jsonl --candidate "floor600=preset:default,epochs:null" \
+      "${sixth_reference[@]}" "${sixth_paper[@]}"
+    ;;
+  table)  # `table sixth`: the sixth round's tables and later ones; `table seventh`: the seventh round's only
+    if [ "${2:-}" != seventh ]; then
     if [ "${2:-}" != sixth ]; then
     study --table $RUNS/final.jsonl --check $CHECK_NAMES
     study --table $RUNS/final-500.jsonl $RUNS/final-1000.jsonl --check $CHECK_NAMES
@@ -411,6 +452,15 @@ PY
     study $DEV $CHECK $NOBN --table $RUNS/shipped-500.jsonl $RUNS/small-epochs-36.jsonl $RUNS/small-epochs-72.jsonl
     study $NOBN $RUNS/vit-blended --table $RUNS/shipped-500.jsonl $RUNS/shipped-1000.jsonl $RUNS/sixth-500.jsonl \
       $RUNS/sixth-1000.jsonl --as previous-default=default --only default-shipped previous-default d3-paper head-blend
+    fi
+    # seventh round: floor600 is the default as shipped now, default-shipped the sixth round's (no floor)
+    names=(--as default-with-floor=floor600 default-without-floor=default-shipped)
+    for n in 500 1000; do
+      study --table $RUNS/seventh-$n-s0.jsonl $RUNS/seventh-$n-s1.jsonl --check vit-a2a-badnets "${names[@]}"
+    done
+    study --table $RUNS/seventh-check-500.jsonl $RUNS/seventh-check-1000.jsonl $RUNS/seventh-check-3000.jsonl \
+      $RUNS/seventh-check-3000-s1.jsonl --check shufflenet-blended mnv3-lf "${names[@]}"
+    study --table $RUNS/seventh-check-3000.jsonl $RUNS/seventh-check-3000-s1.jsonl "${names[@]}"  # 3,000 only: DER per model
     ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac

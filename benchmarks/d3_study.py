@@ -65,6 +65,7 @@ def defense_of(params: dict[str, Any], args: argparse.Namespace) -> tuple[str, d
     params = dict(params)
     method = params.pop("method", "d3")
     opts = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, **params}
+    opts = {k: v for k, v in opts.items() if v is not None}  # `epochs:null`: the defense's own (and its rules)
     return method, opts, create(method, **opts)
 
 
@@ -96,6 +97,7 @@ def run_one(run_dir: Path, label: str, params: dict[str, Any], args: argparse.Na
             "before": before,
             "after": after, "floor": floor_of(metrics), "clean_asr": metrics.get("clean_asr"),
             "selection": result.config.get("selection_resolved"), "seconds": round(seconds, 2),
+            "resolved": {k: v for k, v in result.config.items() if k.endswith("_resolved") and k != "selection_resolved"},
             "history": result.history, **chained}
 
 

@@ -343,14 +343,14 @@ def test_defaults_keep_checkpoint_identities_specs_and_bench_keys():
     """Pinned from the code before these options existed (commit 6c6c2bd): at their defaults
     every checkpoint identity, run spec and bench key is what it was. D3's default preset gained
     the overlay augmentation later (``blend``, BENCHMARKS.md "Fourth round") and then its BatchNorm
-    rule (``norm_rule``, "Sixth round"); ``blend=0, norm_rule=False`` is the preset as it was, and
-    keeps its identity."""
+    rule (``norm_rule``, "Sixth round") and its steps floor (``min_steps``, "Seventh round");
+    ``blend=0, norm_rule=False, min_steps=0`` is the preset as it was, and keeps its identity."""
     torch.manual_seed(1)
     model = create_model("small_cnn", 4, 1, (0.5,), (0.5,), width=4)
     retain = make_bundle(n_train=32).train
     pinned = {"d3": ("da64492451420395", "7cbad8bd155f7917"), "ft": ("0c53d5ccf49265f6", "c7ee3201fe80ace0"),
               "ft-sam": ("fdcd36569bbfcdda", "667cf127f173f544"), "sau": ("d9419cbdbd4d9eaa", "e4a369b8c64f7c3c")}
-    before_overlay = {"d3": {"blend": 0.0, "norm_rule": False}}
+    before_overlay = {"d3": {"blend": 0.0, "norm_rule": False, "min_steps": 0}}
     for name, (tracked, untracked) in pinned.items():
         d = create(name, epochs=2, **before_overlay.get(name, {}))
         assert (d.identity(model, retain, True)[:16], d.identity(model, retain, False)[:16]) == (tracked, untracked)

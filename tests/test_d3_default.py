@@ -321,3 +321,46 @@ def test_norm_rule_leaves_batchnorm_models_explicit_options_and_faithful_presets
         assert d3.norm_rule is False and "norm_rule" not in d3.get_params()
     with pytest.raises(DefenseError, match="norm_rule must be true or false"):
         D3(norm_rule="layernorm")
+
+
+# ---------------------------------------------------------------- the steps floor (min_steps)
+def test_min_steps_sets_the_fewest_epochs_that_make_the_floor_unless_epochs_were_set():
+    """BENCHMARKS "Seventh round": the default trains at least 600 optimiser steps. 500 images at
+    batch 32 make 16 steps an epoch, so 38 epochs; 3,000 images make 1,128 steps in 12 epochs, so
+    the floor leaves them alone; an explicit ``epochs`` always wins; the held-out part of
+    ``select="heldout"`` does not count as trained images."""
+    from distox.defenses.d3 import PRESETS
+
+    assert PRESETS["default"]["min_steps"] == 600
+    images = lambda n: ImageSplit(torch.zeros(n, 1, 8, 8), torch.arange(n) % 4)
+    assert D3().epochs_for(images(500)) == 38
+    assert D3().epochs_for(images(1000)) == 19
+    assert D3().epochs_for(images(3000)) == 12
+    assert D3(epochs=12).epochs_for(images(500)) == 12  # explicit epochs
+    assert D3(min_steps=0).epochs_for(images(500)) == 12
+    assert D3(batch_size=64).epochs_for(images(500)) == 75  # 8 steps an epoch
+    assert D3(select="heldout").epochs_for(images(500)) == 47  # 400 trained images: 13 steps an epoch
+    for preset in ("reference", "paper"):
+        d3 = D3(preset=preset)
+        assert d3.min_steps == 0 and "min_steps" not in d3.get_params() and d3.epochs_for(images(64)) == 100
+    for bad in (-1, 1.5, True, "600"):
+        with pytest.raises(DefenseError, match="min_steps must be a whole number"):
+            D3(min_steps=bad)
+
+
+def test_min_steps_runs_exactly_the_explicit_epochs_it_resolves_and_records_them():
+    """The floor changes the epochs only: the same weights as those epochs set by hand, recorded
+    in the result; an evaluator's final epoch is the resolved one."""
+    import distox
+
+    retain = make_bundle(n_train=48).train  # batch 16: 3 steps an epoch; a floor of 45 steps: 15 epochs
+    kw = dict(batch_size=16, verbose=False, seed=0, label_check="off")
+    floored = distox.purify(_tiny(), retain, min_steps=45, **kw)
+    by_hand = distox.purify(_tiny(), retain, epochs=15, min_steps=0, **kw)
+    assert _digest(floored.model) == _digest(by_hand.model)
+    assert floored.config["min_steps"] == 45 and floored.config["min_steps_resolved"] == {"epochs": 15}
+    assert len(floored.history) == 15 and "min_steps_resolved" not in by_hand.config
+    assert distox.purify(_tiny(), retain, min_steps=30, **kw).config["min_steps_resolved"] == {"epochs": 12}
+    held = make_bundle(n_train=48, n_test=24).test
+    watched = distox.purify(_tiny(), retain, min_steps=45, eval_data=(held.x, held.y), eval_every=4, **kw)
+    assert [i + 1 for i, row in enumerate(watched.history) if "acc" in row] == [4, 8, 12, 15]

@@ -95,11 +95,26 @@ def test_cli_end_to_end_reports_true_accuracies(setup):
     assert report["after"]["acc"] == round(evaluate(purified, val.x, val.y, device="cpu")["acc"], 2)  # 2 decimals
     assert report["before"]["acc"] == round(evaluate(setup["model"], val.x, val.y, device="cpu")["acc"], 2)
     assert report["params"]["lmd"] == 10 and report["params"]["epochs"] == 2
-    # distance = Frobenius norm of the change of the final classifier
-    d = torch.linalg.vector_norm(purified.fc.weight.detach() - w_before["fc.weight"]).item()
-    assert report["distance"] == pytest.approx(d, rel=1e-5) and d > 0
+    # distance = Σ Frobenius norms of the change of the weights D3's distance covered: the default
+    # preset's every Linear and Conv2d weight
+    d = sum(torch.linalg.vector_norm(getattr(purified, m).weight.detach() - w_before[f"{m}.weight"]).item()
+            for m in ("conv", "fc"))
+    assert report["distance"] == pytest.approx(d, rel=1e-5) and d > 0 and report["distance_layers"] == ["conv", "fc"]
     # the input weights are untouched
     assert all(torch.equal(v, load_file(str(setup["weights"]))[k]) for k, v in w_before.items())
+
+
+def test_reported_distance_covers_the_weights_the_run_selected():
+    """The report's distance is over D3's own selection as the run resolved it (the BatchNorm rule
+    confines it to the classifier), the final classifier for other methods."""
+    from distox.practitioner import distance_selection, layer_list
+
+    assert distance_selection("d3", {"layers": "all"}) == "all"
+    assert distance_selection("d3", {"layers": "all", "norm_rule_resolved": {"changed": {"layers": "auto"}}}) == "auto"
+    assert distance_selection("d3", {"layers": ["fc"], "norm_rule_resolved": {"changed": {}}}) == ["fc"]
+    assert distance_selection("ft", {}) == "auto"
+    assert layer_list(["a", "b"]) == "a, b"
+    assert layer_list([f"l{i}" for i in range(9)]) == "9 weights: l0, l1, ..., l8"
 
 
 def test_warning_when_accuracy_falls_beyond_tolerance(setup):

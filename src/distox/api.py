@@ -192,7 +192,7 @@ def purify(
         held = as_split(eval_data, "eval_data")
         backdoor: BackdoorTestSet | None = attack.backdoor_test_set(held) if attack is not None else None
         if eval_every is not None:
-            evaluator = Evaluator(held.x, held.y, backdoor, device=device, every=int(eval_every), last=defense.epochs)
+            evaluator = Evaluator(held.x, held.y, backdoor, device=device, every=int(eval_every), last=defense.epochs_for(retain))
         before = evaluate(model, held.x, held.y, backdoor, device=device)
     result = defense(model, retain, evaluator=evaluator, device=device, progress=verbose, checkpoint=checkpoint)
     if checkpoint is not None:

@@ -353,7 +353,7 @@ class PurifyReport:
             f"labels               {self.classes['text']}" if self.classes.get("text") else "",
             f"validation accuracy  before {self.before['acc']:.2f}%  after {self.after['acc']:.2f}%  "
             f"(change {self.after['acc'] - self.before['acc']:+.2f} points)",
-            f"distance travelled   {self.distance:.4g}  (p-norm of W - W_init over {', '.join(self.distance_layers)})",
+            f"distance travelled   {self.distance:.4g}  (p-norm of W - W_init over {layer_list(self.distance_layers)})",
             f"time                 {self.seconds:.1f}s",
         ]
         if self.warning:
@@ -411,6 +411,22 @@ def selected_distance(before: nn.Module, after: nn.Module, example: torch.Tensor
         for k, v in w0.items():
             dist += float(torch.linalg.vector_norm((w1[k].detach().cpu() - v.detach().cpu()).flatten(), ord=p))
     return dist, [k.removesuffix(".weight") for k in w0]
+
+
+def distance_selection(method: str, config: dict[str, Any]) -> Any:
+    """The weights whose distance the report gives: those D3's distance covered in this run (its
+    ``layers``, as its BatchNorm rule resolved them), the final classifier for other methods."""
+    if method != "d3":
+        return "auto"
+    changed = (config.get("norm_rule_resolved") or {}).get("changed", {})
+    return changed.get("layers", config.get("layers", "auto"))
+
+
+def layer_list(names: list[str], most: int = 4) -> str:
+    """``a, b, c``; past ``most`` names, their count with the first two and the last."""
+    if len(names) <= most:
+        return ", ".join(names)
+    return f"{len(names)} weights: {names[0]}, {names[1]}, ..., {names[-1]}"
 
 
 def purify_files(
@@ -499,8 +515,8 @@ def purify_files(
     before, after = result.info["before"], result.info["after"]
     purified = result.model.cpu().eval()
     inner = purified.net if isinstance(purified, Normalized) else purified
-    dist, layers = selected_distance(wrapped.cpu(), purified, retain.x[:1], params.get("layers", "auto"),
-                                     float(params.get("p", 2.0)))
+    dist, layers = selected_distance(wrapped.cpu(), purified, retain.x[:1], distance_selection(result.method,
+                                     result.config), float(result.config.get("p", 2.0)))
     if stats is not None:  # report the user's own module names
         layers = [name.removeprefix("net.") for name in layers]
     drop = before["acc"] - after["acc"]

@@ -190,6 +190,11 @@ class Defense:
         base.update(overrides)
         return LoopConfig(**base)
 
+    def epochs_for(self, retain: ImageSplit) -> int:
+        """How many epochs a run on ``retain`` makes (``epochs``; a defense whose rules read the
+        retain set's size overrides it): what an evaluator's final epoch is."""
+        return self.epochs
+
     def fit(self, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
             device: torch.device, progress: bool, checkpoint: Checkpoint | None = None) -> TrainState:
         """Purify ``model`` in place (it is already a copy), saving every epoch to ``checkpoint``

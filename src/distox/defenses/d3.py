@@ -22,7 +22,9 @@ each retain image overlaid with another one of its batch at a weight up to 0.3, 
 draws, BENCHMARKS.md "Fourth round"; ``blend=0`` is the default as it was before). On a model
 without any BatchNorm layer the default keeps the distance on the final classifier
 at learning rate 0.03 (``norm_rule=True``, :data:`WITHOUT_BATCHNORM`; BENCHMARKS.md "Sixth
-round": there the all-layer distance cost accuracy and removed no more).
+round": there the all-layer distance cost accuracy and removed no more). With few retain images
+the default trains at least ``min_steps`` optimiser steps (600): the epochs grow until the run
+makes that many (:meth:`D3.epochs_for`; BENCHMARKS.md "Seventh round").
 
 Example:
     >>> result = D3()(suspect_model, retain_split)               # the default preset
@@ -32,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,7 +66,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "reference": {"lmd": 0.5, "eps": 0.1},
     "paper": {"lmd": 10.0, "eps": 0.1},
     "default": {"lmd": 10.0, "eps": 0.1, "layers": "all", "init": "random", "init_layers": "classifier",
-                "epochs": 12, "batch_size": 32, "augment": False, "blend": 0.3, "norm_rule": True},
+                "epochs": 12, "batch_size": 32, "augment": False, "blend": 0.3, "norm_rule": True,
+                "min_steps": 600},
 }
 #: What ``norm_rule=True`` (the ``default`` preset) runs instead on a model without any
 #: BatchNorm layer, for each of these options the caller did not set: the distance on the final
@@ -81,7 +85,7 @@ FALLBACK: dict[str, Any] = {
     "select": "last", "val_fraction": 0.2, "tolerance": "auto", "min_tolerance": 0.5,
     "lmd_control": "constant", "lmd_range": (0.5, 10.0), "init_layers": "selected", "lmd_rate": 0.05,
     "layer_weighting": "sum", "distill": 0.0, "distill_temperature": 4.0,
-    "head_bias": "keep", "norm_rule": False,
+    "head_bias": "keep", "norm_rule": False, "min_steps": 0,
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
 LOOP_KEYS = ("epochs", "batch_size", "lr", "augment", "blend")
@@ -253,6 +257,11 @@ class D3(Defense):
         norm_rule: False (the faithful presets) or True (the ``default`` preset): on a model without
             any BatchNorm layer, the options in :data:`WITHOUT_BATCHNORM` that the caller did not
             set take those values (recorded in ``config["norm_rule_resolved"]``).
+        min_steps: 0 (off; the faithful presets) or a floor on the optimiser steps (the
+            ``default`` preset: 600): unless the caller set ``epochs``, a retain set too small for
+            that many steps in ``epochs`` epochs gets the fewest epochs that make them
+            (:meth:`epochs_for`; recorded in ``config["min_steps_resolved"]``). 3,000 images at
+            batch 32 make 1,128 steps in 12 epochs, so the floor only acts on smaller sets.
         auto: options of ``lmd="auto"`` / ``eps="auto"``, which choose them from the retain data
             (rules in :mod:`distox.defenses.d3_auto`).
         epochs, batch_size, lr, augment, blend, flip, seed: see :class:`Defense` (100, 256, 0.01,
@@ -273,18 +282,19 @@ class D3(Defense):
                  lmd_range: Sequence[float] | None = None, init_layers: str | None = None,
                  lmd_rate: float | None = None, layer_weighting: str | None = None, distill: float | None = None,
                  distill_temperature: float | None = None, head_bias: str | None = None,
-                 norm_rule: bool | None = None, **kwargs: Any) -> None:
+                 norm_rule: bool | None = None, min_steps: int | None = None, **kwargs: Any) -> None:
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
         chosen = PRESETS[preset]
-        explicit = {k for k, val in kwargs.items() if val is not None}
+        kwargs = {k: val for k, val in kwargs.items() if val is not None}  # None: the preset's
+        explicit = set(kwargs)
         kwargs = {**{k: chosen[k] for k in LOOP_KEYS if k in chosen}, **kwargs}
         super().__init__(**kwargs)
         given = dict(lmd=lmd, eps=eps, p=p, init=init, layers=layers, freeze_bn=freeze_bn, momentum=momentum,
                      select=select, val_fraction=val_fraction, tolerance=tolerance, min_tolerance=min_tolerance,
                      lmd_control=lmd_control, lmd_range=lmd_range, init_layers=init_layers, lmd_rate=lmd_rate,
                      layer_weighting=layer_weighting, distill=distill, distill_temperature=distill_temperature,
-                     head_bias=head_bias, norm_rule=norm_rule)
+                     head_bias=head_bias, norm_rule=norm_rule, min_steps=min_steps)
         #: the options the caller set (a model-derived rule never overrides them)
         self._explicit = frozenset(explicit | {k for k, val in given.items() if val is not None})
         v = {k: val if val is not None else chosen.get(k, FALLBACK[k]) for k, val in given.items()}
@@ -336,6 +346,9 @@ class D3(Defense):
         if not isinstance(v["norm_rule"], bool):
             raise DefenseError(f"norm_rule must be true or false; got {v['norm_rule']!r}")
         self.norm_rule = v["norm_rule"]
+        if isinstance(v["min_steps"], bool) or not isinstance(v["min_steps"], int) or v["min_steps"] < 0:
+            raise DefenseError(f"min_steps must be a whole number >= 0; got {v['min_steps']!r}")
+        self.min_steps = v["min_steps"]
 
     def get_params(self, retain: ImageSplit | None = None) -> dict[str, Any]:
         """As :meth:`Defense.get_params`, without the distillation settings while ``distill`` is 0
@@ -349,24 +362,45 @@ class D3(Defense):
             params.pop("head_bias", None)
         if not self.norm_rule:
             params.pop("norm_rule", None)
+        if not self.min_steps:
+            params.pop("min_steps", None)
         return params
 
-    def adapted_to(self, model: nn.Module, example: torch.Tensor | None = None) -> D3:
-        """This D3, or — under ``norm_rule`` on a model without BatchNorm that has a
-        final Linear classifier — a copy with :data:`WITHOUT_BATCHNORM` for every option the caller
-        did not set; the choice is recorded on ``norm_rule_resolved``. Reads the model's modules
-        only (``example``: one input, to find the classifier), never labels or evaluation data."""
-        if not self.norm_rule:
-            return self
-        batchnorm = next(batchnorm_modules(model), None) is not None
-        changed = {} if batchnorm else {k: v for k, v in WITHOUT_BATCHNORM.items() if k not in self._explicit}
-        if changed.get("layers") == "auto":
-            try:
-                select_weights(model, "auto", example)
-            except SelectionError:  # no Linear classifier to confine the distance to
-                changed = {}
-        self.norm_rule_resolved = {"batchnorm": batchnorm, "changed": changed}
-        return self.with_options(**changed, norm_rule=False) if changed else self
+    def epochs_for(self, retain: ImageSplit) -> int:
+        """The epochs a run on ``retain`` makes: ``epochs``, or under ``min_steps`` (unless the
+        caller set ``epochs``) the fewest that make ``min_steps`` optimiser steps over the images
+        the loop trains on (less the held-out part with ``select="heldout"``). Reads the retain
+        set's size only."""
+        if not self.min_steps or "epochs" in self._explicit:
+            return self.epochs
+        trained = len(split_retain(retain, self.val_fraction, self.seed)[0]) if self.select == "heldout" else len(retain)
+        per_epoch = math.ceil(trained / self.batch_size)
+        return max(self.epochs, math.ceil(self.min_steps / per_epoch))
+
+    def adapted_to(self, model: nn.Module, retain: ImageSplit, device: torch.device | str = "cpu") -> D3:
+        """This D3, or a copy with what its model- and data-derived rules change, for every option
+        the caller did not set: under ``norm_rule``, on a model without BatchNorm that has a final
+        Linear classifier, :data:`WITHOUT_BATCHNORM` (recorded on ``norm_rule_resolved``); under
+        ``min_steps``, the epochs of :meth:`epochs_for` (recorded on ``min_steps_resolved``).
+        Reads the model's modules and the retain set's size only (one retain image, to find the
+        classifier), never labels or evaluation data."""
+        changed: dict[str, Any] = {}
+        if self.norm_rule:
+            batchnorm = next(batchnorm_modules(model), None) is not None
+            by_norm = {} if batchnorm else {k: v for k, v in WITHOUT_BATCHNORM.items() if k not in self._explicit}
+            if by_norm.get("layers") == "auto":
+                try:
+                    select_weights(model, "auto", retain.x[:1].to(device))
+                except SelectionError:  # no Linear classifier to confine the distance to
+                    by_norm = {}
+            self.norm_rule_resolved = {"batchnorm": batchnorm, "changed": by_norm}
+            changed.update(by_norm)
+        if self.min_steps:
+            epochs = self.epochs_for(retain)
+            self.min_steps_resolved = {"epochs": epochs}
+            if epochs != self.epochs:
+                changed["epochs"] = epochs
+        return self.with_options(**changed, norm_rule=False, min_steps=0) if changed else self
 
     def with_options(self, **changes: Any) -> D3:
         """A new D3 with this one's options (without what a run resolved) and ``changes`` over them."""
@@ -389,9 +423,10 @@ class D3(Defense):
 
     def fit(self, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
             device: torch.device, progress: bool, checkpoint: Checkpoint | None = None) -> TrainState:
-        adapted = self.adapted_to(model, retain.x[:1].to(device))
+        adapted = self.adapted_to(model, retain, device)
         if adapted is not self:
-            log.info("D3: no BatchNorm in the model; running %s", self.norm_rule_resolved["changed"])
+            log.info("D3: the model and retain set call for %s", {k: v for k, v in adapted.get_params().items()
+                                                                 if self.get_params().get(k) != v})
             state = adapted.fit(model, retain, evaluator=evaluator, device=device, progress=progress,
                                 checkpoint=checkpoint)
             # what the adapted run resolved (held-out epoch, auto λ/ε) belongs in this run's record
