@@ -428,6 +428,19 @@ def test_shipped_configs_validate():
     check = {(c.group, c.row) for c in zoo.cells if c.part == "check"}
     assert {g for g, _ in check} >= {"fashion-mnist / small_vit"}
     assert all(g.endswith("small_vit") or r == "ssba" for g, r in check)
+    # the retain-size rows run the default preset's own epochs (its steps floor), the 3,000-image
+    # row the grid's 12
+    from distox.data.core import ImageSplit
+    from distox.experiment import DefenseSpec
+    from distox.experiment.factories import build_defense
+
+    for column, epochs in (("d3-default-retain", {500: 38, 1000: 19}), ("d3-default", {3000: 12})):
+        cells = [c for c in zoo.cells if c.column.split(" (")[0] == column]
+        assert {c.config["defense"]["count"] for c in cells} == set(epochs)
+        for cell in cells:
+            spec = DefenseSpec(**cell.config["defense"])
+            images = ImageSplit(torch.zeros(spec.count, 1, 4, 4), torch.zeros(spec.count, dtype=torch.long))
+            assert build_defense(spec).epochs_for(images) == epochs[spec.count]
 
 
 # ---------------------------------------------------------------------------- cache and resume
