@@ -51,6 +51,7 @@
 #   bash benchmarks/d3_default_study.sh seventh [500|1000] [SEED ...] # seventh round: the steps floor (the
 #                                                  # default's min_steps 600) against the default without it,
 #                                                  # every model, seeds 0-1 (one process per retain size)
+#   bash benchmarks/d3_default_study.sh demo-floor # seventh round: the README demo's D3 with the floor's epochs
 #   bash benchmarks/d3_default_study.sh new-models # seventh round: two check models of architectures the study
 #                                                  # never had (ShuffleNetV2 Blended, MobileNetV3 LF), trained after
 #                                                  # the steps floor was chosen
@@ -386,6 +387,20 @@ PY
           --candidate "floor600=preset:default,epochs:null" --candidate "default-shipped=preset:default,min_steps:0"
       done
     done
+    ;;
+  demo-floor)  # seventh round: the README demo (digits, 67 clean images) with the steps floor deciding its epochs
+    $PY - <<'PY'
+from distox.demo import DemoConfig, run_demo
+cands = {"demo's 60 epochs": {}, "the floor (epochs unset: 200)": {"epochs": None}, "12 epochs": {"epochs": 12}}
+print("| D3 on the demo | seed 0 | seed 1 | seed 2 |\n|---|---|---|---|")
+for name, opts in cands.items():
+    cells = []
+    for seed in (0, 1, 2):
+        report = run_demo(DemoConfig(seed=seed, methods=("d3",), d3_options=opts), progress=False)
+        before, after = report.row("no defense"), report.row("d3")
+        cells.append(f"{after['acc'] - before['acc']:+.2f} / {after['asr']:.2f}")
+    print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+PY
     ;;
   new-models)  # seventh round: check models of two architectures the study never had
     attack shufflenet-blended blended --model torchvision:shufflenet_v2_x0_5 --epochs 8 --batch-size 128 --train-subset 20000 --test-subset 2000 --seed 13
