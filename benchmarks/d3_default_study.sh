@@ -59,6 +59,7 @@
 #                                                  # without the floor at 500 and 1,000 images; the default, the
 #                                                  # faithful presets and FT-SAM at 3,000 (seed 0; D3 also
 #                                                  # at seed 1)
+#   bash benchmarks/d3_default_study.sh seventh-diagnose # seventh round: the MobileNetV3 LF's curves, stronger variants
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -416,6 +417,13 @@ PY
     # a second retain draw at 3,000 images, D3 only
     study $NEW --final-only --seed 1 --out $RUNS/seventh-check-3000-s1.jsonl --candidate "floor600=preset:default,epochs:null" \
       "${sixth_reference[@]}" "${sixth_paper[@]}"
+    ;;
+  seventh-diagnose)  # seventh round, after the check: why the MobileNetV3 LF stays above its floor (per-epoch
+    # test curves of the default, kept for the report; two stronger variants). Diagnosis only: the
+    # default was not changed after it
+    study $RUNS/mnv3-lf --out $RUNS/seventh-diagnose-curves.jsonl --candidate "default=preset:default,epochs:null"
+    study $RUNS/mnv3-lf --final-only --out $RUNS/seventh-diagnose.jsonl --candidate "lmd5=preset:default,lmd:5" \
+      --candidate "24ep=preset:default,epochs:24" --candidate "blend0.45=preset:default,blend:0.45"
     ;;
   table)  # `table sixth`: the sixth round's tables and later ones; `table seventh`: the seventh round's only
     if [ "${2:-}" != seventh ]; then

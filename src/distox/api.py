@@ -137,7 +137,8 @@ def purify(
             standardised as the model expects; ``uint8`` (0–255) images and non-negative float
             images above 2 are divided by 255 with a logged warning (:func:`to_unit_range`).
         method: a registered defense name (``distox.defenses.list()``).
-        epochs: passes over ``clean`` (default: the method's; 12 for D3's default preset).
+        epochs: passes over ``clean`` (default: the method's; for D3's default preset 12, or more on a
+            retain set too small for 600 optimiser steps in 12 epochs, ``min_steps``).
         seed: seed of every random choice.
         eval_data: optional held-out clean ``(X, y)``/Dataset: ACC before and after
             (``Result.info``), and per epoch with ``eval_every``.

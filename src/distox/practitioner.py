@@ -463,7 +463,8 @@ def purify_files(
         data: image folder (``PATH`` or ``folder:PATH``) or a dataset name.
         num_classes: passed to the factory (default: the number of classes in ``data``).
         method: defense name (``"d3"``).
-        epochs: defense epochs (None: the method's default; 12 for D3's default preset).
+        epochs: defense epochs (None: the method's default; for D3's default preset 12, or more on a
+            retain set too small for 600 optimiser steps in 12 epochs).
         params: the defense's hyper-parameters (e.g. ``{"lmd": 10, "eps": "auto"}``).
         val_fraction: held-out validation share of the clean images (0.2), stratified, seeded.
         tolerance: warn when validation accuracy falls by more than this many points (2.0).
