@@ -104,6 +104,20 @@ def test_cli_end_to_end_reports_true_accuracies(setup):
     assert all(torch.equal(v, load_file(str(setup["weights"]))[k]) for k, v in w_before.items())
 
 
+def test_report_says_how_many_epochs_ran_and_why():
+    from distox.practitioner import PurifyReport
+
+    def report(params):
+        return PurifyReport(model="m", weights="w", data="d", method="d3", params=params, num_classes=3,
+                            retain_size=72, val_size=18, before={"acc": 90.0}, after={"acc": 89.0}, acc_drop=1.0,
+                            distance=1.0, distance_layers=["fc"], seconds=1.0, tolerance=2.0)
+
+    assert "epochs 2\n" in report({"epochs": 2}).text() + "\n"
+    floored = report({"epochs": 12, "min_steps": 600, "min_steps_resolved": {"epochs": 200}}).text()
+    assert "epochs 200 (at least 600 optimiser steps on 72 images)" in floored
+    assert "epochs 12\n" in report({"epochs": 12, "min_steps": 600, "min_steps_resolved": {"epochs": 12}}).text() + "\n"
+
+
 def test_reported_distance_covers_the_weights_the_run_selected():
     """The report's distance is over D3's own selection as the run resolved it (the BatchNorm rule
     confines it to the classifier), the final classifier for other methods."""

@@ -346,10 +346,21 @@ class PurifyReport:
         """JSON-ready, numbers rounded as in every distox record (:func:`~distox.metrics.round_metrics`)."""
         return round_metrics(asdict(self))
 
+    def epochs_text(self) -> str:
+        """``"  epochs N"`` as the run made them, with why when D3's steps floor set them."""
+        floor = (self.params.get("min_steps_resolved") or {}).get("epochs")
+        epochs = floor if floor is not None else self.params.get("epochs")
+        if epochs is None:
+            return ""
+        if floor is not None and floor != self.params.get("epochs"):
+            return f"  epochs {epochs} (at least {self.params['min_steps']} optimiser steps on {self.retain_size} images)"
+        return f"  epochs {epochs}"
+
     def text(self) -> str:
         """A short human-readable summary."""
         lines = [
-            f"method {self.method}  retain {self.retain_size} images  validation {self.val_size} images",
+            f"method {self.method}  retain {self.retain_size} images  validation {self.val_size} images"
+            f"{self.epochs_text()}",
             f"labels               {self.classes['text']}" if self.classes.get("text") else "",
             f"validation accuracy  before {self.before['acc']:.2f}%  after {self.after['acc']:.2f}%  "
             f"(change {self.after['acc'] - self.before['acc']:+.2f} points)",
