@@ -92,6 +92,25 @@ attack() {  # attack NAME ATTACK OPTIONS...: one backdoored model and its clean 
 
 study() { $PY benchmarks/d3_study.py "$@"; }
 
+demo_table() {  # demo_table TITLE CANDIDATES_JSON: D3 on the README demo at seeds 0-2, ACC change / ASR, a row
+  # per candidate (its D3 options over the demo's)
+  TITLE="$1" CANDIDATES="$2" $PY - <<'PY'
+import json
+import os
+
+from distox.demo import DemoConfig, run_demo
+
+print(f"| {os.environ['TITLE']} | seed 0 | seed 1 | seed 2 |\n|---|---|---|---|")
+for name, opts in json.loads(os.environ["CANDIDATES"]).items():
+    cells = []
+    for seed in (0, 1, 2):
+        report = run_demo(DemoConfig(seed=seed, methods=("d3",), d3_options=opts), progress=False)
+        before, after = report.row("no defense"), report.row("d3")
+        cells.append(f"{after['acc'] - before['acc']:+.2f} / {after['asr']:.2f}")
+    print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+PY
+}
+
 fourth_round() {  # fourth_round [dev|check] [SEED ...]: the fourth round's cells and files (dev at seeds
   # 0-2 with $dev_cands, check at 0-1 with $check_cands), one study process per call
   local part=${1:-all} seeds s
@@ -281,19 +300,8 @@ case "${1:-}" in
     study ${runs:-$DEV $CHECK} --final-only --seed 0 --out $RUNS/sau-s0.jsonl --candidate "sau=method:sau,augment:false"
     ;;
   demo)  # the README demo (digits, 67 clean images) as one more model none of the candidates was chosen on
-    $PY - <<'PY'
-from distox.demo import DemoConfig, run_demo
-cands = {"default": {}, "init noise": {"init": "noise"}, "init near": {"init": "near"}, "lmd 20": {"lmd": 20},
-         "lmd 40": {"lmd": 40}, "blend 0.15": {"blend": 0.15}, "blend 0 (before)": {"blend": 0}}
-print("| D3 (demo budget: 60 epochs) | seed 0 | seed 1 | seed 2 |\n|---|---|---|---|")
-for name, opts in cands.items():
-    cells = []
-    for seed in (0, 1, 2):
-        report = run_demo(DemoConfig(seed=seed, methods=("d3",), d3_options=opts), progress=False)
-        before, after = report.row("no defense"), report.row("d3")
-        cells.append(f"{after['acc'] - before['acc']:+.2f} / {after['asr']:.2f}")
-    print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
-PY
+    demo_table "D3 (demo budget: 60 epochs)" '{"default": {}, "init noise": {"init": "noise"}, "init near": {"init": "near"},
+      "lmd 20": {"lmd": 20}, "lmd 40": {"lmd": 40}, "blend 0.15": {"blend": 0.15}, "blend 0 (before)": {"blend": 0}}'
     ;;
   norm-models)  # sixth round: models whose convs/linears no BatchNorm follows (the ViT was the only one)
     if [ "${2:-cnn}" = cnn ]; then
@@ -390,18 +398,7 @@ PY
     done
     ;;
   demo-floor)  # seventh round: the README demo (digits, 67 clean images) with the steps floor deciding its epochs
-    $PY - <<'PY'
-from distox.demo import DemoConfig, run_demo
-cands = {"demo's 60 epochs": {}, "the floor (epochs unset: 200)": {"epochs": None}, "12 epochs": {"epochs": 12}}
-print("| D3 on the demo | seed 0 | seed 1 | seed 2 |\n|---|---|---|---|")
-for name, opts in cands.items():
-    cells = []
-    for seed in (0, 1, 2):
-        report = run_demo(DemoConfig(seed=seed, methods=("d3",), d3_options=opts), progress=False)
-        before, after = report.row("no defense"), report.row("d3")
-        cells.append(f"{after['acc'] - before['acc']:+.2f} / {after['asr']:.2f}")
-    print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
-PY
+    demo_table "D3 on the demo" '{"demo'"'"'s 60 epochs": {}, "the floor (epochs unset: 200)": {"epochs": null}, "12 epochs": {"epochs": 12}}'
     ;;
   new-models)  # seventh round: check models of two architectures the study never had
     attack shufflenet-blended blended --model torchvision:shufflenet_v2_x0_5 --epochs 8 --batch-size 128 --train-subset 20000 --test-subset 2000 --seed 13
