@@ -403,6 +403,8 @@ case "${1:-}" in
   new-models)  # seventh round: check models of two architectures the study never had
     attack shufflenet-blended blended --model torchvision:shufflenet_v2_x0_5 --epochs 8 --batch-size 128 --train-subset 20000 --test-subset 2000 --seed 13
     attack mnv3-lf lf --model torchvision:mobilenet_v3_small --epochs 6 --lr 0.05 --batch-size 128 --train-subset 20000 --test-subset 2000 --seed 14
+    # a third, trained after the first two had run (same session)
+    attack regnet-wanet wanet --model torchvision:regnet_y_400mf --epochs 6 --batch-size 128 --train-subset 30000 --test-subset 2000 --seed 16
     ;;
   seventh-check)  # seventh round, once per candidate on the new check models (seed 0)
     for n in 500 1000; do

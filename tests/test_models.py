@@ -156,6 +156,11 @@ def test_unknown_model_options_are_refused_not_ignored():
         check_model_kwargs("torchvision:resnet18", {"width_per_group": 32})
     with pytest.raises(ValueError, match="unexpected keyword argument 'widht'; valid: groups, norm_layer"):
         check_model_kwargs("torchvision:resnet18", {"widht": 4})
+    # RegNet's builder computes its widths with tensors, which the meta device cannot: checked on the CPU
+    check_model_kwargs("torchvision:regnet_y_400mf", {})
+    assert "stem_width" in model_options("torchvision:regnet_y_400mf")
+    with pytest.raises(ValueError, match="torchvision:regnet_y_400mf: .*'widht'; valid: .*stem_width"):
+        check_model_kwargs("torchvision:regnet_y_400mf", {"widht": 4})
 
 
 @pytest.mark.parametrize("factory,side,stem", [

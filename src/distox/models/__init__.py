@@ -70,8 +70,7 @@ def model_options(name: str) -> list[str]:
     """The keyword options model ``name`` accepts besides ``num_classes``/``in_channels``
     (torchvision models: the model class's own, e.g. ``width_per_group`` for ResNets)."""
     if name.startswith("torchvision:"):
-        with torch.device("meta"):
-            net = _torchvision(name.split(":", 1)[1], 10, 3)
+        net = _torchvision_shape(name.split(":", 1)[1])
         params = inspect.signature(type(net).__init__).parameters.values()
         # those with a default: the builder sets the others (a ResNet's block and layers)
         return sorted(p.name for p in params if p.default is not p.empty and p.name != "num_classes")
@@ -83,11 +82,11 @@ def model_options(name: str) -> list[str]:
 def check_model_kwargs(name: str, kwargs: dict[str, Any]) -> None:
     """Raise ``ValueError`` naming the unknown options in ``kwargs`` and the valid ones,
     without building the model (torchvision models are built on the ``meta`` device: no memory,
-    no time), so a config or command fails before any training."""
+    no time; on the CPU where their builder cannot run there, e.g. RegNet's), so a config or
+    command fails before any training."""
     if name.startswith("torchvision:"):
         try:
-            with torch.device("meta"):
-                _torchvision(name.split(":", 1)[1], 10, 3, **kwargs)
+            _torchvision_shape(name.split(":", 1)[1], **kwargs)
         except TypeError as exc:
             raise ValueError(f"{name}: {exc}; valid: {', '.join(model_options(name))}") from None
         return
@@ -95,6 +94,16 @@ def check_model_kwargs(name: str, kwargs: dict[str, Any]) -> None:
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for model '{name}'; valid: {', '.join(valid)}")
+
+
+def _torchvision_shape(name: str, **kw) -> nn.Module:
+    """torchvision's ``name`` with 10 classes, built on the ``meta`` device (no memory, no time) or,
+    where its builder computes with tensors and cannot run there (RegNet's widths), on the CPU."""
+    try:
+        with torch.device("meta"):
+            return _torchvision(name, 10, 3, **kw)
+    except (NotImplementedError, RuntimeError):
+        return _torchvision(name, 10, 3, **kw)
 
 
 def _torchvision(name: str, num_classes: int, in_channels: int, **kw) -> nn.Module:
