@@ -50,7 +50,8 @@
 #   bash benchmarks/d3_default_study.sh small-epochs [36|72] # sixth round: 500 images, 3x / 6x the epochs
 #   bash benchmarks/d3_default_study.sh seventh [500|1000] [SEED ...] # seventh round: the steps floor (the
 #                                                  # default's min_steps 600) against the default without it,
-#                                                  # every model, seeds 0-1 (one process per retain size)
+#                                                  # every model, seeds 0-1 (one process per retain size; the
+#                                                  # round then added `seventh 500 2` and `seventh 1000 2`)
 #   bash benchmarks/d3_default_study.sh demo-floor # seventh round: the README demo's D3 with the floor's epochs
 #   bash benchmarks/d3_default_study.sh new-models # seventh round: two check models of architectures the study
 #                                                  # never had (ShuffleNetV2 Blended, MobileNetV3 LF), trained after
@@ -478,7 +479,8 @@ case "${1:-}" in
     # seventh round: floor600 is the default as shipped now, default-shipped the sixth round's (no floor)
     names=(--as default-with-floor=floor600 default-without-floor=default-shipped)
     for n in 500 1000; do
-      study --table $RUNS/seventh-$n-s0.jsonl $RUNS/seventh-$n-s1.jsonl --check vit-a2a-badnets "${names[@]}"
+      study --table $RUNS/seventh-$n-s0.jsonl $RUNS/seventh-$n-s1.jsonl $RUNS/seventh-$n-s2.jsonl --check vit-a2a-badnets \
+        "${names[@]}"
     done
     study --table $RUNS/seventh-check-500.jsonl $RUNS/seventh-check-1000.jsonl $RUNS/seventh-check-3000.jsonl \
       $RUNS/seventh-check-3000-s1.jsonl --check shufflenet-blended mnv3-lf "${names[@]}"

@@ -38,7 +38,7 @@ def accuracy_advice(method: str, config: dict[str, Any], retain_size: int) -> li
         lmd = config.get("lmd")
         if retain_size < STUDY_RETAIN:
             tips.append(f"more clean images (you gave {retain_size}; the default's worst ACC change on the eight "
-                        "earlier study models, at two retain draws, was -11.95 points with 500 images, -8.80 with "
+                        "earlier study models, at three retain draws, was -12.25 points with 500 images, -9.55 with "
                         "1,000 and -5.85 with 3,000)")
         if float(config.get("blend") or 0) > 0:
             tips.append("blend=0, no overlay augmentation (the default preset without it and without its "
