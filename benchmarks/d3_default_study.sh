@@ -84,6 +84,9 @@ sixth_paper=(--candidate "d3-paper=preset:paper,augment:false")
 sixth_head=(--candidate "head-blend=preset:default,norm_rule:false,layers:auto,init_layers:selected")
 sixth_cands=("${sixth_default[@]}" "${sixth_reference[@]}" "${sixth_paper[@]}" "${sixth_head[@]}"
              --candidate "ft=method:ft,augment:false")
+# the seventh round's: the default as shipped now (its steps floor), and without the floor
+seventh_floor=(--candidate "floor600=preset:default,epochs:null")
+seventh_without=(--candidate "default-shipped=preset:default,min_steps:0")
 CHECK_NAMES="rn18-blended vit-blended vgg-sam-blended vgg-badnets-aug vgg-a2a-badnets"
 
 attack() {  # attack NAME ATTACK OPTIONS...: one backdoored model and its clean reference
@@ -394,7 +397,7 @@ case "${1:-}" in
       for s in ${seeds:-0 1}; do
         study $DEV $CHECK $NOBN $RUNS/cnn-plain-badnets-aug $RUNS/vit-a2a-badnets --final-only --count $n --seed $s \
           --out $RUNS/seventh-$n-s$s.jsonl \
-          --candidate "floor600=preset:default,epochs:null" --candidate "default-shipped=preset:default,min_steps:0"
+          "${seventh_floor[@]}" "${seventh_without[@]}"
       done
     done
     ;;
@@ -412,12 +415,12 @@ case "${1:-}" in
   seventh-check)  # seventh round, once per candidate on the new check models (seed 0)
     for n in 500 1000; do
       study $NEW --final-only --count $n --out $RUNS/seventh-check-$n.jsonl \
-        --candidate "floor600=preset:default,epochs:null" --candidate "default-shipped=preset:default,min_steps:0"
+        "${seventh_floor[@]}" "${seventh_without[@]}"
     done
-    study $NEW --final-only --out $RUNS/seventh-check-3000.jsonl --candidate "floor600=preset:default,epochs:null" \
+    study $NEW --final-only --out $RUNS/seventh-check-3000.jsonl "${seventh_floor[@]}" \
       "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
     # a second retain draw at 3,000 images, D3 only
-    study $NEW --final-only --seed 1 --out $RUNS/seventh-check-3000-s1.jsonl --candidate "floor600=preset:default,epochs:null" \
+    study $NEW --final-only --seed 1 --out $RUNS/seventh-check-3000-s1.jsonl "${seventh_floor[@]}" \
       "${sixth_reference[@]}" "${sixth_paper[@]}"
     ;;
   seventh-diagnose)  # seventh round, after the check: why the MobileNetV3 LF stays above its floor (per-epoch

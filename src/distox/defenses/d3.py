@@ -425,8 +425,9 @@ class D3(Defense):
             device: torch.device, progress: bool, checkpoint: Checkpoint | None = None) -> TrainState:
         adapted = self.adapted_to(model, retain, device)
         if adapted is not self:
-            log.info("D3: the model and retain set call for %s", {k: v for k, v in adapted.get_params().items()
-                                                                 if self.get_params().get(k) != v})
+            own = self.get_params()
+            log.info("D3: the model and retain set call for %s",
+                     {k: v for k, v in adapted.get_params().items() if own.get(k) != v})
             state = adapted.fit(model, retain, evaluator=evaluator, device=device, progress=progress,
                                 checkpoint=checkpoint)
             # what the adapted run resolved (held-out epoch, auto λ/ε) belongs in this run's record
