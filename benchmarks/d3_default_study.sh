@@ -61,7 +61,21 @@
 #                                                  # faithful presets and FT-SAM at 3,000 (seed 0; D3 also
 #                                                  # at seed 1)
 #   bash benchmarks/d3_default_study.sh seventh-diagnose # seventh round: the MobileNetV3 LF's curves, stronger variants
-#   bash benchmarks/d3_default_study.sh table [sixth|seventh] # the tables of BENCHMARKS.md (or from that round on)
+#   bash benchmarks/d3_default_study.sh conv-models [blended|plain] # eighth round: two small CNNs whose classifier is
+#                                                  # a 1x1 convolution (no nn.Linear), with and without BatchNorm
+#   bash benchmarks/d3_default_study.sh eighth [SEED ...] # eighth round: on those two, the default (which leaves a conv
+#                                                  # head where it is) against turning the head as it turns a Linear
+#                                                  # classifier, the faithful presets and FT-SAM (a process per seed)
+#   bash benchmarks/d3_default_study.sh conv-check [sig|lf] # eighth round, after the default's handling of conv heads
+#                                                  # was chosen: two more conv-head models without normalisation
+#                                                  # (SIG, LF), trained and run once (`conv-check sig` and
+#                                                  # `conv-check lf` train side by side; `conv-check` then runs both)
+#   bash benchmarks/d3_default_study.sh bnfed [SEED ...] # eighth round: the distance over the BatchNorm-fed weights and
+#                                                  # the classifier (`layers: batchnorm-fed`) on the three BatchNorm
+#                                                  # models where that is not every weight (MobileNetV3, RegNetY,
+#                                                  # PreAct-ResNet18), 500 and 3,000 images, with the default's
+#                                                  # missing cells there (one process per seed)
+#   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
 # steps before the sixth round ran it without its BatchNorm rule, `norm_rule:false` (both spelled out below).
@@ -78,6 +92,7 @@ DEV="$RUNS/cnn-blended-s1 $RUNS/vgg-blended-s0 $RUNS/prn-wanet"
 CHECK="$RUNS/rn18-blended $RUNS/vit-blended $RUNS/vgg-sam-blended $RUNS/vgg-badnets-aug $RUNS/vgg-a2a-badnets"
 NOBN="$RUNS/cnn-plain-blended $RUNS/cnn-gn-badnets $RUNS/vit-badnets"
 NEW="$RUNS/shufflenet-blended $RUNS/mnv3-lf $RUNS/regnet-badnets"  # seventh round's check models
+CONV="$RUNS/cnn-convhead-blended $RUNS/cnn-convhead-plain-blended"  # eighth round's: a convolutional classifier
 sixth_default=(--candidate "default=preset:default,norm_rule:false")
 sixth_reference=(--candidate "d3-reference=preset:reference,augment:false")
 sixth_paper=(--candidate "d3-paper=preset:paper,augment:false")
@@ -430,7 +445,78 @@ case "${1:-}" in
     study $RUNS/mnv3-lf --final-only --out $RUNS/seventh-diagnose.jsonl --candidate "lmd5=preset:default,lmd:5" \
       --candidate "24ep=preset:default,epochs:24" --candidate "blend0.45=preset:default,blend:0.45"
     ;;
-  table)  # `table sixth`: the sixth round's tables and later ones; `table seventh`: the seventh round's only
+  conv-models)  # eighth round: a classifier that is a 1x1 convolution, averaged (no nn.Linear), with and without
+    # BatchNorm (`conv-models blended` and `conv-models plain` can run side by side)
+    if [ "${2:-blended}" = blended ]; then
+      attack cnn-convhead-blended blended --model small_cnn --model-kwarg head=conv --width 16 --epochs 6 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 18 --no-augment
+    fi
+    if [ "${2:-plain}" = plain ]; then
+      # BadNets did not implant on the model without BatchNorm (ASR 43.75 %, then 63.59 % at lr 0.1 for 10
+      # epochs; a 3x3 patch averaged away by the class maps' mean?), so Blended took its place
+      attack cnn-convhead-plain-badnets badnets --model small_cnn --model-kwarg head=conv --model-kwarg norm=none --width 16 --epochs 6 --lr 0.03 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 19
+      attack cnn-convhead-plain-badnets2 badnets --model small_cnn --model-kwarg head=conv --model-kwarg norm=none --width 16 --epochs 10 --lr 0.1 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 19
+      attack cnn-convhead-plain-blended blended --model small_cnn --model-kwarg head=conv --model-kwarg norm=none --width 16 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 19 --no-augment
+    fi
+    ;;
+  eighth)  # eighth round: on the two conv-head models, the default as shipped (no warm start on a conv head; on
+    # the model without BatchNorm the rule's classifier-only distance at lr 0.03 on it, which `head-rule`
+    # spells out), what the default ran there before `layers="auto"` found conv heads (no warm start, no
+    # rule: `before`), turning the conv head as the default turns an nn.Linear classifier (`init_layers:auto`;
+    # without BatchNorm with the rule), the faithful presets (which needed an nn.Linear before) and FT-SAM;
+    # 3,000 images, then the default and the variants at 500 and 1,000 (one process per seed)
+    turned_bn=(--candidate "head-turned=preset:default,epochs:null,init_layers:auto")
+    turned_plain=(--candidate "head-turned=preset:default,epochs:null,init_layers:auto,layers:auto,lr:0.03")
+    before=(--candidate "before=preset:default,epochs:null,init:near,norm_rule:false")
+    for seed in "${@:2}"; do
+      for n in 3000 500 1000; do
+        out=$RUNS/eighth-$n-s$seed.jsonl
+        study $RUNS/cnn-convhead-blended --final-only --seed "$seed" --count $n --out $out "${turned_bn[@]}"
+        study $RUNS/cnn-convhead-plain-blended --final-only --seed "$seed" --count $n --out $out "${turned_plain[@]}"
+        # added after the above, and then shipped: the BatchNorm rule's distance and lr on the conv head,
+        # without the warm start (floor600 ran as `before` on this model until then)
+        study $RUNS/cnn-convhead-plain-blended --final-only --seed "$seed" --count $n --out $out \
+          --candidate "head-rule=preset:default,epochs:null,layers:auto,lr:0.03"
+        study $CONV --final-only --seed "$seed" --count $n --out $out "${seventh_floor[@]}" "${before[@]}"
+        if [ $n = 3000 ]; then
+          study $CONV --final-only --seed "$seed" --out $out "${sixth_reference[@]}" "${sixth_paper[@]}" \
+            --candidate "ft-sam=method:ft-sam,augment:false"
+        fi
+      done
+    done
+    ;;
+  conv-check)  # eighth round, once: check models for the conv-head handling, trained after it was chosen
+    if [ "${2:-sig}" = sig ]; then
+      attack cnn-convhead-plain-sig sig --model small_cnn --model-kwarg head=conv --model-kwarg norm=none --width 24 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 20 --no-augment --poison-rate 0.08
+    fi
+    if [ "${2:-lf}" = lf ]; then
+      attack cnn-convhead-plain-lf lf --model small_cnn --model-kwarg head=conv --model-kwarg norm=none --width 24 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 21 --no-augment
+    fi
+    if [ -z "${2:-}" ]; then
+      for n in 3000 500 1000; do
+        study $RUNS/cnn-convhead-plain-sig $RUNS/cnn-convhead-plain-lf --final-only --count $n --out $RUNS/eighth-check-$n.jsonl "${seventh_floor[@]}" \
+          --candidate "before=preset:default,epochs:null,init:near,norm_rule:false" \
+          --candidate "head-turned=preset:default,epochs:null,init_layers:auto,layers:auto,lr:0.03"
+      done
+      study $RUNS/cnn-convhead-plain-sig $RUNS/cnn-convhead-plain-lf --final-only --out $RUNS/eighth-check-3000.jsonl \
+        "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
+    fi
+    ;;
+  bnfed)  # eighth round: does leaving out the weights no BatchNorm re-normalises (squeeze-and-excitation
+    # convs, an MLP head's hidden Linear; PreAct's shortcut convs and last conv) help where the default's
+    # all-layer distance covers them?
+    for seed in "${@:2}"; do
+      for n in 500 3000; do
+        study $RUNS/mnv3-lf $RUNS/regnet-badnets $RUNS/prn-wanet --final-only --seed "$seed" --count $n \
+          --out $RUNS/bnfed-$n-s$seed.jsonl --candidate "bnfed=preset:default,epochs:null,layers:batchnorm-fed"
+        # the default's cells the seventh round did not run on the two new check models
+        study $RUNS/mnv3-lf $RUNS/regnet-badnets --final-only --seed "$seed" --count $n \
+          --out $RUNS/bnfed-$n-s$seed.jsonl "${seventh_floor[@]}"
+      done
+    done
+    ;;
+  table)  # `table sixth`: the sixth round's tables and later ones; `table seventh`: the seventh round's and the
+    # eighth's; `table eighth`: the eighth round's only
+    if [ "${2:-}" != eighth ]; then
     if [ "${2:-}" != seventh ]; then
     if [ "${2:-}" != sixth ]; then
     study --table $RUNS/final.jsonl --check $CHECK_NAMES
@@ -490,6 +576,20 @@ case "${1:-}" in
     study --table $RUNS/seventh-check-500.jsonl $RUNS/seventh-check-1000.jsonl $RUNS/seventh-check-3000.jsonl \
       $RUNS/seventh-check-3000-s1.jsonl --check shufflenet-blended mnv3-lf regnet-badnets "${names[@]}"
     study --table $RUNS/seventh-check-3000.jsonl $RUNS/seventh-check-3000-s1.jsonl "${names[@]}"  # 3,000 only: DER per model
+    fi
+    # eighth round: the conv-head models (floor600 is the default as shipped)
+    for n in 3000 500 1000; do
+      study --table $RUNS/eighth-$n-s0.jsonl $RUNS/eighth-$n-s1.jsonl --as default=floor600
+    done
+    study --table $RUNS/eighth-check-3000.jsonl $RUNS/eighth-check-500.jsonl $RUNS/eighth-check-1000.jsonl \
+      --as default=floor600
+    # the BatchNorm-fed distance against the default (the PreAct's default rows: the shipped and seventh-round files)
+    study $RUNS/mnv3-lf $RUNS/regnet-badnets $RUNS/prn-wanet --table $RUNS/bnfed-500-s0.jsonl $RUNS/bnfed-500-s1.jsonl \
+      $RUNS/bnfed-500-s2.jsonl $RUNS/seventh-500-s0.jsonl $RUNS/seventh-500-s1.jsonl $RUNS/seventh-500-s2.jsonl \
+      --as default=floor600 --only default bnfed
+    study $RUNS/mnv3-lf $RUNS/regnet-badnets $RUNS/prn-wanet --table $RUNS/bnfed-3000-s0.jsonl $RUNS/bnfed-3000-s1.jsonl \
+      $RUNS/bnfed-3000-s2.jsonl $RUNS/shipped-s0.jsonl $RUNS/shipped-s1.jsonl $RUNS/shipped-s2.jsonl \
+      --as default=floor600,default-shipped --only default bnfed
     ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac

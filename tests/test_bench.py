@@ -233,7 +233,7 @@ def test_clean_reference_shares_one_clean_cell_per_recipe():
     (lambda d: d["attacks"][1]["options"].update(alpah=3), "attacks[1].options.alpah: unknown option for attack 'blended'"),
     (lambda d: d.update(seedz=[1]), "seedz: unknown key"),
     (lambda d: d["models"][0]["kwargs"].update(widht=4),
-     "models[0].kwargs: unknown option(s) widht for model 'small_cnn'; valid: norm, width"),
+     "models[0].kwargs: unknown option(s) widht for model 'small_cnn'; valid: head, norm, width"),
     (lambda d: d.update(models=[{"name": "torchvision:resnet18", "kwargs": {"widht": 4}}]),
      "models[0].kwargs: torchvision:resnet18: ResNet.__init__() got an unexpected keyword argument 'widht'; "
      "valid: groups, norm_layer, replace_stride_with_dilation, width_per_group, zero_init_residual"),

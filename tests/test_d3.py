@@ -228,7 +228,7 @@ def test_selection_without_linear_or_conv_is_a_clear_error():
             return self.body(x)[:, :4] * self.scale
 
     retain = ImageSplit(torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 3]))
-    with pytest.raises(DefenseError, match="needs an nn.Linear classifier"):
+    with pytest.raises(DefenseError, match="needs a classifier"):
         D3(preset="reference", epochs=1)(NoLinear(), retain, progress=False)
     with pytest.raises(DefenseError, match="contains no nn.Linear or nn.Conv2d"):
         D3(preset="reference", epochs=1, layers="body")(NoLinear(), retain, progress=False)

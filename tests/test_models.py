@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch import nn
 
-from distox.models import SelectionError, create_model, linear_forward_order, select_weights
+from distox.models import SelectionError, classifier_name, create_model, linear_forward_order, select_weights
 
 
 def test_preactresnet18_matches_reference_layout():
@@ -146,7 +146,7 @@ def test_torchvision_on_grayscale_repeats_the_channel():
 def test_unknown_model_options_are_refused_not_ignored():
     from distox.models import check_model_kwargs, model_options
 
-    with pytest.raises(ValueError, match=r"unknown option\(s\) widht for model 'small_cnn'; valid: norm, width$"):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) widht for model 'small_cnn'; valid: head, norm, width$"):
         create_model("small_cnn", 10, 1, widht=4)
     assert model_options("small_vit") == ["depth", "heads", "image_size", "mlp_ratio", "patch_size", "width"]
     assert model_options("vgg19_bn") == ["hidden", "width"]
@@ -196,3 +196,57 @@ def test_small_cnn_norm_option(norm, kind):
     assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     with pytest.raises(ValueError, match="norm must be one of"):
         create_model("small_cnn", 10, 1, norm="layer")
+
+
+def test_a_convolutional_head_is_the_classifier_of_a_model_without_linear():
+    """``small_cnn(head="conv")`` (no nn.Linear: a 1x1 conv's class maps, averaged) and a
+    torchvision SqueezeNet: "auto" is the last conv, the one with a channel per class; a last conv
+    with another width is no classifier."""
+    m = create_model("small_cnn", 10, 1, width=4, head="conv")
+    x = torch.rand(1, 1, 28, 28)
+    assert m(x.repeat(2, 1, 1, 1)).shape == (2, 10)
+    assert not any(isinstance(mod, torch.nn.Linear) for mod in m.modules())
+    assert list(select_weights(m, "auto", x)) == ["net.classifier.weight"]
+    assert classifier_name(m) == "net.classifier"  # registration order without an example
+    squeeze = create_model("torchvision:squeezenet1_1", 10, 1)
+    assert list(select_weights(squeeze, "auto", x)) == ["net.net.classifier.1.weight"]
+
+    class Wider(torch.nn.Module):  # its last conv has 6 channels; the model gives 4 outputs
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 6, 1)
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return self.conv(t).mean((2, 3))[:, :4]
+
+    with pytest.raises(SelectionError, match="needs a classifier"):
+        select_weights(Wider(), "auto", x)
+    with pytest.raises(ValueError, match="head must be one of"):
+        create_model("small_cnn", 10, 1, head="mlp")
+
+
+def test_batchnorm_fed_selection_leaves_out_what_no_batchnorm_renormalises():
+    """``"batchnorm-fed"``: the convs a BatchNorm runs right after, plus the classifier; not a
+    squeeze-and-excitation conv pair nor an MLP head's hidden Linear. On a network with a BatchNorm
+    after every conv it is every weight; on one without BatchNorm the classifier alone."""
+
+    class Hybrid(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)
+            self.se1, self.se2 = torch.nn.Conv2d(4, 2, 1), torch.nn.Conv2d(2, 4, 1)
+            self.project, self.bn2 = torch.nn.Conv2d(4, 6, 1), torch.nn.BatchNorm2d(6)
+            self.hidden, self.out = torch.nn.Linear(6, 8), torch.nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.bn(self.conv(x)))
+            h = h * torch.sigmoid(self.se2(torch.relu(self.se1(h.mean((2, 3), keepdim=True)))))
+            h = self.bn2(self.project(h)).mean((2, 3))
+            return self.out(torch.relu(self.hidden(h)))
+
+    x = torch.rand(1, 1, 8, 8)
+    assert list(select_weights(Hybrid(), "batchnorm-fed", x)) == ["conv.weight", "project.weight", "out.weight"]
+    vgg = create_model("small_vgg", 10, 1, width=4)
+    assert select_weights(vgg, "batchnorm-fed", torch.rand(1, 1, 28, 28)).keys() == select_weights(vgg, "all").keys()
+    plain = create_model("small_cnn", 10, 1, width=4, norm="none")
+    assert list(select_weights(plain, "batchnorm-fed", torch.rand(1, 1, 28, 28))) == ["net.fc.weight"]

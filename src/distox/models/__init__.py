@@ -23,7 +23,7 @@ from ..registry import keyword_names
 from .grayscale import GrayToRGB
 from .normalized import Normalized
 from .preactresnet import PreActResNet18
-from .selection import SelectionError, linear_forward_order, select_weights
+from .selection import SelectionError, classifier_name, linear_forward_order, select_weights
 from .small_cnn import SmallCNN
 from .small_vgg import SmallVGG
 from .small_vit import SmallViT
@@ -38,8 +38,9 @@ def _vgg19_bn(num_classes: int, in_channels: int, width: float = 1.0, hidden: in
     return VGG19BN(num_classes, in_channels, width, hidden)
 
 
-def _small_cnn(num_classes: int, in_channels: int, width: int = 16, norm: str = "batch") -> nn.Module:
-    return SmallCNN(num_classes, in_channels, int(width), norm)
+def _small_cnn(num_classes: int, in_channels: int, width: int = 16, norm: str = "batch",
+               head: str = "linear") -> nn.Module:
+    return SmallCNN(num_classes, in_channels, int(width), norm, head)
 
 
 def _small_vgg(num_classes: int, in_channels: int, width: int = 16) -> nn.Module:
@@ -147,5 +148,5 @@ def create_model(
 
 __all__ = [
     "GrayToRGB", "Normalized", "PreActResNet18", "SmallCNN", "SmallVGG", "SmallViT", "VGG19BN",
-    "SelectionError", "check_model_kwargs", "create_model", "list_models", "model_options", "linear_forward_order", "select_weights",
+    "SelectionError", "check_model_kwargs", "classifier_name", "create_model", "list_models", "model_options", "linear_forward_order", "select_weights",
 ]

@@ -4,10 +4,18 @@ The selection names modules; the selected tensors are the ``weight`` of every ``
 and ``nn.Conv2d`` inside them. ``"auto"`` is the final classifier: the last ``nn.Linear``
 *in forward order* (found with hooks on one example batch when one is given, else in
 registration order) — ``linear`` in PreAct-ResNet18, ``fc`` in torchvision ResNets, ``head``
-in ViTs. ``"all-linear"`` takes every ``nn.Linear``, ``"all"`` every ``nn.Linear`` and
+in ViTs. A model without any ``nn.Linear`` (an all-convolutional network such as SqueezeNet or
+Network-in-Network, whose logits are a 1×1 convolution's class maps, averaged) has the last
+``nn.Conv2d`` in forward order as its classifier, provided that convolution has one output
+channel per class (checked against the example batch's logits when one is given) —
+:func:`classifier_name`. ``"all-linear"`` takes every ``nn.Linear``, ``"all"`` every ``nn.Linear`` and
 ``nn.Conv2d`` (the whole network's weights; distox's default D3 preset), ``"all-but-first"``
 all of them except the first one the input meets in forward order (the stem: a bank of filters
-on raw pixels, e.g. ``conv1`` or a ViT's patch embedding). Names may be exact module names or glob
+on raw pixels, e.g. ``conv1`` or a ViT's patch embedding). ``"batchnorm-fed"`` takes each
+``nn.Linear``/``nn.Conv2d`` whose output a BatchNorm layer takes next (the next Linear, Conv2d
+or BatchNorm to run after it, in forward order, is a BatchNorm), plus the final classifier: in a
+network with a BatchNorm after every conv that is all of them; it leaves out weights nothing
+re-normalises, such as squeeze-and-excitation convs and the hidden Linears of an MLP head. Names may be exact module names or glob
 patterns (``fnmatch``), e.g. ``"layer4.*"``.
 """
 from __future__ import annotations
@@ -20,6 +28,7 @@ import torch
 from torch import nn
 
 WEIGHTED = (nn.Linear, nn.Conv2d)
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 class SelectionError(DistoxError):
@@ -36,6 +45,20 @@ def forward_order(model: nn.Module, example: torch.Tensor | None = None,
                   kinds: tuple[type[nn.Module], ...] = WEIGHTED) -> list[str]:
     """Names of the modules of ``kinds`` in the order their forward runs (a module called twice
     counts where it last ran; registration order when no ``example`` batch is given)."""
+    calls = forward_calls(model, example, kinds)
+    seen: list[str] = []
+    for n in calls:
+        if n in seen:
+            seen.remove(n)
+        seen.append(n)
+    return seen
+
+
+def forward_calls(model: nn.Module, example: torch.Tensor | None = None,
+                  kinds: tuple[type[nn.Module], ...] = WEIGHTED) -> list[str]:
+    """Names of the modules of ``kinds``, one per call, in the order a forward pass on one example
+    calls them (each module once, in registration order, when no ``example`` batch is given, or
+    when none runs)."""
     names = {m: n for n, m in model.named_modules() if isinstance(m, kinds)}
     if example is None or not names:
         return list(names.values())
@@ -50,12 +73,54 @@ def forward_order(model: nn.Module, example: torch.Tensor | None = None,
         for h in hooks:
             h.remove()
         model.train(was_training)
-    seen: list[str] = []
-    for n in order:
-        if n in seen:
-            seen.remove(n)
-        seen.append(n)
-    return seen or list(names.values())
+    return order or list(names.values())
+
+
+def batchnorm_fed(model: nn.Module, example: torch.Tensor | None = None) -> list[str]:
+    """Names of the Linear/Conv2d modules a BatchNorm layer runs right after (among Linear,
+    Conv2d and BatchNorm modules, in call order on ``example``; in registration order without
+    one), each once."""
+    calls = forward_calls(model, example, WEIGHTED + BATCHNORMS)
+    modules = dict(model.named_modules())
+    fed = [n for n, nxt in zip(calls, calls[1:])
+           if isinstance(modules[n], WEIGHTED) and isinstance(modules[nxt], BATCHNORMS)]
+    return list(dict.fromkeys(fed))
+
+
+def classifier_name(model: nn.Module, example: torch.Tensor | None = None) -> str:
+    """The name of ``model``'s final classifier: the last ``nn.Linear`` in forward order, or, in a
+    model without any ``nn.Linear``, the last ``nn.Conv2d`` in forward order when it has as many
+    output channels as the model has outputs (a convolutional classifier head). Raises
+    :class:`SelectionError` when there is neither."""
+    order = linear_forward_order(model, example)
+    if order:
+        return order[-1]
+    convs = forward_order(model, example, (nn.Conv2d,))
+    if convs:
+        head = dict(model.named_modules())[convs[-1]]
+        outputs = _output_width(model, example)
+        if outputs is None or head.out_channels == outputs:
+            return convs[-1]
+    raise SelectionError(
+        "automatic layer selection needs a classifier: an nn.Linear, or a last nn.Conv2d with one "
+        "output channel per class; this model has neither. Pass layers=[...] with module names "
+        "(see model.named_modules())"
+    )
+
+
+def _output_width(model: nn.Module, example: torch.Tensor | None) -> int | None:
+    """The last dimension of ``model``'s output on one example (None without an example, or when
+    the output is not a tensor)."""
+    if example is None:
+        return None
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(example[:1])
+    finally:
+        model.train(was_training)
+    return int(out.shape[-1]) if isinstance(out, torch.Tensor) and out.dim() >= 1 else None
 
 
 def select_weights(
@@ -73,17 +138,15 @@ def select_weights(
     chosen: list[str] = []
     for item in selection:
         if item == "auto":
-            order = linear_forward_order(model, example)
-            if not order:
-                raise SelectionError(
-                    "automatic layer selection needs an nn.Linear classifier, and this model has "
-                    "none; pass layers=[...] with module names (see model.named_modules())"
-                )
-            chosen.append(order[-1])
+            chosen.append(classifier_name(model, example))
         elif item == "all-linear":
             chosen += [n for n, m in modules.items() if isinstance(m, nn.Linear)]
         elif item == "all":
             chosen += [n for n, m in modules.items() if isinstance(m, WEIGHTED)]
+        elif item == "batchnorm-fed":
+            chosen += [n for n in batchnorm_fed(model, example) if n not in chosen]
+            head = classifier_name(model, example)
+            chosen += [] if head in chosen else [head]
         elif item == "all-but-first":
             order = forward_order(model, example)
             first = order[0] if len(order) > 1 else None
