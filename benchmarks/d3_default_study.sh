@@ -70,6 +70,17 @@
 #                                                  # was chosen: two more conv-head models without normalisation
 #                                                  # (SIG, LF), trained and run once (`conv-check sig` and
 #                                                  # `conv-check lf` train side by side; `conv-check` then runs both)
+#   bash benchmarks/d3_default_study.sh mlp-models [plain|bn] # eighth round: two check models with no convolution at
+#                                                  # all (a small MLP without and with BatchNorm1d)
+#   bash benchmarks/d3_default_study.sh mlp         # eighth round, once: the default, the faithful presets and FT-SAM
+#                                                  # on the two MLPs (3,000 images; the default also with 500 and
+#                                                  # 1,000 and at a second retain draw)
+#   bash benchmarks/d3_default_study.sh mlp-explore # eighth round, after `mlp` (the default failed there): what removes
+#                                                  # the MLPs' backdoors (λ, the overlay, the layers), retain seeds 0-2;
+#                                                  # the two MLPs are development models from here on
+#   bash benchmarks/d3_default_study.sh mlp-check   # eighth round: two more MLPs, trained after `mlp-explore`, and the
+#                                                  # default and the faithful presets on them once (no candidate was
+#                                                  # chosen: the check tells whether the MLP failure is general)
 #   bash benchmarks/d3_default_study.sh bnfed [SEED ...] # eighth round: the distance over the BatchNorm-fed weights and
 #                                                  # the classifier (`layers: batchnorm-fed`) on the three BatchNorm
 #                                                  # models where that is not every weight (MobileNetV3, RegNetY,
@@ -501,6 +512,40 @@ case "${1:-}" in
         "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
     fi
     ;;
+  mlp-models)  # eighth round: check models without any convolution (`mlp-models plain` and `mlp-models bn` can
+    # run side by side)
+    if [ "${2:-plain}" = plain ]; then
+      attack mlp-plain-badnets badnets --model small_mlp --width 256 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 22 --no-augment
+    fi
+    if [ "${2:-bn}" = bn ]; then
+      attack mlp-bn-blended blended --model small_mlp --model-kwarg norm=batch --width 256 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 23 --no-augment
+    fi
+    ;;
+  mlp)  # eighth round, once on the two MLPs
+    MLP="$RUNS/mlp-plain-badnets $RUNS/mlp-bn-blended"
+    study $MLP --final-only --out $RUNS/mlp-3000.jsonl "${seventh_floor[@]}" "${sixth_reference[@]}" "${sixth_paper[@]}" \
+      --candidate "ft-sam=method:ft-sam,augment:false"
+    study $MLP --final-only --seed 1 --out $RUNS/mlp-3000-s1.jsonl "${seventh_floor[@]}"
+    for n in 500 1000; do
+      study $MLP --final-only --count $n --out $RUNS/mlp-$n.jsonl "${seventh_floor[@]}"
+    done
+    ;;
+  mlp-explore)  # eighth round: the default fails on both MLPs; what would remove their backdoors? (a lead only)
+    for seed in 0 1 2; do
+      study $RUNS/mlp-plain-badnets $RUNS/mlp-bn-blended --final-only --seed $seed --out $RUNS/mlp-explore-s$seed.jsonl \
+        "${seventh_floor[@]}" --candidate "blend0=preset:default,epochs:null,blend:0" \
+        --candidate "lmd0.5=preset:default,epochs:null,lmd:0.5" --candidate "lmd2=preset:default,epochs:null,lmd:2" \
+        --candidate "lmd5=preset:default,epochs:null,lmd:5" \
+        --candidate "all-lr03=preset:default,epochs:null,norm_rule:false,lr:0.03" \
+        "${sixth_reference[@]}" "${sixth_paper[@]}"
+    done
+    ;;
+  mlp-check)  # eighth round: two more MLPs (another attack each, a deeper and wider one), run once
+    attack mlp-plain-blended blended --model small_mlp --model-kwarg depth=3 --width 512 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 24 --no-augment
+    attack mlp-bn-badnets badnets --model small_mlp --model-kwarg norm=batch --model-kwarg depth=3 --width 512 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 25 --no-augment
+    study $RUNS/mlp-plain-blended $RUNS/mlp-bn-badnets --final-only --out $RUNS/mlp-check.jsonl "${seventh_floor[@]}" \
+      "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
+    ;;
   bnfed)  # eighth round: does leaving out the weights no BatchNorm re-normalises (squeeze-and-excitation
     # convs, an MLP head's hidden Linear; PreAct's shortcut convs and last conv) help where the default's
     # all-layer distance covers them?
@@ -583,6 +628,9 @@ case "${1:-}" in
     done
     study --table $RUNS/eighth-check-3000.jsonl $RUNS/eighth-check-500.jsonl $RUNS/eighth-check-1000.jsonl \
       --as default=floor600
+    study --table $RUNS/mlp-3000.jsonl $RUNS/mlp-3000-s1.jsonl $RUNS/mlp-500.jsonl $RUNS/mlp-1000.jsonl --as default=floor600
+    study --table $RUNS/mlp-explore-s0.jsonl $RUNS/mlp-explore-s1.jsonl $RUNS/mlp-explore-s2.jsonl --as default=floor600
+    study --table $RUNS/mlp-check.jsonl --as default=floor600
     # the BatchNorm-fed distance against the default (the PreAct's default rows: the shipped and seventh-round files)
     study $RUNS/mnv3-lf $RUNS/regnet-badnets $RUNS/prn-wanet --table $RUNS/bnfed-500-s0.jsonl $RUNS/bnfed-500-s1.jsonl \
       $RUNS/bnfed-500-s2.jsonl $RUNS/seventh-500-s0.jsonl $RUNS/seventh-500-s1.jsonl $RUNS/seventh-500-s2.jsonl \

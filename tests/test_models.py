@@ -250,3 +250,22 @@ def test_batchnorm_fed_selection_leaves_out_what_no_batchnorm_renormalises():
     assert select_weights(vgg, "batchnorm-fed", torch.rand(1, 1, 28, 28)).keys() == select_weights(vgg, "all").keys()
     plain = create_model("small_cnn", 10, 1, width=4, norm="none")
     assert list(select_weights(plain, "batchnorm-fed", torch.rand(1, 1, 28, 28))) == ["net.fc.weight"]
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_small_mlp_has_no_convolution_and_a_linear_head(norm):
+    """``small_mlp``: flattened pixels, hidden Linears (BatchNorm1d after each with norm="batch"),
+    head ``fc``; D3's automatic selection finds ``fc``; a wrong image size is a clear error."""
+    m = create_model("small_mlp", 10, 1, width=32, norm=norm)
+    x = torch.rand(2, 1, 28, 28)
+    assert m(x).shape == (2, 10)
+    assert not any(isinstance(mod, torch.nn.Conv2d) for mod in m.modules())
+    assert any(isinstance(mod, torch.nn.BatchNorm1d) for mod in m.modules()) == (norm == "batch")
+    assert list(select_weights(m, "auto", x[:1])) == ["net.fc.weight"]
+    fed = list(select_weights(m, "batchnorm-fed", x[:1]))
+    assert fed == (["net.hidden.0.weight", "net.hidden.3.weight", "net.fc.weight"] if norm == "batch"
+                   else ["net.fc.weight"])
+    with pytest.raises(ValueError, match="takes 28x28 images"):
+        m(torch.rand(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="norm must be one of"):
+        create_model("small_mlp", 10, 1, norm="layer")

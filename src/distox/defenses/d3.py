@@ -425,8 +425,10 @@ class D3(Defense):
         return self.with_options(**changed, norm_rule=False, min_steps=0) if changed else self
 
     def with_options(self, **changes: Any) -> D3:
-        """A new D3 with this one's options (without what a run resolved) and ``changes`` over them."""
-        params = {k: v for k, v in self.get_params().items() if not k.endswith("_resolved")}
+        """A new D3 with this one's options (without what a run resolved) and ``changes`` over them.
+        Every option is carried, also those :meth:`get_params` leaves out of the record at their
+        off value (``blend=0``): left out, the preset would fill them again (``default``: 0.3)."""
+        params = {k: v for k, v in vars(self).items() if not k.startswith("_") and not k.endswith("_resolved")}
         return type(self)(**{**params, **changes})
 
     def selected(self, model: nn.Module, example: torch.Tensor | None = None) -> dict[str, nn.Parameter]:
@@ -455,6 +457,12 @@ class D3(Defense):
             # what the adapted run resolved (held-out epoch, auto λ/ε) belongs in this run's record
             vars(self).update({k: v for k, v in vars(adapted).items() if k.endswith("_resolved")})
             return state
+        # past the adapted copy's return, so only the run that trains warns
+        if self.preset == DEFAULT_PRESET and not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+            log.warning("D3: this model has no convolution. On the four multi-layer perceptrons measured, "
+                        "the default preset left the backdoor in every one, and preset='reference' "
+                        "removed it from three (BENCHMARKS.md \"Eighth round\"); check the result, and "
+                        "try preset='reference'")
         if "auto" in (self.lmd, self.eps):  # SPEC §1 "Beyond the paper": resolved in d3_auto
             return fit_auto(self, model, retain, evaluator=evaluator, device=device, progress=progress,
                             checkpoint=checkpoint)

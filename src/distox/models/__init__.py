@@ -1,10 +1,11 @@
 """Model factories: ``create_model(name, num_classes, in_channels, mean, std)``.
 
-Registered names: ``preactresnet18``, ``vgg19_bn``, ``small_cnn``, ``small_vgg``, ``small_vit``, and
+Registered names: ``preactresnet18``, ``vgg19_bn``, ``small_cnn``, ``small_vgg``, ``small_vit``,
+``small_mlp``, and
 ``torchvision:NAME`` for any torchvision classification model (e.g. ``torchvision:resnet18``). Every
 model comes wrapped in :class:`Normalized`, so it takes images in [0, 1].
 
-``width`` is the base channels of ``small_cnn`` / ``small_vgg``, the token width of ``small_vit``
+``width`` is the base channels of ``small_cnn`` / ``small_vgg``, the hidden units of ``small_mlp``, the token width of ``small_vit``
 and a channel multiplier of ``preactresnet18`` / ``vgg19_bn``; torchvision models take their own
 builder's keyword arguments instead. torchvision models accept 3-channel images, and 1-channel
 ones through :class:`GrayToRGB`, which repeats the channel; the state-dict keys are then those
@@ -25,6 +26,7 @@ from .normalized import Normalized
 from .preactresnet import PreActResNet18
 from .selection import SelectionError, classifier_name, linear_forward_order, select_weights
 from .small_cnn import SmallCNN
+from .small_mlp import SmallMLP
 from .small_vgg import SmallVGG
 from .small_vit import SmallViT
 from .vgg import VGG19BN
@@ -47,6 +49,11 @@ def _small_vgg(num_classes: int, in_channels: int, width: int = 16) -> nn.Module
     return SmallVGG(num_classes, in_channels, int(width))
 
 
+def _small_mlp(num_classes: int, in_channels: int, width: int = 256, depth: int = 2, image_size: int = 28,
+               norm: str = "none") -> nn.Module:
+    return SmallMLP(num_classes, in_channels, int(width), int(depth), int(image_size), norm)
+
+
 def _small_vit(num_classes: int, in_channels: int, width: int = 64, depth: int = 4, heads: int = 4,
                mlp_ratio: float = 2.0, patch_size: int = 4, image_size: int = 32) -> nn.Module:
     return SmallViT(num_classes, in_channels, int(width), depth, heads, mlp_ratio, patch_size, image_size)
@@ -60,6 +67,7 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": _small_cnn,
     "small_vgg": _small_vgg,
     "small_vit": _small_vit,
+    "small_mlp": _small_mlp,
 }
 
 
@@ -147,6 +155,6 @@ def create_model(
 
 
 __all__ = [
-    "GrayToRGB", "Normalized", "PreActResNet18", "SmallCNN", "SmallVGG", "SmallViT", "VGG19BN",
+    "GrayToRGB", "Normalized", "PreActResNet18", "SmallCNN", "SmallMLP", "SmallVGG", "SmallViT", "VGG19BN",
     "SelectionError", "check_model_kwargs", "classifier_name", "create_model", "list_models", "model_options", "linear_forward_order", "select_weights",
 ]
