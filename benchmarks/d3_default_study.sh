@@ -81,6 +81,10 @@
 #   bash benchmarks/d3_default_study.sh mlp-check   # eighth round: two more MLPs, trained after `mlp-explore`, and the
 #                                                  # default and the faithful presets on them once (no candidate was
 #                                                  # chosen: the check tells whether the MLP failure is general)
+#   bash benchmarks/d3_default_study.sh mlp-rule    # eighth round: candidate rules for models without convolution on
+#                                                  # all four MLPs (all seen by now), retain seeds 0-2
+#   bash benchmarks/d3_default_study.sh mlp-rule-check # eighth round: three more MLPs, trained after `mlp-rule`, and
+#                                                  # the default against the reference's values on them, once
 #   bash benchmarks/d3_default_study.sh bnfed [SEED ...] # eighth round: the distance over the BatchNorm-fed weights and
 #                                                  # the classifier (`layers: batchnorm-fed`) on the three BatchNorm
 #                                                  # models where that is not every weight (MobileNetV3, RegNetY,
@@ -546,6 +550,25 @@ case "${1:-}" in
     study $RUNS/mlp-plain-blended $RUNS/mlp-bn-badnets --final-only --out $RUNS/mlp-check.jsonl "${seventh_floor[@]}" \
       "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
     ;;
+  mlp-rule)  # eighth round: a rule for models without convolution, on the four MLPs (development models now)
+    for seed in 0 1 2; do
+      study $RUNS/mlp-plain-badnets $RUNS/mlp-bn-blended $RUNS/mlp-plain-blended $RUNS/mlp-bn-badnets --final-only \
+        --seed $seed --out $RUNS/mlp-rule-s$seed.jsonl "${seventh_floor[@]}" "${sixth_reference[@]}" \
+        --candidate "ref-values=preset:default,epochs:null,lmd:0.5,layers:auto,blend:0,lr:0.01" \
+        --candidate "head-lmd0.5=preset:default,epochs:null,lmd:0.5,layers:auto,lr:0.03" \
+        --candidate "head-lmd1=preset:default,epochs:null,lmd:1,layers:auto,lr:0.03" \
+        --candidate "ref-values-blend=preset:default,epochs:null,lmd:0.5,layers:auto,lr:0.01"
+    done
+    ;;
+  mlp-rule-check)  # eighth round, once: the candidate rule for models without convolution on three new MLPs
+    attack mlp-d1-badnets badnets --model small_mlp --model-kwarg depth=1 --width 1024 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 26 --no-augment
+    attack mlp-bn-sig sig --model small_mlp --model-kwarg norm=batch --width 128 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 27 --no-augment --poison-rate 0.08
+    attack mlp-d4-blended blended --model small_mlp --model-kwarg depth=4 --width 256 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 28 --no-augment
+    for n in 3000 500; do
+      study $RUNS/mlp-d1-badnets $RUNS/mlp-bn-sig $RUNS/mlp-d4-blended --final-only --count $n --out $RUNS/mlp-rule-check-$n.jsonl \
+        "${seventh_floor[@]}" --candidate "ref-values=preset:default,epochs:null,lmd:0.5,layers:auto,blend:0,lr:0.01"
+    done
+    ;;
   bnfed)  # eighth round: does leaving out the weights no BatchNorm re-normalises (squeeze-and-excitation
     # convs, an MLP head's hidden Linear; PreAct's shortcut convs and last conv) help where the default's
     # all-layer distance covers them?
@@ -631,6 +654,8 @@ case "${1:-}" in
     study --table $RUNS/mlp-3000.jsonl $RUNS/mlp-3000-s1.jsonl $RUNS/mlp-500.jsonl $RUNS/mlp-1000.jsonl --as default=floor600
     study --table $RUNS/mlp-explore-s0.jsonl $RUNS/mlp-explore-s1.jsonl $RUNS/mlp-explore-s2.jsonl --as default=floor600
     study --table $RUNS/mlp-check.jsonl --as default=floor600
+    study --table $RUNS/mlp-rule-s0.jsonl $RUNS/mlp-rule-s1.jsonl $RUNS/mlp-rule-s2.jsonl --as default=floor600
+    study --table $RUNS/mlp-rule-check-3000.jsonl $RUNS/mlp-rule-check-500.jsonl --as default=floor600
     # the BatchNorm-fed distance against the default (the PreAct's default rows: the shipped and seventh-round files)
     study $RUNS/mnv3-lf $RUNS/regnet-badnets $RUNS/prn-wanet --table $RUNS/bnfed-500-s0.jsonl $RUNS/bnfed-500-s1.jsonl \
       $RUNS/bnfed-500-s2.jsonl $RUNS/seventh-500-s0.jsonl $RUNS/seventh-500-s1.jsonl $RUNS/seventh-500-s2.jsonl \

@@ -459,10 +459,9 @@ class D3(Defense):
             return state
         # past the adapted copy's return, so only the run that trains warns
         if self.preset == DEFAULT_PRESET and not any(isinstance(m, nn.Conv2d) for m in model.modules()):
-            log.warning("D3: this model has no convolution. On the four multi-layer perceptrons measured, "
-                        "the default preset left the backdoor in every one, and preset='reference' "
-                        "removed it from three (BENCHMARKS.md \"Eighth round\"); check the result, and "
-                        "try preset='reference'")
+            log.warning("D3: this model has no convolution. On the seven multi-layer perceptrons measured, "
+                        "the default preset removed the backdoor from two, preset='reference' from five "
+                        "(BENCHMARKS.md \"Eighth round\"); check the result, and try preset='reference'")
         if "auto" in (self.lmd, self.eps):  # SPEC §1 "Beyond the paper": resolved in d3_auto
             return fit_auto(self, model, retain, evaluator=evaluator, device=device, progress=progress,
                             checkpoint=checkpoint)
