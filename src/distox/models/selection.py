@@ -8,15 +8,17 @@ in ViTs. A model without any ``nn.Linear`` (an all-convolutional network such as
 Network-in-Network, whose logits are a 1×1 convolution's class maps, averaged) has the last
 ``nn.Conv2d`` in forward order as its classifier, provided that convolution has one output
 channel per class (checked against the example batch's logits when one is given) —
-:func:`classifier_name`. ``"all-linear"`` takes every ``nn.Linear``, ``"all"`` every ``nn.Linear`` and
-``nn.Conv2d`` (the whole network's weights; distox's default D3 preset), ``"all-but-first"``
-all of them except the first one the input meets in forward order (the stem: a bank of filters
-on raw pixels, e.g. ``conv1`` or a ViT's patch embedding). ``"batchnorm-fed"`` takes each
-``nn.Linear``/``nn.Conv2d`` whose output a BatchNorm layer takes next (the next Linear, Conv2d
-or BatchNorm to run after it, in forward order, is a BatchNorm), plus the final classifier: in a
-network with a BatchNorm after every conv that is all of them; it leaves out weights nothing
-re-normalises, such as squeeze-and-excitation convs and the hidden Linears of an MLP head. Names may be exact module names or glob
-patterns (``fnmatch``), e.g. ``"layer4.*"``.
+:func:`classifier_name`.
+
+``"all-linear"`` takes every ``nn.Linear``, ``"all"`` every ``nn.Linear`` and ``nn.Conv2d`` (the
+whole network's weights; distox's default D3 preset), ``"all-but-first"`` all of them except the
+first one the input meets in forward order (the stem: a bank of filters on raw pixels, e.g.
+``conv1`` or a ViT's patch embedding). ``"batchnorm-fed"`` takes each ``nn.Linear``/``nn.Conv2d``
+whose output a BatchNorm layer takes next (the next Linear, Conv2d or BatchNorm to run after it,
+in forward order, is a BatchNorm), plus the final classifier: in a network with a BatchNorm after
+every conv that is all of them; it leaves out weights nothing re-normalises, such as
+squeeze-and-excitation convs and the hidden Linears of an MLP head. Names may be exact module
+names or glob patterns (``fnmatch``), e.g. ``"layer4.*"``.
 """
 from __future__ import annotations
 
