@@ -84,7 +84,8 @@
 #   bash benchmarks/d3_default_study.sh mlp-rule    # eighth round: candidate rules for models without convolution on
 #                                                  # all four MLPs (all seen by now), retain seeds 0-2
 #   bash benchmarks/d3_default_study.sh mlp-rule-check # eighth round: three more MLPs, trained after `mlp-rule`, and
-#                                                  # the default against the reference's values on them, once
+#                                                  # the default against the reference's values, then the runner-up
+#                                                  # (λ 0.5 on the classifier at lr 0.03), each once
 #   bash benchmarks/d3_default_study.sh bnfed [SEED ...] # eighth round: the distance over the BatchNorm-fed weights and
 #                                                  # the classifier (`layers: batchnorm-fed`) on the three BatchNorm
 #                                                  # models where that is not every weight (MobileNetV3, RegNetY,
@@ -567,6 +568,9 @@ case "${1:-}" in
     for n in 3000 500; do
       study $RUNS/mlp-d1-badnets $RUNS/mlp-bn-sig $RUNS/mlp-d4-blended --final-only --count $n --out $RUNS/mlp-rule-check-$n.jsonl \
         "${seventh_floor[@]}" --candidate "ref-values=preset:default,epochs:null,lmd:0.5,layers:auto,blend:0,lr:0.01"
+      # the second candidate, run once on the check after the first failed there
+      study $RUNS/mlp-d1-badnets $RUNS/mlp-bn-sig $RUNS/mlp-d4-blended --final-only --count $n --out $RUNS/mlp-rule-check-$n.jsonl \
+        --candidate "head-lmd0.5=preset:default,epochs:null,lmd:0.5,layers:auto,lr:0.03"
     done
     ;;
   bnfed)  # eighth round: does leaving out the weights no BatchNorm re-normalises (squeeze-and-excitation
