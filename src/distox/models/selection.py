@@ -47,13 +47,7 @@ def forward_order(model: nn.Module, example: torch.Tensor | None = None,
                   kinds: tuple[type[nn.Module], ...] = WEIGHTED) -> list[str]:
     """Names of the modules of ``kinds`` in the order their forward runs (a module called twice
     counts where it last ran; registration order when no ``example`` batch is given)."""
-    calls = forward_calls(model, example, kinds)
-    seen: list[str] = []
-    for n in calls:
-        if n in seen:
-            seen.remove(n)
-        seen.append(n)
-    return seen
+    return _last_runs(forward_calls(model, example, kinds))
 
 
 def forward_calls(model: nn.Module, example: torch.Tensor | None = None,
@@ -61,21 +55,39 @@ def forward_calls(model: nn.Module, example: torch.Tensor | None = None,
     """Names of the modules of ``kinds``, one per call, in the order a forward pass on one example
     calls them (each module once, in registration order, when no ``example`` batch is given, or
     when none runs)."""
+    return _traced(model, example, kinds)[0]
+
+
+def _traced(model: nn.Module, example: torch.Tensor | None,
+            kinds: tuple[type[nn.Module], ...]) -> tuple[list[str], object]:
+    """One eval-mode, no-gradient forward pass on ``example[:1]``: (:func:`forward_calls`'s names,
+    the model's output). Without an example, or without a module of ``kinds``, nothing runs: the
+    names in registration order and no output (None)."""
     names = {m: n for n, m in model.named_modules() if isinstance(m, kinds)}
     if example is None or not names:
-        return list(names.values())
+        return list(names.values()), None
     order: list[str] = []
     hooks = [m.register_forward_hook(lambda mod, i, o: order.append(names[mod])) for m in names]
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
-            model(example[:1])
+            out = model(example[:1])
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return order or list(names.values())
+    return order or list(names.values()), out
+
+
+def _last_runs(calls: list[str]) -> list[str]:
+    """Each name once, where it last occurs in ``calls``."""
+    seen: list[str] = []
+    for n in calls:
+        if n in seen:
+            seen.remove(n)
+        seen.append(n)
+    return seen
 
 
 def batchnorm_fed(model: nn.Module, example: torch.Tensor | None = None) -> list[str]:
@@ -92,15 +104,17 @@ def batchnorm_fed(model: nn.Module, example: torch.Tensor | None = None) -> list
 def classifier_name(model: nn.Module, example: torch.Tensor | None = None) -> str:
     """The name of ``model``'s final classifier: the last ``nn.Linear`` in forward order, or, in a
     model without any ``nn.Linear``, the last ``nn.Conv2d`` in forward order when it has as many
-    output channels as the model has outputs (a convolutional classifier head). Raises
-    :class:`SelectionError` when there is neither."""
+    output channels as the model has outputs (a convolutional classifier head; the outputs are
+    counted on ``example``'s pass, which also orders the convs). Raises :class:`SelectionError`
+    when there is neither."""
     order = linear_forward_order(model, example)
     if order:
         return order[-1]
-    convs = forward_order(model, example, (nn.Conv2d,))
+    calls, out = _traced(model, example, (nn.Conv2d,))
+    convs = _last_runs(calls)
     if convs:
         head = dict(model.named_modules())[convs[-1]]
-        outputs = _output_width(model, example)
+        outputs = int(out.shape[-1]) if isinstance(out, torch.Tensor) and out.dim() >= 1 else None
         if outputs is None or head.out_channels == outputs:
             return convs[-1]
     raise SelectionError(
@@ -108,21 +122,6 @@ def classifier_name(model: nn.Module, example: torch.Tensor | None = None) -> st
         "output channel per class; this model has neither. Pass layers=[...] with module names "
         "(see model.named_modules())"
     )
-
-
-def _output_width(model: nn.Module, example: torch.Tensor | None) -> int | None:
-    """The last dimension of ``model``'s output on one example (None without an example, or when
-    the output is not a tensor)."""
-    if example is None:
-        return None
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            out = model(example[:1])
-    finally:
-        model.train(was_training)
-    return int(out.shape[-1]) if isinstance(out, torch.Tensor) and out.dim() >= 1 else None
 
 
 def select_weights(
