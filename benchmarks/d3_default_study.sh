@@ -91,10 +91,16 @@
 #                                                  # models where that is not every weight (MobileNetV3, RegNetY,
 #                                                  # PreAct-ResNet18), 500 and 3,000 images, with the default's
 #                                                  # missing cells there (one process per seed)
+#   bash benchmarks/d3_default_study.sh ninth       # ninth round: input pruning on the seven MLPs (seeds 0-2; 500, 1,000)
+#   bash benchmarks/d3_default_study.sh ninth-diagnose # ninth round: why the MLPs keep BadNets (weights turned, pixels lit)
+#   bash benchmarks/d3_default_study.sh ninth-alone # ninth round: input pruning alone, without D3, on all eleven MLPs
+#   bash benchmarks/d3_default_study.sh ninth-models # ninth round: four check MLPs trained after it was chosen
+#   bash benchmarks/d3_default_study.sh ninth-check # ninth round, once: on those, with and without it, and the baselines
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
-# steps before the sixth round ran it without its BatchNorm rule, `norm_rule:false` (both spelled out below).
+# steps before the sixth round ran it without its BatchNorm rule, `norm_rule:false`, and the eighth round's MLP
+# steps without the ninth round's input pruning, `input_prune:false` (all spelled out below).
 # d3_study.py passes --epochs (12) to every candidate, so the steps floor of the seventh round
 # (`min_steps`, which never overrides epochs the caller set) did not act in any earlier step;
 # `epochs:null` leaves the epochs to the preset and its floor.
@@ -118,6 +124,12 @@ sixth_cands=("${sixth_default[@]}" "${sixth_reference[@]}" "${sixth_paper[@]}" "
 # the seventh round's: the default as shipped now (its steps floor), and without the floor
 seventh_floor=(--candidate "floor600=preset:default,epochs:null")
 seventh_without=(--candidate "default-shipped=preset:default,min_steps:0")
+# the eighth round's MLP steps: the default as it was then, before the ninth round's input pruning
+# (which changes nothing on a model whose first weighted layer is a convolution)
+eighth_floor=(--candidate "floor600=preset:default,epochs:null,input_prune:false")
+MLP7="$RUNS/mlp-plain-badnets $RUNS/mlp-bn-blended $RUNS/mlp-plain-blended $RUNS/mlp-bn-badnets $RUNS/mlp-d1-badnets $RUNS/mlp-bn-sig $RUNS/mlp-d4-blended"
+MLPCHECK="$RUNS/mlp-sig-aug $RUNS/mlp-bn-lf $RUNS/mlp-badnets-aug $RUNS/mlp-bn-a2a-badnets"  # ninth round's check
+ninth_cands=(--candidate "prune=preset:default,epochs:null" --candidate "no-prune=preset:default,epochs:null,input_prune:false")
 CHECK_NAMES="rn18-blended vit-blended vgg-sam-blended vgg-badnets-aug vgg-a2a-badnets"
 
 attack() {  # attack NAME ATTACK OPTIONS...: one backdoored model and its clean reference
@@ -528,37 +540,37 @@ case "${1:-}" in
     ;;
   mlp)  # eighth round, once on the two MLPs
     MLP="$RUNS/mlp-plain-badnets $RUNS/mlp-bn-blended"
-    study $MLP --final-only --out $RUNS/mlp-3000.jsonl "${seventh_floor[@]}" "${sixth_reference[@]}" "${sixth_paper[@]}" \
+    study $MLP --final-only --out $RUNS/mlp-3000.jsonl "${eighth_floor[@]}" "${sixth_reference[@]}" "${sixth_paper[@]}" \
       --candidate "ft-sam=method:ft-sam,augment:false"
-    study $MLP --final-only --seed 1 --out $RUNS/mlp-3000-s1.jsonl "${seventh_floor[@]}"
+    study $MLP --final-only --seed 1 --out $RUNS/mlp-3000-s1.jsonl "${eighth_floor[@]}"
     for n in 500 1000; do
-      study $MLP --final-only --count $n --out $RUNS/mlp-$n.jsonl "${seventh_floor[@]}"
+      study $MLP --final-only --count $n --out $RUNS/mlp-$n.jsonl "${eighth_floor[@]}"
     done
     ;;
   mlp-explore)  # eighth round: the default fails on both MLPs; what would remove their backdoors? (a lead only)
     for seed in 0 1 2; do
       study $RUNS/mlp-plain-badnets $RUNS/mlp-bn-blended --final-only --seed $seed --out $RUNS/mlp-explore-s$seed.jsonl \
-        "${seventh_floor[@]}" --candidate "blend0=preset:default,epochs:null,blend:0" \
-        --candidate "lmd0.5=preset:default,epochs:null,lmd:0.5" --candidate "lmd2=preset:default,epochs:null,lmd:2" \
-        --candidate "lmd5=preset:default,epochs:null,lmd:5" \
-        --candidate "all-lr03=preset:default,epochs:null,norm_rule:false,lr:0.03" \
+        "${eighth_floor[@]}" --candidate "blend0=preset:default,epochs:null,blend:0,input_prune:false" \
+        --candidate "lmd0.5=preset:default,epochs:null,lmd:0.5,input_prune:false" --candidate "lmd2=preset:default,epochs:null,lmd:2,input_prune:false" \
+        --candidate "lmd5=preset:default,epochs:null,lmd:5,input_prune:false" \
+        --candidate "all-lr03=preset:default,epochs:null,norm_rule:false,lr:0.03,input_prune:false" \
         "${sixth_reference[@]}" "${sixth_paper[@]}"
     done
     ;;
   mlp-check)  # eighth round: two more MLPs (another attack each, a deeper and wider one), run once
     attack mlp-plain-blended blended --model small_mlp --model-kwarg depth=3 --width 512 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 24 --no-augment
     attack mlp-bn-badnets badnets --model small_mlp --model-kwarg norm=batch --model-kwarg depth=3 --width 512 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 25 --no-augment
-    study $RUNS/mlp-plain-blended $RUNS/mlp-bn-badnets --final-only --out $RUNS/mlp-check.jsonl "${seventh_floor[@]}" \
+    study $RUNS/mlp-plain-blended $RUNS/mlp-bn-badnets --final-only --out $RUNS/mlp-check.jsonl "${eighth_floor[@]}" \
       "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
     ;;
   mlp-rule)  # eighth round: a rule for models without convolution, on the four MLPs (development models now)
     for seed in 0 1 2; do
       study $RUNS/mlp-plain-badnets $RUNS/mlp-bn-blended $RUNS/mlp-plain-blended $RUNS/mlp-bn-badnets --final-only \
-        --seed $seed --out $RUNS/mlp-rule-s$seed.jsonl "${seventh_floor[@]}" "${sixth_reference[@]}" \
-        --candidate "ref-values=preset:default,epochs:null,lmd:0.5,layers:auto,blend:0,lr:0.01" \
-        --candidate "head-lmd0.5=preset:default,epochs:null,lmd:0.5,layers:auto,lr:0.03" \
-        --candidate "head-lmd1=preset:default,epochs:null,lmd:1,layers:auto,lr:0.03" \
-        --candidate "ref-values-blend=preset:default,epochs:null,lmd:0.5,layers:auto,lr:0.01"
+        --seed $seed --out $RUNS/mlp-rule-s$seed.jsonl "${eighth_floor[@]}" "${sixth_reference[@]}" \
+        --candidate "ref-values=preset:default,epochs:null,lmd:0.5,layers:auto,blend:0,lr:0.01,input_prune:false" \
+        --candidate "head-lmd0.5=preset:default,epochs:null,lmd:0.5,layers:auto,lr:0.03,input_prune:false" \
+        --candidate "head-lmd1=preset:default,epochs:null,lmd:1,layers:auto,lr:0.03,input_prune:false" \
+        --candidate "ref-values-blend=preset:default,epochs:null,lmd:0.5,layers:auto,lr:0.01,input_prune:false"
     done
     ;;
   mlp-rule-check)  # eighth round, once: the candidate rule for models without convolution on three new MLPs
@@ -567,11 +579,83 @@ case "${1:-}" in
     attack mlp-d4-blended blended --model small_mlp --model-kwarg depth=4 --width 256 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 28 --no-augment
     for n in 3000 500; do
       study $RUNS/mlp-d1-badnets $RUNS/mlp-bn-sig $RUNS/mlp-d4-blended --final-only --count $n --out $RUNS/mlp-rule-check-$n.jsonl \
-        "${seventh_floor[@]}" --candidate "ref-values=preset:default,epochs:null,lmd:0.5,layers:auto,blend:0,lr:0.01"
+        "${eighth_floor[@]}" --candidate "ref-values=preset:default,epochs:null,lmd:0.5,layers:auto,blend:0,lr:0.01,input_prune:false"
       # the second candidate, run once on the check after the first failed there
       study $RUNS/mlp-d1-badnets $RUNS/mlp-bn-sig $RUNS/mlp-d4-blended --final-only --count $n --out $RUNS/mlp-rule-check-$n.jsonl \
-        --candidate "head-lmd0.5=preset:default,epochs:null,lmd:0.5,layers:auto,lr:0.03"
+        --candidate "head-lmd0.5=preset:default,epochs:null,lmd:0.5,layers:auto,lr:0.03,input_prune:false"
     done
+    ;;
+  ninth)  # ninth round: input pruning (the default's `input_prune`) against the eighth round's default, on the
+    # seven MLPs: retain seeds 0-2 at 3,000 images, seed 0 at 500 and 1,000
+    for seed in 0 1 2; do study $MLP7 --final-only --seed $seed --out $RUNS/ninth-s$seed.jsonl "${ninth_cands[@]}"; done
+    for n in 500 1000; do study $MLP7 --final-only --count $n --out $RUNS/ninth-$n.jsonl "${ninth_cands[@]}"; done
+    ;;
+  ninth-diagnose)  # ninth round: how far each weight of the plain BadNets MLP turns under the eighth round's
+    # default and with every weight given a noise warm start, and how often the retain images light the trigger's pixels
+    RUN_DIR=$RUNS/mlp-plain-badnets $PY - <<'PY'
+import math
+import os
+
+import torch
+
+from distox.defenses import create
+from distox.experiment import load_run
+from distox.metrics import evaluate
+
+run = load_run(os.environ["RUN_DIR"])
+backdoor, retain = run.backdoor_test_set(), run.retain(count=3000, seed=0)
+lit = (retain.x[:, 0, -3:, -3:] > 0).float().mean(0) * 100  # the 3×3 BadNets patch at 28×28
+print(f"retain images lighting each trigger pixel: {lit.min():.2f}-{lit.max():.2f} %")
+for label, opts in {"default (eighth round)": {"input_prune": False},
+                    "noise warm start on every weight": {"input_prune": False, "norm_rule": False,
+                                                         "init_layers": "selected", "init": "noise"}}.items():
+    result = create("d3", preset="default", seed=0, **opts)(run.model, retain, device="cpu", progress=False)
+    after = evaluate(result.model, run.data.test.x, run.data.test.y, backdoor, device="cpu")
+    start = dict(run.model.named_parameters())
+    turned = []
+    for name, w in result.model.named_parameters():
+        if name.endswith("weight") and w.dim() == 2:
+            w0, w1 = start[name].detach().flatten(), w.detach().flatten()
+            cos = float(w0 @ w1 / (w0.norm() * w1.norm()))
+            turned.append(f"{name} {math.degrees(math.acos(max(-1.0, min(1.0, cos)))):.0f}°")
+    print(f"{label}: ASR {after['asr']:.2f} %; turned: " + ", ".join(turned))
+PY
+    ;;
+  ninth-alone)  # ninth round: input pruning alone (no D3 after it) on the seven MLPs and the check MLPs, seed 0
+    RUN_DIRS="$MLP7 $MLPCHECK" $PY - <<'PY'
+import os
+
+from distox.defenses.input_prune import prune_inputs
+from distox.experiment import load_run
+from distox.metrics import evaluate
+
+print("| model | inputs set aside | retain ACC | ACC change | ASR before | ASR after |\n|---|---|---|---|---|---|")
+for run_dir in os.environ["RUN_DIRS"].split():
+    run = load_run(run_dir)
+    backdoor, retain = run.backdoor_test_set(), run.retain(count=3000, seed=0)
+    before = evaluate(run.model, run.data.test.x, run.data.test.y, backdoor, device="cpu")
+    report = prune_inputs(run.model, retain)  # run.model is edited in place
+    after = evaluate(run.model, run.data.test.x, run.data.test.y, backdoor, device="cpu")
+    print(f"| {os.path.basename(run_dir)} | {report['pruned']} of {report['features']} | {report['start_acc']:.2f} → "
+          f"{report['acc']:.2f} | {after['acc'] - before['acc']:+.2f} | {before['asr']:.2f} | {after['asr']:.2f} |")
+PY
+    ;;
+  ninth-models)  # ninth round: four check MLPs trained after input pruning was chosen (other attacks and recipes)
+    # WaNet did not implant in an MLP (7.55 % ASR): it stays here, out of the check, and SIG with augmented training replaced it
+    attack mlp-wanet wanet --model small_mlp --width 512 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 29 --no-augment
+    attack mlp-sig-aug sig --model small_mlp --model-kwarg depth=3 --width 256 --poison-rate 0.08 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 33
+    attack mlp-bn-lf lf --model small_mlp --model-kwarg norm=batch --width 256 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 30 --no-augment
+    attack mlp-badnets-aug badnets --model small_mlp --width 256 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 31
+    attack mlp-bn-a2a-badnets badnets --model small_mlp --model-kwarg norm=batch --model-kwarg depth=3 --width 384 --mode all2all --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 32 --no-augment
+    ;;
+  ninth-check)  # ninth round, once: the default with and without input pruning, the faithful presets and FT-SAM on
+    # the check MLPs (3,000 images, seeds 0-1; 500 and 1,000 at seed 0)
+    for seed in 0 1; do
+      study $MLPCHECK --final-only --seed $seed --out $RUNS/ninth-check-s$seed.jsonl "${ninth_cands[@]}"
+    done
+    study $MLPCHECK --final-only --out $RUNS/ninth-check-s0.jsonl "${sixth_reference[@]}" "${sixth_paper[@]}" \
+      --candidate "ft-sam=method:ft-sam,augment:false"
+    for n in 500 1000; do study $MLPCHECK --final-only --count $n --out $RUNS/ninth-check-$n.jsonl "${ninth_cands[@]}"; done
     ;;
   bnfed)  # eighth round: does leaving out the weights no BatchNorm re-normalises (squeeze-and-excitation
     # convs, an MLP head's hidden Linear; PreAct's shortcut convs and last conv) help where the default's
@@ -586,8 +670,8 @@ case "${1:-}" in
       done
     done
     ;;
-  table)  # `table sixth`: the sixth round's tables and later ones; `table seventh`: the seventh round's and the
-    # eighth's; `table eighth`: the eighth round's only
+  table)  # `table sixth`: the sixth round's tables and later ones; `table seventh`: the seventh round's and
+    # later ones; `table eighth`: the eighth round's and the ninth's
     if [ "${2:-}" != eighth ]; then
     if [ "${2:-}" != seventh ]; then
     if [ "${2:-}" != sixth ]; then
@@ -667,6 +751,10 @@ case "${1:-}" in
     study $RUNS/mnv3-lf $RUNS/regnet-badnets $RUNS/prn-wanet --table $RUNS/bnfed-3000-s0.jsonl $RUNS/bnfed-3000-s1.jsonl \
       $RUNS/bnfed-3000-s2.jsonl $RUNS/shipped-s0.jsonl $RUNS/shipped-s1.jsonl $RUNS/shipped-s2.jsonl \
       --as default=floor600,default-shipped --only default bnfed
+    # ninth round: input pruning on the MLPs (prune = the default as shipped now; no-prune = the eighth round's)
+    study --table $RUNS/ninth-s0.jsonl $RUNS/ninth-s1.jsonl $RUNS/ninth-s2.jsonl $RUNS/ninth-500.jsonl $RUNS/ninth-1000.jsonl
+    study --table $RUNS/ninth-check-s0.jsonl $RUNS/ninth-check-s1.jsonl $RUNS/ninth-check-500.jsonl \
+      $RUNS/ninth-check-1000.jsonl --check mlp-sig-aug mlp-bn-lf mlp-badnets-aug mlp-bn-a2a-badnets
     ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac

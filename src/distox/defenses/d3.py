@@ -55,6 +55,7 @@ from .base import Defense, DefenseError
 from .d3_auto import auto_eps, auto_or_float, check_auto, fit_auto
 from .d3_kernels import fused_distances, fused_project, use_fused
 from .heldout import EpochChooser, accuracy, resolve_tolerance, split_retain
+from .input_prune import prune_inputs
 from .registry import register
 from .self_distill import SuspectTargets, distillation_loss
 
@@ -70,7 +71,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"lmd": 10.0, "eps": 0.1},
     "default": {"lmd": 10.0, "eps": 0.1, "layers": "all", "init": "random", "init_layers": "classifier",
                 "epochs": 12, "batch_size": 32, "augment": False, "blend": 0.3, "norm_rule": True,
-                "min_steps": 600},
+                "min_steps": 600, "input_prune": True},
 }
 #: What ``norm_rule=True`` (the ``default`` preset) runs instead on a model without any
 #: BatchNorm layer, for each of these options the caller did not set: the distance on the final
@@ -91,7 +92,7 @@ FALLBACK: dict[str, Any] = {
     "select": "last", "val_fraction": 0.2, "tolerance": "auto", "min_tolerance": 0.5,
     "lmd_control": "constant", "lmd_range": (0.5, 10.0), "init_layers": "selected", "lmd_rate": 0.05,
     "layer_weighting": "sum", "distill": 0.0, "distill_temperature": 4.0,
-    "head_bias": "keep", "norm_rule": False, "min_steps": 0,
+    "head_bias": "keep", "norm_rule": False, "min_steps": 0, "input_prune": False,
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
 LOOP_KEYS = ("epochs", "batch_size", "lr", "augment", "blend")
@@ -284,6 +285,12 @@ class D3(Defense):
             that many steps in ``epochs`` epochs gets the fewest epochs that make them
             (:meth:`epochs_for`; recorded in ``config["min_steps_resolved"]``). 3,000 images at
             batch 32 make 1,128 steps in 12 epochs, so the floor only acts on smaller sets.
+        input_prune: False (the faithful presets) or True (the ``default`` preset): before the warm
+            start, on a model whose first weighted layer is an ``nn.Linear`` (a multi-layer
+            perceptron), replace that layer's least-varying inputs by their retain-set means, as
+            many as keep retain accuracy within ``tolerance`` (:mod:`distox.defenses.input_prune`;
+            recorded in ``config["input_prune_resolved"]``). A model that starts with a
+            convolution is left as it is.
         auto: options of ``lmd="auto"`` / ``eps="auto"``, which choose them from the retain data
             (rules in :mod:`distox.defenses.d3_auto`).
         epochs, batch_size, lr, augment, blend, flip, seed: see :class:`Defense` (100, 256, 0.01,
@@ -304,7 +311,8 @@ class D3(Defense):
                  lmd_range: Sequence[float] | None = None, init_layers: str | None = None,
                  lmd_rate: float | None = None, layer_weighting: str | None = None, distill: float | None = None,
                  distill_temperature: float | None = None, head_bias: str | None = None,
-                 norm_rule: bool | None = None, min_steps: int | None = None, **kwargs: Any) -> None:
+                 norm_rule: bool | None = None, min_steps: int | None = None, input_prune: bool | None = None,
+                 **kwargs: Any) -> None:
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
         chosen = PRESETS[preset]
@@ -316,7 +324,7 @@ class D3(Defense):
                      select=select, val_fraction=val_fraction, tolerance=tolerance, min_tolerance=min_tolerance,
                      lmd_control=lmd_control, lmd_range=lmd_range, init_layers=init_layers, lmd_rate=lmd_rate,
                      layer_weighting=layer_weighting, distill=distill, distill_temperature=distill_temperature,
-                     head_bias=head_bias, norm_rule=norm_rule, min_steps=min_steps)
+                     head_bias=head_bias, norm_rule=norm_rule, min_steps=min_steps, input_prune=input_prune)
         #: the options the caller set (a model-derived rule never overrides them)
         self._explicit = frozenset(explicit | {k for k, val in given.items() if val is not None})
         v = {k: val if val is not None else chosen.get(k, FALLBACK[k]) for k, val in given.items()}
@@ -371,6 +379,9 @@ class D3(Defense):
         if isinstance(v["min_steps"], bool) or not isinstance(v["min_steps"], int) or v["min_steps"] < 0:
             raise DefenseError(f"min_steps must be a whole number >= 0; got {v['min_steps']!r}")
         self.min_steps = v["min_steps"]
+        if not isinstance(v["input_prune"], bool):
+            raise DefenseError(f"input_prune must be true or false; got {v['input_prune']!r}")
+        self.input_prune = v["input_prune"]
 
     def get_params(self, retain: ImageSplit | None = None) -> dict[str, Any]:
         """As :meth:`Defense.get_params`, without the distillation settings while ``distill`` is 0
@@ -386,6 +397,8 @@ class D3(Defense):
             params.pop("norm_rule", None)
         if not self.min_steps:
             params.pop("min_steps", None)
+        if not self.input_prune:
+            params.pop("input_prune", None)
         return params
 
     def epochs_for(self, retain: ImageSplit) -> int:
@@ -457,14 +470,15 @@ class D3(Defense):
             # what the adapted run resolved (held-out epoch, auto λ/ε) belongs in this run's record
             vars(self).update({k: v for k, v in vars(adapted).items() if k.endswith("_resolved")})
             return state
-        # past the adapted copy's return, so only the run that trains warns
-        if self.preset == DEFAULT_PRESET and not any(isinstance(m, nn.Conv2d) for m in model.modules()):
-            log.warning("D3: this model has no convolution. On the seven multi-layer perceptrons measured, "
-                        "the default preset removed the backdoor from two, preset='reference' from five "
-                        "(BENCHMARKS.md \"Eighth round\"); check the result, and try preset='reference'")
         if "auto" in (self.lmd, self.eps):  # SPEC §1 "Beyond the paper": resolved in d3_auto
             return fit_auto(self, model, retain, evaluator=evaluator, device=device, progress=progress,
                             checkpoint=checkpoint)
+        if self.input_prune:  # before any split, warm start or distance: the start D3 moves from
+            pruned = self.input_prune_resolved = prune_inputs(model, retain, self.tolerance, self.min_tolerance, device)
+            if pruned["pruned"]:
+                log.info("D3: set aside %d of the %d inputs of %s that the retain images barely vary (retain "
+                         "accuracy %.2f -> %.2f %%)", pruned["pruned"], pruned["features"], pruned["layer"],
+                         pruned["start_acc"], pruned["acc"])
         chooser = None
         if self.select == "heldout":
             retain, held = split_retain(retain, self.val_fraction, self.seed)

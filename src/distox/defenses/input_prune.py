@@ -1,0 +1,109 @@
+"""Input pruning: the first Linear's inputs that the clean data barely moves (a distox extension,
+not in the paper; the ``default`` preset's ``input_prune``).
+
+Why. D3 pushes a weight away from its start along ``W − W_init``, which only the clean loss's
+gradient can make non-zero in the first place; in a Linear that the image meets first (a
+multi-layer perceptron: flattened pixels → Linear), the gradient of column ``j`` is the input
+``x_j`` times the error, so a column whose input is almost always the same on clean images (the
+blank border of a Fashion-MNIST image) barely moves, under D3's distance or plain fine-tuning —
+and that is where a patch trigger lives. Measured (BENCHMARKS.md "Ninth round"): on the five
+BadNets multi-layer perceptrons of the study, setting such columns aside removes the backdoor on
+its own (0.6–2.9 % ASR left) at 0.15–0.75 accuracy points, where D3's default without it left
+up to 27 %; before D3, it made the default pass 17 of 21 development cells (8 without) and 8 of 8
+check cells (4 without) at 3,000 images, at the same mean accuracy.
+
+What. For the first weighted layer in forward order, if it is an ``nn.Linear``: its input
+features (a token's features for a Linear applied per token) are ordered by their variance on the
+retain set, least first; the ``k`` least varying are replaced by their retain-set mean — the
+column is zeroed and ``W[:, j]·mean_j`` folded into the bias, which leaves every output on an
+image whose features equal those means unchanged — with ``k`` the largest (by bisection) whose
+retain-set accuracy stays within ``tolerance`` points of the model's own. The tolerance is the
+held-out rule's (:func:`distox.defenses.heldout.resolve_tolerance`: ``"auto"`` = one standard
+error of that accuracy, at least ``min_tolerance``). A model whose first weighted layer is a
+convolution is left as it is (a convolution shares its weights across positions, so no weight
+belongs to one rarely-lit pixel).
+
+Reads the model and the retain set (images and labels) only: never evaluation data or an attack.
+
+Example:
+    >>> report = prune_inputs(model, retain, tolerance="auto", min_tolerance=0.5)
+    >>> report["pruned"], report["features"]
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data.core import ImageSplit
+from ..metrics import logits
+from ..models.selection import forward_order
+from .heldout import resolve_tolerance
+
+
+def first_weighted_layer(model: nn.Module, example: torch.Tensor) -> tuple[str, nn.Module] | None:
+    """(name, module) of the first ``nn.Linear``/``nn.Conv2d`` a forward pass on ``example`` runs."""
+    order = forward_order(model, example)
+    if not order:
+        return None
+    name = order[0]
+    return name, model.get_submodule(name)
+
+
+def layer_inputs(model: nn.Module, layer: nn.Linear, x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """What ``layer`` receives on the images ``x`` (eval mode, batched), as rows of its
+    ``in_features`` (one row per image, or per token where the Linear runs on a sequence)."""
+    rows: list[torch.Tensor] = []
+    hook = layer.register_forward_hook(lambda m, inp, out: rows.append(inp[0].detach().reshape(-1, m.in_features).cpu()))
+    try:
+        logits(model, x, device=device)
+    finally:
+        hook.remove()
+    return torch.cat(rows)
+
+
+def retain_accuracy(model: nn.Module, retain: ImageSplit, device: torch.device | str) -> float:
+    """Accuracy (%) of ``model`` (eval mode) on the retain images."""
+    pred = logits(model, retain.x, device=device).argmax(1)
+    return 100.0 * float((pred == retain.y.cpu()).float().mean())
+
+
+def prune_inputs(model: nn.Module, retain: ImageSplit, tolerance: float | str = "auto",
+                 min_tolerance: float = 0.5, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Replace the least-varying inputs of ``model``'s first Linear by their retain-set means, as
+    many as keep retain accuracy within the tolerance (module docstring); edits ``model`` in place.
+    Returns what was done: ``layer`` (None when the first weighted layer is not an nn.Linear),
+    ``features``, ``pruned`` (k), ``start_acc`` / ``acc`` (retain accuracy before and after) and
+    ``tolerance`` (points)."""
+    found = first_weighted_layer(model, retain.x[:1].to(device))
+    if found is None or not isinstance(found[1], nn.Linear):
+        return {"layer": None, "pruned": 0}
+    name, layer = found
+    inputs = layer_inputs(model, layer, retain.x, device)
+    mean, order = inputs.mean(0), torch.argsort(inputs.var(0), stable=True)
+    weight0 = layer.weight.detach().clone()
+    bias0 = None if layer.bias is None else layer.bias.detach().clone()
+
+    def set_pruned(k: int) -> None:
+        cols = order[:k].to(weight0.device)
+        with torch.no_grad():
+            layer.weight.copy_(weight0)
+            if bias0 is not None:
+                layer.bias.copy_(bias0 + weight0[:, cols] @ mean.to(weight0)[cols])
+            layer.weight[:, cols] = 0
+
+    start = retain_accuracy(model, retain, device)
+    tol = resolve_tolerance(tolerance, start, len(retain), min_tolerance)
+    good, bad, acc = 0, layer.in_features + 1, start  # invariant: k = good keeps accuracy, k = bad does not
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        set_pruned(mid)
+        mid_acc = retain_accuracy(model, retain, device)
+        if mid_acc >= start - tol:
+            good, acc = mid, mid_acc
+        else:
+            bad = mid
+    set_pruned(good)
+    return {"layer": name, "features": layer.in_features, "pruned": good, "start_acc": round(start, 4),
+            "acc": round(acc, 4), "tolerance": round(tol, 4)}
