@@ -94,6 +94,9 @@
 #   bash benchmarks/d3_default_study.sh ninth       # ninth round: input pruning on the seven MLPs (seeds 0-2; 500, 1,000)
 #   bash benchmarks/d3_default_study.sh ninth-diagnose # ninth round: why the MLPs keep BadNets (weights turned, pixels lit)
 #   bash benchmarks/d3_default_study.sh ninth-alone # ninth round: input pruning alone, without D3, on all eleven MLPs
+#   bash benchmarks/d3_default_study.sh lenet-models # ninth round: two LeNet-5s with BadNets (without and with BatchNorm)
+#   bash benchmarks/d3_default_study.sh lenet       # ninth round, once: the default and the baselines on the two LeNets
+#   bash benchmarks/d3_default_study.sh lenet-explore # ninth round: the distance's layers, the overlay, the lr on them
 #   bash benchmarks/d3_default_study.sh ninth-models # ninth round: four check MLPs trained after it was chosen
 #   bash benchmarks/d3_default_study.sh ninth-check # ninth round, once: on those, with and without it, and the baselines
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
@@ -657,6 +660,29 @@ PY
       --candidate "ft-sam=method:ft-sam,augment:false"
     for n in 500 1000; do study $MLPCHECK --final-only --count $n --out $RUNS/ninth-check-$n.jsonl "${ninth_cands[@]}"; done
     ;;
+  lenet-models)  # ninth round: LeNet-5 (conv stages, then a Linear over the flattened map), without and with BatchNorm
+    # (at lr 0.05 the LeNet without BatchNorm collapsed to chance, 10.25 %; its directory was removed and it was retrained at 0.01)
+    attack lenet-badnets badnets --model lenet --epochs 10 --lr 0.01 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 34 --no-augment
+    attack lenet-bn-badnets badnets --model lenet --model-kwarg norm=batch --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 35 --no-augment
+    ;;
+  lenet)  # ninth round, once on the two LeNets: the default at seeds 0-2 and 500 / 1,000 images, the faithful presets
+    # and FT-SAM at seed 0
+    LENET="$RUNS/lenet-badnets $RUNS/lenet-bn-badnets"
+    for seed in 0 1 2; do study $LENET --final-only --seed $seed --out $RUNS/lenet-s$seed.jsonl "${seventh_floor[@]}"; done
+    study $LENET --final-only --out $RUNS/lenet-s0.jsonl "${sixth_reference[@]}" "${sixth_paper[@]}" \
+      --candidate "ft-sam=method:ft-sam,augment:false"
+    for n in 500 1000; do study $LENET --final-only --count $n --out $RUNS/lenet-$n.jsonl "${seventh_floor[@]}"; done
+    ;;
+  lenet-explore)  # ninth round, after `lenet` (the default behind both faithful presets there): what costs the accuracy
+    LENET="$RUNS/lenet-badnets $RUNS/lenet-bn-badnets"
+    for seed in 0 1 2; do
+      study $LENET --final-only --seed $seed --out $RUNS/lenet-explore-s$seed.jsonl \
+        --candidate "bnfed=preset:default,epochs:null,layers:batchnorm-fed" \
+        --candidate "blend0=preset:default,epochs:null,blend:0" --candidate "lr01=preset:default,epochs:null,lr:0.01" \
+        --candidate "angle=preset:default,epochs:null,layer_weighting:angle"
+    done
+    for seed in 1 2; do study $LENET --final-only --seed $seed --out $RUNS/lenet-s$seed.jsonl "${sixth_reference[@]}" "${sixth_paper[@]}"; done
+    ;;
   bnfed)  # eighth round: does leaving out the weights no BatchNorm re-normalises (squeeze-and-excitation
     # convs, an MLP head's hidden Linear; PreAct's shortcut convs and last conv) help where the default's
     # all-layer distance covers them?
@@ -755,6 +781,8 @@ PY
     study --table $RUNS/ninth-s0.jsonl $RUNS/ninth-s1.jsonl $RUNS/ninth-s2.jsonl $RUNS/ninth-500.jsonl $RUNS/ninth-1000.jsonl
     study --table $RUNS/ninth-check-s0.jsonl $RUNS/ninth-check-s1.jsonl $RUNS/ninth-check-500.jsonl \
       $RUNS/ninth-check-1000.jsonl --check mlp-sig-aug mlp-bn-lf mlp-badnets-aug mlp-bn-a2a-badnets
+    study --table $RUNS/lenet-s0.jsonl $RUNS/lenet-s1.jsonl $RUNS/lenet-s2.jsonl $RUNS/lenet-500.jsonl $RUNS/lenet-1000.jsonl \
+      --as default=floor600 --check lenet-badnets lenet-bn-badnets
     ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac

@@ -269,3 +269,21 @@ def test_small_mlp_has_no_convolution_and_a_linear_head(norm):
         m(torch.rand(1, 1, 32, 32))
     with pytest.raises(ValueError, match="norm must be one of"):
         create_model("small_mlp", 10, 1, norm="layer")
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_lenet_flattens_its_conv_map_into_three_linears(norm):
+    """``lenet``: two conv stages (BatchNorm2d after each with norm="batch"), the map flattened
+    (16·5·5 at 28×28, 16·6·6 at 32×32) into Linears 120 → 84 → ``fc``; ``auto`` finds ``fc``."""
+    m = create_model("lenet", 10, 1, norm=norm)
+    x = torch.rand(2, 1, 28, 28)
+    assert m(x).shape == (2, 10) and m.net.hidden[0].in_features == 400
+    assert any(isinstance(mod, torch.nn.BatchNorm2d) for mod in m.modules()) == (norm == "batch")
+    assert list(select_weights(m, "auto", x[:1])) == ["net.fc.weight"]
+    assert create_model("lenet", 10, 3, image_size=32).net.hidden[0].in_features == 576
+    with pytest.raises(ValueError, match="takes 28x28 images"):
+        m(torch.rand(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="norm must be one of"):
+        create_model("lenet", 10, 1, norm="group")
+    with pytest.raises(ValueError, match="at least 12"):
+        create_model("lenet", 10, 1, image_size=8)

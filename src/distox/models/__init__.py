@@ -1,7 +1,7 @@
 """Model factories: ``create_model(name, num_classes, in_channels, mean, std)``.
 
 Registered names: ``preactresnet18``, ``vgg19_bn``, ``small_cnn``, ``small_vgg``, ``small_vit``,
-``small_mlp``, and
+``small_mlp``, ``lenet``, and
 ``torchvision:NAME`` for any torchvision classification model (e.g. ``torchvision:resnet18``). Every
 model comes wrapped in :class:`Normalized`, so it takes images in [0, 1].
 
@@ -22,6 +22,7 @@ from torch import nn
 
 from ..registry import keyword_names
 from .grayscale import GrayToRGB
+from .lenet import LeNet5
 from .normalized import Normalized
 from .preactresnet import PreActResNet18
 from .selection import SelectionError, classifier_name, linear_forward_order, select_weights
@@ -54,6 +55,10 @@ def _small_mlp(num_classes: int, in_channels: int, width: int = 256, depth: int 
     return SmallMLP(num_classes, in_channels, int(width), int(depth), int(image_size), norm)
 
 
+def _lenet(num_classes: int, in_channels: int, image_size: int = 28, norm: str = "none") -> nn.Module:
+    return LeNet5(num_classes, in_channels, int(image_size), norm)
+
+
 def _small_vit(num_classes: int, in_channels: int, width: int = 64, depth: int = 4, heads: int = 4,
                mlp_ratio: float = 2.0, patch_size: int = 4, image_size: int = 32) -> nn.Module:
     return SmallViT(num_classes, in_channels, int(width), depth, heads, mlp_ratio, patch_size, image_size)
@@ -68,6 +73,7 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "small_vgg": _small_vgg,
     "small_vit": _small_vit,
     "small_mlp": _small_mlp,
+    "lenet": _lenet,
 }
 
 
