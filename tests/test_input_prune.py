@@ -97,3 +97,12 @@ def test_the_default_prunes_an_mlp_and_the_faithful_presets_do_not():
     assert cnn.config["input_prune_resolved"] == {"layer": None, "pruned": 0}
     with pytest.raises(DefenseError, match="input_prune"):
         D3(input_prune="yes")
+
+
+def test_input_moments_match_the_whole_matrix_without_keeping_it():
+    from distox.defenses.input_prune import input_moments
+
+    model, retain = _mlp_and_retain(n=100)
+    mean, var = input_moments(model, model[1], retain.x, "cpu")
+    rows = retain.x.flatten(1).double()
+    assert torch.allclose(mean, rows.mean(0)) and torch.allclose(var, rows.var(0, unbiased=False))

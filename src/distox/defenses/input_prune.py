@@ -9,7 +9,7 @@ blank border of a Fashion-MNIST image) barely moves, under D3's distance or plai
 and that is where a patch trigger lives. Measured (BENCHMARKS.md "Ninth round"): on the five
 BadNets multi-layer perceptrons of the study, setting such columns aside removes the backdoor on
 its own (0.6–2.9 % ASR left) at 0.15–0.75 accuracy points, where D3's default without it left
-up to 27 %; before D3, it made the default pass 17 of 21 development cells (8 without) and 8 of 8
+up to 27 %; before D3, it made the default pass 17 of 21 development cells (8 without) and 7 of 8
 check cells (4 without) at 3,000 images, at the same mean accuracy.
 
 What. For the first weighted layer in forward order, if it is an ``nn.Linear``: its input
@@ -51,16 +51,28 @@ def first_weighted_layer(model: nn.Module, example: torch.Tensor) -> tuple[str, 
     return name, model.get_submodule(name)
 
 
-def layer_inputs(model: nn.Module, layer: nn.Linear, x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """What ``layer`` receives on the images ``x`` (eval mode, batched), as rows of its
-    ``in_features`` (one row per image, or per token where the Linear runs on a sequence)."""
-    rows: list[torch.Tensor] = []
-    hook = layer.register_forward_hook(lambda m, inp, out: rows.append(inp[0].detach().reshape(-1, m.in_features).cpu()))
+def input_moments(model: nn.Module, layer: nn.Linear, x: torch.Tensor,
+                  device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, variance) of each of ``layer``'s ``in_features`` over what it receives on the images
+    ``x`` (eval mode, batched; one row per image, or per token where the Linear runs on a
+    sequence), accumulated batch by batch in float64 so no (rows × features) matrix is kept."""
+    sums = torch.zeros(2, layer.in_features, dtype=torch.float64)
+    count = [0]
+
+    def accumulate(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        rows = inputs[0].detach().reshape(-1, module.in_features).to("cpu", torch.float64)
+        sums[0] += rows.sum(0)
+        sums[1] += (rows * rows).sum(0)
+        count[0] += rows.shape[0]
+
+    hook = layer.register_forward_hook(accumulate)
     try:
         logits(model, x, device=device)
     finally:
         hook.remove()
-    return torch.cat(rows)
+    n = max(count[0], 1)
+    mean = sums[0] / n
+    return mean, (sums[1] / n - mean * mean).clamp_min(0.0)
 
 
 def retain_accuracy(model: nn.Module, retain: ImageSplit, device: torch.device | str) -> float:
@@ -80,8 +92,8 @@ def prune_inputs(model: nn.Module, retain: ImageSplit, tolerance: float | str = 
     if found is None or not isinstance(found[1], nn.Linear):
         return {"layer": None, "pruned": 0}
     name, layer = found
-    inputs = layer_inputs(model, layer, retain.x, device)
-    mean, order = inputs.mean(0), torch.argsort(inputs.var(0), stable=True)
+    mean, variance = input_moments(model, layer, retain.x, device)
+    order = torch.argsort(variance, stable=True)
     weight0 = layer.weight.detach().clone()
     bias0 = None if layer.bias is None else layer.bias.detach().clone()
 
