@@ -94,7 +94,9 @@
 #   bash benchmarks/d3_default_study.sh ninth       # ninth round: input pruning on the seven MLPs (seeds 0-2; 500, 1,000)
 #   bash benchmarks/d3_default_study.sh ninth-diagnose # ninth round: why the MLPs keep BadNets (weights turned, pixels lit)
 #   bash benchmarks/d3_default_study.sh ninth-alone # ninth round: input pruning alone, without D3, on all eleven MLPs
-#   bash benchmarks/d3_default_study.sh lenet-models # ninth round: two LeNet-5s with BadNets (without and with BatchNorm)
+#   bash benchmarks/d3_default_study.sh lenet-models [blended] # ninth round: two LeNet-5s with BadNets (without and with
+#                                                  # BatchNorm); `blended`: two more with Blended
+#   bash benchmarks/d3_default_study.sh lenet-blended # ninth round, once: the default and the baselines on the Blended LeNets
 #   bash benchmarks/d3_default_study.sh lenet       # ninth round, once: the default and the baselines on the two LeNets
 #   bash benchmarks/d3_default_study.sh lenet-explore # ninth round: the distance's layers, the overlay, the lr on them
 #   bash benchmarks/d3_default_study.sh ninth-models # ninth round: four check MLPs trained after it was chosen
@@ -664,6 +666,11 @@ PY
     # (at lr 0.05 the LeNet without BatchNorm collapsed to chance, 10.25 %; its directory was removed and it was retrained at 0.01)
     attack lenet-badnets badnets --model lenet --epochs 10 --lr 0.01 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 34 --no-augment
     attack lenet-bn-badnets badnets --model lenet --model-kwarg norm=batch --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 35 --no-augment
+    # after `lenet-explore`: the same two with Blended, whose trigger covers the image (`lenet-models blended`)
+    if [ "${2:-}" = blended ]; then
+      attack lenet-blended blended --model lenet --epochs 10 --lr 0.01 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 36 --no-augment
+      attack lenet-bn-blended blended --model lenet --model-kwarg norm=batch --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 37 --no-augment
+    fi
     ;;
   lenet)  # ninth round, once on the two LeNets: the default at seeds 0-2 and 500 / 1,000 images, the faithful presets
     # and FT-SAM at seed 0
@@ -672,6 +679,12 @@ PY
     study $LENET --final-only --out $RUNS/lenet-s0.jsonl "${sixth_reference[@]}" "${sixth_paper[@]}" \
       --candidate "ft-sam=method:ft-sam,augment:false"
     for n in 500 1000; do study $LENET --final-only --count $n --out $RUNS/lenet-$n.jsonl "${seventh_floor[@]}"; done
+    ;;
+  lenet-blended)  # ninth round, once: the default, the faithful presets and the head-only distance on the Blended LeNets
+    for seed in 0 1 2; do
+      study $RUNS/lenet-blended $RUNS/lenet-bn-blended --final-only --seed $seed --out $RUNS/lenet-blended-s$seed.jsonl \
+        "${seventh_floor[@]}" "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "head=preset:default,epochs:null,layers:auto"
+    done
     ;;
   lenet-explore)  # ninth round, after `lenet` (the default behind both faithful presets there): what costs the accuracy
     LENET="$RUNS/lenet-badnets $RUNS/lenet-bn-badnets"
@@ -783,6 +796,11 @@ PY
       $RUNS/ninth-check-1000.jsonl --check mlp-sig-aug mlp-bn-lf mlp-badnets-aug mlp-bn-a2a-badnets
     study --table $RUNS/lenet-s0.jsonl $RUNS/lenet-s1.jsonl $RUNS/lenet-s2.jsonl $RUNS/lenet-500.jsonl $RUNS/lenet-1000.jsonl \
       --as default=floor600 --check lenet-badnets lenet-bn-badnets
+    study --table $RUNS/lenet-explore-s0.jsonl $RUNS/lenet-explore-s1.jsonl $RUNS/lenet-explore-s2.jsonl
+    study --table $RUNS/lenet-blended-s0.jsonl $RUNS/lenet-blended-s1.jsonl $RUNS/lenet-blended-s2.jsonl --as default=floor600
+    # the four LeNets together
+    study --table $RUNS/lenet-blended-s0.jsonl $RUNS/lenet-blended-s1.jsonl $RUNS/lenet-blended-s2.jsonl $RUNS/lenet-s0.jsonl \
+      $RUNS/lenet-s1.jsonl $RUNS/lenet-s2.jsonl --as default=floor600 --only default d3-reference d3-paper
     ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac
