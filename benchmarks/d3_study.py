@@ -142,19 +142,23 @@ def architecture(run: str) -> str:
 
 def by_architecture(rows: list[dict[str, Any]]) -> str:
     """Mean DER (and ACC change) per model architecture and candidate: the issue's
-    "higher average DER on every architecture" bar."""
+    "higher average DER on every architecture" bar. Rows of different retain sizes are never
+    averaged together: with more than one size, each candidate gets a row per size,
+    ``candidate (N)``."""
     arch_of = {run: architecture(run) for run in {r["run"] for r in rows}}
     archs = sorted(set(arch_of.values()))
-    cands = sorted({r["candidate"] for r in rows})
+    sizes = sorted({r.get("count", 0) for r in rows})
+    keys = sorted({(r["candidate"], r.get("count", 0)) for r in rows})
     out = ["| candidate | " + " | ".join(archs) + " |", "|---|" + "---|" * len(archs)]
-    for cand in cands:
+    for cand, count in keys:
         cells = []
         for arch in archs:
-            sel = [r for r in rows if r["candidate"] == cand and arch_of[r["run"]] == arch]
+            sel = [r for r in rows if r["candidate"] == cand and r.get("count", 0) == count and arch_of[r["run"]] == arch]
             cells.append("–" if not sel else
                          f"{mean(der(r['before'], r['after']) for r in sel):.2f} "
                          f"({mean(r['after']['acc'] - r['before']['acc'] for r in sel):+.2f})")
-        out.append(f"| {cand} | " + " | ".join(cells) + " |")
+        label = cand if len(sizes) == 1 else f"{cand} ({count or '–'})"
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
