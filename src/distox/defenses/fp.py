@@ -59,7 +59,7 @@ from ..training import Checkpoint, TrainState
 from .base import DefenseError
 from .ft import FT
 from .heldout import accuracy, split_retain
-from .probe import module_outputs
+from .probe import layer_input, module_outputs
 from .registry import register
 from .sau import eval_mode
 
@@ -98,16 +98,10 @@ def find_classifier(model: nn.Module, example: torch.Tensor, name: str | None = 
 
 def classifier_input(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The input ``layer`` receives when ``model`` runs on ``x`` (eval mode, no gradients)."""
-    seen: list[torch.Tensor] = []
-    handle = layer.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
-    try:
-        with eval_mode(model), torch.no_grad():
-            model(x)
-    finally:
-        handle.remove()
-    if not seen:
+    seen = layer_input(model, layer, x)
+    if seen is None:
         raise DefenseError("the classifier never runs in the model's forward pass; FP cannot find its input")
-    return seen[-1]
+    return seen
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,10 @@ import torch
 from torch import nn
 
 from ..data.core import ImageSplit
-from ..metrics import logits
+from ..metrics import eval_batch_size, logits
 from ..models.selection import forward_order
 from .heldout import resolve_tolerance
+from .probe import layer_input
 
 
 def first_weighted_layer(model: nn.Module, example: torch.Tensor) -> tuple[str, nn.Module] | None:
@@ -54,25 +55,20 @@ def first_weighted_layer(model: nn.Module, example: torch.Tensor) -> tuple[str, 
 def input_moments(model: nn.Module, layer: nn.Linear, x: torch.Tensor,
                   device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, variance) of each of ``layer``'s ``in_features`` over what it receives on the images
-    ``x`` (eval mode, batched; one row per image, or per token where the Linear runs on a
-    sequence), accumulated batch by batch in float64 so no (rows × features) matrix is kept."""
+    ``x`` (eval mode, in evaluation-sized batches; one row per image, or per token where the Linear
+    runs on a sequence), accumulated in float64 so no (rows × features) matrix is kept."""
     sums = torch.zeros(2, layer.in_features, dtype=torch.float64)
-    count = [0]
-
-    def accumulate(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        rows = inputs[0].detach().reshape(-1, module.in_features).to("cpu", torch.float64)
+    count, batch = 0, eval_batch_size(device)
+    for i in range(0, len(x), batch):
+        rows = layer_input(model, layer, x[i:i + batch].to(device))
+        if rows is None:
+            break
+        rows = rows.reshape(-1, layer.in_features).to("cpu", torch.float64)
         sums[0] += rows.sum(0)
         sums[1] += (rows * rows).sum(0)
-        count[0] += rows.shape[0]
-
-    hook = layer.register_forward_hook(accumulate)
-    try:
-        logits(model, x, device=device)
-    finally:
-        hook.remove()
-    n = max(count[0], 1)
-    mean = sums[0] / n
-    return mean, (sums[1] / n - mean * mean).clamp_min(0.0)
+        count += rows.shape[0]
+    mean = sums[0] / max(count, 1)
+    return mean, (sums[1] / max(count, 1) - mean * mean).clamp_min(0.0)
 
 
 def retain_accuracy(model: nn.Module, retain: ImageSplit, device: torch.device | str) -> float:

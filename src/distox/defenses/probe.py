@@ -1,5 +1,5 @@
 """Looking inside a model with forward hooks, for defenses that act on intermediate features
-(FP's classifier input, NAD's stage outputs): no assumption about the architecture beyond
+(FP's classifier input, NAD's stage outputs, D3's input pruning): no assumption about the architecture beyond
 ``nn.Module`` hooks firing when a submodule's forward returns.
 
 Example:
@@ -16,6 +16,20 @@ import torch
 from torch import nn
 
 from .sau import eval_mode
+
+
+def layer_input(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """The (first positional) input ``layer`` receives when ``model`` runs on ``x`` — the last
+    call's, if it runs more than once — in eval mode without gradients (training flags restored);
+    None when ``layer`` never runs."""
+    seen: list[torch.Tensor] = []
+    handle = layer.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    return seen[-1] if seen else None
 
 
 def module_outputs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, Any]]:
