@@ -21,7 +21,9 @@ retain-set accuracy stays within ``tolerance`` points of the model's own. The to
 held-out rule's (:func:`distox.defenses.heldout.resolve_tolerance`: ``"auto"`` = one standard
 error of that accuracy, at least ``min_tolerance``). A model whose first weighted layer is a
 convolution is left as it is (a convolution shares its weights across positions, so no weight
-belongs to one rarely-lit pixel).
+belongs to one rarely-lit pixel). A model near chance on the retain set loses nothing by any
+pruning, so it may have every input set aside; D3's training after it then grows the columns
+back from the clean loss alone.
 
 Reads the model and the retain set (images and labels) only: never evaluation data or an attack.
 
@@ -37,9 +39,9 @@ import torch
 from torch import nn
 
 from ..data.core import ImageSplit
-from ..metrics import eval_batch_size, logits
+from ..metrics import eval_batch_size
 from ..models.selection import forward_order
-from .heldout import resolve_tolerance
+from .heldout import accuracy, resolve_tolerance
 from .probe import layer_input
 
 
@@ -71,12 +73,6 @@ def input_moments(model: nn.Module, layer: nn.Linear, x: torch.Tensor,
     return mean, (sums[1] / max(count, 1) - mean * mean).clamp_min(0.0)
 
 
-def retain_accuracy(model: nn.Module, retain: ImageSplit, device: torch.device | str) -> float:
-    """Accuracy (%) of ``model`` (eval mode) on the retain images."""
-    pred = logits(model, retain.x, device=device).argmax(1)
-    return 100.0 * float((pred == retain.y.cpu()).float().mean())
-
-
 def prune_inputs(model: nn.Module, retain: ImageSplit, tolerance: float | str = "auto",
                  min_tolerance: float = 0.5, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Replace the least-varying inputs of ``model``'s first Linear by their retain-set means, as
@@ -101,13 +97,13 @@ def prune_inputs(model: nn.Module, retain: ImageSplit, tolerance: float | str = 
                 layer.bias.copy_(bias0 + weight0[:, cols] @ mean.to(weight0)[cols])
             layer.weight[:, cols] = 0
 
-    start = retain_accuracy(model, retain, device)
+    start = accuracy(model, retain, device)
     tol = resolve_tolerance(tolerance, start, len(retain), min_tolerance)
     good, bad, acc = 0, layer.in_features + 1, start  # invariant: k = good keeps accuracy, k = bad does not
     while bad - good > 1:
         mid = (good + bad) // 2
         set_pruned(mid)
-        mid_acc = retain_accuracy(model, retain, device)
+        mid_acc = accuracy(model, retain, device)
         if mid_acc >= start - tol:
             good, acc = mid, mid_acc
         else:
