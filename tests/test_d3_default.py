@@ -193,6 +193,15 @@ def test_no_selection_rule_reads_evaluation_data_or_the_attack():
     default_watched = distox.purify(_tiny(), bundle.train, epochs=2, batch_size=16, verbose=False,
                                     eval_data=scrambled, attack=attack)
     assert _digest(default.model) == _digest(default_watched.model)
+    # input pruning (a model that starts with a Linear) reads the retain set only
+    torch.manual_seed(0)
+    mlp = create_model("small_mlp", 4, 1, width=8, image_size=16)
+    pruned = distox.purify(mlp, bundle.train, epochs=2, batch_size=16, verbose=False)
+    pruned_watched = distox.purify(mlp, bundle.train, epochs=2, batch_size=16, verbose=False,
+                                   eval_data=scrambled, attack=attack)
+    assert pruned.config["input_prune_resolved"]["pruned"] > 0
+    assert _digest(pruned.model) == _digest(pruned_watched.model)
+    assert pruned.config["input_prune_resolved"] == pruned_watched.config["input_prune_resolved"]
 
 
 def test_heldout_lmd_controller_halves_within_tolerance_and_doubles_outside():
