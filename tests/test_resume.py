@@ -215,3 +215,26 @@ def test_api_resume_restores_every_piece_of_state(tmp_path, ctrl_c_at, trained, 
         assert ["acc" in r for r in got.history] == [False, False, True, True]
     a, c = ref.model.state_dict(), got.model.state_dict()
     assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_api_resume_with_input_pruning_is_bit_identical(tmp_path, ctrl_c_at):
+    """The default's input pruning (a model that starts with a Linear) is redone from the suspect
+    model on a resume, so the resumed run starts from the same pruned weights and ends identical."""
+    from distox.training import LoopConfig, train
+
+    b = make_bundle(n_train=64, n_test=32, side=8, classes=4, seed=1)
+    torch.manual_seed(0)
+    model = distox.models.create_model("small_mlp", 4, 1, width=16, image_size=8)
+    train(model, b.train.x, b.train.y, LoopConfig(epochs=10, batch_size=16, lr=0.05), device="cpu", progress=False)
+    kw = dict(epochs=3, batch_size=16, verbose=False, device="cpu")
+    ref = distox.purify(model, b.train, **kw)
+    assert ref.config["input_prune_resolved"]["layer"] == "net.hidden.0"
+    ckpt = tmp_path / "ck.pt"
+    ctrl_c_at(3)
+    with pytest.raises(KeyboardInterrupt):
+        distox.purify(model, b.train, checkpoint=ckpt, **kw)
+    ctrl_c_at(None)
+    got = distox.purify(model, b.train, checkpoint=ckpt, **kw)
+    assert got.resumed_from_epoch == 2 and got.config == ref.config and got.history == ref.history
+    a, c = ref.model.state_dict(), got.model.state_dict()
+    assert all(torch.equal(a[k], c[k]) for k in a)
