@@ -100,6 +100,7 @@
 #   bash benchmarks/d3_default_study.sh lenet       # ninth round, once: the default and the baselines on the two LeNets
 #   bash benchmarks/d3_default_study.sh lenet-explore # ninth round: the distance's layers, the overlay, the lr on them
 #   bash benchmarks/d3_default_study.sh ninth-light # ninth round: a lighter D3 (paper's, or no overlay) after the pruning
+#   bash benchmarks/d3_default_study.sh ninth-tolerance # ninth round: the pruning at other tolerances
 #   bash benchmarks/d3_default_study.sh ninth-models # ninth round: four check MLPs trained after it was chosen
 #   bash benchmarks/d3_default_study.sh ninth-check # ninth round, once: on those, with and without it, and the baselines
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
@@ -653,6 +654,14 @@ PY
         --candidate "prune-blend0=preset:default,epochs:null,blend:0"
     done
     ;;
+  ninth-tolerance)  # ninth round: how much the pruning's one setting matters, its retain-accuracy tolerance (the
+    # default: one standard error, about 0.55 points at 3,000 images), at 0.25 and 1.5 points, on the seven MLPs
+    for seed in 0 1 2; do
+      study $MLP7 --final-only --seed $seed --out $RUNS/ninth-tolerance-s$seed.jsonl \
+        --candidate "prune-tol0.25=preset:default,epochs:null,tolerance:0.25,min_tolerance:0" \
+        --candidate "prune-tol1.5=preset:default,epochs:null,tolerance:1.5"
+    done
+    ;;
   ninth-models)  # ninth round: four check MLPs trained after input pruning was chosen (other attacks and recipes)
     # WaNet did not implant in an MLP (7.55 % ASR): it stays here, out of the check, and SIG with augmented training replaced it
     attack mlp-wanet wanet --model small_mlp --width 512 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 29 --no-augment
@@ -800,6 +809,8 @@ PY
       --as default=floor600,default-shipped --only default bnfed
     # ninth round: input pruning on the MLPs (prune = the default as shipped now; no-prune = the eighth round's)
     study --table $RUNS/ninth-s0.jsonl $RUNS/ninth-s1.jsonl $RUNS/ninth-s2.jsonl $RUNS/ninth-500.jsonl $RUNS/ninth-1000.jsonl
+    study --table $RUNS/ninth-tolerance-s0.jsonl $RUNS/ninth-tolerance-s1.jsonl $RUNS/ninth-tolerance-s2.jsonl \
+      $RUNS/ninth-s0.jsonl $RUNS/ninth-s1.jsonl $RUNS/ninth-s2.jsonl
     study --table $RUNS/ninth-light-s0.jsonl $RUNS/ninth-light-s1.jsonl $RUNS/ninth-light-s2.jsonl $RUNS/ninth-s0.jsonl \
       $RUNS/ninth-s1.jsonl $RUNS/ninth-s2.jsonl
     study --table $RUNS/ninth-check-s0.jsonl $RUNS/ninth-check-s1.jsonl $RUNS/ninth-check-500.jsonl \
