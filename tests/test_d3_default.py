@@ -196,8 +196,8 @@ def test_no_selection_rule_reads_evaluation_data_or_the_attack():
     # input pruning (a model that starts with a Linear) reads the retain set only
     torch.manual_seed(0)
     mlp = create_model("small_mlp", 4, 1, width=8, image_size=16)
-    pruned = distox.purify(mlp, bundle.train, epochs=2, batch_size=16, verbose=False)
-    pruned_watched = distox.purify(mlp, bundle.train, epochs=2, batch_size=16, verbose=False,
+    pruned = distox.purify(mlp, bundle.train, epochs=2, batch_size=16, verbose=False, label_check="off")
+    pruned_watched = distox.purify(mlp, bundle.train, epochs=2, batch_size=16, verbose=False, label_check="off",
                                    eval_data=scrambled, attack=attack)
     assert pruned.config["input_prune_resolved"]["pruned"] > 0
     assert _digest(pruned.model) == _digest(pruned_watched.model)
