@@ -13,7 +13,7 @@ import distox
 import distox.defenses.fp as fpmod
 from distox.data.core import ImageSplit
 from distox.defenses import FP, DefenseError, create
-from distox.defenses.fp import InputMask, Units, find_classifier, find_units, prune_sweep
+from distox.defenses.fp import InputMask, Units, find_classifier, find_units, prune_sweep, unit_means
 from distox.defenses.heldout import split_retain
 from distox.training import LoopConfig, train
 
@@ -131,12 +131,18 @@ def test_sweep_keeps_last_level_within_tolerance_and_prunes_exact_counts(monkeyp
     mask.remove()
 
 
+class _PairMean(nn.Module):
+    """Eight channels averaged in pairs into four logits: no Linear, no conv with a map per class."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(len(x), 4, 2).mean(2)
+
+
 def test_model_without_classifier_input_gives_defense_error():
     retain = make_bundle(n_train=40).train
-    conv_head = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 1),
-                              nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    with pytest.raises(DefenseError, match="no nn.Linear"):
-        FP(epochs=1)(conv_head, retain, device="cpu", progress=False)
+    headless = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), _PairMean())
+    with pytest.raises(DefenseError, match="no nn.Linear and no such head"):
+        FP(epochs=1)(headless, retain, device="cpu", progress=False)
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(256, 16), nn.ReLU(), nn.Linear(16, 4))
     with pytest.raises(DefenseError, match="not the final classifier"):
         FP(epochs=1, classifier="1")(mlp, retain, device="cpu", progress=False)
@@ -206,3 +212,26 @@ def resumes_bit_identical(make_defense, model: nn.Module, retain: ImageSplit, tm
 def test_resume_after_interruption_is_bit_identical(trained, tmp_path, monkeypatch):
     model, retain = trained
     resumes_bit_identical(lambda: FP(epochs=3, batch_size=32, acc_ratio=0.5), model, retain, tmp_path, monkeypatch)
+
+
+def test_a_convolutional_class_head_has_its_input_channels_pruned():
+    """No nn.Linear: FP prunes the input channels of the 1×1 conv that gives one map per class
+    (SqueezeNet-style), ranks them by mean activation, and folds the mask into that conv."""
+    torch.manual_seed(0)
+    b = make_bundle(n_train=80, n_test=20)
+    model = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    fp = FP(epochs=1, batch_size=16, acc_ratio=1.0)  # any drop accepted: the sweep prunes all but the last step
+    name, layer = find_classifier(model, b.train.x[:2])
+    assert name == "2" and isinstance(layer, nn.Conv2d)
+    units = find_units(model, layer, b.train.x[:2])
+    assert (units.count, units.group, units.kind) == (6, 1, "channel")
+    means = unit_means(model, layer, units, b.train.x)
+    relu_out = model[1](model[0](b.train.x))
+    assert torch.allclose(means, relu_out.mean((0, 2, 3)), atol=1e-5)
+    result = fp(model, b.train, device="cpu", progress=False)
+    pruned = result.config["pruning_resolved"]["pruned"]
+    assert result.config["pruning_resolved"]["classifier"] == "2" and pruned == 5
+    head = result.model[2].weight
+    assert int((head.abs().sum((0, 2, 3)) == 0).sum()) == pruned  # whole input-channel slices folded to 0
+    assert not result.model[2]._forward_pre_hooks  # the mask's hook is gone

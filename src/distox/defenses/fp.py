@@ -4,7 +4,10 @@ its bugs fixed.
 
 1. **Classifier input.** The final classifier is the last ``nn.Linear`` in forward order —
    :func:`distox.models.selection.linear_forward_order`, the rule D3's automatic weight
-   selection uses (``classifier=NAME`` names another Linear). Its input features are ranked.
+   selection uses (``classifier=NAME`` names another Linear); in a model without any, a
+   convolutional class head (a 1×1 conv with one map per class, averaged — SqueezeNet-style;
+   :func:`distox.models.selection.classifier_name`), whose input channels are then the units.
+   Its input features are ranked.
    (BackdoorBench hooks the model's last top-level child and prunes the first Linear inside it,
    which only finds the classifier on its model zoo.)
 2. **Units.** ``units="channel"`` (default): when the classifier's input is exactly the
@@ -54,7 +57,7 @@ from torch import nn
 
 from ..data.core import ImageSplit
 from ..metrics import Evaluator
-from ..models.selection import linear_forward_order
+from ..models.selection import SelectionError, classifier_name, linear_forward_order
 from ..training import Checkpoint, TrainState
 from .base import DefenseError
 from .ft import FT
@@ -70,27 +73,36 @@ UNITS = ("channel", "feature")
 RANK_BATCH = 256
 
 
-def find_classifier(model: nn.Module, example: torch.Tensor, name: str | None = None) -> tuple[str, nn.Linear]:
-    """The final classifier: ``name``, or the last ``nn.Linear`` in forward order (D3's rule).
+def find_classifier(model: nn.Module, example: torch.Tensor,
+                    name: str | None = None) -> tuple[str, nn.Linear | nn.Conv2d]:
+    """The final classifier: ``name``, or the last ``nn.Linear`` in forward order (D3's rule) —
+    in a model without any, its convolutional class head (a last ``nn.Conv2d`` with one output
+    channel per class, :func:`distox.models.classifier_name`).
 
-    Raises :class:`DefenseError` when the model has no ``nn.Linear``, when ``name`` is not an
-    ``nn.Linear`` of the model, or when the one found does not produce the model's logits.
+    Raises :class:`DefenseError` when the model has neither, when ``name`` is not an ``nn.Linear``
+    (or ``nn.Conv2d``) of the model, or when the one found does not produce the model's logits.
     """
     modules = dict(model.named_modules())
     if name is None:
         order = linear_forward_order(model, example)
-        if not order:
-            raise DefenseError("FP prunes the input of the final classifier, the last nn.Linear in forward "
-                               "order, and this model has no nn.Linear; FP cannot find its classifier input")
-        name = order[-1]
+        if order:
+            name = order[-1]
+        else:
+            try:
+                name = classifier_name(model, example)
+            except SelectionError:
+                raise DefenseError("FP prunes the input of the final classifier, the last nn.Linear in forward "
+                                   "order (or a convolutional class head), and this model has no nn.Linear and "
+                                   "no such head; FP cannot find its classifier input") from None
     layer = modules.get(name)
-    if not isinstance(layer, nn.Linear):
+    if not isinstance(layer, (nn.Linear, nn.Conv2d)):
         linears = [n for n, m in modules.items() if isinstance(m, nn.Linear)][:10]
         raise DefenseError(f"classifier {name!r} is not an nn.Linear of the model (its nn.Linear modules: {linears})")
     with eval_mode(model), torch.no_grad():
         out = model(example)
-    if layer.out_features != out.shape[-1]:
-        raise DefenseError(f"the classifier {name!r} has {layer.out_features} outputs but the model returns "
+    outputs = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    if outputs != out.shape[-1]:
+        raise DefenseError(f"the classifier {name!r} has {outputs} outputs but the model returns "
                            f"{out.shape[-1]} logits: it is not the final classifier, so FP cannot find the "
                            "classifier input; pass classifier=NAME of the Linear that produces the logits")
     return name, layer
@@ -124,8 +136,11 @@ class Units:
 
 def find_units(model: nn.Module, layer: nn.Module, example: torch.Tensor, units: str = "channel") -> Units:
     """Units of ``layer``'s input: channels when the input is exactly the flattening of a
-    4-D (N, C, H, W) output of a module that ran before it (``units="channel"``), else features."""
+    4-D (N, C, H, W) output of a module that ran before it (``units="channel"``), else features.
+    A convolutional class head's input units are its input channels, whatever ``units`` says."""
     feats = classifier_input(model, layer, example)
+    if isinstance(layer, nn.Conv2d):
+        return Units(int(feats.shape[1]), 1, "channel")
     n_feat = int(feats.shape[-1])
     if units == "feature" or feats.ndim != 2:
         return Units(n_feat, 1)
@@ -136,6 +151,14 @@ def find_units(model: nn.Module, layer: nn.Module, example: torch.Tensor, units:
     return Units(n_feat, 1)
 
 
+def feature_rows(feats: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """``layer``'s input as rows of its input features: a Linear's last dimension, or a conv's
+    channels (each position of each image a row)."""
+    if isinstance(layer, nn.Conv2d):
+        return feats.movedim(1, -1).reshape(-1, feats.shape[1])
+    return feats.reshape(-1, feats.shape[-1])
+
+
 def unit_means(model: nn.Module, layer: nn.Module, units: Units, x: torch.Tensor,
                device: torch.device | str = "cpu", batch_size: int = RANK_BATCH) -> torch.Tensor:
     """Mean (signed) activation of each unit of ``layer``'s input over the images ``x``."""
@@ -143,24 +166,26 @@ def unit_means(model: nn.Module, layer: nn.Module, units: Units, x: torch.Tensor
     rows = 0
     for i in range(0, len(x), batch_size):
         feats = classifier_input(model, layer, x[i:i + batch_size].to(device)).float()
-        flat = feats.reshape(-1, units.features).cpu()
+        flat = feature_rows(feats, layer).cpu()
         total += flat.view(len(flat), units.count, units.group).mean(2).sum(0).double()
         rows += len(flat)
     return (total / max(rows, 1)).float()
 
 
 class InputMask:
-    """A multiplicative mask on the input of ``layer`` (last dimension), as a forward pre-hook."""
+    """A multiplicative mask on the input of ``layer`` (a Linear's last dimension, a conv's
+    channels), as a forward pre-hook."""
 
-    def __init__(self, layer: nn.Linear, units: Units) -> None:
+    def __init__(self, layer: nn.Linear | nn.Conv2d, units: Units) -> None:
         self.layer, self.units = layer, units
         self.unit_mask = torch.ones(units.count)
         self._mask = torch.ones(units.features, device=layer.weight.device)
+        self._shape = (-1, 1, 1) if isinstance(layer, nn.Conv2d) else (-1,)  # how the mask meets the input
         self._handle = layer.register_forward_pre_hook(self._apply)
 
     def _apply(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         x = args[0]
-        return (x * self._mask.to(x.dtype), *args[1:])
+        return (x * self._mask.view(self._shape).to(x.dtype), *args[1:])
 
     def prune(self, unit_indices: torch.Tensor) -> None:
         """Prune exactly the units ``unit_indices`` (all others active)."""
@@ -175,9 +200,11 @@ class InputMask:
 
     @torch.no_grad()
     def fold(self) -> None:
-        """Zero the classifier weight columns of pruned features and remove the hook: the
-        layer then computes what the masked one did, without any hook."""
-        self.layer.weight.mul_(self._mask.to(self.layer.weight.dtype))
+        """Zero the classifier weight columns of pruned features (a conv head's input-channel
+        slices) and remove the hook: the layer then computes what the masked one did, without any
+        hook."""
+        mask = self._mask.to(self.layer.weight.dtype)
+        self.layer.weight.mul_(mask.view(1, -1, 1, 1) if isinstance(self.layer, nn.Conv2d) else mask)
         self.remove()
 
     def remove(self) -> None:
