@@ -177,6 +177,23 @@ def test_purify_refuses_a_checkpoint_of_other_arguments(shared, tmp_path, ctrl_c
 
 
 # ---------------------------------------------------------------------------- what a resume restores
+def interrupted_and_resumed(model, retain, kw, ckpt: Path, ctrl_c_at, stop: int):
+    """(uninterrupted result, result interrupted at the end of epoch ``stop`` and resumed), after
+    checking the resume picked up at ``stop - 1``, removed its checkpoint and matches the
+    uninterrupted run: history, record and every weight."""
+    ref = distox.purify(model, retain, **kw)
+    ctrl_c_at(stop)
+    with pytest.raises(KeyboardInterrupt):
+        distox.purify(model, retain, checkpoint=ckpt, **kw)
+    ctrl_c_at(None)
+    got = distox.purify(model, retain, checkpoint=ckpt, **kw)
+    assert got.resumed_from_epoch == stop - 1 and not ckpt.exists()
+    assert got.history == ref.history and got.config == ref.config
+    a, c = ref.model.state_dict(), got.model.state_dict()
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    return ref, got
+
+
 @pytest.fixture(scope="module")
 def trained():
     from distox.training import LoopConfig, train
@@ -200,21 +217,11 @@ def test_api_resume_restores_every_piece_of_state(tmp_path, ctrl_c_at, trained, 
     model, b = trained
     kw = {**dict(epochs=4, batch_size=16, verbose=False, device="cpu", eval_data=(b.test.x, b.test.y), eval_every=1),
           **params}
-    ref = distox.purify(model, b.train, **kw)
-    ckpt = tmp_path / "ck.pt"
-    ctrl_c_at(4)
-    with pytest.raises(KeyboardInterrupt):
-        distox.purify(model, b.train, checkpoint=ckpt, **kw)
-    ctrl_c_at(None)
-    got = distox.purify(model, b.train, checkpoint=ckpt, **kw)
-    assert got.resumed_from_epoch == 3 and not ckpt.exists()
-    assert got.history == ref.history and got.config == ref.config
+    ref, got = interrupted_and_resumed(model, b.train, kw, tmp_path / "ck.pt", ctrl_c_at, 4)
     if "select" in params:
         assert ref.config["selection_resolved"]["chosen_epoch"] == 3
     if "eval_every" in params:
         assert ["acc" in r for r in got.history] == [False, False, True, True]
-    a, c = ref.model.state_dict(), got.model.state_dict()
-    assert all(torch.equal(a[k], c[k]) for k in a)
 
 
 def test_api_resume_with_input_pruning_is_bit_identical(tmp_path, ctrl_c_at):
@@ -227,14 +234,5 @@ def test_api_resume_with_input_pruning_is_bit_identical(tmp_path, ctrl_c_at):
     model = distox.models.create_model("small_mlp", 4, 1, width=16, image_size=8)
     train(model, b.train.x, b.train.y, LoopConfig(epochs=10, batch_size=16, lr=0.05), device="cpu", progress=False)
     kw = dict(epochs=3, batch_size=16, verbose=False, device="cpu")
-    ref = distox.purify(model, b.train, **kw)
+    ref, _ = interrupted_and_resumed(model, b.train, kw, tmp_path / "ck.pt", ctrl_c_at, 3)
     assert ref.config["input_prune_resolved"]["layer"] == "net.hidden.0"
-    ckpt = tmp_path / "ck.pt"
-    ctrl_c_at(3)
-    with pytest.raises(KeyboardInterrupt):
-        distox.purify(model, b.train, checkpoint=ckpt, **kw)
-    ctrl_c_at(None)
-    got = distox.purify(model, b.train, checkpoint=ckpt, **kw)
-    assert got.resumed_from_epoch == 2 and got.config == ref.config and got.history == ref.history
-    a, c = ref.model.state_dict(), got.model.state_dict()
-    assert all(torch.equal(a[k], c[k]) for k in a)
