@@ -106,3 +106,22 @@ def test_input_moments_match_the_whole_matrix_without_keeping_it():
     mean, var = input_moments(model, model[1], retain.x, "cpu")
     rows = retain.x.flatten(1).double()
     assert torch.allclose(mean, rows.mean(0)) and torch.allclose(var, rows.var(0, unbiased=False))
+
+
+class _SharedFirst(nn.Module):
+    """One Linear that the image meets first and that runs again later (weights shared)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared, self.mid, self.head = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.shared(x[:, 0].mean(1)))  # (B, 8) from the rows' means
+        h = torch.relu(self.shared(torch.relu(self.mid(h))))  # by last call, `mid` would come first
+        return self.head(h)
+
+
+def test_the_first_layer_is_the_first_one_called_even_if_it_runs_again():
+    from distox.defenses.input_prune import first_weighted_layer
+
+    assert first_weighted_layer(_SharedFirst(), torch.rand(2, 1, 8, 8))[0] == "shared"

@@ -40,18 +40,18 @@ from torch import nn
 
 from ..data.core import ImageSplit
 from ..metrics import eval_batch_size
-from ..models.selection import forward_order
+from ..models.selection import forward_calls
 from .heldout import accuracy, resolve_tolerance
 from .probe import layer_input
 
 
 def first_weighted_layer(model: nn.Module, example: torch.Tensor) -> tuple[str, nn.Module] | None:
-    """(name, module) of the first ``nn.Linear``/``nn.Conv2d`` a forward pass on ``example`` runs."""
-    order = forward_order(model, example)
-    if not order:
+    """(name, module) of the first ``nn.Linear``/``nn.Conv2d`` a forward pass on ``example`` calls
+    (by its first call: a module that runs again later is still the first the image meets)."""
+    calls = forward_calls(model, example)
+    if not calls:
         return None
-    name = order[0]
-    return name, model.get_submodule(name)
+    return calls[0], model.get_submodule(calls[0])
 
 
 def input_moments(model: nn.Module, layer: nn.Linear, x: torch.Tensor,
