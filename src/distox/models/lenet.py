@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .image_size import check_image_size
+
 LENET_NORMS = ("none", "batch")
 
 
@@ -34,7 +36,5 @@ class LeNet5(nn.Module):
         self.fc = nn.Linear(84, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            raise ValueError(f"lenet takes {self.image_size}x{self.image_size} images (image_size=); "
-                             f"got {tuple(x.shape[-2:])}")
+        check_image_size(x, self.image_size, "lenet")
         return self.fc(self.hidden(torch.flatten(self.features(x), 1)))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .image_size import check_image_size
+
 MLP_NORMS = ("none", "batch")
 
 
@@ -33,7 +35,5 @@ class SmallMLP(nn.Module):
         self.fc = nn.Linear(features, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            raise ValueError(f"small_mlp takes {self.image_size}x{self.image_size} images (image_size=); "
-                             f"got {tuple(x.shape[-2:])}")
+        check_image_size(x, self.image_size, "small_mlp")
         return self.fc(self.hidden(torch.flatten(x, 1)))
