@@ -444,6 +444,11 @@ class D3(Defense):
         params = {k: v for k, v in vars(self).items() if not k.startswith("_") and not k.endswith("_resolved")}
         return type(self)(**{**params, **changes})
 
+    def record_resolved(self, ran: D3) -> None:
+        """Take into this run's record what the copy ``ran`` resolved when it ran in its place
+        (held-out epoch, auto λ/ε, input pruning): the ``*_resolved`` attributes."""
+        vars(self).update({k: v for k, v in vars(ran).items() if k.endswith("_resolved")})
+
     def selected(self, model: nn.Module, example: torch.Tensor | None = None) -> dict[str, nn.Parameter]:
         """The selected weights θ_s of ``model`` (name → parameter)."""
         return self.selected_in(model, self.layers, example)
@@ -467,8 +472,7 @@ class D3(Defense):
                      {k: v for k, v in adapted.get_params().items() if own.get(k) != v})
             state = adapted.fit(model, retain, evaluator=evaluator, device=device, progress=progress,
                                 checkpoint=checkpoint)
-            # what the adapted run resolved (held-out epoch, auto λ/ε) belongs in this run's record
-            vars(self).update({k: v for k, v in vars(adapted).items() if k.endswith("_resolved")})
+            self.record_resolved(adapted)
             return state
         if "auto" in (self.lmd, self.eps):  # SPEC §1 "Beyond the paper": resolved in d3_auto
             return fit_auto(self, model, retain, evaluator=evaluator, device=device, progress=progress,

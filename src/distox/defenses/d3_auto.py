@@ -173,6 +173,5 @@ def fit_auto(d3: Any, model: nn.Module, retain: ImageSplit, *, evaluator: Evalua
     log.info("D3 auto: eps=%.4g lmd=%g", eps, lmd)
     fixed = _fixed(d3, lmd, eps)
     state = fixed.fit(model, retain, evaluator=evaluator, device=device, progress=progress, checkpoint=checkpoint)
-    # what the fixed run resolved (held-out epoch, input pruning) belongs in this run's record
-    vars(d3).update({k: v for k, v in vars(fixed).items() if k.endswith("_resolved")})
+    d3.record_resolved(fixed)
     return state
