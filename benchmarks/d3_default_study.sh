@@ -103,6 +103,8 @@
 #   bash benchmarks/d3_default_study.sh ninth-tolerance # ninth round: the pruning at other tolerances
 #   bash benchmarks/d3_default_study.sh ninth-models # ninth round: four check MLPs trained after it was chosen
 #   bash benchmarks/d3_default_study.sh ninth-check # ninth round, once: on those, with and without it, and the baselines
+#   bash benchmarks/d3_default_study.sh tenth-models # tenth round: the PyTorch-example CNN (dropout, log-softmax) with BadNets, Blended
+#   bash benchmarks/d3_default_study.sh tenth       # tenth round, once: the default and the faithful presets on them
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -712,6 +714,17 @@ PY
         --candidate "angle=preset:default,epochs:null,layer_weighting:angle"
     done
     for seed in 1 2; do study $LENET --final-only --seed $seed --out $RUNS/lenet-s$seed.jsonl "${sixth_reference[@]}" "${sixth_paper[@]}"; done
+    ;;
+  tenth-models)  # tenth round: the two-conv network of PyTorch's MNIST example (dropout, a log-softmax output,
+    # no normalisation; `tutorial_cnn`), a recipe the project had not used, with BadNets and Blended
+    attack tutorial-badnets badnets --model tutorial_cnn --epochs 4 --lr 0.05 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 41 --no-augment
+    attack tutorial-blended blended --model tutorial_cnn --epochs 4 --lr 0.05 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 42 --no-augment
+    ;;
+  tenth)  # tenth round, once (check: nothing was tuned on these models): the default, the faithful presets, seeds 0-2
+    for seed in 0 1 2; do
+      study $RUNS/tutorial-badnets $RUNS/tutorial-blended --final-only --seed $seed --out $RUNS/tenth-s$seed.jsonl \
+        "${seventh_floor[@]}" "${sixth_reference[@]}" "${sixth_paper[@]}"
+    done
     ;;
   bnfed)  # eighth round: does leaving out the weights no BatchNorm re-normalises (squeeze-and-excitation
     # convs, an MLP head's hidden Linear; PreAct's shortcut convs and last conv) help where the default's

@@ -69,3 +69,16 @@ def test_reachable_by_name_through_purify(method):
                            eval_data=(bundle.test.x, bundle.test.y), verbose=False, label_check="off",
                            tolerance=None)
     assert result.method == method and "acc" in result.info["after"]
+
+
+@pytest.mark.parametrize("method", sorted(TINY))
+def test_caller_random_state_left_as_it_was(method):
+    """Training seeds torch's global generator; a defense forks it, so what the caller draws
+    afterwards (a new model's initial weights, say) does not depend on having run one."""
+    bundle = make_bundle(n_train=40, n_test=20)
+    model = _model()
+    torch.manual_seed(11)
+    expected = torch.rand(5)
+    torch.manual_seed(11)
+    create(method, seed=5, **TINY[method])(model, bundle.train, device="cpu", progress=False)
+    assert torch.equal(torch.rand(5), expected)

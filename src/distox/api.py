@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .data.core import DataError, ImageSplit
 from .defenses import registry as defense_registry
-from .defenses.base import DefenseError, Result, check_retain
+from .defenses.base import DefenseError, Result, check_model, check_retain, ready_on
 from .guidance import DEFAULT_TOLERANCE, AccuracyWarning, accuracy_warning
 from .label_check import check_labels, check_mode
 from .metrics import BackdoorTestSet, Evaluator, evaluate
@@ -176,10 +176,12 @@ def purify(
         defense = defense_registry.create(method, **kwargs)
     except TypeError as exc:
         raise DefenseError(f"{method}: {exc}") from None
+    check_model(model)
+    model = ready_on(model, resolve_device(device))  # the caller's model stays where, and as, it is
     checked = None
     if label_check != "off":
         dev = resolve_device(device)
-        check_retain(model.to(dev), retain, dev)  # shape and label-range errors first
+        check_retain(model, retain, dev)  # shape and label-range errors first
         checked = check_labels(model, retain, device=dev)
         problem = checked.problem(hint="check the label order and the input range/normalisation, or pass "
                                        "label_check='off' to purify anyway")

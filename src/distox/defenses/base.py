@@ -12,6 +12,7 @@ by a different purification is refused). Deleting the file afterwards is the cal
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -20,6 +21,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -70,6 +72,50 @@ def check_classes(y: torch.Tensor, what: str = "the retain (clean) set") -> None
                            "of at least 2 classes")
 
 
+def check_model(model: nn.Module) -> None:
+    """Refuse what a defense cannot train: anything but an ``nn.Module``, and TorchScript
+    (its layers are no longer ``nn.Linear``/``nn.Conv2d``, so no weight could be selected)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise DefenseError(
+            "the model is TorchScript (torch.jit.script/trace); distox trains the Python nn.Module: build the "
+            "model's class and load its weights (e.g. from safetensors) instead")
+    if not isinstance(model, nn.Module):
+        raise DefenseError(f"the model must be a torch nn.Module; got {type(model).__name__}")
+
+
+def as_float32(model: nn.Module) -> nn.Module:
+    """``model`` (a copy) with float32 parameters and buffers: a model saved in float16, bfloat16
+    or float64 is trained, and returned, in float32 (with a logged warning). The images are
+    float32, and the optimiser's small steps would be lost in a 16-bit weight; ``precision``
+    chooses mixed precision for the arithmetic instead."""
+    dtypes = {t.dtype for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()}
+    if dtypes - {torch.float32}:
+        log.warning("the model's parameters are %s; distox trains and returns a float32 copy (cast the result "
+                    "back with .to(dtype) if needed)", ", ".join(sorted(str(d).removeprefix("torch.") for d in dtypes)))
+        model.float()
+    return model
+
+
+def ready_on(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` itself when its tensors are float32 and on ``device``, else a copy made so
+    (:func:`as_float32`): what ``purify`` measures before a defense runs, leaving the caller's
+    model where, and as, it was."""
+    tensors = [*model.parameters(), *model.buffers()]
+    if all(t.device == device and (t.dtype == torch.float32 or not t.is_floating_point()) for t in tensors):
+        return model
+    return as_float32(copy.deepcopy(model).to(device))
+
+
+@contextlib.contextmanager
+def caller_rng_kept(device: torch.device) -> Iterator[None]:
+    """Run a defense without touching the caller's global random state: training seeds torch's
+    global generator (dropout and other layers draw from it), which is forked here and restored
+    after, so code that runs after ``purify`` draws the numbers it would have drawn anyway."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
 def check_retain(model: nn.Module, retain: ImageSplit, device: torch.device) -> int:
     """Validate retain data against the model; returns the model's number of classes.
 
@@ -97,7 +143,12 @@ def check_retain(model: nn.Module, retain: ImageSplit, device: torch.device) -> 
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
-        raise DefenseError(f"the model must return (N, num_classes) logits; got {getattr(out, 'shape', type(out))}")
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise DefenseError(
+            f"the model must return (N, num_classes) logits; got {got}"
+            + ("" if isinstance(out, torch.Tensor) else
+               ": wrap it in a module whose forward returns only the logits tensor (e.g. model(x)[0] or "
+               "model(x)['logits'])"))
     k = int(out.shape[1])
     bad = retain.y[(retain.y < 0) | (retain.y >= k)]
     if len(bad):
@@ -223,13 +274,15 @@ class Defense:
                  checkpoint: str | os.PathLike | None = None) -> Result:
         dev = resolve_device(device)
         resolve_precision(self.precision, dev)  # a precision this device cannot run: refused before any work
-        work = copy.deepcopy(model).to(dev)
+        check_model(model)
+        work = as_float32(copy.deepcopy(model).to(dev))
         check_retain(work, retain, dev)
         ckpt = None if checkpoint is None else Checkpoint(Path(checkpoint), self.identity(
             work, retain, evaluator is not None, getattr(evaluator, "every", 1)))
         t0 = time.perf_counter()
         try:
-            state = self.fit(work, retain, evaluator=evaluator, device=dev, progress=progress, checkpoint=ckpt)
+            with caller_rng_kept(dev):
+                state = self.fit(work, retain, evaluator=evaluator, device=dev, progress=progress, checkpoint=ckpt)
         except TrainingDiverged as exc:
             raise DefenseError(f"{self.name}: {exc}") from None
         work.eval()

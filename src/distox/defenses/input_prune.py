@@ -21,7 +21,9 @@ retain-set accuracy stays within ``tolerance`` points of the model's own. The to
 held-out rule's (:func:`distox.defenses.heldout.resolve_tolerance`: ``"auto"`` = one standard
 error of that accuracy, at least ``min_tolerance``). A model whose first weighted layer is a
 convolution is left as it is (a convolution shares its weights across positions, so no weight
-belongs to one rarely-lit pixel). A model near chance on the retain set loses nothing by any
+belongs to one rarely-lit pixel), and so is a first Linear whose weight is computed from other
+parameters (weight normalisation and other parametrizations: zeroing a column of the result would
+not stay). A model near chance on the retain set loses nothing by any
 pruning, so it may have every input set aside; D3's training after it then grows the columns
 back from the clean loss alone.
 
@@ -33,6 +35,7 @@ Example:
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -43,6 +46,8 @@ from ..metrics import eval_batch_size
 from ..models.selection import forward_calls
 from .heldout import accuracy, resolve_tolerance
 from .probe import layer_input
+
+log = logging.getLogger(__name__)
 
 
 def first_weighted_layer(model: nn.Module, example: torch.Tensor) -> tuple[str, nn.Module] | None:
@@ -84,6 +89,9 @@ def prune_inputs(model: nn.Module, retain: ImageSplit, tolerance: float | str = 
     if found is None or not isinstance(found[1], nn.Linear):
         return {"layer": None, "pruned": 0}
     name, layer = found
+    if layer._parameters.get("weight") is None:  # a parametrized or hook-computed weight (weight norm, ...)
+        log.info("input pruning: %s's weight is computed from other parameters; nothing set aside", name)
+        return {"layer": None, "pruned": 0}
     mean, variance = input_moments(model, layer, retain.x, device)
     order = torch.argsort(variance, stable=True)
     weight0 = layer.weight.detach().clone()

@@ -1,7 +1,7 @@
 """Model factories: ``create_model(name, num_classes, in_channels, mean, std)``.
 
 Registered names: ``preactresnet18``, ``vgg19_bn``, ``small_cnn``, ``small_vgg``, ``small_vit``,
-``small_mlp``, ``lenet``, and
+``small_mlp``, ``lenet``, ``tutorial_cnn``, and
 ``torchvision:NAME`` for any torchvision classification model (e.g. ``torchvision:resnet18``). Every
 model comes wrapped in :class:`Normalized`, so it takes images in [0, 1].
 
@@ -30,6 +30,7 @@ from .small_cnn import SmallCNN
 from .small_mlp import SmallMLP
 from .small_vgg import SmallVGG
 from .small_vit import SmallViT
+from .tutorial_cnn import TutorialCNN
 from .vgg import VGG19BN
 
 
@@ -59,6 +60,10 @@ def _lenet(num_classes: int, in_channels: int, image_size: int = 28, norm: str =
     return LeNet5(num_classes, in_channels, int(image_size), norm)
 
 
+def _tutorial_cnn(num_classes: int, in_channels: int, image_size: int = 28) -> nn.Module:
+    return TutorialCNN(num_classes, in_channels, int(image_size))
+
+
 def _small_vit(num_classes: int, in_channels: int, width: int = 64, depth: int = 4, heads: int = 4,
                mlp_ratio: float = 2.0, patch_size: int = 4, image_size: int = 32) -> nn.Module:
     return SmallViT(num_classes, in_channels, int(width), depth, heads, mlp_ratio, patch_size, image_size)
@@ -74,6 +79,7 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "small_vit": _small_vit,
     "small_mlp": _small_mlp,
     "lenet": _lenet,
+    "tutorial_cnn": _tutorial_cnn,
 }
 
 

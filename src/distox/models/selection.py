@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 WEIGHTED = (nn.Linear, nn.Conv2d)
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -124,6 +125,37 @@ def classifier_name(model: nn.Module, example: torch.Tensor | None = None) -> st
     )
 
 
+#: The parameter behind a weight that hooks recompute before every forward (the older
+#: ``torch.nn.utils.spectral_norm`` and ``weight_norm``): what an optimiser updates.
+_HOOKED_WEIGHTS = ("weight_orig", "weight_v")
+
+
+def weight_parameter(module: nn.Module, name: str = "") -> nn.Parameter:
+    """The parameter an optimiser trains for ``module``'s ``weight``: the weight itself; under a
+    ``torch.nn.utils.parametrize`` parametrization (``parametrizations.weight_norm``,
+    ``spectral_norm``, ``orthogonal``) the unconstrained original of the weight's shape (weight
+    norm's direction ``v``, not its magnitude ``g``); under the older hook-based ``spectral_norm``
+    / ``weight_norm``, ``weight_orig`` / ``weight_v``. There ``weight`` is a tensor computed from
+    that parameter at every forward pass, and a distance or projection on a stale copy of it
+    would do nothing, or fail in the backward pass. Raises :class:`SelectionError` when there is
+    no such single parameter."""
+    own = module._parameters.get("weight")
+    if own is not None:
+        return own
+    if parametrize.is_parametrized(module, "weight"):
+        originals = module.parametrizations["weight"]
+        found = [p for n, p in originals.named_parameters(recurse=False) if n.startswith("original")]
+        if len(found) > 1:
+            found = [p for p in found if p.shape == module.weight.shape]
+    else:
+        found = [p for n in _HOOKED_WEIGHTS if isinstance(p := getattr(module, n, None), nn.Parameter)]
+    if len(found) != 1:
+        raise SelectionError(
+            f"{name or type(module).__name__}: its weight is computed ({type(module.weight).__name__}) and no single "
+            "parameter behind it was found; select other layers (layers=[...]) or remove the parametrization")
+    return found[0]
+
+
 def select_weights(
     model: nn.Module,
     selection: str | Sequence[str] = "auto",
@@ -162,7 +194,8 @@ def select_weights(
     for name in chosen:
         for sub_name, sub in modules[name].named_modules():
             if isinstance(sub, WEIGHTED):
-                weights[".".join(p for p in (name, sub_name, "weight") if p)] = sub.weight
+                full = ".".join(p for p in (name, sub_name) if p)
+                weights[f"{full}.weight" if full else "weight"] = weight_parameter(sub, full)
     if not weights:
         raise SelectionError(
             f"layer selection {list(selection)} contains no nn.Linear or nn.Conv2d weight"

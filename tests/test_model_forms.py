@@ -1,0 +1,131 @@
+"""Models in the forms users hand over (issue 13: "works on *their* model"): weights under
+weight normalisation or spectral normalisation (parametrized or hook-based), TorchScript,
+16- or 64-bit parameters, outputs that are not a logits tensor, and log-probability outputs."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations, spectral_norm, weight_norm
+
+import distox
+from distox.defenses import D3
+from distox.defenses.base import DefenseError
+from distox.defenses.input_prune import prune_inputs
+from distox.models import SelectionError, create_model, select_weights
+
+from .conftest import make_bundle
+
+
+def _cnn(classes: int = 4) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+                         nn.Flatten(), nn.Linear(96, 16), nn.ReLU(), nn.Linear(16, classes))
+
+
+def _parametrized(kind: str) -> nn.Sequential:
+    model = _cnn()
+    wrap = {"weight_norm": parametrizations.weight_norm, "spectral_norm": parametrizations.spectral_norm,
+            "old_weight_norm": weight_norm, "old_spectral_norm": spectral_norm}[kind]
+    model[0], model[5], model[7] = wrap(model[0]), wrap(model[5]), wrap(model[7])
+    return model
+
+
+@pytest.mark.parametrize("kind", ["weight_norm", "spectral_norm", "old_weight_norm", "old_spectral_norm"])
+def test_a_computed_weight_is_selected_by_the_parameter_behind_it(kind):
+    """A distance on a stale copy of a computed weight did nothing (or failed in backward, weight
+    norm on the classifier); the selection takes the parameter the optimiser trains."""
+    model = _parametrized(kind)
+    weights = select_weights(model, "all")
+    assert list(weights) == ["0.weight", "5.weight", "7.weight"]
+    params = {id(p) for p in model.parameters()}
+    assert all(isinstance(w, nn.Parameter) and id(w) in params for w in weights.values())
+    assert all(w.shape == model[int(n[0])].weight.shape for n, w in weights.items())
+    if kind == "weight_norm":  # the direction v, not the magnitude g
+        assert weights["7.weight"] is model[7].parametrizations.weight.original1
+
+
+@pytest.mark.parametrize("kind", ["weight_norm", "old_spectral_norm"])
+def test_d3_turns_weights_under_weight_or_spectral_norm(kind):
+    bundle = make_bundle(n_train=48)
+    model = _parametrized(kind)
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    result = D3(epochs=2, batch_size=16, norm_rule=False)(model, bundle.train, device="cpu", progress=False)
+    assert result.history[-1]["distance"] > 0.5
+    moved = {k: w.detach() for k, w in select_weights(result.model, "all").items()}
+    original = {k: w.detach() for k, w in select_weights(model, "all").items()}
+    for name in moved:  # every turned weight kept the norm it started with (the projection acts on it)
+        assert torch.linalg.vector_norm(moved[name]) == pytest.approx(float(torch.linalg.vector_norm(original[name])), rel=1e-4)
+        assert not torch.equal(moved[name], original[name])
+    assert all(torch.equal(start[k], v) for k, v in model.state_dict().items())
+
+
+def test_input_pruning_leaves_a_weight_normalised_first_linear_alone(caplog):
+    bundle = make_bundle(n_train=48)
+    model = nn.Sequential(nn.Flatten(), parametrizations.weight_norm(nn.Linear(256, 16)), nn.ReLU(), nn.Linear(16, 4))
+    with caplog.at_level(logging.INFO, logger="distox.defenses.input_prune"):
+        assert prune_inputs(model, bundle.train) == {"layer": None, "pruned": 0}
+    assert "computed" in caplog.text
+
+
+def test_no_single_parameter_behind_a_weight_is_a_clear_error():
+    layer = nn.Linear(3, 2)
+    del layer.weight
+    layer.weight = torch.ones(2, 3)  # a plain tensor, nothing trains it
+    with pytest.raises(SelectionError, match="weight is computed"):
+        select_weights(nn.Sequential(layer), "all")
+
+
+def test_torchscript_is_refused_with_a_way_out():
+    bundle = make_bundle(n_train=24)
+    scripted = torch.jit.script(_cnn())
+    with pytest.raises(DefenseError, match="TorchScript.*nn.Module"):
+        distox.purify(scripted, (bundle.train.x, bundle.train.y), epochs=1, verbose=False, label_check="off")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_a_16_or_64_bit_model_is_trained_in_float32_and_the_callers_model_kept(dtype, caplog):
+    bundle = make_bundle(n_train=48, n_test=24)
+    model = _cnn().to(dtype)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with caplog.at_level(logging.WARNING):
+        result = distox.purify(model, (bundle.train.x, bundle.train.y), epochs=1, verbose=False,
+                               eval_data=(bundle.test.x, bundle.test.y), label_check="warn", tolerance=None)
+    assert f"parameters are {str(dtype).removeprefix('torch.')}" in caplog.text and "float32 copy" in caplog.text
+    assert {p.dtype for p in result.model.parameters()} == {torch.float32}
+    assert "acc" in result.info["before"] and "acc" in result.info["after"]
+    assert all(v.dtype == start[k].dtype and torch.equal(v, start[k]) for k, v in model.state_dict().items())
+
+
+class _Pair(nn.Module):
+    def __init__(self, as_dict: bool) -> None:
+        super().__init__()
+        self.net, self.as_dict = _cnn(), as_dict
+
+    def forward(self, x: torch.Tensor):
+        logits = self.net(x)
+        return {"logits": logits} if self.as_dict else (logits, x.mean())
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_an_output_that_is_not_a_tensor_says_how_to_wrap_the_model(as_dict):
+    bundle = make_bundle(n_train=24)
+    with pytest.raises(DefenseError, match=r"got (tuple|dict): wrap it .*model\(x\)\[0\]"):
+        distox.purify(_Pair(as_dict), (bundle.train.x, bundle.train.y), epochs=1, verbose=False)
+
+
+def test_tutorial_cnn_outputs_log_probabilities_and_d3_restarts_its_classifier():
+    """``tutorial_cnn`` (PyTorch's MNIST example layout) ends in log_softmax: D3's cross-entropy
+    is unchanged by it (log_softmax is idempotent), and the default's warm start finds ``fc``."""
+    model = create_model("tutorial_cnn", 4, 1, (0.5,), (0.5,), image_size=16)
+    x = torch.rand(3, 1, 16, 16)
+    assert torch.allclose(model(x).exp().sum(1), torch.ones(3), atol=1e-5)
+    assert list(select_weights(model, "auto", x)) == ["net.fc.weight"]
+    with pytest.raises(ValueError, match="tutorial_cnn takes 16x16"):
+        model(torch.rand(1, 1, 28, 28))
+    bundle = make_bundle(n_train=48)
+    result = D3(epochs=1, batch_size=16)(model, bundle.train, device="cpu", progress=False)
+    assert result.config["norm_rule_resolved"]["batchnorm"] is False
+    assert not torch.equal(result.model.net.fc.weight, model.net.fc.weight)
