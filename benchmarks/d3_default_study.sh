@@ -717,8 +717,8 @@ PY
     ;;
   tenth-models)  # tenth round: the two-conv network of PyTorch's MNIST example (dropout, a log-softmax output,
     # no normalisation; `tutorial_cnn`), a recipe the project had not used, with BadNets and Blended
-    attack tutorial-badnets badnets --model tutorial_cnn --epochs 4 --lr 0.05 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 41 --no-augment
-    attack tutorial-blended blended --model tutorial_cnn --epochs 4 --lr 0.05 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 42 --no-augment
+    attack tutorial-badnets badnets --model tutorial_cnn --epochs 6 --lr 0.01 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 41 --no-augment
+    attack tutorial-blended blended --model tutorial_cnn --epochs 6 --lr 0.01 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 42 --no-augment
     ;;
   tenth)  # tenth round, once (check: nothing was tuned on these models): the default, the faithful presets, seeds 0-2
     for seed in 0 1 2; do

@@ -92,6 +92,32 @@ def test_numpy_pairs_and_uint8_images_match_float_tensors(caplog):
     assert res.info["after"]["acc"] == pytest.approx(distox.metrics.evaluate(res.model, x01, b.train.y, device="cpu")["acc"])
 
 
+def test_grayscale_without_channel_axis_one_hot_and_column_labels_and_lists_are_taken(caplog):
+    """(N, H, W) images, (N, 1) or one-hot labels and lists of arrays are what NumPy and other
+    frameworks hand over; each is taken as the (N, C, H, W) / class-index pair it means."""
+    b = make_bundle(n_train=32)
+    x, y = b.train.x, b.train.y
+    ref = distox.as_split((x, y))
+    with caplog.at_level("WARNING", logger="distox.api"):
+        for data in [(x[:, 0].numpy(), y.numpy()), (x, y[:, None]), (x, torch.eye(4)[y]),
+                     ([im.numpy() for im in x], y.tolist()), (list(x), y.numpy())]:
+            split = distox.as_split(data)
+            assert torch.equal(split.x, ref.x) and torch.equal(split.y, ref.y)
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["clean data: images of shape (32, 16, 16) taken as one-channel (N, 1, H, W)",
+                    "clean data: one-hot labels (32, 4) taken as class indices (their argmax)"]
+    with pytest.raises(DataError, match=r"labels must have shape \(32,\), one class index per image; got \(32, 4\)"):
+        distox.as_split((x, torch.ones(32, 4, dtype=torch.long)))  # several ones a row: not one-hot
+    with pytest.raises(DataError, match=r"got \(20,\)"):
+        distox.as_split((x, y[:20]))
+
+
+def test_channels_last_images_are_refused_with_the_permutation_that_fixes_them():
+    b = make_bundle(n_train=8)
+    with pytest.raises(DefenseError, match=r"look channels-last \(N, H, W, C\): pass X.permute\(0, 3, 1, 2\)"):
+        distox.purify(_model(), (b.train.x.permute(0, 2, 3, 1), b.train.y), epochs=1, verbose=False)
+
+
 def test_to_unit_range_cases(caplog):
     from distox.api import to_unit_range
 
@@ -114,8 +140,10 @@ def test_to_unit_range_cases(caplog):
 
 
 def test_bad_pairs_name_what_was_given():
-    with pytest.raises(DataError, match=r"an \(X, y\) pair of tensors or NumPy arrays.*got tuple of list, list"):
-        distox.purify(_model(), ([[0.1]], [0]), verbose=False)
+    with pytest.raises(DataError, match=r"an \(X, y\) pair of tensors or NumPy arrays.*got tuple of dict, list"):
+        distox.purify(_model(), ({"x": 0.1}, [0]), verbose=False)
+    with pytest.raises(DataError, match=r"images must have shape \(N, C, H, W\); got \(1, 1\)"):
+        distox.purify(_model(), ([[0.1]], [0]), verbose=False)  # lists are stacked, then their shape checked
     with pytest.raises(DataError, match="labels must be whole numbers"):
         distox.purify(_model(), (torch.rand(4, 1, 8, 8), np.array([0, 1, 0.5, 1])), verbose=False)
 

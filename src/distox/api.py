@@ -28,17 +28,18 @@ class LabelWarning(UserWarning):
 
 
 def as_split(data: Any, name: str = "clean data") -> ImageSplit:
-    """Turn an ``(X, y)`` pair (torch tensors or NumPy arrays), an :class:`ImageSplit`, a torch
-    ``Dataset`` of (image, label) or a ``DataLoader`` into an :class:`ImageSplit` (images as
-    float tensors (N, C, H, W), labels as int64).
+    """Turn an ``(X, y)`` pair (torch tensors or NumPy arrays, or lists of them), an
+    :class:`ImageSplit`, a torch ``Dataset`` of (image, label) or a ``DataLoader`` into an
+    :class:`ImageSplit` (images as float tensors (N, C, H, W), labels as int64).
 
-    Images are brought to [0, 1] (:func:`to_unit_range`), with a logged warning whenever they
+    One-channel images without their channel axis (N, H, W), labels as a column (N, 1) and one-hot
+    labels are brought to that form (:func:`standard_layout`). Images are brought to [0, 1] (:func:`to_unit_range`), with a logged warning whenever they
     are rescaled; an :class:`ImageSplit` is taken exactly as it is.
     """
     if isinstance(data, ImageSplit):
         return data
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, _ARRAYS) for t in data):
-        x, y = (torch.as_tensor(np.ascontiguousarray(t) if isinstance(t, np.ndarray) else t) for t in data)
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, (*_ARRAYS, list)) for t in data):
+        x, y = (as_tensor(t) for t in data)
     elif isinstance(data, DataLoader):
         xs, ys = [], []
         for batch in data:
@@ -56,10 +57,11 @@ def as_split(data: Any, name: str = "clean data") -> ImageSplit:
         y = torch.tensor([int(it[1]) for it in items], dtype=torch.long)
     else:
         raise DataError(
-            f"{name} must be an (X, y) pair of tensors or NumPy arrays, a torch Dataset of (image, label) or "
+            f"{name} must be an (X, y) pair of tensors or NumPy arrays (or lists of them), a torch Dataset of (image, label) or "
             f"a DataLoader; got {type(data).__name__}"
             + (f" of {', '.join(type(t).__name__ for t in data)}" if isinstance(data, (tuple, list)) else "")
         )
+    x, y = standard_layout(x, y, name)
     if y.is_floating_point() and not torch.equal(y, y.round()):
         raise DataError(f"{name}: labels must be whole numbers (class indices); got {y.dtype} values like "
                         f"{y[y != y.round()][0].item():g}")
@@ -67,6 +69,30 @@ def as_split(data: Any, name: str = "clean data") -> ImageSplit:
 
 
 _ARRAYS = (torch.Tensor, np.ndarray)
+
+
+def as_tensor(data: torch.Tensor | np.ndarray | list) -> torch.Tensor:
+    """A tensor from a tensor, a NumPy array, or a list of either (or of numbers), stacked."""
+    if isinstance(data, list):
+        if data and all(isinstance(t, torch.Tensor) for t in data):
+            return torch.stack(data)
+        data = np.asarray([t.numpy() if isinstance(t, torch.Tensor) else t for t in data])
+    return torch.as_tensor(np.ascontiguousarray(data) if isinstance(data, np.ndarray) else data)
+
+
+def standard_layout(x: torch.Tensor, y: torch.Tensor, name: str = "clean data") -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, H, W) get their one channel, (N, 1, H, W); labels (N, 1) become (N,), and one-hot
+    labels (N, classes) class indices — each with a logged warning saying what was done. Anything
+    else is left for :class:`ImageSplit` to accept or refuse."""
+    if x.ndim == 3:
+        log.warning("%s: images of shape %s taken as one-channel (N, 1, H, W)", name, tuple(x.shape))
+        x = x.unsqueeze(1)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    elif y.ndim == 2 and y.shape[1] > 1 and len(y) and bool(((y == 0) | (y == 1)).all()) and bool((y.sum(1) == 1).all()):
+        log.warning("%s: one-hot labels %s taken as class indices (their argmax)", name, tuple(y.shape))
+        y = y.argmax(1)
+    return x, y
 #: Above this maximum, non-negative float images are taken to be 0–255 pixel values (a
 #: resampled [0, 1] image may overshoot 1 a little; a 0–255 image under 2 would be all black).
 _PIXEL_SCALE_MIN = 2.0
@@ -132,8 +158,9 @@ def purify(
 
     Args:
         model: the suspect classifier; it is never modified (a copy is trained).
-        clean: the clean retain data, images (N, C, H, W) of at least 2 classes: ``(X, y)``
-            tensors or NumPy arrays, a ``Dataset`` or a ``DataLoader``. Images in [0, 1], or
+        clean: the clean retain data, images (N, C, H, W) — or (N, H, W) for one channel — of at
+            least 2 classes, labels as class indices or one-hot: ``(X, y)`` tensors or NumPy arrays
+            (or lists of them), a ``Dataset`` or a ``DataLoader``. Images in [0, 1], or
             standardised as the model expects; ``uint8`` (0–255) images and non-negative float
             images above 2 are divided by 255 with a logged warning (:func:`to_unit_range`).
         method: a registered defense name (``distox.defenses.list()``).

@@ -35,7 +35,7 @@ class ImageSplit:
             raise DataError(f"images must have shape (N, C, H, W); got {tuple(self.x.shape)}")
         if self.y.ndim != 1 or self.y.shape[0] != self.x.shape[0]:
             raise DataError(
-                f"labels must have shape ({self.x.shape[0]},); got {tuple(self.y.shape)}"
+                f"labels must have shape ({self.x.shape[0]},), one class index per image; got {tuple(self.y.shape)}"
             )
         self.x = self.x.float()
         self.y = self.y.long()

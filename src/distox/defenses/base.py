@@ -137,8 +137,11 @@ def check_retain(model: nn.Module, retain: ImageSplit, device: torch.device) -> 
             out = model(probe)
     except Exception as exc:  # the model's own error, summarised for the user
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        c, last = retain.x.shape[1], retain.x.shape[-1]
+        hint = (" — the images look channels-last (N, H, W, C): pass X.permute(0, 3, 1, 2) (NumPy: "
+                "X.transpose(0, 3, 1, 2))" if last in (1, 3, 4) and c not in (1, 3, 4) else "")
         raise DefenseError(
-            f"the model rejects retain images of shape {tuple(retain.x.shape[1:])} (C, H, W): {msg}"
+            f"the model rejects retain images of shape {tuple(retain.x.shape[1:])} (C, H, W): {msg}{hint}"
         ) from None
     finally:
         model.train(was_training)
