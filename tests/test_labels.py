@@ -75,8 +75,10 @@ def test_parse_classes(tmp_path):
     assert parse_classes(str(tmp_path / "list.json")) == ["x", "y"]
     assert parse_classes(str(tmp_path / "map.json")) == {"x": 1, "y": 0}
     (tmp_path / "bad.json").write_text("[1, 2]")
+    (tmp_path / "broken.json").write_text('["x", "y"')  # a cut-off file: said so, not a NameError
     for value, match in [(str(tmp_path / "missing.json"), "file not found"), ("solo", "two or more"),
-                         ("a,,b", "two or more"), (str(tmp_path / "bad.json"), "list of class names")]:
+                         ("a,,b", "two or more"), (str(tmp_path / "bad.json"), "list of class names"),
+                         (str(tmp_path / "broken.json"), "broken.json is not a readable JSON file: Expecting")]:
         with pytest.raises(DataError, match=match):
             parse_classes(value)
 

@@ -61,3 +61,20 @@ def test_round_metrics_two_decimals_for_percentages_six_digits_otherwise():
     assert out["epoch"] == 3 and out["name"] == "d3" and out["flag"] is True and math.isnan(out["nan"])
     assert out["rows"][0]["ra"] in (1.0, 1.01)  # two decimals (binary 1.005 rounds either way)
     assert round_value(16.509999334812164, percent=True) == 16.51 and round_value(123456789.0) == 123457000.0
+
+
+def test_evaluation_and_the_retain_check_restore_each_modules_own_mode():
+    """A model whose BatchNorm was set to eval on purpose, the rest training, keeps exactly
+    that after it is evaluated or checked (they used to reset every module to the top flag)."""
+    from distox.defenses.base import check_retain
+    from distox.models.selection import forward_order
+
+    bundle = make_bundle(n_train=8)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 4))
+    model.train()
+    model[1].eval()
+    modes = [m.training for m in model.modules()]
+    evaluate(model, bundle.train.x, bundle.train.y, device="cpu")
+    check_retain(model, bundle.train, torch.device("cpu"))
+    forward_order(model, bundle.train.x)
+    assert [m.training for m in model.modules()] == modes

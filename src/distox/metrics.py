@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .errors import DistoxError
-from .utils import resolve_device
+from .utils import eval_mode, resolve_device
 
 
 @dataclass
@@ -54,10 +54,8 @@ def logits(model: nn.Module, x: torch.Tensor, batch_size: int | None = None,
     a batch that runs out of GPU memory is retried at half the size."""
     dev = resolve_device(device)
     bs = int(batch_size) if batch_size is not None else eval_batch_size(dev)
-    was_training = model.training
-    model.eval()
     model.to(dev)
-    try:
+    with eval_mode(model):
         while True:
             try:
                 with torch.inference_mode():
@@ -69,8 +67,6 @@ def logits(model: nn.Module, x: torch.Tensor, batch_size: int | None = None,
                 bs = max(1, bs // 2)
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-    finally:
-        model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0, 0)
 
 

@@ -226,7 +226,7 @@ def parse_classes(value: str | Sequence[str] | Mapping[str, int] | None) -> list
         try:
             loaded = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(f"--classes {path} is not a readable JSON file: {_first_line(exc)}") from None
+            raise DataError(f"--classes {path} is not a readable JSON file: {first_line(exc)}") from None
         if isinstance(loaded, list) and all(isinstance(v, str) for v in loaded):
             return loaded
         if isinstance(loaded, dict):

@@ -52,6 +52,20 @@ def tensor_digest(*tensors: torch.Tensor) -> str:
 
 
 @contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Put every module of ``models`` in eval mode for the block and restore each module's own
+    flag after (a model whose BatchNorm layers were set to eval on purpose keeps them so)."""
+    saved = [(m, m.training) for model in models for m in model.modules()]
+    for model in models:
+        model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in saved:
+            m.training = flag
+
+
+@contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``n`` torch CPU threads (None: leave them), restoring the count after."""
     before = torch.get_num_threads()

@@ -312,8 +312,8 @@ def _time_lines(t: Table, ders: list[str]) -> list[str]:
     for r in rows:
         lines.append(_md_row([display(r), *("–" if t.entries[r][c].seconds is None else f"{t.entries[r][c].seconds:.1f}"
                                             for c in ders)]))
-    for field, label in (("seconds", ""), ("cpu_seconds", " (CPU s)")):
-        spent = {c: {r: getattr(t.entries[r][c], field) for r in rows if getattr(t.entries[r][c], field)}
+    for attr, label in (("seconds", ""), ("cpu_seconds", " (CPU s)")):
+        spent = {c: {r: getattr(t.entries[r][c], attr) for r in rows if getattr(t.entries[r][c], attr)}
                  for c in ders}
         lines.append(_md_row([f"**Mean{label}**", *(f"{mean(spent[c].values()):.1f}" if spent[c] else "–"
                                                      for c in ders)]))

@@ -33,7 +33,7 @@ from ..data.core import ImageSplit
 from ..errors import DistoxError
 from ..metrics import Evaluator
 from ..training import Checkpoint, LoopConfig, TrainingDiverged, TrainState, check_blend
-from ..utils import resolve_device, tensor_digest
+from ..utils import eval_mode, resolve_device, tensor_digest
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +130,8 @@ def check_retain(model: nn.Module, retain: ImageSplit, device: torch.device) -> 
     if not torch.isfinite(retain.x).all():
         raise DefenseError("the retain images contain NaN or infinite values")
     probe = retain.x[:2].to(device)
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             out = model(probe)
     except Exception as exc:  # the model's own error, summarised for the user
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -143,8 +141,6 @@ def check_retain(model: nn.Module, retain: ImageSplit, device: torch.device) -> 
         raise DefenseError(
             f"the model rejects retain images of shape {tuple(retain.x.shape[1:])} (C, H, W): {msg}{hint}"
         ) from None
-    finally:
-        model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise DefenseError(

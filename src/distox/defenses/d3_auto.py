@@ -43,6 +43,7 @@ from torch.nn import functional as F
 from ..data.core import ImageSplit
 from ..metrics import Evaluator
 from ..training import Checkpoint, TrainState
+from ..utils import eval_mode
 from .base import DefenseError
 from .heldout import accuracy, split_retain
 
@@ -95,14 +96,11 @@ def check_auto(options: dict[str, Any] | None) -> dict[str, Any] | None:
 def auto_eps(model: nn.Module, retain: ImageSplit, eps_min: float = 0.01,
              device: str | torch.device = "cpu", batch_size: int = 512) -> float:
     """ε = max(eps_min, mean_i CE(f(x_i), y_i)) of ``model`` in eval mode on ``retain``."""
-    was = model.training
-    model.eval()
     total = 0.0
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for i in range(0, len(retain), batch_size):
             logits = model(retain.x[i:i + batch_size].to(device))
             total += float(F.cross_entropy(logits.float(), retain.y[i:i + batch_size].to(device), reduction="sum"))
-    model.train(was)
     return max(float(eps_min), total / max(len(retain), 1))
 
 

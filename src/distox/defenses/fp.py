@@ -59,12 +59,12 @@ from ..data.core import ImageSplit
 from ..metrics import Evaluator
 from ..models.selection import SelectionError, classifier_name, linear_forward_order
 from ..training import Checkpoint, TrainState
+from ..utils import eval_mode
 from .base import DefenseError
 from .ft import FT
 from .heldout import accuracy, split_retain
 from .probe import layer_input, module_outputs
 from .registry import register
-from .sau import eval_mode
 
 log = logging.getLogger(__name__)
 

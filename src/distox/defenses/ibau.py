@@ -54,9 +54,9 @@ from torch.nn import functional as F
 from ..data.core import ImageSplit
 from ..metrics import Evaluator
 from ..training import Batches, Checkpoint, TrainState, augment_batch, train
+from ..utils import eval_mode
 from .base import Defense, DefenseError
 from .registry import register
-from .sau import eval_mode
 
 
 def fixed_point_hypergradient(outer: Callable[[torch.Tensor], torch.Tensor],

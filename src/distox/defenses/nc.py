@@ -85,7 +85,7 @@ from torch.nn import functional as F
 from ..data.core import ImageSplit
 from ..metrics import Evaluator
 from ..progress import progress_bar
-from ..training import Checkpoint, LoopConfig, TrainState, train
+from ..training import Checkpoint, TrainState, train
 from .base import DefenseError, check_retain
 from .ft import FT
 from .registry import register

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .sau import eval_mode
+from ..utils import eval_mode
 
 
 def layer_input(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:

@@ -43,8 +43,6 @@ Example:
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,23 +53,11 @@ from torch.nn import functional as F
 from ..data.core import ImageSplit
 from ..metrics import Evaluator
 from ..training import Checkpoint, TrainState, train
+from ..utils import eval_mode
 from .base import Defense, DefenseError
 from .registry import register
 
 PGD_INITS = ("max", "min", "sign", "zero", "uniform")
-
-
-@contextmanager
-def eval_mode(*models: nn.Module) -> Iterator[None]:
-    """Put every module of ``models`` in eval mode and restore each module's own flag after."""
-    saved = [(m, m.training) for model in models for m in model.modules()]
-    for model in models:
-        model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in saved:
-            m.training = flag
 
 
 def js_divergence(logits_a: torch.Tensor, logits_b: torch.Tensor, floor: float = 1e-8) -> torch.Tensor:

@@ -22,13 +22,15 @@ names or glob patterns (``fnmatch``), e.g. ``"layer4.*"``.
 """
 from __future__ import annotations
 
-from ..errors import DistoxError
 import fnmatch
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+
+from ..errors import DistoxError
+from ..utils import eval_mode
 
 WEIGHTED = (nn.Linear, nn.Conv2d)
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -69,15 +71,12 @@ def _traced(model: nn.Module, example: torch.Tensor | None,
         return list(names.values()), None
     order: list[str] = []
     hooks = [m.register_forward_hook(lambda mod, i, o: order.append(names[mod])) for m in names]
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             out = model(example[:1])
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     return order or list(names.values()), out
 
 
