@@ -104,6 +104,30 @@ def test_tsne_writes_points_of_every_model(smoke_run, tmp_path):
     assert sum(r["kind"] == "poisoned" for r in per_model) == 60
 
 
+def test_penultimate_features_are_the_classifiers_input_linear_or_conv_head():
+    """The t-SNE features: the last Linear's input, or a conv class head's input averaged over
+    positions (the model has no Linear); the model's modes are left as they were."""
+    from distox.analysis import penultimate_features
+    from distox.models import create_model
+
+    torch.manual_seed(0)
+    x = torch.rand(5, 1, 16, 16)
+    linear = create_model("small_cnn", 4, 1, width=4)
+    conv = create_model("small_cnn", 4, 1, width=4, head="conv")
+    for model in (linear, conv):
+        model.train()
+        feats = penultimate_features(model, x, batch_size=2)
+        assert model.training and all(m.training for m in model.modules())
+        head = model.net.fc if model is linear else [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        seen = []
+        hook = head.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+        with torch.no_grad():
+            model.eval()(x)
+        hook.remove()
+        expected = seen[0].flatten(1) if model is linear else seen[0].mean((2, 3))
+        assert feats.shape == (5, expected.shape[1]) and torch.allclose(feats, expected, atol=1e-6)
+
+
 def test_curves_csv_matches_histories(smoke_run, tmp_path):
     out = tmp_path / "curves.png"
     plot("curves", smoke_run, out)

@@ -1,8 +1,9 @@
 """t-SNE of penultimate features of clean and poisoned test images, before and after a defense
 (SPEC §6).
 
-Penultimate features = the input of the model's last ``nn.Linear`` in forward order, captured
-with a forward hook (works for any architecture with a linear classifier). In a backdoored
+Penultimate features = the input of the model's classifier — its last ``nn.Linear`` in forward
+order, or a convolutional class head's input averaged over positions — captured with a forward
+hook (any architecture whose classifier distox can find). In a backdoored
 model the poisoned images form their own tight cluster next to the target class; after a
 successful defense they fall back among the clean images of their true classes.
 
@@ -19,26 +20,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.selection import linear_forward_order
+from ..defenses.probe import layer_input
 from ..errors import DistoxError
+from ..models.selection import SelectionError, classifier_name
 
 
-@torch.no_grad()
 def penultimate_features(model: nn.Module, x: torch.Tensor, batch_size: int = 512,
                          device: str | torch.device = "cpu") -> torch.Tensor:
-    """(N, D) inputs of the last ``nn.Linear`` (forward order) for images ``x``; eval mode."""
-    model = model.to(device).eval()
-    order = linear_forward_order(model, x[:1].to(device))
-    if not order:
-        raise DistoxError("t-SNE needs a model whose classifier is an nn.Linear (none found)")
-    last = dict(model.named_modules())[order[-1]]
-    grabbed: list[torch.Tensor] = []
-    hook = last.register_forward_hook(lambda mod, inp, out: grabbed.append(inp[0].detach().flatten(1).cpu()))
+    """(N, D) inputs of the model's classifier for images ``x`` (eval mode, each module's training
+    flag restored): the last ``nn.Linear`` in forward order, or, in a model without one, the
+    convolutional class head (:func:`~distox.models.selection.classifier_name`), whose input
+    map is averaged over positions into one feature per channel."""
+    model = model.to(device)
     try:
-        for i in range(0, len(x), batch_size):
-            model(x[i:i + batch_size].to(device))
-    finally:
-        hook.remove()
+        head = dict(model.named_modules())[classifier_name(model, x[:1].to(device))]
+    except SelectionError as exc:
+        raise DistoxError(f"t-SNE needs the model's classifier: {exc}") from None
+    grabbed: list[torch.Tensor] = []
+    for i in range(0, len(x), batch_size):
+        seen = layer_input(model, head, x[i:i + batch_size].to(device))
+        if seen is None:
+            raise DistoxError("t-SNE: the classifier did not run on a batch of the images")
+        grabbed.append((seen.flatten(2).mean(2) if isinstance(head, nn.Conv2d) else seen.flatten(1)).cpu())
     return torch.cat(grabbed)
 
 
