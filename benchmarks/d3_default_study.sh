@@ -104,7 +104,8 @@
 #   bash benchmarks/d3_default_study.sh ninth-models # ninth round: four check MLPs trained after it was chosen
 #   bash benchmarks/d3_default_study.sh ninth-check # ninth round, once: on those, with and without it, and the baselines
 #   bash benchmarks/d3_default_study.sh tenth-models # tenth round: the PyTorch-example CNN (dropout, log-softmax) with BadNets, Blended
-#   bash benchmarks/d3_default_study.sh tenth       # tenth round, once: the default and the faithful presets on them
+#   bash benchmarks/d3_default_study.sh tenth 0 1 2 # tenth round, once: the default and the faithful presets on them
+#   bash benchmarks/d3_default_study.sh tenth-sizes # tenth round, once: the default with 500 and 1,000 images
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -720,10 +721,16 @@ PY
     attack tutorial-badnets badnets --model tutorial_cnn --epochs 6 --lr 0.01 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 41 --no-augment
     attack tutorial-blended blended --model tutorial_cnn --epochs 6 --lr 0.01 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 42 --no-augment
     ;;
-  tenth)  # tenth round, once (check: nothing was tuned on these models): the default, the faithful presets, seeds 0-2
-    for seed in 0 1 2; do
+  tenth)  # tenth round, once (check: nothing was tuned on these models): the default, the faithful presets,
+    # seeds 0-2 (`tenth 0 1` and `tenth 2` in two shells share two cores)
+    for seed in ${@:2}; do
       study $RUNS/tutorial-badnets $RUNS/tutorial-blended --final-only --seed $seed --out $RUNS/tenth-s$seed.jsonl \
         "${seventh_floor[@]}" "${sixth_reference[@]}" "${sixth_paper[@]}"
+    done
+    ;;
+  tenth-sizes)  # tenth round, once: the default with 500 and 1,000 retain images (seed 0)
+    for n in 500 1000; do
+      study $RUNS/tutorial-badnets $RUNS/tutorial-blended --final-only --count $n --out $RUNS/tenth-$n.jsonl "${seventh_floor[@]}"
     done
     ;;
   bnfed)  # eighth round: does leaving out the weights no BatchNorm re-normalises (squeeze-and-excitation
