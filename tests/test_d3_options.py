@@ -127,3 +127,30 @@ def test_head_bias_reaches_the_run(monkeypatch):
     assert "head_bias" not in D3().get_params() and D3(head_bias="zero").get_params()["head_bias"] == "zero"
     with pytest.raises(DefenseError, match="head_bias"):
         D3(head_bias="mean")
+
+
+def test_classifier_lr_puts_the_classifier_in_its_own_optimiser_group():
+    """``classifier_lr``: the final classifier's weight and bias at that rate, every other
+    parameter at ``lr``; at the same rate as ``lr`` the run is bit-identical to one without it;
+    unset, nothing about it is recorded (records and cell keys as before)."""
+    retain = tiny_retain()
+    model = tiny_model()
+    d3 = D3(classifier_lr=0.05, lr=0.01, epochs=2, batch_size=16)
+    opt = d3.classifier_optimizer(model, d3.loop_config(retain), retain.x[:1])
+    rest, head = opt.param_groups
+    assert head["lr"] == 0.05 and rest["lr"] == 0.01
+    assert [id(p) for p in head["params"]] == [id(model[7].weight), id(model[7].bias)]
+    assert len(rest["params"]) == len(list(model.parameters())) - 2
+    assert D3().classifier_optimizer(model, d3.loop_config(retain), retain.x[:1]) is None
+    assert "classifier_lr" not in D3().get_params() and D3(classifier_lr=0.05).get_params()["classifier_lr"] == 0.05
+
+    def weights(**kw):
+        out = D3(epochs=2, batch_size=16, lr=0.02, **kw)(tiny_model(), retain, device="cpu", progress=False).model
+        return [p.detach().clone() for p in out.parameters()]
+
+    plain, same, faster = weights(), weights(classifier_lr=0.02), weights(classifier_lr=0.2)
+    assert all(torch.equal(a, b) for a, b in zip(plain, same))
+    assert not torch.equal(plain[-2], faster[-2])
+    for bad in (0, -1.0, "fast", True):
+        with pytest.raises(DefenseError, match="classifier_lr must be a number > 0"):
+            D3(classifier_lr=bad)

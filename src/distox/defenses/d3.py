@@ -48,8 +48,8 @@ from torch.nn import functional as F
 from ..acceleration import resolve_precision
 from ..data.core import ImageSplit
 from ..metrics import Evaluator
-from ..models.selection import SelectionError, linear_forward_order, select_weights
-from ..training import Checkpoint, TrainState, train
+from ..models.selection import SelectionError, classifier_name, linear_forward_order, select_weights
+from ..training import Checkpoint, LoopConfig, TrainState, make_optimizer, train
 from ..utils import batchnorm_modules
 from .base import Defense, DefenseError
 from .d3_auto import auto_eps, auto_or_float, check_auto, fit_auto
@@ -92,7 +92,7 @@ FALLBACK: dict[str, Any] = {
     "select": "last", "val_fraction": 0.2, "tolerance": "auto", "min_tolerance": 0.5,
     "lmd_control": "constant", "lmd_range": (0.5, 10.0), "init_layers": "selected", "lmd_rate": 0.05,
     "layer_weighting": "sum", "distill": 0.0, "distill_temperature": 4.0,
-    "head_bias": "keep", "norm_rule": False, "min_steps": 0, "input_prune": False,
+    "head_bias": "keep", "norm_rule": False, "min_steps": 0, "input_prune": False, "classifier_lr": None,
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
 LOOP_KEYS = ("epochs", "batch_size", "lr", "augment", "blend")
@@ -285,6 +285,8 @@ class D3(Defense):
             that many steps in ``epochs`` epochs gets the fewest epochs that make them
             (:meth:`epochs_for`; recorded in ``config["min_steps_resolved"]``). 3,000 images at
             batch 32 make 1,128 steps in 12 epochs, so the floor only acts on smaller sets.
+        classifier_lr: None (one learning rate, ``lr``, for every parameter: the paper) or the
+            final classifier's own learning rate (its parameters in an optimiser group of their own).
         input_prune: False (the faithful presets) or True (the ``default`` preset): before the warm
             start, on a model whose first weighted layer is an ``nn.Linear`` (a multi-layer
             perceptron), replace that layer's least-varying inputs by their retain-set means, as
@@ -312,7 +314,7 @@ class D3(Defense):
                  lmd_rate: float | None = None, layer_weighting: str | None = None, distill: float | None = None,
                  distill_temperature: float | None = None, head_bias: str | None = None,
                  norm_rule: bool | None = None, min_steps: int | None = None, input_prune: bool | None = None,
-                 **kwargs: Any) -> None:
+                 classifier_lr: float | None = None, **kwargs: Any) -> None:
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
         chosen = PRESETS[preset]
@@ -324,7 +326,8 @@ class D3(Defense):
                      select=select, val_fraction=val_fraction, tolerance=tolerance, min_tolerance=min_tolerance,
                      lmd_control=lmd_control, lmd_range=lmd_range, init_layers=init_layers, lmd_rate=lmd_rate,
                      layer_weighting=layer_weighting, distill=distill, distill_temperature=distill_temperature,
-                     head_bias=head_bias, norm_rule=norm_rule, min_steps=min_steps, input_prune=input_prune)
+                     head_bias=head_bias, norm_rule=norm_rule, min_steps=min_steps, input_prune=input_prune,
+                     classifier_lr=classifier_lr)
         #: the options the caller set (a model-derived rule never overrides them)
         self._explicit = frozenset(explicit | {k for k, val in given.items() if val is not None})
         v = {k: val if val is not None else chosen.get(k, FALLBACK[k]) for k, val in given.items()}
@@ -382,6 +385,10 @@ class D3(Defense):
         if not isinstance(v["input_prune"], bool):
             raise DefenseError(f"input_prune must be true or false; got {v['input_prune']!r}")
         self.input_prune = v["input_prune"]
+        if v["classifier_lr"] is not None and not (isinstance(v["classifier_lr"], (int, float))
+                                                   and not isinstance(v["classifier_lr"], bool) and v["classifier_lr"] > 0):
+            raise DefenseError(f"classifier_lr must be a number > 0 or None; got {v['classifier_lr']!r}")
+        self.classifier_lr = None if v["classifier_lr"] is None else float(v["classifier_lr"])
 
     def get_params(self, retain: ImageSplit | None = None) -> dict[str, Any]:
         """As :meth:`Defense.get_params`, without the distillation settings while ``distill`` is 0
@@ -399,6 +406,8 @@ class D3(Defense):
             params.pop("min_steps", None)
         if not self.input_prune:
             params.pop("input_prune", None)
+        if self.classifier_lr is None:
+            params.pop("classifier_lr", None)
         return params
 
     def epochs_for(self, retain: ImageSplit) -> int:
@@ -436,6 +445,18 @@ class D3(Defense):
             if epochs != self.epochs:
                 changed["epochs"] = epochs
         return self.with_options(**changed, norm_rule=False, min_steps=0) if changed else self
+
+    def classifier_optimizer(self, model: nn.Module, config: LoopConfig, example: torch.Tensor) -> torch.optim.Optimizer | None:
+        """With ``classifier_lr``: the loop's optimiser with the final classifier's parameters
+        (:func:`~distox.models.selection.classifier_name`) in a group of their own at that
+        rate, the rest at ``lr`` (the cosine schedule scales both); None otherwise (the loop's own)."""
+        if self.classifier_lr is None:
+            return None
+        head = list(model.get_submodule(classifier_name(model, example)).parameters())
+        ids = {id(p) for p in head}
+        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+        return make_optimizer([{"params": rest}, {"params": [p for p in head if p.requires_grad], "lr": self.classifier_lr}],
+                              config)
 
     def with_options(self, **changes: Any) -> D3:
         """A new D3 with this one's options (without what a run resolved) and ``changes`` over them.
@@ -554,7 +575,7 @@ class D3(Defense):
         # resume; what the epochs changed (λ, the chooser's kept epochs) is in the checkpoint
         extra = {"lmd": lmd, **({"chooser": chooser} if chooser is not None else {})}
         state = train(model, retain.x, retain.y if targets is None else targets.loop_y, config, objective=objective,
-                      after_step=project,
+                      optimizer=self.classifier_optimizer(model, config, example), after_step=project,
                       on_epoch_end=on_epoch_end, checkpoint=checkpoint, extra_state=extra, device=device,
                       progress=progress, desc="D3")
         if chooser is not None:
