@@ -106,6 +106,7 @@
 #   bash benchmarks/d3_default_study.sh tenth-models # tenth round: the PyTorch-example CNN (dropout, log-softmax) with BadNets, Blended
 #   bash benchmarks/d3_default_study.sh tenth 0 1 2 # tenth round, once: the default and the faithful presets on them
 #   bash benchmarks/d3_default_study.sh tenth-lr dev|check SEEDS # tenth round: the classifier's own lr without BatchNorm
+#   bash benchmarks/d3_default_study.sh tenth-bn dev|check SEEDS # tenth round: BatchNorm statistics re-estimated after D3
 #   bash benchmarks/d3_default_study.sh tenth-sizes # tenth round, once: the default with 500 and 1,000 images
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
@@ -149,6 +150,20 @@ attack() {  # attack NAME ATTACK OPTIONS...: one backdoored model and its clean 
 }
 
 study() { $PY benchmarks/d3_study.py "$@"; }
+
+dev_or_check() {  # dev_or_check NAME "DEV RUNS" "CHECK RUNS" CANDIDATE PART SEED...: one candidate on the
+  # development or the check part, a file per seed ($RUNS/NAME-PART-sSEED.jsonl)
+  local name=$1 dev=$2 check=$3 candidate=$4 part=$5 runs seed
+  shift 5
+  case $part in
+    dev) runs=$dev ;;
+    check) runs=$check ;;
+    *) echo "part must be dev or check; got '$part'" >&2; exit 2 ;;
+  esac
+  for seed in "$@"; do
+    study $runs --final-only --seed $seed --out $RUNS/$name-$part-s$seed.jsonl --candidate "$candidate"
+  done
+}
 
 demo_table() {  # demo_table TITLE CANDIDATES_JSON: D3 on the README demo at seeds 0-2, ACC change / ASR, a row
   # per candidate (its D3 options over the demo's)
@@ -730,17 +745,16 @@ PY
     done
     ;;
   tenth-lr)  # tenth round: without BatchNorm, the restarted classifier at lr 0.03 and the rest at 0.01
-    # (`classifier_lr`), against the rule's 0.03 for everything; `tenth-lr dev` (seeds 0-2, the models the
-    # default's numbers exist for: shipped-s*, lenet-*), then `tenth-lr check` once
-    part=${2:-dev}
-    case $part in
-      dev) runs="$NOBN $RUNS/lenet-badnets $RUNS/lenet-blended";;
-      check) runs="$RUNS/tutorial-badnets $RUNS/tutorial-blended $RUNS/vit-blended $RUNS/cnn-plain-badnets-aug $RUNS/cnn-convhead-plain-blended";;
-    esac
-    for seed in ${@:3}; do
-      study $runs --final-only --seed $seed --out $RUNS/tenth-lr-$part-s$seed.jsonl \
-        --candidate "split-lr=preset:default,epochs:null,lr:0.01,classifier_lr:0.03"
-    done
+    # (`classifier_lr`), against the rule's 0.03 for everything; `tenth-lr dev SEEDS` (the models the
+    # default's numbers exist for: shipped-s*, lenet-*), then `tenth-lr check SEEDS` once
+    dev_or_check tenth-lr "$NOBN $RUNS/lenet-badnets $RUNS/lenet-blended" \
+      "$RUNS/tutorial-badnets $RUNS/tutorial-blended $RUNS/vit-blended $RUNS/cnn-plain-badnets-aug $RUNS/cnn-convhead-plain-blended" \
+      "split-lr=preset:default,epochs:null,lr:0.01,classifier_lr:0.03" "${@:2}"
+    ;;
+  tenth-bn)  # tenth round: BatchNorm's running statistics re-estimated on the plain retain images after
+    # training (`bn_recalibrate`; the overlay trains them on blended images); `tenth-bn dev SEEDS` on the
+    # development models (the default's own cells: shipped-s*), then `tenth-bn check SEEDS` once
+    dev_or_check tenth-bn "$DEV" "$CHECK $NEW" "recal=preset:default,epochs:null,bn_recalibrate:true" "${@:2}"
     ;;
   tenth-sizes)  # tenth round, once: the default with 500 and 1,000 retain images (seed 0)
     for n in 500 1000; do

@@ -154,3 +154,39 @@ def test_classifier_lr_puts_the_classifier_in_its_own_optimiser_group():
     for bad in (0, -1.0, "fast", True):
         with pytest.raises(DefenseError, match="classifier_lr must be a number > 0"):
             D3(classifier_lr=bad)
+
+
+def test_bn_recalibrate_replaces_running_statistics_by_the_plain_images():
+    """``reestimate_batchnorm``: each BatchNorm's running mean/variance become those of what it
+    receives on the images (one batch: the batch's mean and unbiased variance), with dropout off,
+    no weight changed, and each module's mode and each layer's momentum restored; D3's
+    ``bn_recalibrate`` runs it after training and is recorded only when on."""
+    from distox.defenses.bn_stats import reestimate_batchnorm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, momentum=0.3), nn.ReLU(), nn.Dropout(0.5),
+                          nn.Flatten(), nn.Linear(144, 3))
+    model.train()
+    model[3].eval()
+    x = torch.rand(20, 1, 8, 8)
+    weights = [p.detach().clone() for p in model.parameters()]
+    modes = [m.training for m in model.modules()]
+    assert reestimate_batchnorm(model, x, batch_size=64) == 1
+    seen = model[0](x)
+    assert torch.allclose(model[1].running_mean, seen.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(model[1].running_var, seen.transpose(0, 1).flatten(1).var(1, unbiased=True), atol=1e-5)
+    assert model[1].momentum == 0.3 and [m.training for m in model.modules()] == modes
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))
+    assert reestimate_batchnorm(nn.Sequential(nn.Flatten(), nn.Linear(64, 3)), x) == 0
+    # a last batch of one image is left out (BatchNorm1d cannot take its statistics)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 5), nn.BatchNorm1d(5), nn.Linear(5, 3))
+    assert reestimate_batchnorm(mlp, x[:9], batch_size=4) == 1
+
+    retain = tiny_retain()
+    plain = D3(epochs=1, batch_size=16)(tiny_model(), retain, device="cpu", progress=False)
+    recal = D3(epochs=1, batch_size=16, bn_recalibrate=True)(tiny_model(), retain, device="cpu", progress=False)
+    assert "bn_recalibrate" not in plain.config and recal.config["bn_recalibrate"] is True
+    assert all(torch.equal(a, b) for a, b in zip(plain.model.parameters(), recal.model.parameters()))
+    assert not torch.equal(plain.model[1].running_var, recal.model[1].running_var)
+    with pytest.raises(DefenseError, match="bn_recalibrate must be true or false"):
+        D3(bn_recalibrate="yes")

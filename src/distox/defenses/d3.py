@@ -53,6 +53,7 @@ from ..training import Checkpoint, LoopConfig, TrainState, make_optimizer, train
 from ..utils import batchnorm_modules
 from .base import Defense, DefenseError
 from .d3_auto import auto_eps, auto_or_float, check_auto, fit_auto
+from .bn_stats import reestimate_batchnorm
 from .d3_kernels import fused_distances, fused_project, use_fused
 from .heldout import EpochChooser, accuracy, resolve_tolerance, split_retain
 from .input_prune import prune_inputs
@@ -93,6 +94,7 @@ FALLBACK: dict[str, Any] = {
     "lmd_control": "constant", "lmd_range": (0.5, 10.0), "init_layers": "selected", "lmd_rate": 0.05,
     "layer_weighting": "sum", "distill": 0.0, "distill_temperature": 4.0,
     "head_bias": "keep", "norm_rule": False, "min_steps": 0, "input_prune": False, "classifier_lr": None,
+    "bn_recalibrate": False,
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
 LOOP_KEYS = ("epochs", "batch_size", "lr", "augment", "blend")
@@ -285,6 +287,8 @@ class D3(Defense):
             that many steps in ``epochs`` epochs gets the fewest epochs that make them
             (:meth:`epochs_for`; recorded in ``config["min_steps_resolved"]``). 3,000 images at
             batch 32 make 1,128 steps in 12 epochs, so the floor only acts on smaller sets.
+        bn_recalibrate: False (the paper) or True: after training, BatchNorm's running statistics
+            re-estimated on the plain retain images (:mod:`distox.defenses.bn_stats`).
         classifier_lr: None (one learning rate, ``lr``, for every parameter: the paper) or the
             final classifier's own learning rate (its parameters in an optimiser group of their own).
         input_prune: False (the faithful presets) or True (the ``default`` preset): before the warm
@@ -314,7 +318,7 @@ class D3(Defense):
                  lmd_rate: float | None = None, layer_weighting: str | None = None, distill: float | None = None,
                  distill_temperature: float | None = None, head_bias: str | None = None,
                  norm_rule: bool | None = None, min_steps: int | None = None, input_prune: bool | None = None,
-                 classifier_lr: float | None = None, **kwargs: Any) -> None:
+                 classifier_lr: float | None = None, bn_recalibrate: bool | None = None, **kwargs: Any) -> None:
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
         chosen = PRESETS[preset]
@@ -327,7 +331,7 @@ class D3(Defense):
                      lmd_control=lmd_control, lmd_range=lmd_range, init_layers=init_layers, lmd_rate=lmd_rate,
                      layer_weighting=layer_weighting, distill=distill, distill_temperature=distill_temperature,
                      head_bias=head_bias, norm_rule=norm_rule, min_steps=min_steps, input_prune=input_prune,
-                     classifier_lr=classifier_lr)
+                     classifier_lr=classifier_lr, bn_recalibrate=bn_recalibrate)
         #: the options the caller set (a model-derived rule never overrides them)
         self._explicit = frozenset(explicit | {k for k, val in given.items() if val is not None})
         v = {k: val if val is not None else chosen.get(k, FALLBACK[k]) for k, val in given.items()}
@@ -389,6 +393,9 @@ class D3(Defense):
                                                    and not isinstance(v["classifier_lr"], bool) and v["classifier_lr"] > 0):
             raise DefenseError(f"classifier_lr must be a number > 0 or None; got {v['classifier_lr']!r}")
         self.classifier_lr = None if v["classifier_lr"] is None else float(v["classifier_lr"])
+        if not isinstance(v["bn_recalibrate"], bool):
+            raise DefenseError(f"bn_recalibrate must be true or false; got {v['bn_recalibrate']!r}")
+        self.bn_recalibrate = v["bn_recalibrate"]
 
     def get_params(self, retain: ImageSplit | None = None) -> dict[str, Any]:
         """As :meth:`Defense.get_params`, without the distillation settings while ``distill`` is 0
@@ -408,6 +415,8 @@ class D3(Defense):
             params.pop("input_prune", None)
         if self.classifier_lr is None:
             params.pop("classifier_lr", None)
+        if not self.bn_recalibrate:
+            params.pop("bn_recalibrate", None)
         return params
 
     def epochs_for(self, retain: ImageSplit) -> int:
@@ -581,4 +590,6 @@ class D3(Defense):
         if chooser is not None:
             chooser.restore(model)
             self.selection_resolved = chooser.summary()
+        if self.bn_recalibrate:
+            reestimate_batchnorm(model, retain.x, device)
         return state
