@@ -33,8 +33,9 @@ def as_split(data: Any, name: str = "clean data") -> ImageSplit:
     :class:`ImageSplit` (images as float tensors (N, C, H, W), labels as int64).
 
     One-channel images without their channel axis (N, H, W), labels as a column (N, 1) and one-hot
-    labels are brought to that form (:func:`standard_layout`). Images are brought to [0, 1] (:func:`to_unit_range`), with a logged warning whenever they
-    are rescaled; an :class:`ImageSplit` is taken exactly as it is.
+    labels are brought to that form (:func:`standard_layout`). Images are brought to [0, 1]
+    (:func:`to_unit_range`), with a logged warning whenever they are rescaled; an
+    :class:`ImageSplit` is taken exactly as it is.
     """
     if isinstance(data, ImageSplit):
         return data
@@ -57,8 +58,8 @@ def as_split(data: Any, name: str = "clean data") -> ImageSplit:
         y = torch.tensor([int(it[1]) for it in items], dtype=torch.long)
     else:
         raise DataError(
-            f"{name} must be an (X, y) pair of tensors or NumPy arrays (or lists of them), a torch Dataset of (image, label) or "
-            f"a DataLoader; got {type(data).__name__}"
+            f"{name} must be an (X, y) pair of tensors or NumPy arrays (or lists of them), a torch Dataset of "
+            f"(image, label) or a DataLoader; got {type(data).__name__}"
             + (f" of {', '.join(type(t).__name__ for t in data)}" if isinstance(data, (tuple, list)) else "")
         )
     x, y = standard_layout(x, y, name)
@@ -81,9 +82,9 @@ def as_tensor(data: torch.Tensor | np.ndarray | list) -> torch.Tensor:
 
 
 def standard_layout(x: torch.Tensor, y: torch.Tensor, name: str = "clean data") -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, H, W) get their one channel, (N, 1, H, W); labels (N, 1) become (N,), and one-hot
-    labels (N, classes) class indices — each with a logged warning saying what was done. Anything
-    else is left for :class:`ImageSplit` to accept or refuse."""
+    """Images (N, H, W) get their one channel, (N, 1, H, W), and one-hot labels (N, classes) become
+    class indices, each with a logged warning saying so; labels as a column (N, 1) become (N,).
+    Anything else is left for :class:`ImageSplit` to accept or refuse."""
     if x.ndim == 3:
         log.warning("%s: images of shape %s taken as one-channel (N, 1, H, W)", name, tuple(x.shape))
         x = x.unsqueeze(1)
@@ -93,6 +94,8 @@ def standard_layout(x: torch.Tensor, y: torch.Tensor, name: str = "clean data") 
         log.warning("%s: one-hot labels %s taken as class indices (their argmax)", name, tuple(y.shape))
         y = y.argmax(1)
     return x, y
+
+
 #: Above this maximum, non-negative float images are taken to be 0–255 pixel values (a
 #: resampled [0, 1] image may overshoot 1 a little; a 0–255 image under 2 would be all black).
 _PIXEL_SCALE_MIN = 2.0
