@@ -438,3 +438,30 @@ def test_the_default_says_what_it_pruned_once_and_only_on_a_model_that_starts_wi
                                          progress=False)
         D3(epochs=1)(create_model("small_cnn", 4, 1, width=4), retain, device="cpu", progress=False)
     assert "set aside" not in caplog.text
+
+
+def test_a_run_that_diverges_at_the_batchnorm_rules_rate_runs_again_at_the_callers(monkeypatch, caplog, tmp_path):
+    """On a model without BatchNorm the rule raises the learning rate; if the loss then becomes
+    NaN, D3 starts again from the same weights at the rate the caller had (recorded, warned) and
+    ends where a run at that rate ends. With a checkpoint (whose epochs belong to the diverged
+    run) the error stands."""
+    import logging
+
+    from distox.defenses import d3 as d3_module
+
+    monkeypatch.setitem(d3_module.WITHOUT_BATCHNORM, "lr", float("inf"))  # the first step makes every weight inf
+    retain = make_bundle(n_train=48).train
+
+    def plain() -> nn.Module:
+        torch.manual_seed(0)
+        return create_model("small_cnn", 4, 1, width=4, norm="none")
+
+    with caplog.at_level(logging.WARNING, logger="distox.defenses.d3"):
+        result = D3(epochs=2, batch_size=16)(plain(), retain, device="cpu", progress=False)
+    assert "running again from the start at lr 0.01" in caplog.text
+    resolved = result.config["norm_rule_resolved"]
+    assert resolved["diverged_lr"] == float("inf") and resolved["changed"] == {"layers": "auto"}
+    direct = D3(epochs=2, batch_size=16, lr=0.01)(plain(), retain, device="cpu", progress=False)
+    assert _digest(result.model) == _digest(direct.model)
+    with pytest.raises(DefenseError, match="loss became"):
+        D3(epochs=2, batch_size=16)(plain(), retain, device="cpu", progress=False, checkpoint=tmp_path / "c.pt")

@@ -49,7 +49,7 @@ from ..acceleration import resolve_precision
 from ..data.core import ImageSplit
 from ..metrics import Evaluator
 from ..models.selection import SelectionError, classifier_name, linear_forward_order, select_weights
-from ..training import Checkpoint, LoopConfig, TrainState, make_optimizer, train
+from ..training import Checkpoint, LoopConfig, TrainingDiverged, TrainState, make_optimizer, train
 from ..utils import batchnorm_modules
 from .base import Defense, DefenseError
 from .d3_auto import auto_eps, auto_or_float, check_auto, fit_auto
@@ -85,6 +85,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: A classifier that is a convolution counts (``layers="auto"``), though the warm start leaves it
 #: where it is (:func:`linear_classifier`): on such a model without normalisation the rule kept
 #: 2.5 points more at 3,000 images than the all-layer distance (BENCHMARKS.md "Eighth round").
+#: If the loss diverges at the larger rate, :meth:`D3.fit` runs again from the same weights at the
+#: caller's rate (``norm_rule_resolved["diverged_lr"]``; not with a checkpoint).
 WITHOUT_BATCHNORM: dict[str, Any] = {"layers": "auto", "lr": 0.03}
 DEFAULT_PRESET = "default"
 #: What a preset leaves unset (the reference code's values).
@@ -281,7 +283,8 @@ class D3(Defense):
         head_bias: ``"keep"`` (the paper) or ``"zero"``: also zero the final classifier's bias.
         norm_rule: False (the faithful presets) or True (the ``default`` preset): on a model without
             any BatchNorm layer, the options in :data:`WITHOUT_BATCHNORM` that the caller did not
-            set take those values (recorded in ``config["norm_rule_resolved"]``).
+            set take those values (recorded in ``config["norm_rule_resolved"]``); a run that
+            diverges at the rule's learning rate runs again at the caller's (``"diverged_lr"``).
         min_steps: 0 (off; the faithful presets) or a floor on the optimiser steps (the
             ``default`` preset: 600): unless the caller set ``epochs``, a retain set too small for
             that many steps in ``epochs`` epochs gets the fewest epochs that make them
@@ -500,8 +503,27 @@ class D3(Defense):
             own = self.get_params()
             log.info("D3: the model and retain set call for %s",
                      {k: v for k, v in adapted.get_params().items() if own.get(k) != v})
-            state = adapted.fit(model, retain, evaluator=evaluator, device=device, progress=progress,
-                                checkpoint=checkpoint)
+            # the BatchNorm rule's larger learning rate is the one change that can make a run diverge:
+            # then it runs again from the same start at the caller's rate (not with a checkpoint,
+            # whose epochs would belong to the diverged run)
+            fallback = adapted.lr != self.lr and checkpoint is None
+            start = {k: v.detach().clone() for k, v in model.state_dict().items()} if fallback else None
+            try:
+                state = adapted.fit(model, retain, evaluator=evaluator, device=device, progress=progress,
+                                    checkpoint=checkpoint)
+            except TrainingDiverged as exc:
+                if start is None:
+                    raise
+                log.warning("D3: at the learning rate the model's lack of BatchNorm calls for (%g) the loss %s; "
+                            "running again from the start at lr %g", adapted.lr, str(exc).split("; ")[0].removeprefix(
+                                "loss "), self.lr)
+                model.load_state_dict(start)
+                self.norm_rule_resolved = {**self.norm_rule_resolved, "diverged_lr": adapted.lr,
+                                           "changed": {k: v for k, v in self.norm_rule_resolved["changed"].items()
+                                                       if k != "lr"}}
+                adapted = adapted.with_options(lr=self.lr)
+                state = adapted.fit(model, retain, evaluator=evaluator, device=device, progress=progress,
+                                    checkpoint=checkpoint)
             self.record_resolved(adapted)
             return state
         if "auto" in (self.lmd, self.eps):  # SPEC §1 "Beyond the paper": resolved in d3_auto
