@@ -236,3 +236,21 @@ def test_api_resume_with_input_pruning_is_bit_identical(tmp_path, ctrl_c_at):
     kw = dict(epochs=3, batch_size=16, verbose=False, device="cpu")
     ref, _ = interrupted_and_resumed(model, b.train, kw, tmp_path / "ck.pt", ctrl_c_at, 3)
     assert ref.config["input_prune_resolved"]["layer"] == "net.hidden.0"
+
+
+def test_a_diverged_default_run_again_at_the_callers_rate_resumes_bit_identical(tmp_path, ctrl_c_at, trained,
+                                                                                monkeypatch):
+    """The default's run again at lr 0.01 after diverging at the BatchNorm rule's rate (here
+    made inf) is checkpointed under its own identity: interrupted and rerun, it resumes where it
+    stopped and ends identical to an uninterrupted run."""
+    from distox.defenses import d3 as d3_module
+    from distox.training import LoopConfig, train
+
+    monkeypatch.setitem(d3_module.WITHOUT_BATCHNORM, "lr", float("inf"))
+    _, b = trained
+    torch.manual_seed(0)
+    model = distox.models.create_model("small_cnn", 4, 1, width=4, norm="none")
+    train(model, b.train.x, b.train.y, LoopConfig(epochs=4, batch_size=16, lr=0.05), device="cpu", progress=False)
+    kw = dict(epochs=3, batch_size=16, verbose=False, device="cpu")
+    ref, _ = interrupted_and_resumed(model, b.train, kw, tmp_path / "ck.pt", ctrl_c_at, 3)
+    assert ref.config["norm_rule_resolved"]["diverged_lr"] == float("inf")

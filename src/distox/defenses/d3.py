@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,7 +50,7 @@ from ..acceleration import resolve_precision
 from ..data.core import ImageSplit
 from ..metrics import Evaluator
 from ..models.selection import SelectionError, classifier_name, linear_forward_order, select_weights
-from ..training import Checkpoint, LoopConfig, TrainingDiverged, TrainState, make_optimizer, train
+from ..training import Checkpoint, LoopConfig, TrainingDiverged, TrainState, make_optimizer, saved_identity, train
 from ..utils import batchnorm_modules
 from .base import Defense, DefenseError
 from .d3_auto import auto_eps, auto_or_float, check_auto, fit_auto
@@ -86,7 +87,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: where it is (:func:`linear_classifier`): on such a model without normalisation the rule kept
 #: 2.5 points more at 3,000 images than the all-layer distance (BENCHMARKS.md "Eighth round").
 #: If the loss diverges at the larger rate, :meth:`D3.fit` runs again from the same weights at the
-#: caller's rate (``norm_rule_resolved["diverged_lr"]``; not with a checkpoint).
+#: caller's rate (``norm_rule_resolved["diverged_lr"]``).
 WITHOUT_BATCHNORM: dict[str, Any] = {"layers": "auto", "lr": 0.03}
 DEFAULT_PRESET = "default"
 #: What a preset leaves unset (the reference code's values).
@@ -422,6 +423,47 @@ class D3(Defense):
             params.pop("bn_recalibrate", None)
         return params
 
+    def fit_adapted(self, adapted: D3, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
+                    device: torch.device, progress: bool, checkpoint: Checkpoint | None) -> TrainState:
+        """Run ``adapted`` (:meth:`adapted_to`) in this D3's place and take what it resolved into the
+        record. The BatchNorm rule's larger learning rate is the one change that can make a run
+        diverge: then it runs again from the same start at the caller's rate
+        (``norm_rule_resolved["diverged_lr"]``), checkpointed under an identity of its own, so a
+        rerun after an interruption goes straight back to it."""
+        fallback = adapted.lr != self.lr
+        start = {k: v.detach().clone() for k, v in model.state_dict().items()} if fallback else None
+        again = None if checkpoint is None else Checkpoint(
+            checkpoint.path, f"{checkpoint.identity}|diverged at lr {adapted.lr:g}, again at {self.lr:g}")
+        resuming_again = (fallback and again is not None and Path(again.path).exists()
+                          and saved_identity(again.path) == again.identity)
+
+        def at_callers_rate() -> tuple[D3, TrainState]:
+            model.load_state_dict(start)
+            resolved = self.norm_rule_resolved
+            self.norm_rule_resolved = {**resolved, "diverged_lr": adapted.lr,
+                                       "changed": {k: v for k, v in resolved["changed"].items() if k != "lr"}}
+            slower = adapted.with_options(lr=self.lr)
+            return slower, slower.fit(model, retain, evaluator=evaluator, device=device, progress=progress,
+                                      checkpoint=again)
+
+        if resuming_again:  # the interrupted run was the one at the caller's rate
+            adapted, state = at_callers_rate()
+        else:
+            try:
+                state = adapted.fit(model, retain, evaluator=evaluator, device=device, progress=progress,
+                                    checkpoint=checkpoint)
+            except TrainingDiverged as exc:
+                if not fallback:
+                    raise
+                log.warning("D3: at the learning rate the model's lack of BatchNorm calls for (%g) the loss %s; "
+                            "running again from the start at lr %g", adapted.lr,
+                            str(exc).split("; ")[0].removeprefix("loss "), self.lr)
+                if checkpoint is not None:
+                    Path(checkpoint.path).unlink(missing_ok=True)  # its epochs are the diverged run's
+                adapted, state = at_callers_rate()
+        self.record_resolved(adapted)
+        return state
+
     def epochs_for(self, retain: ImageSplit) -> int:
         """The epochs a run on ``retain`` makes: ``epochs``, or under ``min_steps`` (unless the
         caller set ``epochs``) the fewest that make ``min_steps`` optimiser steps over the images
@@ -503,29 +545,8 @@ class D3(Defense):
             own = self.get_params()
             log.info("D3: the model and retain set call for %s",
                      {k: v for k, v in adapted.get_params().items() if own.get(k) != v})
-            # the BatchNorm rule's larger learning rate is the one change that can make a run diverge:
-            # then it runs again from the same start at the caller's rate (not with a checkpoint,
-            # whose epochs would belong to the diverged run)
-            fallback = adapted.lr != self.lr and checkpoint is None
-            start = {k: v.detach().clone() for k, v in model.state_dict().items()} if fallback else None
-            try:
-                state = adapted.fit(model, retain, evaluator=evaluator, device=device, progress=progress,
+            return self.fit_adapted(adapted, model, retain, evaluator=evaluator, device=device, progress=progress,
                                     checkpoint=checkpoint)
-            except TrainingDiverged as exc:
-                if start is None:
-                    raise
-                log.warning("D3: at the learning rate the model's lack of BatchNorm calls for (%g) the loss %s; "
-                            "running again from the start at lr %g", adapted.lr, str(exc).split("; ")[0].removeprefix(
-                                "loss "), self.lr)
-                model.load_state_dict(start)
-                self.norm_rule_resolved = {**self.norm_rule_resolved, "diverged_lr": adapted.lr,
-                                           "changed": {k: v for k, v in self.norm_rule_resolved["changed"].items()
-                                                       if k != "lr"}}
-                adapted = adapted.with_options(lr=self.lr)
-                state = adapted.fit(model, retain, evaluator=evaluator, device=device, progress=progress,
-                                    checkpoint=checkpoint)
-            self.record_resolved(adapted)
-            return state
         if "auto" in (self.lmd, self.eps):  # SPEC §1 "Beyond the paper": resolved in d3_auto
             return fit_auto(self, model, retain, evaluator=evaluator, device=device, progress=progress,
                             checkpoint=checkpoint)
