@@ -104,7 +104,7 @@
 #   bash benchmarks/d3_default_study.sh ninth-models # ninth round: four check MLPs trained after it was chosen
 #   bash benchmarks/d3_default_study.sh ninth-check # ninth round, once: on those, with and without it, and the baselines
 #   bash benchmarks/d3_default_study.sh tenth-models # tenth round: the PyTorch-example CNN (dropout, log-softmax) with BadNets, Blended
-#   bash benchmarks/d3_default_study.sh tenth-models sig; ... tenth-sig 0 1 2 # tenth round, once: SIG on it
+#   bash benchmarks/d3_default_study.sh tenth-models sig|a2a; ... tenth-sig|tenth-a2a 0 1 2 # tenth round, once: SIG, all-to-all
 #   bash benchmarks/d3_default_study.sh tenth 0 1 2 # tenth round, once: the default and the faithful presets on them
 #   bash benchmarks/d3_default_study.sh tenth-lr dev|check SEEDS # tenth round: the classifier's own lr without BatchNorm
 #   bash benchmarks/d3_default_study.sh tenth-bn dev|check SEEDS # tenth round: BatchNorm statistics re-estimated after D3
@@ -745,10 +745,14 @@ PY
     if [ "${2:-}" = sig ]; then
       attack tutorial-sig sig --model tutorial_cnn --epochs 6 --lr 0.01 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 44 --no-augment --poison-rate 0.08
     fi
+    # after `tenth-sig`: BadNets all-to-all (`tenth-models a2a`, then `tenth-a2a 0 1 2`)
+    if [ "${2:-}" = a2a ]; then
+      attack tutorial-a2a badnets --model tutorial_cnn --mode all2all --epochs 6 --lr 0.01 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 45 --no-augment
+    fi
     ;;
-  tenth-sig)  # tenth round, once: the default and the faithful presets on the SIG tutorial CNN
+  tenth-sig|tenth-a2a)  # tenth round, once: the default and the faithful presets on the SIG / all-to-all tutorial CNN
     for seed in ${@:2}; do
-      study $RUNS/tutorial-sig --final-only --seed $seed --out $RUNS/tenth-sig-s$seed.jsonl \
+      study $RUNS/tutorial-${1#tenth-} --final-only --seed $seed --out $RUNS/tenth-${1#tenth-}-s$seed.jsonl \
         "${seventh_floor[@]}" "${sixth_reference[@]}" "${sixth_paper[@]}"
     done
     ;;

@@ -49,7 +49,7 @@ def accuracy_advice(method: str, config: dict[str, Any], retain_size: int) -> li
             tips.append("preset='reference' (on 20 study cells: mean ACC change -1.08 against the default's "
                         "-1.25, worst -6.40 against -5.85; 17 of 20 cells under the ASR bar against 19; on four "
                         "LeNet-5s, \"Ninth round\": -2.25 against -4.47, 9 of 12 cells under the bar each; but on the tutorial "
-                        "CNN of PyTorch's MNIST example, \"Tenth round\": -3.77 against -1.81, 9 of 9 cells against 8)")
+                        "CNN of PyTorch's MNIST example, \"Tenth round\": -3.92 against -1.89, 12 of 12 cells against 11)")
         if preset == "reference":
             tips.append("preset='default' with blend=0 (mean ACC change -0.35 against the reference preset's -1.08 "
                         "on 20 study cells, worst -5.35 against -6.40; 14 of 20 cells under the ASR bar against 17)")
