@@ -129,3 +129,11 @@ def test_tutorial_cnn_outputs_log_probabilities_and_d3_restarts_its_classifier()
     result = D3(epochs=1, batch_size=16)(model, bundle.train, device="cpu", progress=False)
     assert result.config["norm_rule_resolved"]["batchnorm"] is False
     assert not torch.equal(result.model.net.fc.weight, model.net.fc.weight)
+
+
+def test_fp_refuses_a_parametrized_classifier_it_could_not_fold_into():
+    bundle = make_bundle(n_train=24)
+    model = _parametrized("weight_norm")
+    with pytest.raises(DefenseError, match="computed weight .*remove_parametrizations"):
+        distox.purify(model, (bundle.train.x, bundle.train.y), method="fp", epochs=1, verbose=False,
+                      label_check="off")

@@ -105,6 +105,11 @@ def find_classifier(model: nn.Module, example: torch.Tensor,
         raise DefenseError(f"the classifier {name!r} has {outputs} outputs but the model returns "
                            f"{out.shape[-1]} logits: it is not the final classifier, so FP cannot find the "
                            "classifier input; pass classifier=NAME of the Linear that produces the logits")
+    if layer._parameters.get("weight") is None:  # weight norm and other parametrizations: a mask folded
+        # into a weight computed from other parameters would not stay
+        raise DefenseError(f"the classifier {name!r} has a computed weight (a parametrization such as weight "
+                           "norm); FP folds its pruning mask into the weight, so remove the parametrization first "
+                           "(torch.nn.utils.parametrize.remove_parametrizations)")
     return name, layer
 
 
