@@ -137,3 +137,14 @@ def test_fp_refuses_a_parametrized_classifier_it_could_not_fold_into():
     with pytest.raises(DefenseError, match="computed weight .*remove_parametrizations"):
         distox.purify(model, (bundle.train.x, bundle.train.y), method="fp", epochs=1, verbose=False,
                       label_check="off")
+
+
+def test_a_softmax_output_is_refused_and_log_probabilities_are_not():
+    """Cross-entropy of probabilities taken for logits barely trains (a final nn.Softmax, common in
+    ported models); log-probabilities are fine."""
+    bundle = make_bundle(n_train=24)
+    probs = nn.Sequential(_cnn(), nn.Softmax(dim=1))
+    with pytest.raises(DefenseError, match=r"returns probabilities .*torch.log\(model\(x\)\)"):
+        distox.purify(probs, (bundle.train.x, bundle.train.y), epochs=1, verbose=False, label_check="off")
+    log_probs = nn.Sequential(_cnn(), nn.LogSoftmax(dim=1))
+    distox.purify(log_probs, (bundle.train.x, bundle.train.y), epochs=1, verbose=False, label_check="off")

@@ -120,8 +120,8 @@ def check_retain(model: nn.Module, retain: ImageSplit, device: torch.device) -> 
     """Validate retain data against the model; returns the model's number of classes.
 
     Rejects: fewer than 2 images, a single class (:func:`check_classes`), non-finite pixels,
-    an image shape the model cannot take, a model output that is not (N, K) logits, and labels
-    outside 0..K-1.
+    an image shape the model cannot take, a model output that is not (N, K) logits (probabilities
+    from a final softmax included), and labels outside 0..K-1.
     """
     n = len(retain)
     if n < 2:
@@ -149,6 +149,11 @@ def check_retain(model: nn.Module, retain: ImageSplit, device: torch.device) -> 
                ": wrap it in a module whose forward returns only the logits tensor (e.g. model(x)[0] or "
                "model(x)['logits'])"))
     k = int(out.shape[1])
+    if k > 1 and bool((out >= 0).all()) and torch.allclose(out.float().sum(1), torch.ones(len(out)), atol=1e-4):
+        raise DefenseError(
+            "the model returns probabilities (each row is non-negative and sums to 1: a final softmax); the "
+            "training losses need logits or log-probabilities: drop the final softmax, or wrap the model in a "
+            "module whose forward returns torch.log(model(x))")
     bad = retain.y[(retain.y < 0) | (retain.y >= k)]
     if len(bad):
         raise DefenseError(
