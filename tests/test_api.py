@@ -110,6 +110,8 @@ def test_grayscale_without_channel_axis_one_hot_and_column_labels_and_lists_are_
         distox.as_split((x, torch.ones(32, 4, dtype=torch.long)))  # several ones a row: not one-hot
     with pytest.raises(DataError, match=r"got \(20,\)"):
         distox.as_split((x, y[:20]))
+    one_hot = distox.as_split(TensorDataset(x, torch.eye(4)[y]))  # a Dataset with one-hot labels
+    assert torch.equal(one_hot.y, ref.y) and one_hot.y.dtype == torch.long
 
 
 def test_channels_last_images_are_refused_with_the_permutation_that_fixes_them():

@@ -55,7 +55,7 @@ def as_split(data: Any, name: str = "clean data") -> ImageSplit:
             raise DataError(f"{name}: the dataset is empty")
         items = [data[i] for i in range(n)]
         x = torch.stack([torch.as_tensor(it[0]) for it in items])
-        y = torch.tensor([int(it[1]) for it in items], dtype=torch.long)
+        y = torch.stack([torch.as_tensor(it[1]) for it in items])  # class indices, or one-hot rows
     else:
         raise DataError(
             f"{name} must be an (X, y) pair of tensors or NumPy arrays (or lists of them), a torch Dataset of "
