@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -53,8 +53,8 @@ from ..models.selection import SelectionError, classifier_name, linear_forward_o
 from ..training import Checkpoint, LoopConfig, TrainingDiverged, TrainState, make_optimizer, saved_identity, train
 from ..utils import batchnorm_modules
 from .base import Defense, DefenseError
-from .d3_auto import auto_eps, auto_or_float, check_auto, fit_auto
 from .bn_stats import reestimate_batchnorm
+from .d3_auto import auto_eps, auto_or_float, check_auto, fit_auto
 from .d3_kernels import fused_distances, fused_project, use_fused
 from .heldout import EpochChooser, accuracy, resolve_tolerance, split_retain
 from .input_prune import prune_inputs

@@ -57,7 +57,7 @@ from torch import nn
 
 from ..data.core import ImageSplit
 from ..metrics import Evaluator
-from ..models.selection import SelectionError, classifier_name, linear_forward_order
+from ..models.selection import SelectionError, classifier_name, weight_is_computed
 from ..training import Checkpoint, TrainState
 from ..utils import eval_mode
 from .base import DefenseError
@@ -84,16 +84,12 @@ def find_classifier(model: nn.Module, example: torch.Tensor,
     """
     modules = dict(model.named_modules())
     if name is None:
-        order = linear_forward_order(model, example)
-        if order:
-            name = order[-1]
-        else:
-            try:
-                name = classifier_name(model, example)
-            except SelectionError:
-                raise DefenseError("FP prunes the input of the final classifier, the last nn.Linear in forward "
-                                   "order (or a convolutional class head), and this model has no nn.Linear and "
-                                   "no such head; FP cannot find its classifier input") from None
+        try:
+            name = classifier_name(model, example)  # the last nn.Linear, else a conv class head
+        except SelectionError:
+            raise DefenseError("FP prunes the input of the final classifier, the last nn.Linear in forward "
+                               "order (or a convolutional class head), and this model has no nn.Linear and "
+                               "no such head; FP cannot find its classifier input") from None
     layer = modules.get(name)
     if not isinstance(layer, (nn.Linear, nn.Conv2d)):
         linears = [n for n, m in modules.items() if isinstance(m, nn.Linear)][:10]
@@ -105,8 +101,7 @@ def find_classifier(model: nn.Module, example: torch.Tensor,
         raise DefenseError(f"the classifier {name!r} has {outputs} outputs but the model returns "
                            f"{out.shape[-1]} logits: it is not the final classifier, so FP cannot find the "
                            "classifier input; pass classifier=NAME of the Linear that produces the logits")
-    if layer._parameters.get("weight") is None:  # weight norm and other parametrizations: a mask folded
-        # into a weight computed from other parameters would not stay
+    if weight_is_computed(layer):  # a mask folded into it would not stay
         raise DefenseError(f"the classifier {name!r} has a computed weight (a parametrization such as weight "
                            "norm); FP folds its pruning mask into the weight, so remove the parametrization first "
                            "(torch.nn.utils.parametrize.remove_parametrizations)")

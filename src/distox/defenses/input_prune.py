@@ -43,7 +43,7 @@ from torch import nn
 
 from ..data.core import ImageSplit
 from ..metrics import eval_batch_size
-from ..models.selection import forward_calls
+from ..models.selection import forward_calls, weight_is_computed
 from .heldout import accuracy, resolve_tolerance
 from .probe import layer_input
 
@@ -89,7 +89,7 @@ def prune_inputs(model: nn.Module, retain: ImageSplit, tolerance: float | str = 
     if found is None or not isinstance(found[1], nn.Linear):
         return {"layer": None, "pruned": 0}
     name, layer = found
-    if layer._parameters.get("weight") is None:  # a parametrized or hook-computed weight (weight norm, ...)
+    if weight_is_computed(layer):  # weight norm and other parametrizations
         log.info("input pruning: %s's weight is computed from other parameters; nothing set aside", name)
         return {"layer": None, "pruned": 0}
     mean, variance = input_moments(model, layer, retain.x, device)

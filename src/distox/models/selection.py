@@ -129,6 +129,13 @@ def classifier_name(model: nn.Module, example: torch.Tensor | None = None) -> st
 _HOOKED_WEIGHTS = ("weight_orig", "weight_v")
 
 
+def weight_is_computed(module: nn.Module) -> bool:
+    """Whether ``module``'s ``weight`` is a tensor computed from other parameters at every forward
+    pass (a ``torch.nn.utils.parametrize`` parametrization, or the older hook-based spectral /
+    weight norm) rather than a parameter of its own: an edit to it would not stay."""
+    return module._parameters.get("weight") is None
+
+
 def weight_parameter(module: nn.Module, name: str = "") -> nn.Parameter:
     """The parameter an optimiser trains for ``module``'s ``weight``: the weight itself; under a
     ``torch.nn.utils.parametrize`` parametrization (``parametrizations.weight_norm``,
@@ -138,9 +145,8 @@ def weight_parameter(module: nn.Module, name: str = "") -> nn.Parameter:
     that parameter at every forward pass, and a distance or projection on a stale copy of it
     would do nothing, or fail in the backward pass. Raises :class:`SelectionError` when there is
     no such single parameter."""
-    own = module._parameters.get("weight")
-    if own is not None:
-        return own
+    if not weight_is_computed(module):
+        return module._parameters["weight"]
     if parametrize.is_parametrized(module, "weight"):
         originals = module.parametrizations["weight"]
         found = [p for n, p in originals.named_parameters(recurse=False) if n.startswith("original")]
