@@ -109,6 +109,10 @@
 #   bash benchmarks/d3_default_study.sh tenth-lr dev|check SEEDS # tenth round: the classifier's own lr without BatchNorm
 #   bash benchmarks/d3_default_study.sh tenth-bn dev|check SEEDS # tenth round: BatchNorm statistics re-estimated after D3
 #   bash benchmarks/d3_default_study.sh tenth-sizes # tenth round, once: the default with 500 and 1,000 images
+#   bash benchmarks/d3_default_study.sh eleventh dev|check|500 SEEDS # eleventh round: the classifier restarted from the
+#                                                  # retain set's class means (`init: means`) against the random start
+#   bash benchmarks/d3_default_study.sh eleventh-demo # eleventh round: the README demo with that start
+#   bash benchmarks/d3_default_study.sh eleventh-why RUN_DIR... # eleventh round: suspect classifier against class means
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -774,6 +778,65 @@ PY
     # training (`bn_recalibrate`; the overlay trains them on blended images); `tenth-bn dev SEEDS` on the
     # development models (the default's own cells: shipped-s*), then `tenth-bn check SEEDS` once
     dev_or_check tenth-bn "$DEV" "$CHECK $NEW" "recal=preset:default,epochs:null,bn_recalibrate:true" "${@:2}"
+    ;;
+  eleventh)  # eleventh round: the classifier's warm start read off the retain set (`init: means`, the centred
+    # class means of its input) against the random start of the default as shipped; `eleventh dev SEEDS`
+    # (the Blended CNN and VGG, the WaNet PreAct-ResNet, the plain and GroupNorm CNNs), then `eleventh check SEEDS`
+    # once (the check part's BatchNorm models, the ViT and the two tutorial CNNs); `eleventh 500 SEEDS`: the
+    # development models with 500 retain images
+    if [ "$2" = 500 ]; then
+      for seed in "${@:3}"; do
+        for candidate in "floor600=preset:default,epochs:null" "means=preset:default,epochs:null,init:means"; do
+          study $DEV $RUNS/cnn-plain-blended $RUNS/cnn-gn-badnets --final-only --count 500 --seed $seed \
+            --out $RUNS/eleventh-500-s$seed.jsonl --candidate "$candidate"
+        done
+      done
+      exit 0
+    fi
+    for seed in "${@:3}"; do
+      dev_or_check eleventh "$DEV $RUNS/cnn-plain-blended $RUNS/cnn-gn-badnets" \
+        "$CHECK $RUNS/tutorial-badnets $RUNS/tutorial-blended" "floor600=preset:default,epochs:null" "$2" "$seed"
+      dev_or_check eleventh "$DEV $RUNS/cnn-plain-blended $RUNS/cnn-gn-badnets" \
+        "$CHECK $RUNS/tutorial-badnets $RUNS/tutorial-blended" "means=preset:default,epochs:null,init:means" "$2" "$seed"
+    done
+    ;;
+  eleventh-demo)  # eleventh round: the README demo with the class-means start
+    demo_table "D3 (demo budget: 60 epochs)" '{"default": {}, "init means": {"init": "means"}}'
+    ;;
+  eleventh-why)  # eleventh round: how close each suspect classifier already is to the retain set's centred class
+    # means (cosine, whole weight and per class), and what the nearest-class-mean classifier on the suspect's
+    # unchanged features scores (retain accuracy; ASR on 1,000 triggered test images)
+    $PY - ${@:2} <<'PY'
+import sys
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from distox.defenses.d3 import class_means, linear_classifier
+from distox.defenses.probe import layer_input
+from distox.experiment import load_run
+
+torch.set_num_threads(1)
+print("| model | cosine | per class | NCM retain ACC | NCM ASR |\n|---|---|---|---|---|")
+for d in sys.argv[1:]:
+    run, cpu = load_run(Path(d)), torch.device("cpu")
+    retain, backdoor = run.retain(count=3000, seed=0), run.backdoor_test_set()
+    model = run.model.eval()
+    name, w = next(iter(linear_classifier(model, retain.x[:1]).items()))
+    layer = model.get_submodule(name.rsplit(".", 1)[0])
+    means, _ = class_means(model, layer, retain, cpu)
+    ncm = (means - means.mean(0)).float()
+    ncm = ncm * w.detach().norm() / ncm.norm()
+    bias = layer.bias.detach() if layer.bias is not None else 0.0
+    feats = torch.cat([layer_input(model, layer, retain.x[i:i + 500]) for i in range(0, len(retain.x), 500)])
+    trig = layer_input(model, layer, backdoor.x[:1000])
+    acc = float(((feats @ ncm.T + bias).argmax(1) == retain.y).float().mean() * 100)
+    asr = float(((trig @ ncm.T + bias).argmax(1) == backdoor.target[:1000]).float().mean() * 100)
+    cos = F.cosine_similarity(ncm.flatten(), w.detach().flatten(), 0)
+    rows = " ".join(f"{float(c):.2f}" for c in F.cosine_similarity(ncm, w.detach(), 1))
+    print(f"| {Path(d).name} | {cos:.2f} | {rows} | {acc:.1f} | {asr:.1f} |", flush=True)
+PY
     ;;
   tenth-sizes)  # tenth round, once: the default with 500 and 1,000 retain images (seed 0)
     for n in 500 1000; do

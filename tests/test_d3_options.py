@@ -190,3 +190,41 @@ def test_bn_recalibrate_replaces_running_statistics_by_the_plain_images():
     assert not torch.equal(plain.model[1].running_var, recal.model[1].running_var)
     with pytest.raises(DefenseError, match="bn_recalibrate must be true or false"):
         D3(bn_recalibrate="yes")
+
+
+def test_class_means_warm_start_is_the_centred_retain_class_means_of_the_classifier_input():
+    """``init="means"``: the warm-started classifier weight is the retain set's per-class mean of
+    the classifier's input, centred over the classes, at ‖W_init‖ — computed here by hand from the
+    hidden features; a hidden Linear (not the classifier) given the same start falls back to a
+    random direction at its own norm."""
+    from distox.defenses.d3 import start_from_class_means
+
+    model, retain = tiny_model(), tiny_retain()
+    w0 = model[-1].weight.detach().clone()
+    with torch.no_grad():
+        model.eval()
+        feats = model[:-1](retain.x)
+        model.train()
+    means = torch.stack([feats[retain.y == c].mean(0) for c in range(3)]).double()
+    centred = means - means.mean(0)
+    expected = centred * w0.double().norm() / centred.norm()
+    hidden0 = model[5].weight.detach().clone()
+    start_from_class_means(model, {"5.weight": model[5].weight, "7.weight": model[7].weight}, retain, 2.0,
+                           torch.device("cpu"), batch_size=20)
+    assert torch.allclose(model[-1].weight.double(), expected, atol=1e-5)
+    hidden = model[5].weight.detach()
+    assert torch.isclose(hidden.norm(), hidden0.norm(), rtol=1e-5) and not torch.allclose(hidden, hidden0)
+
+
+def test_class_means_warm_start_in_d3_reads_only_the_retain_data():
+    """D3 with ``init="means"`` trains, and its start depends on the retain images (not on a seed)."""
+    retain = tiny_retain()
+    a = D3(preset="default", init="means", epochs=1, batch_size=16, lr=1e-9, blend=0.0)(
+        tiny_model(), retain, device="cpu", progress=False).model
+    shuffled = ImageSplit(retain.x.flip(0), retain.y.flip(0), dataset="toy")
+    b = D3(preset="default", init="means", epochs=1, batch_size=16, lr=1e-9, blend=0.0, seed=7)(
+        tiny_model(), shuffled, device="cpu", progress=False).model
+    assert torch.allclose(a[-1].weight, b[-1].weight, atol=1e-4)  # same images, any order or seed: same start
+    other = D3(preset="default", init="means", epochs=1, batch_size=16, lr=1e-9, blend=0.0)(
+        tiny_model(), tiny_retain(seed=1), device="cpu", progress=False).model
+    assert not torch.allclose(a[-1].weight, other[-1].weight, atol=1e-3)

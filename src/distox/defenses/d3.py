@@ -58,6 +58,7 @@ from .d3_auto import auto_eps, auto_or_float, check_auto, fit_auto
 from .d3_kernels import fused_distances, fused_project, use_fused
 from .heldout import EpochChooser, accuracy, resolve_tolerance, split_retain
 from .input_prune import prune_inputs
+from .probe import layer_input
 from .registry import register
 from .self_distill import SuspectTargets, distillation_loss
 
@@ -101,7 +102,7 @@ FALLBACK: dict[str, Any] = {
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
 LOOP_KEYS = ("epochs", "batch_size", "lr", "augment", "blend")
-WARM_STARTS = ("random", "far", "middle", "noise", "near")
+WARM_STARTS = ("random", "far", "middle", "noise", "near", "means")
 SELECTIONS = ("last", "heldout")
 LMD_CONTROLS = ("constant", "geometric", "heldout", "loss")
 INIT_LAYERS = ("selected", "classifier", "auto")
@@ -158,8 +159,52 @@ def warm_start(weights: Sequence[torch.Tensor], method: str, p: float, generator
         elif method == "noise":
             n = torch.randn(w.shape, generator=generator, dtype=w.dtype).to(w.device)
             w.add_(n * w.std())
+        elif method == "means":
+            raise DefenseError("init='means' reads the retain images: start_from_class_means, not warm_start")
         elif method != "near":
             raise DefenseError(f"init must be one of {WARM_STARTS}; got {method!r}")
+
+
+@torch.no_grad()
+def start_from_class_means(model: nn.Module, named: dict[str, torch.Tensor], retain: ImageSplit, p: float,
+                           device: torch.device, generator: torch.Generator | None = None,
+                           batch_size: int = 512) -> None:
+    """``init="means"``: each selected ``nn.Linear`` with an output per class restarts as the retain
+    set's class means of its own input (all read from the suspect model before any weight
+    moves), centred over the classes and rescaled to ‖W_init‖_p — a nearest-class-mean
+    classifier read off the clean images alone: none of the poisoned classifier's directions
+    survive, yet it classifies from the first step. Any other weight (a conv head, a hidden
+    Linear) starts from the random direction."""
+    classes = int(retain.y.max()) + 1
+    starts: dict[str, torch.Tensor | None] = {}
+    for name in named:
+        layer = model.get_submodule(name.rsplit(".", 1)[0])
+        starts[name] = class_means(model, layer, retain, device, batch_size) \
+            if isinstance(layer, nn.Linear) and layer.out_features >= classes else None
+    for name, w in named.items():
+        if starts[name] is None:
+            warm_start([w], "random", p, generator if generator is not None else torch.Generator().manual_seed(0))
+            continue
+        means, counts = starts[name]
+        centred = (means - means[counts > 0].mean(0)).to(device=w.device, dtype=w.dtype)
+        w.copy_(centred * lp_norm(w, p) / lp_norm(centred, p).clamp_min(1e-12))
+
+
+@torch.no_grad()
+def class_means(model: nn.Module, layer: nn.Linear, retain: ImageSplit, device: torch.device,
+                batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Per-output-row mean of ``layer``'s (2-D) input over the retain images of that class (float64,
+    rows of absent classes zero) and the class counts; None when the input is not (N, features)."""
+    sums = torch.zeros(layer.out_features, layer.in_features, dtype=torch.float64)
+    counts = torch.zeros(layer.out_features, dtype=torch.float64)
+    for i in range(0, len(retain.x), batch_size):
+        f = layer_input(model, layer, retain.x[i:i + batch_size].to(device))
+        if f is None or f.dim() != 2:
+            return None
+        y = retain.y[i:i + batch_size]
+        sums.index_add_(0, y, f.double().cpu())
+        counts += torch.bincount(y, minlength=layer.out_features).double()
+    return sums / counts.clamp_min(1)[:, None], counts
 
 
 @torch.no_grad()
@@ -253,7 +298,9 @@ class D3(Defense):
         lmd: λ, weight of the clean-loss penalty (reference 0.5, paper 10).
         eps: ε, the clean-loss bound inside the hinge (0.1).
         p: order of the weight distance and of the norm constraint (2 = Frobenius).
-        init: warm start: random | far | middle | noise | near (random).
+        init: warm start: random | far | middle | noise | near | means (random). ``means``: the
+            classifier restarts as the retain set's centred class means of its input
+            (:func:`start_from_class_means`; BENCHMARKS.md "Eleventh round": not better than random).
         init_layers: which selected weights get the warm start: ``"selected"`` (all of them, the
             paper), ``"classifier"`` (only the final nn.Linear classifier's; the rest start where
             they are; none in a model without nn.Linear) or ``"auto"`` (only the weights
@@ -583,7 +630,12 @@ class D3(Defense):
                 log.warning("D3: the model has no nn.Linear classifier to warm-start; every selected "
                             "weight starts where it is (init_layers='classifier')")
             started = [w for n, w in named.items() if n in head]
-        warm_start(started, self.init, self.p, torch.Generator().manual_seed(self.seed))
+        generator = torch.Generator().manual_seed(self.seed)
+        if self.init == "means":
+            start_from_class_means(model, {n: w for n, w in named.items() if any(w is s for s in started)},
+                                   retain, self.p, device, generator)
+        else:
+            warm_start(started, self.init, self.p, generator)
         if self.head_bias == "zero":
             zero_classifier_bias(model, self.selected_in(model, "auto", example))
 
