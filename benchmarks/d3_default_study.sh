@@ -111,6 +111,7 @@
 #   bash benchmarks/d3_default_study.sh tenth-sizes # tenth round, once: the default with 500 and 1,000 images
 #   bash benchmarks/d3_default_study.sh eleventh dev|check|500 SEEDS # eleventh round: the classifier restarted from the
 #                                                  # retain set's class means (`init: means`) against the random start
+#   bash benchmarks/d3_default_study.sh eleventh-orth SEEDS # eleventh round: that start at right angles to the suspect's
 #   bash benchmarks/d3_default_study.sh eleventh-demo # eleventh round: the README demo with that start
 #   bash benchmarks/d3_default_study.sh eleventh-why RUN_DIR... # eleventh round: suspect classifier against class means
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
@@ -798,6 +799,13 @@ PY
         "$CHECK $RUNS/tutorial-badnets $RUNS/tutorial-blended" "floor600=preset:default,epochs:null" "$2" "$seed"
       dev_or_check eleventh "$DEV $RUNS/cnn-plain-blended $RUNS/cnn-gn-badnets" \
         "$CHECK $RUNS/tutorial-badnets $RUNS/tutorial-blended" "means=preset:default,epochs:null,init:means" "$2" "$seed"
+    done
+    ;;
+  eleventh-orth)  # eleventh round, after `eleventh`: the class means' part at right angles to the suspect classifier
+    # (`init: means-orthogonal`, as far from it as the random start), development models, `eleventh-orth SEEDS`
+    for seed in "${@:2}"; do
+      study $DEV $RUNS/cnn-plain-blended $RUNS/cnn-gn-badnets --final-only --seed $seed --out $RUNS/eleventh-orth-s$seed.jsonl \
+        --candidate "means-orthogonal=preset:default,epochs:null,init:means-orthogonal"
     done
     ;;
   eleventh-demo)  # eleventh round: the README demo with the class-means start

@@ -228,3 +228,24 @@ def test_class_means_warm_start_in_d3_reads_only_the_retain_data():
     other = D3(preset="default", init="means", epochs=1, batch_size=16, lr=1e-9, blend=0.0)(
         tiny_model(), tiny_retain(seed=1), device="cpu", progress=False).model
     assert not torch.allclose(a[-1].weight, other[-1].weight, atol=1e-3)
+
+
+def test_orthogonal_class_means_start_is_the_means_part_at_right_angles_to_the_suspect_classifier():
+    """``init="means-orthogonal"``: the centred class means minus their projection on W_init, at
+    ‖W_init‖ — orthogonal to the poisoned classifier (as the random start nearly is), computed here
+    by hand."""
+    from distox.defenses.d3 import start_from_class_means
+
+    model, retain = tiny_model(), tiny_retain()
+    w0 = model[-1].weight.detach().clone().double()
+    with torch.no_grad():
+        model.eval()
+        feats = model[:-1](retain.x)
+        model.train()
+    means = torch.stack([feats[retain.y == c].mean(0) for c in range(3)]).double()
+    centred = means - means.mean(0)
+    orth = centred - (centred * w0).sum() / (w0 * w0).sum() * w0
+    start_from_class_means(model, {"7.weight": model[7].weight}, retain, 2.0, torch.device("cpu"), orthogonal=True)
+    got = model[-1].weight.detach().double()
+    assert torch.allclose(got, orth * w0.norm() / orth.norm(), atol=1e-5)
+    assert abs(float((got * w0).sum())) < 1e-5 * float(w0.norm() ** 2)

@@ -102,7 +102,7 @@ FALLBACK: dict[str, Any] = {
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
 LOOP_KEYS = ("epochs", "batch_size", "lr", "augment", "blend")
-WARM_STARTS = ("random", "far", "middle", "noise", "near", "means")
+WARM_STARTS = ("random", "far", "middle", "noise", "near", "means", "means-orthogonal")
 SELECTIONS = ("last", "heldout")
 LMD_CONTROLS = ("constant", "geometric", "heldout", "loss")
 INIT_LAYERS = ("selected", "classifier", "auto")
@@ -159,7 +159,7 @@ def warm_start(weights: Sequence[torch.Tensor], method: str, p: float, generator
         elif method == "noise":
             n = torch.randn(w.shape, generator=generator, dtype=w.dtype).to(w.device)
             w.add_(n * w.std())
-        elif method == "means":
+        elif method.startswith("means"):
             raise DefenseError("init='means' reads the retain images: start_from_class_means, not warm_start")
         elif method != "near":
             raise DefenseError(f"init must be one of {WARM_STARTS}; got {method!r}")
@@ -168,13 +168,15 @@ def warm_start(weights: Sequence[torch.Tensor], method: str, p: float, generator
 @torch.no_grad()
 def start_from_class_means(model: nn.Module, named: dict[str, torch.Tensor], retain: ImageSplit, p: float,
                            device: torch.device, generator: torch.Generator | None = None,
-                           batch_size: int = 512) -> None:
+                           batch_size: int = 512, orthogonal: bool = False) -> None:
     """``init="means"``: each selected ``nn.Linear`` with an output per class restarts as the retain
     set's class means of its own input (all read from the suspect model before any weight
     moves), centred over the classes and rescaled to ‖W_init‖_p — a nearest-class-mean
-    classifier read off the clean images alone: none of the poisoned classifier's directions
-    survive, yet it classifies from the first step. Any other weight (a conv head, a hidden
-    Linear) starts from the random direction."""
+    classifier read off the clean images alone, which classifies from the first step.
+    ``orthogonal`` (``init="means-orthogonal"``): the part of those means orthogonal to W_init
+    (Frobenius inner product), i.e. the classifier nearest the class means among those at 90°
+    from the poisoned one, as far from it as the paper's random start. Any other weight (a conv
+    head, a hidden Linear) starts from the random direction."""
     classes = int(retain.y.max()) + 1
     starts: dict[str, torch.Tensor | None] = {}
     for name in named:
@@ -187,6 +189,8 @@ def start_from_class_means(model: nn.Module, named: dict[str, torch.Tensor], ret
             continue
         means, counts = starts[name]
         centred = (means - means[counts > 0].mean(0)).to(device=w.device, dtype=w.dtype)
+        if orthogonal:
+            centred = centred - (centred * w).sum() / (w * w).sum().clamp_min(1e-12) * w
         w.copy_(centred * lp_norm(w, p) / lp_norm(centred, p).clamp_min(1e-12))
 
 
@@ -298,9 +302,10 @@ class D3(Defense):
         lmd: λ, weight of the clean-loss penalty (reference 0.5, paper 10).
         eps: ε, the clean-loss bound inside the hinge (0.1).
         p: order of the weight distance and of the norm constraint (2 = Frobenius).
-        init: warm start: random | far | middle | noise | near | means (random). ``means``: the
-            classifier restarts as the retain set's centred class means of its input
-            (:func:`start_from_class_means`; BENCHMARKS.md "Eleventh round": not better than random).
+        init: warm start: random | far | middle | noise | near | means | means-orthogonal (random).
+            ``means``: the classifier restarts as the retain set's centred class means of its
+            input; ``means-orthogonal``: their part at right angles to the suspect's classifier
+            (:func:`start_from_class_means`; BENCHMARKS.md "Eleventh round": both worse than random).
         init_layers: which selected weights get the warm start: ``"selected"`` (all of them, the
             paper), ``"classifier"`` (only the final nn.Linear classifier's; the rest start where
             they are; none in a model without nn.Linear) or ``"auto"`` (only the weights
@@ -631,9 +636,9 @@ class D3(Defense):
                             "weight starts where it is (init_layers='classifier')")
             started = [w for n, w in named.items() if n in head]
         generator = torch.Generator().manual_seed(self.seed)
-        if self.init == "means":
+        if self.init.startswith("means"):
             start_from_class_means(model, {n: w for n, w in named.items() if any(w is s for s in started)},
-                                   retain, self.p, device, generator)
+                                   retain, self.p, device, generator, orthogonal=self.init == "means-orthogonal")
         else:
             warm_start(started, self.init, self.p, generator)
         if self.head_bias == "zero":
