@@ -3,6 +3,8 @@
     python benchmarks/d3_study.py RUN_DIR [RUN_DIR ...] --candidate NAME=KEY:VALUE,KEY:VALUE ...
         [--count 3000] [--epochs 12] [--batch-size 32] [--seed 0] [--out study.jsonl] [--final-only] [--table]
         [--then LABEL=KEY:VALUE,...] [--only LABEL ...] [--as NEW=OLD,OLD ...]
+    python benchmarks/d3_study.py RUN_DIR --sweep 10 20 40 [--ratio 0.05 | --count N] [--batch-size 32]
+        [--seed 0] [--param KEY=VALUE ...]
 
 A candidate is a label and a comma-separated list of the defense's hyper-parameters
 (``method:ft`` picks another defense; default ``d3``), e.g.
@@ -21,6 +23,12 @@ restricts ``--table`` to those candidates (e.g. to compare two across files that
 ``--as NEW=OLD,OLD`` tables the lines of candidates OLD under the label NEW (one candidate that
 rounds named differently), before ``--only``; RUN_DIR arguments given with ``--table`` restrict it
 to those runs. The per-part summary also gives both parts together (part ``all``).
+
+``--sweep EPOCHS ...`` (one RUN_DIR): D3 with the paper preset and no augmentation (``--param
+KEY=VALUE`` overrides a hyper-parameter, e.g. ``augment=true``, ``lmd=0.5``) after each epoch
+budget, printed as a table of ACC / ASR / RA and seconds after the backdoored model's row;
+nothing is written. ``--ratio R`` takes the retain set as that fraction of the clean training
+data instead of ``--count`` images (a grid cell's 5 %: ``--ratio 0.05``).
 One torch thread, CPU.
 """
 from __future__ import annotations
@@ -74,10 +82,30 @@ def line_label(label: str, args: argparse.Namespace) -> str:
     return label if args.then is None else f"{label}+{args.then[0]}"
 
 
+def retain_of(run: Any, args: argparse.Namespace) -> Any:
+    """The seeded retain set: ``--ratio`` of the clean training data when given, else ``--count`` images."""
+    return run.retain(ratio=args.ratio, seed=args.seed) if args.ratio else run.retain(count=args.count, seed=args.seed)
+
+
+def sweep(run_dir: Path, args: argparse.Namespace) -> None:
+    """``--sweep``: D3 (paper preset, no augmentation, ``--param`` overrides) after each epoch budget."""
+    run = load_run(run_dir)
+    backdoor, retain = run.backdoor_test_set(), retain_of(run, args)
+    before = run.evaluate()
+    print("| D3 epochs | ACC | ASR | RA | seconds |\n|---|---|---|---|---|")
+    print(f"| backdoored ({len(retain)} retain images) | {before['acc']:.2f} | {before['asr']:.2f} | {before['ra']:.2f} | – |")
+    for epochs in args.sweep:
+        t0 = time.perf_counter()
+        _, _, d3 = defense_of({"preset": "paper", "augment": False, **parse_params(args.param), "epochs": epochs}, args)
+        model = d3(run.model, retain, device="cpu", progress=False).model
+        m = evaluate(model, run.data.test.x, run.data.test.y, backdoor, device="cpu")
+        print(f"| {epochs} | {m['acc']:.2f} | {m['asr']:.2f} | {m['ra']:.2f} | {time.perf_counter() - t0:.0f} |", flush=True)
+
+
 def run_one(run_dir: Path, label: str, params: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     run = load_run(run_dir)
     backdoor = run.backdoor_test_set()
-    retain = run.retain(count=args.count, seed=args.seed)
+    retain = retain_of(run, args)
     before = evaluate(run.model, run.data.test.x, run.data.test.y, backdoor, device="cpu")
     method, opts, defense = defense_of(params, args)
     t0 = time.perf_counter()
@@ -187,6 +215,10 @@ def main() -> None:
     ap.add_argument("runs", nargs="*", type=Path)
     ap.add_argument("--candidate", action="append", default=[], metavar="LABEL=KEY:VALUE,...")
     ap.add_argument("--count", type=int, default=3000, help="Retain images (seeded from the clean training data).")
+    ap.add_argument("--ratio", type=float, help="Retain set as this fraction of the clean training data (instead of --count).")
+    ap.add_argument("--sweep", type=int, nargs="+", metavar="EPOCHS",
+                    help="One RUN_DIR: D3 (paper preset, no augmentation) after each of these epoch budgets, as a table.")
+    ap.add_argument("--param", nargs="*", default=[], metavar="KEY=VALUE", help="With --sweep: override a D3 hyper-parameter.")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
@@ -217,6 +249,11 @@ def main() -> None:
         print(table(rows) + "\n\n" + summary(rows, set(args.check)) + "\n\n" + by_architecture(rows))
         return
     torch.set_num_threads(1)
+    if args.sweep:
+        if len(args.runs) != 1:
+            ap.error("--sweep takes one RUN_DIR")
+        sweep(args.runs[0], args)
+        return
     done = done_keys(args.out)
     for run_dir in args.runs:
         for text in args.candidate:
