@@ -192,6 +192,18 @@ def test_bn_recalibrate_replaces_running_statistics_by_the_plain_images():
         D3(bn_recalibrate="yes")
 
 
+def hand_centred_class_means(model: nn.Module, retain: ImageSplit) -> tuple[torch.Tensor, torch.Tensor]:
+    """The classifier's starting weight and the retain set's centred per-class means of its input
+    (the tiny model's hidden features), float64, computed without distox."""
+    w0 = model[-1].weight.detach().clone().double()
+    with torch.no_grad():
+        model.eval()
+        feats = model[:-1](retain.x)
+        model.train()
+    means = torch.stack([feats[retain.y == c].mean(0) for c in range(3)]).double()
+    return w0, means - means.mean(0)
+
+
 def test_class_means_warm_start_is_the_centred_retain_class_means_of_the_classifier_input():
     """``init="means"``: the warm-started classifier weight is the retain set's per-class mean of
     the classifier's input, centred over the classes, at ‖W_init‖ — computed here by hand from the
@@ -200,14 +212,8 @@ def test_class_means_warm_start_is_the_centred_retain_class_means_of_the_classif
     from distox.defenses.d3 import start_from_class_means
 
     model, retain = tiny_model(), tiny_retain()
-    w0 = model[-1].weight.detach().clone()
-    with torch.no_grad():
-        model.eval()
-        feats = model[:-1](retain.x)
-        model.train()
-    means = torch.stack([feats[retain.y == c].mean(0) for c in range(3)]).double()
-    centred = means - means.mean(0)
-    expected = centred * w0.double().norm() / centred.norm()
+    w0, centred = hand_centred_class_means(model, retain)
+    expected = centred * w0.norm() / centred.norm()
     hidden0 = model[5].weight.detach().clone()
     start_from_class_means(model, {"5.weight": model[5].weight, "7.weight": model[7].weight}, retain, 2.0,
                            torch.device("cpu"), batch_size=20)
@@ -237,13 +243,7 @@ def test_orthogonal_class_means_start_is_the_means_part_at_right_angles_to_the_s
     from distox.defenses.d3 import start_from_class_means
 
     model, retain = tiny_model(), tiny_retain()
-    w0 = model[-1].weight.detach().clone().double()
-    with torch.no_grad():
-        model.eval()
-        feats = model[:-1](retain.x)
-        model.train()
-    means = torch.stack([feats[retain.y == c].mean(0) for c in range(3)]).double()
-    centred = means - means.mean(0)
+    w0, centred = hand_centred_class_means(model, retain)
     orth = centred - (centred * w0).sum() / (w0 * w0).sum() * w0
     start_from_class_means(model, {"7.weight": model[7].weight}, retain, 2.0, torch.device("cpu"), orthogonal=True)
     got = model[-1].weight.detach().double()
