@@ -51,7 +51,7 @@ from ..data.core import ImageSplit
 from ..metrics import Evaluator
 from ..models.selection import SelectionError, classifier_name, linear_forward_order, select_weights
 from ..training import Checkpoint, LoopConfig, TrainingDiverged, TrainState, make_optimizer, saved_identity, train
-from ..utils import batchnorm_modules
+from ..utils import batchnorm_modules, eval_mode
 from .base import Defense, DefenseError
 from .bn_stats import reestimate_batchnorm
 from .d3_auto import auto_eps, auto_or_float, check_auto, fit_auto
@@ -175,14 +175,16 @@ def start_from_class_means(model: nn.Module, named: dict[str, torch.Tensor], ret
     classifier read off the clean images alone, which classifies from the first step.
     ``orthogonal`` (``init="means-orthogonal"``): the part of those means orthogonal to W_init
     (Frobenius inner product), i.e. the classifier nearest the class means among those at 90°
-    from the poisoned one, as far from it as the paper's random start. Any other weight (a conv
-    head, a hidden Linear) starts from the random direction."""
-    classes = int(retain.y.max()) + 1
-    starts: dict[str, torch.Tensor | None] = {}
+    from the poisoned one, as far from it as the paper's random start. "An output per class":
+    as many outputs as the model has; any other weight (a conv head, a hidden Linear) starts
+    from the random direction (``generator``)."""
+    with eval_mode(model):
+        classes = model(retain.x[:1].to(device)).shape[-1]
+    starts: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = {}
     for name in named:
         layer = model.get_submodule(name.rsplit(".", 1)[0])
         starts[name] = class_means(model, layer, retain, device, batch_size) \
-            if isinstance(layer, nn.Linear) and layer.out_features >= classes else None
+            if isinstance(layer, nn.Linear) and layer.out_features == classes else None
     for name, w in named.items():
         if starts[name] is None:
             warm_start([w], "random", p, generator if generator is not None else torch.Generator().manual_seed(0))
