@@ -112,6 +112,8 @@
 #   bash benchmarks/d3_default_study.sh eleventh dev|check|500 SEEDS # eleventh round: the classifier restarted from the
 #                                                  # retain set's class means (`init: means`) against the random start
 #   bash benchmarks/d3_default_study.sh eleventh-orth SEEDS # eleventh round: that start at right angles to the suspect's
+#   bash benchmarks/d3_default_study.sh eleventh-warmup dev|check SEEDS # eleventh round: the restarted classifier
+#                                                  # trained alone for two epochs first (`head_warmup: 2`)
 #   bash benchmarks/d3_default_study.sh eleventh-demo # eleventh round: the README demo with that start
 #   bash benchmarks/d3_default_study.sh eleventh-why RUN_DIR... # eleventh round: suspect classifier against class means
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
@@ -807,6 +809,11 @@ PY
       study $DEV $RUNS/cnn-plain-blended $RUNS/cnn-gn-badnets --final-only --seed $seed --out $RUNS/eleventh-orth-s$seed.jsonl \
         --candidate "means-orthogonal=preset:default,epochs:null,init:means-orthogonal"
     done
+    ;;
+  eleventh-warmup)  # eleventh round, last: two epochs training only the restarted classifier (features and
+    # BatchNorm statistics fixed) before D3 (`head_warmup: 2`); `eleventh-warmup dev SEEDS`, then `... check 0` once
+    dev_or_check eleventh-warmup "$DEV $RUNS/cnn-plain-blended $RUNS/cnn-gn-badnets" \
+      "$CHECK $RUNS/tutorial-badnets $RUNS/tutorial-blended" "warmup2=preset:default,epochs:null,head_warmup:2" "${@:2}"
     ;;
   eleventh-demo)  # eleventh round: the README demo with the class-means start
     demo_table "D3 (demo budget: 60 epochs)" '{"default": {}, "init means": {"init": "means"}}'

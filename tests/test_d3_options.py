@@ -250,3 +250,25 @@ def test_orthogonal_class_means_start_is_the_means_part_at_right_angles_to_the_s
     got = model[-1].weight.detach().double()
     assert torch.allclose(got, orth * w0.norm() / orth.norm(), atol=1e-5)
     assert abs(float((got * w0).sum())) < 1e-5 * float(w0.norm() ** 2)
+
+
+def test_head_warmup_trains_only_the_classifier_and_leaves_batchnorm_statistics():
+    """``head_warmup``: the classifier alone learns (its retain loss falls); every other weight and
+    BatchNorm's running statistics stay as they were. Unset, it leaves the record (cell key) as before."""
+    model, retain = tiny_model(), tiny_retain()
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    d3 = D3(preset="default", head_warmup=3, lr=0.05)
+    with torch.no_grad():
+        model.eval()
+        loss0 = float(nn.functional.cross_entropy(model(retain.x), retain.y))
+    d3.warm_up_classifier(model, retain, retain.x[:1], torch.device("cpu"))
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"7.weight", "7.bias"}  # nothing else, BatchNorm's running statistics included
+    with torch.no_grad():
+        model.eval()
+        assert float(nn.functional.cross_entropy(model(retain.x), retain.y)) < loss0
+    assert "head_warmup" not in D3(preset="default").get_params() and D3(head_warmup=2).get_params()["head_warmup"] == 2
+    for bad in (-1, 1.5, True):
+        with pytest.raises(DefenseError, match="head_warmup"):
+            D3(head_warmup=bad)

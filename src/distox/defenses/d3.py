@@ -99,6 +99,7 @@ FALLBACK: dict[str, Any] = {
     "layer_weighting": "sum", "distill": 0.0, "distill_temperature": 4.0,
     "head_bias": "keep", "norm_rule": False, "min_steps": 0, "input_prune": False, "classifier_lr": None,
     "bn_recalibrate": False,
+    "head_warmup": 0,
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
 LOOP_KEYS = ("epochs", "batch_size", "lr", "augment", "blend")
@@ -347,6 +348,10 @@ class D3(Defense):
             batch 32 make 1,128 steps in 12 epochs, so the floor only acts on smaller sets.
         bn_recalibrate: False (the paper) or True: after training, BatchNorm's running statistics
             re-estimated on the plain retain images (:mod:`distox.defenses.bn_stats`).
+        head_warmup: 0 (the paper) or a number of epochs in which, after the warm start, only the
+            final nn.Linear classifier trains (plain cross-entropy on the retain images, every
+            other weight and BatchNorm's statistics fixed) before D3's own epochs
+            (BENCHMARKS.md "Eleventh round").
         classifier_lr: None (one learning rate, ``lr``, for every parameter: the paper) or the
             final classifier's own learning rate (its parameters in an optimiser group of their own).
         input_prune: False (the faithful presets) or True (the ``default`` preset): before the warm
@@ -376,7 +381,8 @@ class D3(Defense):
                  lmd_rate: float | None = None, layer_weighting: str | None = None, distill: float | None = None,
                  distill_temperature: float | None = None, head_bias: str | None = None,
                  norm_rule: bool | None = None, min_steps: int | None = None, input_prune: bool | None = None,
-                 classifier_lr: float | None = None, bn_recalibrate: bool | None = None, **kwargs: Any) -> None:
+                 classifier_lr: float | None = None, bn_recalibrate: bool | None = None,
+                 head_warmup: int | None = None, **kwargs: Any) -> None:
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
         chosen = PRESETS[preset]
@@ -389,7 +395,7 @@ class D3(Defense):
                      lmd_control=lmd_control, lmd_range=lmd_range, init_layers=init_layers, lmd_rate=lmd_rate,
                      layer_weighting=layer_weighting, distill=distill, distill_temperature=distill_temperature,
                      head_bias=head_bias, norm_rule=norm_rule, min_steps=min_steps, input_prune=input_prune,
-                     classifier_lr=classifier_lr, bn_recalibrate=bn_recalibrate)
+                     classifier_lr=classifier_lr, bn_recalibrate=bn_recalibrate, head_warmup=head_warmup)
         #: the options the caller set (a model-derived rule never overrides them)
         self._explicit = frozenset(explicit | {k for k, val in given.items() if val is not None})
         v = {k: val if val is not None else chosen.get(k, FALLBACK[k]) for k, val in given.items()}
@@ -454,6 +460,24 @@ class D3(Defense):
         if not isinstance(v["bn_recalibrate"], bool):
             raise DefenseError(f"bn_recalibrate must be true or false; got {v['bn_recalibrate']!r}")
         self.bn_recalibrate = v["bn_recalibrate"]
+        if not (isinstance(v["head_warmup"], int) and not isinstance(v["head_warmup"], bool) and v["head_warmup"] >= 0):
+            raise DefenseError(f"head_warmup must be a whole number of epochs >= 0; got {v['head_warmup']!r}")
+        self.head_warmup = v["head_warmup"]
+
+    def warm_up_classifier(self, model: nn.Module, retain: ImageSplit, example: torch.Tensor,
+                           device: torch.device) -> None:
+        """``head_warmup``: that many epochs of plain cross-entropy on the retain images through the
+        shared loop, the final nn.Linear classifier's parameters the only ones trained and
+        BatchNorm's statistics fixed (no overlay, no augmentation)."""
+        head = linear_classifier(model, example)
+        if not head:
+            log.warning("D3: no nn.Linear classifier to warm up (head_warmup); skipped")
+            return
+        layer = model.get_submodule(next(iter(head)).rsplit(".", 1)[0])
+        config = self.loop_config(retain, epochs=self.head_warmup, augment=False, blend=0.0, bn_eval=True,
+                                  momentum=self.momentum, weight_decay=0.0)
+        train(model, retain.x, retain.y, config, params=list(layer.parameters()), device=device, progress=False,
+              desc="D3 classifier warm-up")
 
     def get_params(self, retain: ImageSplit | None = None) -> dict[str, Any]:
         """As :meth:`Defense.get_params`, without the distillation settings while ``distill`` is 0
@@ -475,6 +499,8 @@ class D3(Defense):
             params.pop("classifier_lr", None)
         if not self.bn_recalibrate:
             params.pop("bn_recalibrate", None)
+        if not self.head_warmup:
+            params.pop("head_warmup", None)
         return params
 
     def fit_adapted(self, adapted: D3, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
@@ -645,6 +671,8 @@ class D3(Defense):
             warm_start(started, self.init, self.p, generator)
         if self.head_bias == "zero":
             zero_classifier_bias(model, self.selected_in(model, "auto", example))
+        if self.head_warmup:
+            self.warm_up_classifier(model, retain, example, device)
 
         lmd = Lambda(self.lmd_range[0] if self.lmd_control == "geometric" else self.lmd)  # changed between epochs
 
