@@ -655,20 +655,20 @@ class D3(Defense):
         norms = [lp_norm(w0, self.p) for w0 in init]
         scales = angle_scales(norms) if self.layer_weighting == "angle" else None
         if self.init_layers == "selected":
-            started = weights
+            started = named
         else:  # only the final classifier's weights get the warm start; the rest start where they are
             head = (linear_classifier(model, example) if self.init_layers == "classifier"
                     else self.selected_in(model, "auto", example))
             if not head:
                 log.warning("D3: the model has no nn.Linear classifier to warm-start; every selected "
                             "weight starts where it is (init_layers='classifier')")
-            started = [w for n, w in named.items() if n in head]
+            started = {n: w for n, w in named.items() if n in head}
         generator = torch.Generator().manual_seed(self.seed)
         if self.init.startswith("means"):
-            start_from_class_means(model, {n: w for n, w in named.items() if any(w is s for s in started)},
-                                   retain, self.p, device, generator, orthogonal=self.init == "means-orthogonal")
+            start_from_class_means(model, started, retain, self.p, device, generator,
+                                   orthogonal=self.init == "means-orthogonal")
         else:
-            warm_start(started, self.init, self.p, generator)
+            warm_start(list(started.values()), self.init, self.p, generator)
         if self.head_bias == "zero":
             zero_classifier_bias(model, self.selected_in(model, "auto", example))
         if self.head_warmup:
