@@ -24,6 +24,13 @@ trained, with the grid's common attack settings, into ``--runs``::
 
 ``--floor-seeds 1 2`` also trains clean references with those seeds (same settings otherwise)
 and reports the clean-model ASR of each: how much of the floor is the chance of one training run.
+
+``--probe-inputaware`` trains Input-aware alone, epoch by epoch, and then dissects its trigger
+(:func:`probe_inputaware`; BENCHMARKS.md "Input-aware")::
+
+    nice .venv/bin/python benchmarks/attacks.py --probe-inputaware --epochs 8 [--model small_cnn]
+        [--train-subset 20000] [--batch-size 128] [--set inputaware.cross_rate=0.0
+        inputaware.anneal_generator=true] [--save-probe FILE]
 """
 from __future__ import annotations
 
@@ -37,8 +44,14 @@ from pathlib import Path
 import torch
 
 from distox import attacks
-from distox.experiment import AttackSpec, load_run, run_attack, run_clean, score_clean_model
+from distox.attacks import inputaware as ia
 from distox.cli.app import parse_grouped
+from distox.data import load_dataset
+from distox.experiment import AttackSpec, load_run, run_attack, run_clean, score_clean_model
+from distox.metrics import evaluate
+from distox.models import Normalized, create_model
+from distox.models.small_vgg import SmallVGG
+from distox.training import LoopConfig
 
 #: Attacks that cannot train a model (no trigger function), with the reason shown in the table.
 SKIP = {"imported": "wraps a poisoned test set imported from another tool; it has no trigger to train with"}
@@ -90,10 +103,13 @@ def clean_row(acc: float, epochs: int, subset: str, seconds: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--attacks", nargs="+", default=None, help="Attack names (default: all registered).")
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--train-subset", type=int, default=10_000)
+    ap.add_argument("--epochs", type=int, default=None, help="Training epochs (default 4; 8 with --probe-inputaware).")
+    ap.add_argument("--train-subset", type=int, default=None,
+                    help="Seeded training subset (default 10,000; all 60,000 with --probe-inputaware).")
     ap.add_argument("--test-subset", type=int, default=2_000)
-    ap.add_argument("--model", default="small_cnn", help="distox.models name (small_cnn, small_vgg, ...).")
+    ap.add_argument("--model", default=None,
+                    help="distox.models name (default small_cnn; small_vgg with --probe-inputaware, which takes "
+                         "small_vgg or small_cnn).")
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -119,7 +135,17 @@ def main() -> None:
     ap.add_argument("--floor-seeds", type=int, nargs="*", default=[],
                     help="With --bench: also train clean references with these seeds and report the "
                          "range of their clean-model ASRs (the floor's seed-to-seed spread).")
+    ap.add_argument("--probe-inputaware", action="store_true",
+                    help="Train Input-aware alone (the probe's own data and model, below) epoch by epoch, then "
+                         "dissect its trigger.")
+    ap.add_argument("--save-probe", type=Path, default=None,
+                    help="With --probe-inputaware: save G, M and the classifier here (torch.save).")
     args = ap.parse_args()
+    if args.probe_inputaware:
+        return probe_inputaware(args)
+    args.epochs = 4 if args.epochs is None else args.epochs
+    args.train_subset = 10_000 if args.train_subset is None else args.train_subset
+    args.model = args.model or "small_cnn"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -187,6 +213,83 @@ def main() -> None:
     print(table + "\n" + footer)
     if args.table:
         args.table.write_text(table + "\n" + footer + "\n")
+
+
+def inputaware_anatomy(atk: ia.InputAware, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                       target: int) -> None:
+    """Print what makes an Input-aware classifier fire, on the non-target images of ``x``: ASR with
+    each image's own trigger and with another image's pattern *and* mask (cross); own mask + the
+    other image's pattern, and own pattern + the other image's mask; mask pixels (> 0.5) and
+    |G(x) − x| under the mask for images that trigger and that fail."""
+    keep = y != target
+    x, y = x[keep], y[keep]
+    gnet, mnet = atk._networks()
+    gnet.eval()
+    mnet.eval()
+    model.eval()
+    with torch.no_grad():
+        mask, pattern = ia.sharpen_mask(mnet(x)), gnet(x)
+        other = torch.roll(torch.arange(len(x)), 1)
+
+        def hit(xb: torch.Tensor) -> torch.Tensor:
+            return model(xb).argmax(1) == target
+
+        own = hit(x + (pattern - x) * mask)
+        cross = hit(x + (pattern[other] - x) * mask[other])
+        own_mask = hit(x + (pattern[other] - x) * mask)
+        own_pattern = hit(x + (pattern - x) * mask[other])
+    on = (mask > 0.5).float()
+    pixels = on.sum((1, 2, 3))
+    contrast = ((pattern - x).abs() * on).sum((1, 2, 3)) / pixels.clamp_min(1)
+    print(f"ASR own trigger {100 * own.float().mean():.2f} %, cross trigger {100 * cross.float().mean():.2f} %")
+    print(f"own mask + other pattern {100 * own_mask.float().mean():.2f} %, "
+          f"own pattern + other mask {100 * own_pattern.float().mean():.2f} %")
+    for name, sel in (("triggered", own), ("failed", ~own)):
+        print(f"{name}: {int(sel.sum())} images, {pixels[sel].mean():.2f} mask pixels, "
+              f"|G(x) - x| under the mask {contrast[sel].mean():.3f}")
+
+
+def probe_inputaware(args: argparse.Namespace) -> None:
+    """``--probe-inputaware``: Input-aware (:class:`distox.attacks.inputaware.InputAware`, mask stage
+    then classifier + generator) on the full Fashion-MNIST training set or a seeded subset
+    (``--train-subset``), a seeded 2,000-image test subset, SGD lr 0.01 cosine, no augmentation,
+    one torch thread, 3 mask epochs unless ``--set inputaware.mask_epochs=N``; ACC / ASR / RA after
+    every epoch, then :func:`inputaware_anatomy` on the first 3,000 test images. The classifier has
+    identity normalisation (as the recorded probes ran), so these runs are not run directories."""
+    model_name = args.model or "small_vgg"
+    if model_name not in ("small_vgg", "small_cnn"):
+        raise SystemExit("--probe-inputaware takes --model small_vgg or small_cnn")
+    torch.set_num_threads(1)
+    data = load_dataset("fashion-mnist")
+    test_all = data.test
+    gen = torch.Generator().manual_seed(0)
+    if args.train_subset and args.train_subset < len(data.train):
+        data.train = data.train.subset(torch.randperm(len(data.train), generator=gen)[:args.train_subset])
+    data.test = data.test.subset(torch.randperm(len(data.test), generator=gen)[:2000])
+    torch.manual_seed(0)
+    if model_name == "small_vgg":
+        model = Normalized(SmallVGG(10, 1, 16), (0.0,), (1.0,))
+    else:
+        model = create_model("small_cnn", 10, 1, width=16)
+    params = {"mask_epochs": 3, "anneal_generator": False, **parse_grouped(args.set).get("inputaware", {})}
+    atk = attacks.create("inputaware", **params)
+    config = LoopConfig(epochs=8 if args.epochs is None else args.epochs, batch_size=args.batch_size, lr=0.01,
+                        augment=False, seed=0)
+    t0 = time.perf_counter()
+
+    def report(epoch: int, m: torch.nn.Module) -> dict[str, float]:
+        r = evaluate(m, data.test.x, data.test.y, atk.backdoor_test_set(data.test), device="cpu")
+        print(f"epoch {epoch}: ACC {r['acc']:.2f} ASR {r['asr']:.2f} RA {r['ra']:.2f} "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        return r
+
+    atk.train_model(model, data, config, device="cpu", progress=False, on_epoch_end=report)
+    last = atk.mask_history[-1] if atk.mask_history else {}
+    print(f"mask density after the mask stage: {last.get('density', float('nan')):.4f} (target {atk.mask_density})")
+    inputaware_anatomy(atk, model, test_all.x[:3000], test_all.y[:3000], atk.target)
+    if args.save_probe:
+        torch.save({"g": atk.generator.state_dict(), "m": atk.mask_net.state_dict(), "c": model.state_dict()},
+                   args.save_probe)
 
 
 def from_bench(args: argparse.Namespace) -> None:

@@ -35,6 +35,33 @@ def test_purify_accepts_tensors_datasets_and_loaders(kind):
     assert not torch.equal(res.model.net.fc.weight, model.net.fc.weight)
 
 
+class _DictRows(torch.utils.data.Dataset):
+    """Rows as a Hugging Face dataset gives them (``set_format("torch")``)."""
+
+    def __init__(self, x, y, image_key="pixel_values", label_key="labels"):
+        self.x, self.y, self.keys = x, y, (image_key, label_key)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {self.keys[0]: self.x[i], self.keys[1]: self.y[i], "id": i}
+
+
+@pytest.mark.parametrize("keys", [("pixel_values", "labels"), ("image", "label")])
+def test_dict_rows_and_batches_read_as_images_and_labels(keys):
+    from distox.api import as_split
+    b = make_bundle(n_train=12)
+    rows = _DictRows(b.train.x, b.train.y, *keys)
+    for data in (rows, DataLoader(rows, batch_size=5)):
+        split = as_split(data)
+        assert torch.equal(split.x, b.train.x) and torch.equal(split.y, b.train.y)
+    with pytest.raises(DataError, match="image key .* got keys img_path, label, id"):
+        as_split(_DictRows(b.train.x, b.train.y, "img_path", "label"))
+    with pytest.raises(DataError, match="must be \\(image, label\\) or a dict of them; got Tensor"):
+        as_split(DataLoader(b.train.x, batch_size=4))
+
+
 def test_eval_data_and_attack_fill_metrics_before_after_and_per_epoch_with_eval_every(capsys):
     b = make_bundle(n_train=32, n_test=40)
     atk = create("badnets")

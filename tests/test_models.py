@@ -287,3 +287,12 @@ def test_lenet_flattens_its_conv_map_into_three_linears(norm):
         create_model("lenet", 10, 1, norm="group")
     with pytest.raises(ValueError, match="at least 12"):
         create_model("lenet", 10, 1, image_size=8)
+
+
+def test_owning_module_maps_a_selected_weight_to_its_layer():
+    from distox.models.selection import owning_module
+    model = create_model("small_vgg", 10, 1, width=8)
+    for name, weight in select_weights(model, "all").items():
+        assert owning_module(model, name).weight is weight
+    bare = nn.Linear(3, 2)
+    assert owning_module(bare, "weight") is bare

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ class LabelWarning(UserWarning):
 def as_split(data: Any, name: str = "clean data") -> ImageSplit:
     """Turn an ``(X, y)`` pair (torch tensors or NumPy arrays, or lists of them), an
     :class:`ImageSplit`, a torch ``Dataset`` of (image, label) or a ``DataLoader`` into an
-    :class:`ImageSplit` (images as float tensors (N, C, H, W), labels as int64).
+    :class:`ImageSplit` (images as float tensors (N, C, H, W), labels as int64). Dataset items
+    and DataLoader batches may also be dicts, as Hugging Face datasets give them
+    (:func:`image_label`: ``{"pixel_values": ..., "labels": ...}``, ``{"image": ..., "label": ...}``).
 
     One-channel images without their channel axis (N, H, W), labels as a column (N, 1) and one-hot
     labels are brought to that form (:func:`standard_layout`). Images are brought to [0, 1]
@@ -44,8 +47,9 @@ def as_split(data: Any, name: str = "clean data") -> ImageSplit:
     elif isinstance(data, DataLoader):
         xs, ys = [], []
         for batch in data:
-            xs.append(torch.as_tensor(batch[0]))
-            ys.append(torch.as_tensor(batch[1]))
+            bx, by = image_label(batch, name)
+            xs.append(torch.as_tensor(bx))
+            ys.append(torch.as_tensor(by))
         if not xs:
             raise DataError(f"{name}: the DataLoader yielded no batches")
         x, y = torch.cat(xs), torch.cat(ys)
@@ -53,7 +57,7 @@ def as_split(data: Any, name: str = "clean data") -> ImageSplit:
         n = len(data)  # type: ignore[arg-type]
         if n == 0:
             raise DataError(f"{name}: the dataset is empty")
-        items = [data[i] for i in range(n)]
+        items = [image_label(data[i], name) for i in range(n)]
         x = torch.stack([torch.as_tensor(it[0]) for it in items])
         y = torch.stack([torch.as_tensor(it[1]) for it in items])  # class indices, or one-hot rows
     else:
@@ -70,6 +74,26 @@ def as_split(data: Any, name: str = "clean data") -> ImageSplit:
 
 
 _ARRAYS = (torch.Tensor, np.ndarray)
+
+#: Keys of a dict item or batch that hold the images, and the labels, tried in this order.
+IMAGE_KEYS = ("pixel_values", "image", "images", "img", "x", "input", "inputs")
+LABEL_KEYS = ("labels", "label", "y", "target", "targets")
+
+
+def image_label(item: Any, name: str = "clean data") -> tuple[Any, Any]:
+    """(image(s), label(s)) of one Dataset item or DataLoader batch: its first two entries, or, for a
+    dict (a Hugging Face dataset's rows), the first of :data:`IMAGE_KEYS` and of :data:`LABEL_KEYS`
+    it holds. Raises :class:`DataError` naming what it got otherwise."""
+    if isinstance(item, Mapping):
+        found = [next((item[k] for k in keys if k in item), None) for keys in (IMAGE_KEYS, LABEL_KEYS)]
+        if any(v is None for v in found):
+            raise DataError(f"{name}: a dict item needs an image key ({', '.join(IMAGE_KEYS)}) and a label key "
+                            f"({', '.join(LABEL_KEYS)}); got keys {', '.join(map(str, item)) or '(none)'}")
+        return found[0], found[1]
+    if isinstance(item, (tuple, list)) and len(item) >= 2:
+        return item[0], item[1]
+    raise DataError(f"{name}: each item or batch must be (image, label) or a dict of them; got "
+                    f"{type(item).__name__}" + (f" of length {len(item)}" if isinstance(item, (tuple, list)) else ""))
 
 
 def as_tensor(data: torch.Tensor | np.ndarray | list) -> torch.Tensor:

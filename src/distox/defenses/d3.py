@@ -49,7 +49,8 @@ from torch.nn import functional as F
 from ..acceleration import resolve_precision
 from ..data.core import ImageSplit
 from ..metrics import Evaluator
-from ..models.selection import SelectionError, classifier_name, linear_forward_order, select_weights
+from ..models.selection import (SelectionError, classifier_name, linear_forward_order, owning_module,
+                                select_weights)
 from ..training import Checkpoint, LoopConfig, TrainingDiverged, TrainState, make_optimizer, saved_identity, train
 from ..utils import batchnorm_modules, eval_mode
 from .base import Defense, DefenseError
@@ -183,7 +184,7 @@ def start_from_class_means(model: nn.Module, named: dict[str, torch.Tensor], ret
         classes = model(retain.x[:1].to(device)).shape[-1]
     starts: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = {}
     for name in named:
-        layer = model.get_submodule(name.rsplit(".", 1)[0])
+        layer = owning_module(model, name)
         starts[name] = class_means(model, layer, retain, device, batch_size) \
             if isinstance(layer, nn.Linear) and layer.out_features == classes else None
     for name, w in named.items():
@@ -239,7 +240,7 @@ def zero_classifier_bias(model: nn.Module, head: dict[str, nn.Parameter]) -> Non
     the poisoned classifier's weights, and its bias — which a poisoned training set, with extra
     images labelled as the target, tends to raise for the target class — goes with them."""
     for name in head:
-        bias = getattr(model.get_submodule(name.rsplit(".", 1)[0]), "bias", None)
+        bias = getattr(owning_module(model, name), "bias", None)
         if bias is not None:
             bias.zero_()
 
@@ -473,7 +474,7 @@ class D3(Defense):
         if not head:
             log.warning("D3: no nn.Linear classifier to warm up (head_warmup); skipped")
             return
-        layer = model.get_submodule(next(iter(head)).rsplit(".", 1)[0])
+        layer = owning_module(model, next(iter(head)))
         config = self.loop_config(retain, epochs=self.head_warmup, augment=False, blend=0.0, bn_eval=True,
                                   momentum=self.momentum, weight_decay=0.0)
         train(model, retain.x, retain.y, config, params=list(layer.parameters()), device=device, progress=False,

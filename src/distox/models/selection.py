@@ -124,6 +124,13 @@ def classifier_name(model: nn.Module, example: torch.Tensor | None = None) -> st
     )
 
 
+def owning_module(model: nn.Module, weight_name: str) -> nn.Module:
+    """The module a selected weight belongs to: ``"features.3.weight"`` → ``model.features[3]``
+    (the names :func:`select_weights` returns; a top-level ``"weight"`` is the model's own)."""
+    module_name, _, _ = weight_name.rpartition(".")
+    return model.get_submodule(module_name)
+
+
 #: The parameter behind a weight that hooks recompute before every forward (the older
 #: ``torch.nn.utils.spectral_norm`` and ``weight_norm``): what an optimiser updates.
 _HOOKED_WEIGHTS = ("weight_orig", "weight_v")
