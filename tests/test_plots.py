@@ -128,6 +128,24 @@ def test_penultimate_features_are_the_classifiers_input_linear_or_conv_head():
         assert feats.shape == (5, expected.shape[1]) and torch.allclose(feats, expected, atol=1e-6)
 
 
+def test_penultimate_features_move_the_model_back_where_it_was(monkeypatch):
+    """The caller's model goes to ``device`` for the pass and back to its own device after."""
+    from distox.analysis import penultimate_features
+    from distox.models import create_model
+
+    model = create_model("small_cnn", 4, 1, width=4)
+    moves, real_to = [], torch.nn.Module.to
+
+    def spy(self, *args, **kwargs):
+        if self is model:
+            moves.append(str(args[0] if args else kwargs["device"]))
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "to", spy)
+    penultimate_features(model, torch.rand(3, 1, 16, 16), device="cpu")
+    assert moves == ["cpu", "cpu"]
+
+
 def test_curves_csv_matches_histories(smoke_run, tmp_path):
     out = tmp_path / "curves.png"
     plot("curves", smoke_run, out)

@@ -66,6 +66,18 @@ def eval_mode(*models: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
+def on_device(model: nn.Module, device: str | torch.device) -> Iterator[nn.Module]:
+    """Move ``model`` to ``device`` for the block and back to the device its first parameter (or
+    buffer) was on after: an analysis that runs a caller's model elsewhere leaves it where it was."""
+    home = next(iter([*model.parameters(), *model.buffers()]), None)
+    try:
+        yield model.to(device)
+    finally:
+        if home is not None:
+            model.to(home.device)
+
+
+@contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``n`` torch CPU threads (None: leave them), restoring the count after."""
     before = torch.get_num_threads()

@@ -23,6 +23,7 @@ from torch import nn
 from ..defenses.probe import layer_input
 from ..errors import DistoxError
 from ..models.selection import SelectionError, classifier_name
+from ..utils import on_device
 
 
 def penultimate_features(model: nn.Module, x: torch.Tensor, batch_size: int = 512,
@@ -30,18 +31,19 @@ def penultimate_features(model: nn.Module, x: torch.Tensor, batch_size: int = 51
     """(N, D) inputs of the model's classifier for images ``x`` (eval mode, each module's training
     flag restored): the last ``nn.Linear`` in forward order, or, in a model without one, the
     convolutional class head (:func:`~distox.models.selection.classifier_name`), whose input
-    map is averaged over positions into one feature per channel."""
-    model = model.to(device)
-    try:
-        head = dict(model.named_modules())[classifier_name(model, x[:1].to(device))]
-    except SelectionError as exc:
-        raise DistoxError(f"t-SNE needs the model's classifier: {exc}") from None
-    grabbed: list[torch.Tensor] = []
-    for i in range(0, len(x), batch_size):
-        seen = layer_input(model, head, x[i:i + batch_size].to(device))
-        if seen is None:
-            raise DistoxError("t-SNE: the classifier did not run on a batch of the images")
-        grabbed.append((seen.flatten(2).mean(2) if isinstance(head, nn.Conv2d) else seen.flatten(1)).cpu())
+    map is averaged over positions into one feature per channel. The model is moved to ``device``
+    for the pass and back after."""
+    with on_device(model, device):
+        try:
+            head = dict(model.named_modules())[classifier_name(model, x[:1].to(device))]
+        except SelectionError as exc:
+            raise DistoxError(f"t-SNE needs the model's classifier: {exc}") from None
+        grabbed: list[torch.Tensor] = []
+        for i in range(0, len(x), batch_size):
+            seen = layer_input(model, head, x[i:i + batch_size].to(device))
+            if seen is None:
+                raise DistoxError("t-SNE: the classifier did not run on a batch of the images")
+            grabbed.append((seen.flatten(2).mean(2) if isinstance(head, nn.Conv2d) else seen.flatten(1)).cpu())
     return torch.cat(grabbed)
 
 
