@@ -120,7 +120,7 @@
 #                                                  # recipes the study never had (other targets, lower poison
 #                                                  # rates, MobileNetV3-Large and MobileNetV2); a and b side by side
 #   bash benchmarks/d3_default_study.sh twelfth [3000|500|1000] # twelfth round, once on those three
-#   bash benchmarks/d3_default_study.sh twelfth-diagnose # twelfth round, after it: what costs the MobileNetV2 accuracy
+#   bash benchmarks/d3_default_study.sh twelfth-diagnose # twelfth round, after it: what costs the MobileNetV2 accuracy; 24 epochs
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -841,6 +841,8 @@ PY
       --candidate "head-only=preset:default,epochs:null,layers:auto" --candidate "no-blend=preset:default,epochs:null,blend:0" \
       --candidate "no-restart=preset:default,epochs:null,init:near" --candidate "ft=method:ft,augment:false" \
       --candidate "ft-blend=method:ft,augment:false,blend:0.3"
+    # and on the three: is the cost under-training? The default at twice its epochs (24)
+    study $TWELFTH --final-only --out $RUNS/twelfth-diagnose.jsonl --candidate "24ep=preset:default,epochs:24"
     ;;
   eleventh-orth)  # eleventh round, after `eleventh`: the class means' part at right angles to the suspect classifier
     # (`init: means-orthogonal`, as far from it as the random start), development models, `eleventh-orth SEEDS`

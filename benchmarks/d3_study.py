@@ -58,9 +58,12 @@ def parse_candidate(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def done_keys(path: Path) -> set[tuple[str, str]]:
+    """(run directory, resolved; candidate label) of every line in ``path``: ``runs/study/x`` and
+    ``/abs/.../runs/study/x`` are the same run, so a rerun under another spelling skips it too."""
     if not path.exists():
         return set()
-    return {(r["run"], r["candidate"]) for r in map(json.loads, path.read_text().splitlines()) if r}
+    return {(str(Path(r["run"]).resolve()), r["candidate"])
+            for r in map(json.loads, path.read_text().splitlines()) if r}
 
 
 def floor_of(metrics: dict[str, float]) -> float | None:
@@ -258,7 +261,7 @@ def main() -> None:
     for run_dir in args.runs:
         for text in args.candidate:
             label, params = parse_candidate(text)
-            if (str(run_dir), line_label(label, args)) in done:
+            if (str(run_dir.resolve()), line_label(label, args)) in done:
                 continue
             record = run_one(run_dir, label, params, args)
             with args.out.open("a") as fh:
