@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import time
 from pathlib import Path
 from statistics import mean
@@ -57,13 +58,24 @@ def parse_candidate(text: str) -> tuple[str, dict[str, Any]]:
     return label, parse_params(items)
 
 
-def done_keys(path: Path) -> set[tuple[str, str]]:
-    """(run directory, resolved; candidate label) of every line in ``path``: ``runs/study/x`` and
+def done_lines(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every line of ``path`` by (run directory, resolved; candidate label): ``runs/study/x`` and
     ``/abs/.../runs/study/x`` are the same run, so a rerun under another spelling skips it too."""
     if not path.exists():
-        return set()
-    return {(str(Path(r["run"]).resolve()), r["candidate"])
+        return {}
+    return {(str(Path(r["run"]).resolve()), r["candidate"]): r
             for r in map(json.loads, path.read_text().splitlines()) if r}
+
+
+def differs(line: dict[str, Any], params: dict[str, Any], args: argparse.Namespace) -> str | None:
+    """What a done line ran with that this invocation would not (its options, or its retain size
+    under ``--count``), or None: a label reused with other settings is skipped, but not silently."""
+    _, opts, _ = defense_of(params, args)
+    if json.loads(json.dumps(opts)) != line.get("params"):
+        return f"options {line.get('params')} (now {opts})"
+    if not args.ratio and line.get("count") not in (None, args.count):
+        return f"{line['count']} retain images (now {args.count})"
+    return None
 
 
 def floor_of(metrics: dict[str, float]) -> float | None:
@@ -257,11 +269,15 @@ def main() -> None:
             ap.error("--sweep takes one RUN_DIR")
         sweep(args.runs[0], args)
         return
-    done = done_keys(args.out)
+    done = done_lines(args.out)
     for run_dir in args.runs:
         for text in args.candidate:
             label, params = parse_candidate(text)
-            if (str(run_dir.resolve()), line_label(label, args)) in done:
+            line = done.get((str(run_dir.resolve()), line_label(label, args)))
+            if line is not None:
+                if (why := differs(line, params, args)) is not None:
+                    print(f"warning: {run_dir.name} {line['candidate']}: skipped, {args.out} already holds a line under "
+                          f"this label that ran with {why}; use a new label or another --out", file=sys.stderr)
                 continue
             record = run_one(run_dir, label, params, args)
             with args.out.open("a") as fh:
