@@ -11,7 +11,8 @@ A candidate is a label and a comma-separated list of the defense's hyper-paramet
 ``paper=preset:paper,augment:false`` or ``heldout=preset:paper,select:heldout``.
 Every (run, candidate) result is appended to ``--out`` as one JSON line with the per-epoch
 history (test ACC/ASR/RA, held-out accuracy, distance), the selection made and the run's
-clean-model floor; a rerun skips the lines already there. ``--table [FILES]`` prints, per run and
+clean-model floor; a rerun skips the lines already there (same run, however its path is spelled,
+and label; with a warning when that line ran with other options). ``--table [FILES]`` prints, per run and
 candidate, ACC, the ACC change, ASR, the floor max(2, clean-model ASR + 2), the verdict and DER,
 then per part (``--check`` names the check part's runs) and candidate the cells passing, mean and
 worst ACC change, mean ASR and DER, and per architecture the mean DER (mean ACC change).
