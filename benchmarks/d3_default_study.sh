@@ -121,6 +121,8 @@
 #                                                  # rates, MobileNetV3-Large and MobileNetV2); a and b side by side
 #   bash benchmarks/d3_default_study.sh twelfth [3000|500|1000] # twelfth round, once on those three
 #   bash benchmarks/d3_default_study.sh twelfth-diagnose # twelfth round, after it: what costs the MobileNetV2 accuracy; 24 epochs
+#   bash benchmarks/d3_default_study.sh twelfth-where dev|check # twelfth round, after it: the classifier-only distance
+#                                                  # (`paper`) on the BatchNorm study models
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -844,6 +846,16 @@ PY
     # and on the three: is the cost under-training? The default at twice its epochs (24)
     study $TWELFTH --final-only --out $RUNS/twelfth-diagnose.jsonl --candidate "24ep=preset:default,epochs:24"
     ;;
+  twelfth-where)  # twelfth round, after it: on the BatchNorm models, does the distance on the final classifier
+    # alone (the `paper` preset) remove the backdoor where the default's all-layer distance does? Seed 0, 3,000
+    # images; `twelfth-where dev` and `twelfth-where check` side by side (the twelfth round's models have it)
+    case ${2:-} in
+      dev) study $DEV --final-only --out $RUNS/twelfth-where-dev.jsonl "${sixth_paper[@]}" ;;
+      check) study $RUNS/rn18-blended $RUNS/vgg-sam-blended $RUNS/vgg-badnets-aug $RUNS/vgg-a2a-badnets --final-only \
+               --out $RUNS/twelfth-where-check.jsonl "${sixth_paper[@]}" ;;
+      *) echo "twelfth-where takes dev or check; got '${2:-}'" >&2; exit 2 ;;
+    esac
+    ;;
   eleventh-orth)  # eleventh round, after `eleventh`: the class means' part at right angles to the suspect classifier
     # (`init: means-orthogonal`, as far from it as the random start), development models, `eleventh-orth SEEDS`
     for seed in "${@:2}"; do
@@ -872,6 +884,7 @@ from torch.nn import functional as F
 from distox.defenses.d3 import class_means, linear_classifier
 from distox.defenses.probe import layer_input
 from distox.experiment import load_run
+from distox.models.selection import owning_module
 
 torch.set_num_threads(1)
 print("| model | cosine | per class | NCM retain ACC | NCM ASR |\n|---|---|---|---|---|")
@@ -880,7 +893,7 @@ for d in sys.argv[1:]:
     retain, backdoor = run.retain(count=3000, seed=0), run.backdoor_test_set()
     model = run.model.eval()
     name, w = next(iter(linear_classifier(model, retain.x[:1]).items()))
-    layer = model.get_submodule(name.rsplit(".", 1)[0])
+    layer = owning_module(model, name)
     means, _ = class_means(model, layer, retain, cpu)
     ncm = (means - means.mean(0)).float()
     ncm = ncm * w.detach().norm() / ncm.norm()
