@@ -1,6 +1,9 @@
 """Shared fixtures: small, seeded, CPU-only data and models."""
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -80,3 +83,12 @@ def tiny_model(classes: int = 4, seed: int = 1):
 def retain_split(n: int = 40) -> ImageSplit:
     """``n`` synthetic training images (:func:`make_bundle`): a retain set."""
     return make_bundle(n_train=n).train
+
+
+def load_benchmark(name: str):
+    """The script ``benchmarks/<name>.py`` as a module (the benchmark scripts are not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,7 +1,6 @@
 """The README's demo: D3 removes the backdoor on digits; FT reported alongside."""
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from pathlib import Path
 
@@ -13,15 +12,14 @@ from distox.cli import app
 from distox.demo import DemoConfig, run_demo
 from distox.utils import cpu_vendor
 
+from .conftest import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def readme_demo():
     """``benchmarks/readme_demo.py``, the script that writes the README's demo block."""
-    spec = importlib.util.spec_from_file_location("readme_demo", ROOT / "benchmarks" / "readme_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("readme_demo")
 
 
 @pytest.fixture(scope="module")

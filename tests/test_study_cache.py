@@ -3,22 +3,13 @@ and a label reused with other settings is reported, not silently taken as done."
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _study():
-    spec = importlib.util.spec_from_file_location("d3_study", ROOT / "benchmarks" / "d3_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .conftest import load_benchmark
 
 
 def test_done_lines_match_any_spelling_and_differs_names_what_changed(tmp_path, monkeypatch):
-    study = _study()
+    study = load_benchmark("d3_study")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "m").mkdir(parents=True)
     args = argparse.Namespace(epochs=12, batch_size=32, seed=0, ratio=None, count=500)
