@@ -111,9 +111,11 @@ class _Pair(nn.Module):
 
 @pytest.mark.parametrize("as_dict", [False, True])
 def test_an_output_that_is_not_a_tensor_says_how_to_wrap_the_model(as_dict):
+    """A defense called directly refuses it (``distox.purify`` takes the logits out itself:
+    tests/test_outputs.py)."""
     bundle = make_bundle(n_train=24)
-    with pytest.raises(DefenseError, match=r"got (tuple|dict): wrap it .*model\(x\)\[0\]"):
-        distox.purify(_Pair(as_dict), (bundle.train.x, bundle.train.y), epochs=1, verbose=False)
+    with pytest.raises(DefenseError, match=r"got (tuple|dict): wrap it .*model\(x\)\[0\].*logits_view"):
+        D3(epochs=1)(_Pair(as_dict), bundle.train, device="cpu", progress=False)
 
 
 def test_tutorial_cnn_outputs_log_probabilities_and_d3_restarts_its_classifier():
@@ -141,10 +143,11 @@ def test_fp_refuses_a_parametrized_classifier_it_could_not_fold_into():
 
 def test_a_softmax_output_is_refused_and_log_probabilities_are_not():
     """Cross-entropy of probabilities taken for logits barely trains (a final nn.Softmax, common in
-    ported models); log-probabilities are fine."""
+    ported models); log-probabilities are fine. A defense called directly refuses probabilities
+    (``distox.purify`` trains on their log itself: tests/test_outputs.py)."""
     bundle = make_bundle(n_train=24)
     probs = nn.Sequential(_cnn(), nn.Softmax(dim=1))
     with pytest.raises(DefenseError, match=r"returns probabilities .*torch.log\(model\(x\)\)"):
-        distox.purify(probs, (bundle.train.x, bundle.train.y), epochs=1, verbose=False, label_check="off")
+        D3(epochs=1)(probs, bundle.train, device="cpu", progress=False)
     log_probs = nn.Sequential(_cnn(), nn.LogSoftmax(dim=1))
     distox.purify(log_probs, (bundle.train.x, bundle.train.y), epochs=1, verbose=False, label_check="off")

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from distox.cli import app
 from distox.metrics import evaluate
+from distox.models.normalized import Normalized
 from distox.practitioner import (
     IMAGENET_MEAN, PractitionerError, build_model, holdout, import_factory, load_clean_data,
     parse_normalize, purify_files,
@@ -40,6 +41,13 @@ MODEL_SRC = textwrap.dedent('''
 
     def factory(num_classes=3):
         return Tiny(num_classes)
+
+    class TinyDict(Tiny):
+        def forward(self, x):
+            return {"logits": super().forward(x)}
+
+    def dict_factory(num_classes=3):
+        return TinyDict(num_classes)
 ''')
 
 runner = CliRunner()
@@ -372,3 +380,20 @@ def test_d3_auto_end_to_end_records_resolved_values():
     assert D3(preset="reference").lmd == 0.5 and D3(preset="reference").eps == 0.1
     with pytest.raises(Exception, match="auto"):
         D3(eps="automatic")
+
+
+def test_a_model_returning_a_dict_is_purified_on_its_logits_and_saved_with_its_own_keys(setup):
+    """A factory whose model returns ``{"logits": ...}`` (Hugging Face style), normalised: trained
+    on the logits (:mod:`distox.models.outputs`), saved and reported under the user's names."""
+    spec = setup["spec"].replace(":factory", ":dict_factory")
+    report = purify_files(spec, setup["weights"], str(setup["folder"]), epochs=1, params={"batch_size": 32},
+                          normalize="0.5,0.5", out=setup["out"], progress=False)
+    assert set(load_file(str(setup["out"]))) == set(setup["model"].state_dict())
+    assert report.distance_layers == ["conv", "fc"] and report.distance > 0
+    normalised = Normalized(setup["model"], (0.5,), (0.5,))  # the tensor-returning twin, as the run saw it
+    assert report.before["acc"] == pytest.approx(evaluate(normalised, *_val(setup), device="cpu")["acc"])
+
+
+def _val(setup):
+    _, val = holdout(load_clean_data(str(setup["folder"])).split, 0.2, seed=0)
+    return val.x, val.y

@@ -19,6 +19,7 @@ from .defenses.base import DefenseError, Result, check_model, check_retain, read
 from .guidance import DEFAULT_TOLERANCE, AccuracyWarning, accuracy_warning
 from .label_check import check_labels, check_mode
 from .metrics import BackdoorTestSet, Evaluator, evaluate
+from .models.outputs import logits_view, unwrap
 from .utils import resolve_device
 
 log = logging.getLogger(__name__)
@@ -232,6 +233,7 @@ def purify(
         raise DefenseError(f"{method}: {exc}") from None
     check_model(model)
     model = ready_on(model, resolve_device(device))  # the caller's model stays where, and as, it is
+    model = logits_view(model, retain.x[:2].to(resolve_device(device)))  # dict, tuple or softmax outputs
     checked = None
     if label_check != "off":
         dev = resolve_device(device)
@@ -252,13 +254,14 @@ def purify(
             evaluator = Evaluator(held.x, held.y, backdoor, device=device, every=int(eval_every), last=defense.epochs_for(retain))
         before = evaluate(model, held.x, held.y, backdoor, device=device)
     result = defense(model, retain, evaluator=evaluator, device=device, progress=verbose, checkpoint=checkpoint)
+    trained, result.model = result.model, unwrap(result.model)  # the caller's module, returning what it returned
     if checkpoint is not None:
         Path(checkpoint).unlink(missing_ok=True)
     if checked is not None:
         result.label_check = checked.to_dict()
     if eval_data is not None:
         result.info["before"] = before
-        result.info["after"] = evaluate(result.model, held.x, held.y, backdoor, device=device)
+        result.info["after"] = evaluate(trained, held.x, held.y, backdoor, device=device)
         result.warning = accuracy_warning(before["acc"], result.info["after"]["acc"], tolerance, defense.name,
                                           result.config, len(retain), what="eval_data accuracy")
         if result.warning:

@@ -65,6 +65,7 @@ from .guidance import DEFAULT_TOLERANCE, accuracy_warning
 from .label_check import LabelCheck, check_labels, check_mode
 from .metrics import round_metrics
 from .models.normalized import Normalized
+from .models.outputs import logits_view, unwrap
 from .models.selection import SelectionError, select_weights
 from .runs import load_into, load_state, save_model, write_json
 
@@ -516,6 +517,7 @@ def purify_files(
     stats = parse_normalize(normalize, clean.split.x.shape[1])
     wrapped: nn.Module = Normalized(net, *stats) if stats is not None else net
     retain, val = holdout(clean.split, val_fraction, seed)
+    wrapped = logits_view(wrapped, retain.x[:2])  # dict, tuple or softmax outputs: trained on the logits
     probe_outputs(wrapped, retain, k)  # check_retain: the same refusals as distox.purify
     checked = (refuse_wrong_labels(wrapped, clean, device, label_check).to_dict() if label_check != "off"
                else {"skipped": True})
@@ -527,7 +529,7 @@ def purify_files(
     before, after = result.info["before"], result.info["after"]
     purified = result.model.cpu().eval()
     inner = purified.net if isinstance(purified, Normalized) else purified
-    dist, layers = selected_distance(wrapped.cpu(), purified, retain.x[:1], distance_selection(result.method,
+    dist, layers = selected_distance(unwrap(wrapped).cpu(), purified, retain.x[:1], distance_selection(result.method,
                                      result.config), float(result.config.get("p", 2.0)))
     if stats is not None:  # report the user's own module names
         layers = [name.removeprefix("net.") for name in layers]

@@ -147,13 +147,15 @@ def check_retain(model: nn.Module, retain: ImageSplit, device: torch.device) -> 
             f"the model must return (N, num_classes) logits; got {got}"
             + ("" if isinstance(out, torch.Tensor) else
                ": wrap it in a module whose forward returns only the logits tensor (e.g. model(x)[0] or "
-               "model(x)['logits'])"))
+               "model(x)['logits']; distox.purify and distox purify take the logits out of a dict, a tuple or an "
+               "output with .logits themselves, distox.models.outputs.logits_view)"))
     k = int(out.shape[1])
     if k > 1 and bool((out >= 0).all()) and torch.allclose(out.float().sum(1), torch.ones(len(out)), atol=1e-4):
         raise DefenseError(
             "the model returns probabilities (each row is non-negative and sums to 1: a final softmax); the "
             "training losses need logits or log-probabilities: drop the final softmax, or wrap the model in a "
-            "module whose forward returns torch.log(model(x))")
+            "module whose forward returns torch.log(model(x)) (distox.purify and distox purify do that themselves, "
+            "distox.models.outputs.logits_view)")
     bad = retain.y[(retain.y < 0) | (retain.y >= k)]
     if len(bad):
         raise DefenseError(
