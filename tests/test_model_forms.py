@@ -151,3 +151,32 @@ def test_a_softmax_output_is_refused_and_log_probabilities_are_not():
         D3(epochs=1)(probs, bundle.train, device="cpu", progress=False)
     log_probs = nn.Sequential(_cnn(), nn.LogSoftmax(dim=1))
     distox.purify(log_probs, (bundle.train.x, bundle.train.y), epochs=1, verbose=False, label_check="off")
+
+
+@pytest.mark.parametrize("method", ["d3", "ft"])
+def test_frozen_layers_are_trained_and_get_their_flags_back(method, caplog):
+    """A backdoor can sit in a frozen (pretrained) backbone under a fine-tuned head: a leftover
+    ``requires_grad=False`` must not hide it from the defense. Before, the stem stayed where it was."""
+    bundle = make_bundle(n_train=48)
+    model = _cnn()
+    model[0].requires_grad_(False)
+    start = model[0].weight.detach().clone()
+    with caplog.at_level(logging.WARNING):
+        result = distox.purify(model, (bundle.train.x, bundle.train.y), method=method, epochs=1, verbose=False,
+                               label_check="off")
+    assert "2 of the model's 8 parameter tensors had requires_grad=False" in caplog.text
+    assert not torch.equal(result.model[0].weight, start)
+    assert [p.requires_grad for p in result.model.parameters()] == [p.requires_grad for p in model.parameters()]
+    assert torch.equal(model[0].weight, start) and not model[0].weight.requires_grad  # the caller's model as it was
+
+
+def test_an_all_zero_selected_weight_is_named_in_a_warning(caplog):
+    """The norm constraint pins a zero weight at zero (torchvision's ViT head before training)."""
+    bundle = make_bundle(n_train=32)
+    model = _cnn()
+    with torch.no_grad():
+        model[7].weight.zero_()
+    with caplog.at_level(logging.WARNING):
+        result = D3(epochs=1, batch_size=16)(model, bundle.train, device="cpu", progress=False)
+    assert "D3: 7.weight is all zeros" in caplog.text
+    assert not result.model[7].weight.any()

@@ -106,6 +106,23 @@ def ready_on(model: nn.Module, device: torch.device) -> nn.Module:
     return as_float32(copy.deepcopy(model).to(device))
 
 
+def unfreeze(model: nn.Module) -> list[nn.Parameter]:
+    """Let every parameter of ``model`` (the defense's copy) train, returning those that had
+    ``requires_grad=False``. A frozen backbone is how a fine-tuned model often arrives — and a
+    backdoored pretrained backbone under a fine-tuned head is a common way a backdoor does: the
+    defenses (the paper's D3 and its baselines) train the whole model, so a flag left from
+    training must not hide layers from them (logged). :meth:`Defense.__call__` sets the flags
+    back on the purified model."""
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    if frozen:
+        log.warning("%d of the model's %d parameter tensors had requires_grad=False (frozen layers); the defense "
+                    "trains every parameter, and the purified model gets the flags back",
+                    len(frozen), len(list(model.parameters())))
+        for p in frozen:
+            p.requires_grad_(True)
+    return frozen
+
+
 @contextlib.contextmanager
 def caller_rng_kept(device: torch.device) -> Iterator[None]:
     """Run a defense without touching the caller's global random state: training seeds torch's
@@ -283,6 +300,7 @@ class Defense:
         check_model(model)
         work = as_float32(copy.deepcopy(model).to(dev))
         check_retain(work, retain, dev)
+        frozen = unfreeze(work)
         ckpt = None if checkpoint is None else Checkpoint(Path(checkpoint), self.identity(
             work, retain, evaluator is not None, getattr(evaluator, "every", 1)))
         t0 = time.perf_counter()
@@ -292,6 +310,8 @@ class Defense:
         except TrainingDiverged as exc:
             raise DefenseError(f"{self.name}: {exc}") from None
         work.eval()
+        for p in frozen:  # the caller's flags, back on the purified model
+            p.requires_grad_(False)
         return Result(model=work, method=self.name, config=self.get_params(retain), history=state.history,
                       seconds=time.perf_counter() - t0, resumed_from_epoch=state.resumed_from_epoch,
                       info=dict(state.info))

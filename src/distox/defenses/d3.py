@@ -654,6 +654,11 @@ class D3(Defense):
         weights = list(named.values())
         init = [w.detach().clone() for w in weights]
         norms = [lp_norm(w0, self.p) for w0 in init]
+        zero = [name for name, n in zip(named, norms) if float(n) == 0.0]
+        if zero:  # the norm constraint (Eq. 2) pins such a weight at zero, and a zero classifier passes no gradient
+            log.warning("D3: %s %s all zeros (never trained? torchvision initialises some heads so); the norm "
+                        "constraint keeps %s at zero", ", ".join(zero), "is" if len(zero) == 1 else "are",
+                        "it" if len(zero) == 1 else "them")
         scales = angle_scales(norms) if self.layer_weighting == "angle" else None
         if self.init_layers == "selected":
             started = named
