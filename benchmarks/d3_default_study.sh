@@ -123,6 +123,8 @@
 #   bash benchmarks/d3_default_study.sh twelfth-diagnose # twelfth round, after it: what costs the MobileNetV2 accuracy; 24 epochs
 #   bash benchmarks/d3_default_study.sh twelfth-where dev|check # twelfth round, after it: the classifier-only distance
 #                                                  # (`paper`) on the BatchNorm study models
+#   bash benchmarks/d3_default_study.sh thirteenth-uap OUT.jsonl RUN_DIR... # thirteenth round: universal perturbations
+#                                                  # fitted on the suspect, transferred to the `paper` result
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -870,6 +872,78 @@ PY
     ;;
   eleventh-demo)  # eleventh round: the README demo with the class-means start
     demo_table "D3 (demo budget: 60 epochs)" '{"default": {}, "init means": {"init": "means"}}'
+    ;;
+  thirteenth-uap)  # thirteenth round: a trigger-free test of where a backdoor lives. Per class, a targeted universal
+    # perturbation (L-inf 0.05 and 0.1, 20 signed-gradient steps on 256 retain images of the other classes) is fitted on
+    # the suspect; its success on 512 other retain images is measured on the suspect and, transferred unchanged, on the
+    # model after the classifier-only `paper` preset (seed 0, 3,000 images). `thirteenth-uap OUT.jsonl RUN_DIR...`
+    $PY - "${@:2}" <<'PY'
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from distox.defenses import create
+from distox.experiment import load_run
+from distox.metrics import evaluate
+
+torch.set_num_threads(1)
+
+
+def fit_uap(model, x, y, c, eps, steps=20):
+    """A perturbation in [-eps, eps] that sends images of the other classes to class c."""
+    x = x[y != c][:256]
+    delta = torch.zeros(1, *x.shape[1:], requires_grad=True)
+    for _ in range(steps):
+        loss = F.cross_entropy(model((x + delta).clamp(0, 1)), torch.full((len(x),), c))
+        grad, = torch.autograd.grad(loss, delta)
+        with torch.no_grad():
+            delta -= eps / 8 * grad.sign()
+            delta.clamp_(-eps, eps)
+    return delta.detach()
+
+
+def success(model, x, y, c, delta):
+    with torch.no_grad():
+        return float((model((x[y != c][:512] + delta).clamp(0, 1)).argmax(1) == c).float().mean() * 100)
+
+
+out, done = Path(sys.argv[1]), set()
+if out.exists():
+    done = {json.loads(line)["run"] for line in out.read_text().splitlines() if line.strip()}
+for d in sys.argv[2:]:
+    if str(Path(d).resolve()) in done:
+        continue
+    run = load_run(Path(d))
+    retain, backdoor = run.retain(count=3000, seed=0), run.backdoor_test_set()
+    suspect = run.model.eval()
+    paper = create("d3", preset="paper", augment=False, epochs=12, batch_size=32, seed=0)(
+        suspect, retain, device="cpu", progress=False).model.eval()
+    fit, held = (retain.x[:1500], retain.y[:1500]), (retain.x[1500:], retain.y[1500:])
+    line = {"run": str(Path(d).resolve()), "target": int(backdoor.target[0]), "all2all": run.attack.mode != "all2one",
+            "paper": evaluate(paper, run.data.test.x, run.data.test.y, backdoor, device="cpu")}
+    for eps in (0.05, 0.1):
+        torch.manual_seed(0)
+        deltas = [fit_uap(suspect, *fit, c, eps) for c in range(10)]
+        line[f"suspect_{eps}"] = [success(suspect, *held, c, deltas[c]) for c in range(10)]
+        line[f"transfer_{eps}"] = [success(paper, *held, c, deltas[c]) for c in range(10)]
+    with out.open("a") as f:
+        f.write(json.dumps(line) + "\n")
+print("| model | target | `paper` ASR | suspect at 0.05: strongest class (its success; the target's) "
+      "| target at 0.1: on the suspect → transferred | class with the lowest transfer ratio at 0.1 |")
+print("|---|---|---|---|---|---|")
+for text in out.read_text().splitlines():
+    r = json.loads(text)
+    t, s05, s1, t1 = r["target"], r["suspect_0.05"], r["suspect_0.1"], r["transfer_0.1"]
+    top = max(range(10), key=lambda c: s05[c])
+    ratios = [t1[c] / s1[c] if s1[c] >= 20 else float("inf") for c in range(10)]  # classes the suspect reaches
+    low = min(range(10), key=lambda c: ratios[c])
+    target = "all-to-all" if r["all2all"] else t
+    print(f"| {Path(r['run']).name} | {target} | {r['paper']['asr']:.2f} | {top} ({s05[top]:.1f}; {s05[t]:.1f}) | "
+          f"{s1[t]:.1f} → {t1[t]:.1f} | {low} ({ratios[low]:.2f}) |")
+PY
     ;;
   eleventh-why)  # eleventh round: how close each suspect classifier already is to the retain set's centred class
     # means (cosine, whole weight and per class), and what the nearest-class-mean classifier on the suspect's
