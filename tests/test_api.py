@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import distox
@@ -147,6 +148,27 @@ def test_channels_last_images_are_refused_with_the_permutation_that_fixes_them()
         distox.purify(_model(), (b.train.x.permute(0, 2, 3, 1), b.train.y), epochs=1, verbose=False)
 
 
+def test_common_mix_ups_are_refused_with_the_conversion_that_fixes_them():
+    """Flattened images, grey images for an RGB model (and the reverse), labels counted from 1."""
+    b = make_bundle(n_train=8)
+    x, y = b.train.x, b.train.y
+    with pytest.raises(DataError, match=r"flat vectors \(8, 256\): 256 = 1×16×16, so pass X.reshape\(-1, 1, 16, 16\)"):
+        distox.purify(_model(), (x.flatten(1), y), verbose=False)
+    with pytest.raises(DataError, match=r"flat vectors \(8, 768\): 768 = 3×16×16"):
+        distox.purify(_model(), (x.repeat(1, 3, 1, 1).flatten(1), y), verbose=False)
+    with pytest.raises(DataError, match=r"flat vectors \(8, 7\)$"):
+        distox.purify(_model(), (x.flatten(1)[:, :7], y), verbose=False)
+    with pytest.raises(DefenseError, match=r"takes 1 channel and the images have 3: pass X.mean\(1, keepdim=True\)"):
+        distox.purify(_model(), (x.repeat(1, 3, 1, 1), y), verbose=False)
+    rgb = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 4))
+    with pytest.raises(DefenseError, match=r"takes 3 channels and the images have 1: pass X.repeat\(1, 3, 1, 1\)"):
+        distox.purify(rgb, (x, y), verbose=False)
+    with pytest.raises(DefenseError, match=r"found \[4\] — the labels run 1..4: pass y - 1"):
+        distox.purify(_model(), (x, y + 1), verbose=False)
+    with pytest.raises(DefenseError, match=r"found \[4, 5\]$"):  # not a shift by one: no advice
+        distox.purify(_model(), (x, y + 2), verbose=False)
+
+
 def test_to_unit_range_cases(caplog):
     from distox.api import to_unit_range
 
@@ -171,7 +193,7 @@ def test_to_unit_range_cases(caplog):
 def test_bad_pairs_name_what_was_given():
     with pytest.raises(DataError, match=r"an \(X, y\) pair of tensors or NumPy arrays.*got tuple of dict, list"):
         distox.purify(_model(), ({"x": 0.1}, [0]), verbose=False)
-    with pytest.raises(DataError, match=r"images must have shape \(N, C, H, W\); got \(1, 1\)"):
+    with pytest.raises(DataError, match=r"images must be \(N, C, H, W\) \(or \(N, H, W\)\); got flat vectors \(1, 1\): 1 = "):
         distox.purify(_model(), ([[0.1]], [0]), verbose=False)  # lists are stacked, then their shape checked
     with pytest.raises(DataError, match="labels must be whole numbers"):
         distox.purify(_model(), (torch.rand(4, 1, 8, 8), np.array([0, 1, 0.5, 1])), verbose=False)

@@ -113,12 +113,25 @@ def standard_layout(x: torch.Tensor, y: torch.Tensor, name: str = "clean data") 
     if x.ndim == 3:
         log.warning("%s: images of shape %s taken as one-channel (N, 1, H, W)", name, tuple(x.shape))
         x = x.unsqueeze(1)
+    if x.ndim == 2:  # flattened images: say which shape they came from, rather than guess it
+        raise DataError(f"{name}: images must be (N, C, H, W) (or (N, H, W)); got flat vectors {tuple(x.shape)}"
+                        + flat_hint(int(x.shape[1])))
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     elif y.ndim == 2 and y.shape[1] > 1 and len(y) and bool(((y == 0) | (y == 1)).all()) and bool((y.sum(1) == 1).all()):
         log.warning("%s: one-hot labels %s taken as class indices (their argmax)", name, tuple(y.shape))
         y = y.argmax(1)
     return x, y
+
+
+def flat_hint(size: int) -> str:
+    """How to bring flat vectors of ``size`` values back to images, when the size says how."""
+    for channels in (1, 3):
+        side = round((size / channels) ** 0.5)
+        if channels * side * side == size:
+            return (f": {size} = {channels}×{side}×{side}, so pass X.reshape(-1, {channels}, {side}, {side}) (a model "
+                    "whose first layer is an nn.Linear needs an nn.Flatten() in front of it)")
+    return ""
 
 
 #: Above this maximum, non-negative float images are taken to be 0–255 pixel values (a

@@ -133,6 +133,24 @@ def caller_rng_kept(device: torch.device) -> Iterator[None]:
         yield
 
 
+def channel_hint(model: nn.Module, probe: torch.Tensor) -> str:
+    """When grey images fail where their three-channel copies pass (or the other way round),
+    say how to convert them; empty otherwise."""
+    c = probe.shape[1]
+    other = {1: probe.repeat(1, 3, 1, 1), 3: probe.mean(1, keepdim=True)}.get(c)
+    if other is None:
+        return ""
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(other)
+    except Exception:
+        return ""
+    if c == 1:
+        return (" — the model takes 3 channels and the images have 1: pass X.repeat(1, 3, 1, 1), or wrap the "
+                "model in distox.models.GrayToRGB")
+    return " — the model takes 1 channel and the images have 3: pass X.mean(1, keepdim=True) (grey)"
+
+
 def check_retain(model: nn.Module, retain: ImageSplit, device: torch.device) -> int:
     """Validate retain data against the model; returns the model's number of classes.
 
@@ -154,7 +172,7 @@ def check_retain(model: nn.Module, retain: ImageSplit, device: torch.device) -> 
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         c, last = retain.x.shape[1], retain.x.shape[-1]
         hint = (" — the images look channels-last (N, H, W, C): pass X.permute(0, 3, 1, 2) (NumPy: "
-                "X.transpose(0, 3, 1, 2))" if last in (1, 3, 4) and c not in (1, 3, 4) else "")
+                "X.transpose(0, 3, 1, 2))" if last in (1, 3, 4) and c not in (1, 3, 4) else channel_hint(model, probe))
         raise DefenseError(
             f"the model rejects retain images of shape {tuple(retain.x.shape[1:])} (C, H, W): {msg}{hint}"
         ) from None
@@ -175,9 +193,10 @@ def check_retain(model: nn.Module, retain: ImageSplit, device: torch.device) -> 
             "distox.models.outputs.logits_view)")
     bad = retain.y[(retain.y < 0) | (retain.y >= k)]
     if len(bad):
+        one_based = int(retain.y.min()) == 1 and int(retain.y.max()) == k
         raise DefenseError(
             f"retain labels must be in 0..{k - 1} (the model has {k} outputs); found {sorted(set(bad.tolist()))[:10]}"
-        )
+            + (f" — the labels run 1..{k}: pass y - 1" if one_based else ""))
     return k
 
 
