@@ -125,6 +125,8 @@
 #                                                  # (`paper`) on the BatchNorm study models
 #   bash benchmarks/d3_default_study.sh thirteenth-uap OUT.jsonl RUN_DIR... # thirteenth round: universal perturbations
 #                                                  # fitted on the suspect, transferred to the `paper` result
+#   bash benchmarks/d3_default_study.sh thirteenth-refit OUT.jsonl RUN_DIR... # thirteenth round: the best linear classifier
+#                                                  # on the default's and the suspect's features
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -943,6 +945,88 @@ for text in out.read_text().splitlines():
     target = "all-to-all" if r["all2all"] else t
     print(f"| {Path(r['run']).name} | {target} | {r['paper']['asr']:.2f} | {top} ({s05[top]:.1f}; {s05[t]:.1f}) | "
           f"{s1[t]:.1f} → {t1[t]:.1f} | {low} ({ratios[low]:.2f}) |")
+PY
+    ;;
+  thirteenth-refit)  # thirteenth round, after the probe: is the default's accuracy lost in the features or in the
+    # classifier? The best linear classifier on the retain images' features (multinomial logistic regression from zero,
+    # full-batch L-BFGS, L2 0 / 1e-4 / 1e-3) of the default's model and of the suspect (seed 0, 3,000 images).
+    # `thirteenth-refit OUT.jsonl RUN_DIR...`
+    $PY - "${@:2}" <<'PY'
+import copy
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from distox.bench.summary import asr_floor
+from distox.defenses import create
+from distox.defenses.d3 import linear_classifier
+from distox.defenses.probe import layer_input
+from distox.experiment import load_run
+from distox.metrics import evaluate
+from distox.models.selection import owning_module
+
+torch.set_num_threads(1)
+DECAYS = (0.0, 1e-4, 1e-3)
+
+
+def features(model, layer, x):
+    with torch.no_grad():
+        return torch.cat([layer_input(model.eval(), layer, x[i:i + 500]).flatten(1) for i in range(0, len(x), 500)])
+
+
+def linear_head(f, y, k, decay):
+    """Multinomial logistic regression from zero with an L2 penalty, full-batch L-BFGS."""
+    w, b = torch.zeros(k, f.shape[1], requires_grad=True), torch.zeros(k, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=300, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(f @ w.T + b, y) + decay * w.pow(2).sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    return w.detach(), b.detach()
+
+
+out, done = Path(sys.argv[1]), set()
+if out.exists():
+    done = {json.loads(line)["run"] for line in out.read_text().splitlines() if line.strip()}
+for d in sys.argv[2:]:
+    if str(Path(d).resolve()) in done:
+        continue
+    run = load_run(Path(d))
+    retain, backdoor, test = run.retain(count=3000, seed=0), run.backdoor_test_set(), (run.data.test.x, run.data.test.y)
+    suspect = run.model.eval()
+    default = create("d3", preset="default", epochs=12, batch_size=32, seed=0)(
+        suspect, retain, device="cpu", progress=False).model.eval()
+    name = next(iter(linear_classifier(suspect, retain.x[:1])))
+    line = {"run": str(Path(d).resolve()), "suspect": evaluate(suspect, *test, backdoor, device="cpu"),
+            "default": evaluate(default, *test, backdoor, device="cpu"),
+            "floor": asr_floor(json.loads((Path(d) / "metrics.json").read_text())["clean_asr"])}
+    for tag, model in (("suspect", suspect), ("default", default)):
+        f = features(model, owning_module(model, name), retain.x)
+        for decay in DECAYS:
+            w, b = linear_head(f, retain.y, int(retain.y.max()) + 1, decay)
+            probe = copy.deepcopy(model)
+            layer = owning_module(probe, name)
+            with torch.no_grad():
+                layer.weight.copy_(w.view_as(layer.weight))
+                if layer.bias is not None:
+                    layer.bias.copy_(b)
+            line[f"{tag}_features_l2_{decay:g}"] = evaluate(probe, *test, backdoor, device="cpu")
+    with out.open("a") as f:
+        f.write(json.dumps(line) + "\n")
+cols = [f"{tag}_features_l2_{decay:g}" for tag in ("default", "suspect") for decay in DECAYS]
+print("| model | default | " + " | ".join(f"linear on the {c.split('_')[0]}'s features, L2 {c.split('_')[-1]}"
+                                        for c in cols) + " |")
+print("|---" * (2 + len(cols)) + "|")
+for text in out.read_text().splitlines():
+    r = json.loads(text)
+    cell = lambda m: f"{m['acc'] - r['suspect']['acc']:+.2f} / {m['asr']:.2f}{' ✗' if m['asr'] > r['floor'] else ''}"
+    print(f"| {Path(r['run']).name} | {cell(r['default'])} | " + " | ".join(cell(r[c]) for c in cols) + " |")
 PY
     ;;
   eleventh-why)  # eleventh round: how close each suspect classifier already is to the retain set's centred class
