@@ -134,3 +134,14 @@ def test_purify_trains_a_softmax_model_on_its_log_probabilities():
     assert torch.allclose(soft.model.eval()(bundle.test.x).sum(1), torch.ones(len(bundle.test.x)), atol=1e-5)
     for (name, a), b in zip(soft.model.net.state_dict().items(), logsoft.model[0].state_dict().values()):
         assert torch.allclose(a, b, atol=1e-4), name
+
+
+@pytest.mark.parametrize("method", distox.defenses.list())
+def test_every_defense_runs_on_a_model_returning_an_object_with_logits(method):
+    """Hugging Face models return an object with ``.logits``: every defense trains on them through
+    ``distox.purify`` and returns the caller's class."""
+    bundle = make_bundle(n_train=32)
+    result = distox.purify(Structured("namespace"), (bundle.train.x, bundle.train.y), method=method, epochs=1,
+                           verbose=False, label_check="off")
+    assert type(result.model) is Structured
+    assert logits_tensor(result.model.eval()(bundle.test.x[:2])).shape == (2, 4)
