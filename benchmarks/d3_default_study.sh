@@ -127,6 +127,7 @@
 #                                                  # fitted on the suspect, transferred to the `paper` result
 #   bash benchmarks/d3_default_study.sh thirteenth-refit OUT.jsonl RUN_DIR... # thirteenth round: the best linear classifier
 #                                                  # on the default's and the suspect's features
+#   bash benchmarks/d3_default_study.sh thirteenth-depth SEEDS # thirteenth round: the distance over half the layers
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -1028,6 +1029,14 @@ for text in out.read_text().splitlines():
     cell = lambda m: f"{m['acc'] - r['suspect']['acc']:+.2f} / {m['asr']:.2f}{' ✗' if m['asr'] > r['floor'] else ''}"
     print(f"| {Path(r['run']).name} | {cell(r['default'])} | " + " | ".join(cell(r[c]) for c in cols) + " |")
 PY
+    ;;
+  thirteenth-depth)  # thirteenth round, last: the distance over the deeper or the shallower half of the weighted
+    # layers only (`layers: last:0.5`, `first:0.5` with the classifier), development models, `thirteenth-depth SEEDS`
+    for seed in "${@:2}"; do
+      study $DEV --final-only --seed "$seed" --out $RUNS/thirteenth-depth-dev-s$seed.jsonl \
+        --candidate "last50=preset:default,epochs:null,layers:last:0.5" \
+        --candidate "first50=preset:default,epochs:null,layers:first:0.5"
+    done
     ;;
   eleventh-why)  # eleventh round: how close each suspect classifier already is to the retain set's centred class
     # means (cosine, whole weight and per class), and what the nearest-class-mean classifier on the suspect's

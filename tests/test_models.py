@@ -183,6 +183,27 @@ def test_all_but_first_follows_forward_order_and_keeps_a_single_layer():
     assert list(select_weights(nn.Linear(4, 3), "all-but-first")) == ["weight"]  # nothing else to keep
 
 
+def test_last_and_first_fractions_take_layers_by_depth_in_forward_order():
+    """``"last:F"``: the deepest fraction of the weighted layers as the input meets them (the
+    thirteenth round's depth study), at least the classifier; ``"first:F"``: the shallowest, and
+    the classifier; a bad fraction is refused."""
+    model = create_model("small_vgg", 10, 1, width=4)
+    x = torch.rand(1, 1, 28, 28)
+    from distox.models.selection import forward_order
+
+    order = forward_order(model, x)
+    assert list(select_weights(model, "last:0.5", x)) == [f"{n}.weight" for n in order[len(order) - 3:]] and len(order) == 6
+    assert list(select_weights(model, "last:1", x)) == [f"{n}.weight" for n in order]
+    assert list(select_weights(model, "last:0.01", x)) == ["net.fc.weight"]
+    assert list(select_weights(HeadFirst(), "last:0.5", torch.rand(1, 4))) == ["head.weight"]  # forward, not registration
+    assert list(select_weights(model, "first:0.5", x)) == [f"{n}.weight" for n in order[:3]] + ["net.fc.weight"]
+    assert list(select_weights(model, "first:1", x)) == [f"{n}.weight" for n in order]
+    assert list(select_weights(HeadFirst(), "first:0.5", torch.rand(1, 4))) == ["body.weight", "head.weight"]
+    for bad in ("last:0", "last:1.5", "last:half", "first:0"):
+        with pytest.raises(SelectionError, match="takes a fraction 0 < F <= 1"):
+            select_weights(model, bad, x)
+
+
 @pytest.mark.parametrize("norm, kind", [("batch", torch.nn.BatchNorm2d), ("group", torch.nn.GroupNorm),
                                         ("none", None)])
 def test_small_cnn_norm_option(norm, kind):

@@ -18,7 +18,9 @@ whose output a BatchNorm layer takes next (the next Linear, Conv2d or BatchNorm 
 in forward order, is a BatchNorm), plus the final classifier: in a network with a BatchNorm after
 every conv that is all of them; it leaves out weights nothing re-normalises, such as
 squeeze-and-excitation convs and the hidden Linears of an MLP head. Names may be exact module
-names or glob patterns (``fnmatch``), e.g. ``"layer4.*"``.
+names or glob patterns (``fnmatch``), e.g. ``"layer4.*"``. ``"last:F"`` takes the deepest
+fraction F of the Linear/Conv2d layers in forward order (``"last:0.5"``: the later half),
+``"first:F"`` the shallowest fraction F and the final classifier.
 """
 from __future__ import annotations
 
@@ -168,6 +170,25 @@ def weight_parameter(module: nn.Module, name: str = "") -> nn.Parameter:
     return found[0]
 
 
+def by_depth(model: nn.Module, item: str, example: torch.Tensor | None = None) -> list[str]:
+    """``"last:F"``: the deepest fraction F (0 < F <= 1) of the Linear/Conv2d layers in forward
+    order, at least one (the final classifier is always among them); ``"first:F"``: the shallowest
+    fraction F, at least one, and the final classifier (:func:`classifier_name`)."""
+    side, _, value = item.partition(":")
+    try:
+        fraction = float(value)
+    except ValueError:
+        fraction = -1.0
+    if not 0 < fraction <= 1:
+        raise SelectionError(f"layer selection '{item}': '{side}:F' takes a fraction 0 < F <= 1 of the layers")
+    order = forward_order(model, example)
+    count = max(1, round(fraction * len(order)))
+    if side == "last":
+        return order[len(order) - count:]
+    head = classifier_name(model, example)
+    return order[:count] + ([] if head in order[:count] else [head])
+
+
 def select_weights(
     model: nn.Module,
     selection: str | Sequence[str] = "auto",
@@ -196,6 +217,8 @@ def select_weights(
             order = forward_order(model, example)
             first = order[0] if len(order) > 1 else None
             chosen += [n for n, m in modules.items() if isinstance(m, WEIGHTED) and n != first]
+        elif item.startswith(("last:", "first:")):
+            chosen += [n for n in by_depth(model, item, example) if n not in chosen]
         else:
             matched = [n for n in modules if n and (n == item or fnmatch.fnmatchcase(n, item))]
             if not matched:
