@@ -32,6 +32,7 @@ from ..data.augmentation import Augmentation, augmentation_for
 from ..data.core import ImageSplit
 from ..errors import DistoxError
 from ..metrics import Evaluator
+from ..models.outputs import are_probabilities
 from ..training import Checkpoint, LoopConfig, TrainingDiverged, TrainState, check_blend
 from ..utils import eval_mode, resolve_device, tensor_digest
 
@@ -185,7 +186,7 @@ def check_retain(model: nn.Module, retain: ImageSplit, device: torch.device) -> 
                "model(x)['logits']; distox.purify and distox purify take the logits out of a dict, a tuple or an "
                "output with .logits themselves, distox.models.outputs.logits_view)"))
     k = int(out.shape[1])
-    if k > 1 and bool((out >= 0).all()) and torch.allclose(out.float().sum(1), torch.ones(len(out)), atol=1e-4):
+    if are_probabilities(out):
         raise DefenseError(
             "the model returns probabilities (each row is non-negative and sums to 1: a final softmax); the "
             "training losses need logits or log-probabilities: drop the final softmax, or wrap the model in a "
