@@ -128,6 +128,9 @@
 #   bash benchmarks/d3_default_study.sh thirteenth-refit OUT.jsonl RUN_DIR... # thirteenth round: the best linear classifier
 #                                                  # on the default's and the suspect's features
 #   bash benchmarks/d3_default_study.sh thirteenth-depth SEEDS # thirteenth round: the distance over half the layers
+#   bash benchmarks/d3_default_study.sh fourteenth-models [a|b] # fourteenth round: two more check models (MnasNet LF,
+#                                                  # VGG19-BN WaNet)
+#   bash benchmarks/d3_default_study.sh fourteenth # fourteenth round, once on those two
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -1037,6 +1040,29 @@ PY
         --candidate "last50=preset:default,epochs:null,layers:last:0.5" \
         --candidate "first50=preset:default,epochs:null,layers:first:0.5"
     done
+    ;;
+  fourteenth-models)  # fourteenth round: two more check models, trained after the thirteenth round (nothing was
+    # tuned on them), attacks and architectures new to the study at 1x28x28: torchvision MnasNet-0.5 (BatchNorm,
+    # depthwise convs) with LF, and the paper's VGG19-BN (a quarter of its width; three Linears in its classifier)
+    # with WaNet; `fourteenth-models a` and `fourteenth-models b` side by side
+    if [ "${2:-a}" = a ]; then
+      # not finished: LF's trigger search (a surrogate and per-image DeepFool) ran 28 min on one core before the
+      # MnasNet's own training began, and was stopped to leave the session time to run the defenses on the other
+      attack mnasnet-lf lf --model torchvision:mnasnet0_5 --epochs 8 --lr 0.02 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 55 --target 2 --poison-rate 0.05
+    fi
+    if [ "${2:-b}" = b ]; then
+      attack squeezenet-badnets badnets --model torchvision:squeezenet1_1 --epochs 10 --lr 0.01 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 56 --target 9 --poison-rate 0.03
+      # SqueezeNet-1.1 (no normalisation) did not train at all at lr 0.01 (ACC 8.85 %, its clean model too): not a
+      # study model; VGG19-BN with WaNet took its place
+      attack vgg19-wanet wanet --model vgg19_bn --width 0.25 --epochs 12 --lr 0.03 --batch-size 128 --train-subset 20000 --test-subset 2000 --seed 57 --target 4 --poison-rate 0.1
+    fi
+    ;;
+  fourteenth)  # fourteenth round, once on the VGG19-BN: the default, the faithful presets and FT-SAM (seed 0, 3,000
+    # images); the default at retain seed 1, and with 500 images (seed 0)
+    study $RUNS/vgg19-wanet --final-only --out $RUNS/fourteenth-3000.jsonl "${seventh_floor[@]}" \
+      "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
+    study $RUNS/vgg19-wanet --final-only --seed 1 --out $RUNS/fourteenth-3000-s1.jsonl "${seventh_floor[@]}"
+    study $RUNS/vgg19-wanet --final-only --count 500 --out $RUNS/fourteenth-500.jsonl "${seventh_floor[@]}"
     ;;
   eleventh-why)  # eleventh round: how close each suspect classifier already is to the retain set's centred class
     # means (cosine, whole weight and per class), and what the nearest-class-mean classifier on the suspect's
