@@ -145,3 +145,15 @@ def test_every_defense_runs_on_a_model_returning_an_object_with_logits(method):
                            verbose=False, label_check="off")
     assert type(result.model) is Structured
     assert logits_tensor(result.model.eval()(bundle.test.x[:2])).shape == (2, 4)
+
+
+def test_probing_a_model_with_dropout_leaves_the_global_random_state_alone():
+    """The training-mode probe runs dropout, which draws from torch's generator: forked and
+    restored (``purify`` leaves the caller's random state as it found it)."""
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(256, 4), nn.Softmax(1))
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    assert isinstance(logits_view(model, torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))),
+                      LogitsOnly)
+    assert torch.equal(torch.rand(4), expected)

@@ -78,6 +78,17 @@ def on_device(model: nn.Module, device: str | torch.device) -> Iterator[nn.Modul
 
 
 @contextmanager
+def caller_rng_kept(device: torch.device) -> Iterator[None]:
+    """Run code that draws random numbers (training, a training-mode forward with dropout) without
+    touching the caller's global random state: torch's generator — and ``device``'s CUDA one — is
+    forked here and restored after, so code that runs after ``purify`` draws the numbers it would
+    have drawn anyway."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+@contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``n`` torch CPU threads (None: leave them), restoring the count after."""
     before = torch.get_num_threads()

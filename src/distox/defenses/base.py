@@ -12,14 +12,12 @@ by a different purification is refused). Deleting the file afterwards is the cal
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,7 +32,7 @@ from ..errors import DistoxError
 from ..metrics import Evaluator
 from ..models.outputs import are_probabilities
 from ..training import Checkpoint, LoopConfig, TrainingDiverged, TrainState, check_blend
-from ..utils import eval_mode, resolve_device, tensor_digest
+from ..utils import caller_rng_kept, eval_mode, resolve_device, tensor_digest
 
 log = logging.getLogger(__name__)
 
@@ -122,16 +120,6 @@ def unfreeze(model: nn.Module) -> list[nn.Parameter]:
         for p in frozen:
             p.requires_grad_(True)
     return frozen
-
-
-@contextlib.contextmanager
-def caller_rng_kept(device: torch.device) -> Iterator[None]:
-    """Run a defense without touching the caller's global random state: training seeds torch's
-    global generator (dropout and other layers draw from it), which is forked here and restored
-    after, so code that runs after ``purify`` draws the numbers it would have drawn anyway."""
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        yield
 
 
 def channel_hint(model: nn.Module, probe: torch.Tensor) -> str:

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..utils import caller_rng_kept
+
 log = logging.getLogger(__name__)
 
 #: Smallest probability taken to the log when a model returns probabilities (log 0 is -inf).
@@ -77,7 +79,7 @@ def _output_in_mode(model: nn.Module, example: torch.Tensor, train: bool) -> Any
     was_training = model.training
     saved = [b.detach().clone() for b in model.buffers()]
     try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
+        with caller_rng_kept(example.device), torch.no_grad():
             model.train(train)
             return model(example)
     finally:
