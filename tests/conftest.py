@@ -80,6 +80,16 @@ def tiny_model(classes: int = 4, seed: int = 1):
     return create_model("small_cnn", classes, 1, (0.5,), (0.5,), width=4)
 
 
+def bare_cnn(classes: int = 4) -> torch.nn.Sequential:
+    """A plain ``nn.Sequential`` CNN (conv, BatchNorm, two Linears) on 1-channel images, seeded:
+    the user-built model of the model-form tests."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+                         nn.Flatten(), nn.Linear(96, 16), nn.ReLU(), nn.Linear(16, classes))
+
+
 def retain_split(n: int = 40) -> ImageSplit:
     """``n`` synthetic training images (:func:`make_bundle`): a retain set."""
     return make_bundle(n_train=n).train

@@ -16,17 +16,11 @@ from distox.defenses.base import DefenseError
 from distox.defenses.input_prune import prune_inputs
 from distox.models import SelectionError, create_model, select_weights
 
-from .conftest import make_bundle
-
-
-def _cnn(classes: int = 4) -> nn.Sequential:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
-                         nn.Flatten(), nn.Linear(96, 16), nn.ReLU(), nn.Linear(16, classes))
+from .conftest import bare_cnn, make_bundle
 
 
 def _parametrized(kind: str) -> nn.Sequential:
-    model = _cnn()
+    model = bare_cnn()
     wrap = {"weight_norm": parametrizations.weight_norm, "spectral_norm": parametrizations.spectral_norm,
             "old_weight_norm": weight_norm, "old_spectral_norm": spectral_norm}[kind]
     model[0], model[5], model[7] = wrap(model[0]), wrap(model[5]), wrap(model[7])
@@ -80,7 +74,7 @@ def test_no_single_parameter_behind_a_weight_is_a_clear_error():
 
 def test_torchscript_is_refused_with_a_way_out():
     bundle = make_bundle(n_train=24)
-    scripted = torch.jit.script(_cnn())
+    scripted = torch.jit.script(bare_cnn())
     with pytest.raises(DefenseError, match="TorchScript.*nn.Module"):
         distox.purify(scripted, (bundle.train.x, bundle.train.y), epochs=1, verbose=False, label_check="off")
 
@@ -88,7 +82,7 @@ def test_torchscript_is_refused_with_a_way_out():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_a_16_or_64_bit_model_is_trained_in_float32_and_the_callers_model_kept(dtype, caplog):
     bundle = make_bundle(n_train=48, n_test=24)
-    model = _cnn().to(dtype)
+    model = bare_cnn().to(dtype)
     start = {k: v.clone() for k, v in model.state_dict().items()}
     with caplog.at_level(logging.WARNING):
         result = distox.purify(model, (bundle.train.x, bundle.train.y), epochs=1, verbose=False,
@@ -102,7 +96,7 @@ def test_a_16_or_64_bit_model_is_trained_in_float32_and_the_callers_model_kept(d
 class _Pair(nn.Module):
     def __init__(self, as_dict: bool) -> None:
         super().__init__()
-        self.net, self.as_dict = _cnn(), as_dict
+        self.net, self.as_dict = bare_cnn(), as_dict
 
     def forward(self, x: torch.Tensor):
         logits = self.net(x)
@@ -146,10 +140,10 @@ def test_a_softmax_output_is_refused_and_log_probabilities_are_not():
     ported models); log-probabilities are fine. A defense called directly refuses probabilities
     (``distox.purify`` trains on their log itself: tests/test_outputs.py)."""
     bundle = make_bundle(n_train=24)
-    probs = nn.Sequential(_cnn(), nn.Softmax(dim=1))
+    probs = nn.Sequential(bare_cnn(), nn.Softmax(dim=1))
     with pytest.raises(DefenseError, match=r"returns probabilities .*torch.log\(model\(x\)\)"):
         D3(epochs=1)(probs, bundle.train, device="cpu", progress=False)
-    log_probs = nn.Sequential(_cnn(), nn.LogSoftmax(dim=1))
+    log_probs = nn.Sequential(bare_cnn(), nn.LogSoftmax(dim=1))
     distox.purify(log_probs, (bundle.train.x, bundle.train.y), epochs=1, verbose=False, label_check="off")
 
 
@@ -158,7 +152,7 @@ def test_frozen_layers_are_trained_and_get_their_flags_back(method, caplog):
     """A backdoor can sit in a frozen (pretrained) backbone under a fine-tuned head: a leftover
     ``requires_grad=False`` must not hide it from the defense. Before, the stem stayed where it was."""
     bundle = make_bundle(n_train=48)
-    model = _cnn()
+    model = bare_cnn()
     model[0].requires_grad_(False)
     start = model[0].weight.detach().clone()
     with caplog.at_level(logging.WARNING):
@@ -173,7 +167,7 @@ def test_frozen_layers_are_trained_and_get_their_flags_back(method, caplog):
 def test_an_all_zero_selected_weight_is_named_in_a_warning(caplog):
     """The norm constraint pins a zero weight at zero (torchvision's ViT head before training)."""
     bundle = make_bundle(n_train=32)
-    model = _cnn()
+    model = bare_cnn()
     with torch.no_grad():
         model[7].weight.zero_()
     with caplog.at_level(logging.WARNING):

@@ -15,15 +15,9 @@ import distox
 from distox.defenses.base import DefenseError
 from distox.models.outputs import LogitsOnly, logits_tensor, logits_view, unwrap
 
-from .conftest import make_bundle
+from .conftest import bare_cnn, make_bundle
 
 AuxOutputs = namedtuple("AuxOutputs", ["logits", "aux_logits"])
-
-
-def _cnn(classes: int = 4) -> nn.Sequential:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
-                         nn.Flatten(), nn.Linear(96, 16), nn.ReLU(), nn.Linear(16, classes))
 
 
 class Structured(nn.Module):
@@ -32,7 +26,7 @@ class Structured(nn.Module):
 
     def __init__(self, form: str) -> None:
         super().__init__()
-        self.net, self.form = _cnn(), form
+        self.net, self.form = bare_cnn(), form
         self.aux = nn.Linear(256, 4) if form == "aux" else None
 
     def forward(self, x: torch.Tensor):
@@ -61,7 +55,7 @@ def test_logits_tensor_finds_the_logits_or_says_none():
 
 
 def test_a_model_returning_logits_is_not_wrapped():
-    model = _cnn()
+    model = bare_cnn()
     assert logits_view(model, torch.rand(2, 1, 16, 16)) is model
 
 
@@ -89,7 +83,7 @@ def test_a_structure_without_logits_is_left_for_the_usual_refusal():
     class Scores(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.net = _cnn()
+            self.net = bare_cnn()
 
         def forward(self, x):
             return {"scores": self.net(x)}
@@ -112,7 +106,7 @@ def test_purify_trains_the_same_weights_as_on_the_bare_network_and_returns_the_c
     start = {k: v.clone() for k, v in model.state_dict().items()}
     wrapped = distox.purify(model, data, epochs=2, verbose=False, eval_data=held, tolerance=None,
                             label_check="off")
-    bare = distox.purify(_cnn(), data, epochs=2, verbose=False, eval_data=held, tolerance=None,
+    bare = distox.purify(bare_cnn(), data, epochs=2, verbose=False, eval_data=held, tolerance=None,
                          label_check="off")
     assert type(wrapped.model) is Structured
     assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())  # the caller's model untouched
@@ -129,7 +123,7 @@ def test_purify_trains_a_softmax_model_on_its_log_probabilities():
     bundle = make_bundle(n_train=48)
     data = (bundle.train.x, bundle.train.y)
     soft = distox.purify(Structured("softmax"), data, epochs=2, verbose=False, label_check="off")
-    logsoft = distox.purify(nn.Sequential(_cnn(), nn.LogSoftmax(1)), data, epochs=2, verbose=False, label_check="off")
+    logsoft = distox.purify(nn.Sequential(bare_cnn(), nn.LogSoftmax(1)), data, epochs=2, verbose=False, label_check="off")
     assert type(soft.model) is Structured
     assert torch.allclose(soft.model.eval()(bundle.test.x).sum(1), torch.ones(len(bundle.test.x)), atol=1e-5)
     for (name, a), b in zip(soft.model.net.state_dict().items(), logsoft.model[0].state_dict().values()):

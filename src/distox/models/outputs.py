@@ -93,7 +93,11 @@ def logits_view(model: nn.Module, example: torch.Tensor) -> nn.Module:
     """``model`` itself when it returns a logits tensor in both modes, else :class:`LogitsOnly`
     around it (logged). A structured output without a tensor to take is left as it is, for
     :func:`~distox.defenses.base.check_retain` to refuse with its message, as is an output the
-    model cannot produce for ``example`` (the same check reports the model's own error)."""
+    model cannot produce for ``example`` (the same check reports the model's own error). A model
+    already wrapped (``distox purify`` wraps before its checks, then calls ``distox.purify``) is
+    returned as it is, without probing it again."""
+    if isinstance(model, LogitsOnly):
+        return model
     try:
         outputs = [_output_in_mode(model, example, train) for train in (False, True)]
     except Exception:  # the model rejects the images: check_retain says so, with hints
