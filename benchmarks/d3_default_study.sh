@@ -131,6 +131,12 @@
 #   bash benchmarks/d3_default_study.sh fourteenth-models [a|b] # fourteenth round: two more check models (MnasNet LF,
 #                                                  # VGG19-BN WaNet)
 #   bash benchmarks/d3_default_study.sh fourteenth # fourteenth round, once on those two
+#   bash benchmarks/d3_default_study.sh fifteenth-sam SEEDS # fifteenth round: sharpness-aware steps in D3
+#   bash benchmarks/d3_default_study.sh fifteenth-fisher SEEDS # fifteenth round: a Fisher-weighted distance
+#   bash benchmarks/d3_default_study.sh fifteenth-models # fifteenth round: a check model (MnasNet-0.5 BadNets)
+#   bash benchmarks/d3_default_study.sh fifteenth # fifteenth round, once on it
+#   bash benchmarks/d3_default_study.sh fifteenth-probes clp|uap|rescale|angles RUN_DIR... # fifteenth round: probes
+#                                                  # (benchmarks/d3_probes.py) on the BatchNorm study models
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -889,31 +895,14 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 
-from distox.defenses import create
-from distox.experiment import load_run
-from distox.metrics import evaluate
+sys.path.insert(0, "benchmarks")
+from d3_probes import fit_uap, uap_success as success  # noqa: E402
+from distox.defenses import create  # noqa: E402
+from distox.experiment import load_run  # noqa: E402
+from distox.metrics import evaluate  # noqa: E402
 
 torch.set_num_threads(1)
-
-
-def fit_uap(model, x, y, c, eps, steps=20):
-    """A perturbation in [-eps, eps] that sends images of the other classes to class c."""
-    x = x[y != c][:256]
-    delta = torch.zeros(1, *x.shape[1:], requires_grad=True)
-    for _ in range(steps):
-        loss = F.cross_entropy(model((x + delta).clamp(0, 1)), torch.full((len(x),), c))
-        grad, = torch.autograd.grad(loss, delta)
-        with torch.no_grad():
-            delta -= eps / 8 * grad.sign()
-            delta.clamp_(-eps, eps)
-    return delta.detach()
-
-
-def success(model, x, y, c, delta):
-    with torch.no_grad():
-        return float((model((x[y != c][:512] + delta).clamp(0, 1)).argmax(1) == c).float().mean() * 100)
 
 
 out, done = Path(sys.argv[1]), set()
@@ -1063,6 +1052,43 @@ PY
       "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
     study $RUNS/vgg19-wanet --final-only --seed 1 --out $RUNS/fourteenth-3000-s1.jsonl "${seventh_floor[@]}"
     study $RUNS/vgg19-wanet --final-only --count 500 --out $RUNS/fourteenth-500.jsonl "${seventh_floor[@]}"
+    ;;
+  fifteenth-sam)  # fifteenth round: sharpness-aware steps inside D3 (`sam_rho`, ASAM with T = |w| as FT-SAM, the
+    # ascent on the clean loss alone), development models, `fifteenth-sam SEEDS`
+    for seed in "${@:2}"; do
+      study $DEV --final-only --seed "$seed" --out $RUNS/fifteenth-sam-dev-s$seed.jsonl \
+        --candidate "sam2=preset:default,epochs:null,sam_rho:2.0" --candidate "sam05=preset:default,epochs:null,sam_rho:0.5"
+    done
+    ;;
+  fifteenth-fisher)  # fifteenth round: the distance weighed by the suspect's clean-data Fisher information
+    # (`layer_weighting: fisher`), development models, `fifteenth-fisher SEEDS`
+    for seed in "${@:2}"; do
+      study $DEV --final-only --seed "$seed" --out $RUNS/fifteenth-fisher-dev-s$seed.jsonl \
+        --candidate "fisher=preset:default,epochs:null,layer_weighting:fisher"
+    done
+    ;;
+  fifteenth-models)  # fifteenth round: a check model trained after the round's candidates had failed (nothing was
+    # tuned on it): torchvision MnasNet-0.5 (BatchNorm, depthwise convs; new to the study) with BadNets, target 2
+    attack mnasnet-badnets badnets --model torchvision:mnasnet0_5 --epochs 8 --lr 0.02 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 58 --target 2 --poison-rate 0.05
+    ;;
+  fifteenth)  # fifteenth round, once on the MnasNet: the default (seeds 0, 1), the faithful presets and FT-SAM
+    # (seed 0, 3,000 images); the default with 500 images (seed 0)
+    study $RUNS/mnasnet-badnets --final-only --out $RUNS/fifteenth-3000.jsonl "${seventh_floor[@]}" \
+      "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
+    study $RUNS/mnasnet-badnets --final-only --seed 1 --out $RUNS/fifteenth-3000-s1.jsonl "${seventh_floor[@]}"
+    study $RUNS/mnasnet-badnets --final-only --count 500 --out $RUNS/fifteenth-500.jsonl "${seventh_floor[@]}"
+    ;;
+  fifteenth-probes)  # fifteenth round: channel Lipschitz pruning, universal perturbations fitted on the purified
+    # models, a function-identical rescaling and the angles the default turns each weight by, on the BatchNorm study
+    # models (benchmarks/d3_probes.py);
+    # `fifteenth-probes clp|uap|rescale|angles RUN_DIR...`
+    case ${2:-} in
+      clp) $PY benchmarks/d3_probes.py clp $RUNS/fifteenth-clp.jsonl "${@:3}" ;;
+      uap) $PY benchmarks/d3_probes.py uap $RUNS/fifteenth-uap.jsonl "${@:3}" ;;
+      rescale) $PY benchmarks/d3_probes.py rescale $RUNS/fifteenth-rescale.jsonl 0.5,2 "${@:3}" ;;
+      angles) $PY benchmarks/d3_probes.py angles $RUNS/fifteenth-angles.jsonl "${@:3}" ;;
+      *) echo "fifteenth-probes needs clp, uap, rescale or angles; got '${2:-}'" >&2; exit 2 ;;
+    esac
     ;;
   eleventh-why)  # eleventh round: how close each suspect classifier already is to the retain set's centred class
     # means (cosine, whole weight and per class), and what the nearest-class-mean classifier on the suspect's

@@ -268,6 +268,7 @@ def train(
     after_step: Callable[[nn.Module], None] | None = None,
     on_epoch_start: Callable[[int, nn.Module], None] | None = None,
     on_epoch_end: Callable[[int, nn.Module], dict[str, float]] | None = None,
+    perturb_objective: Objective | None = None,
     checkpoint: str | os.PathLike | Checkpoint | None = None,
     extra_state: dict[str, Stateful] | None = None,
     device: str | torch.device = "auto",
@@ -289,6 +290,11 @@ def train(
     ``on_epoch_start(epoch, model)`` (1-based ``epoch``) runs before each epoch's first batch,
     after a resume too (e.g. i-BAU crafts the round's perturbation there); it must draw its
     random numbers from its own seeded generator for a resumed run to stay bit-identical.
+
+    ``perturb_objective`` (with ``config.sam_rho``): the objective of SAM's first pass, whose
+    gradient sets the ascent direction and whose stats the history records; ``objective`` (the
+    default) gives the gradient the optimiser applies, at the perturbed weights. D3 uses it to
+    take the ascent on its clean loss alone, not on its distance term.
     """
     dev = resolve_device(device)
     plan = resolve_precision(config.precision, dev, config.amp)
@@ -338,8 +344,9 @@ def train(
                   ) -> tuple[dict[str, float], bool]:
         """Forward and backward passes of one step (both SAM passes); returns the objective's
         stats and whether the optimiser may step (False: fp16 gradients overflowed)."""
+        first = objective if config.sam_rho is None or perturb_objective is None else perturb_objective
         with plan.autocast():
-            loss, stats = objective(net, xb, yb)
+            loss, stats = first(net, xb, yb)
         if not torch.isfinite(loss):
             raise TrainingDiverged(epoch + 1, step, float(loss.detach()))
         opt.zero_grad(set_to_none=True)

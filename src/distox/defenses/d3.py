@@ -57,6 +57,7 @@ from .base import Defense, DefenseError
 from .bn_stats import reestimate_batchnorm
 from .d3_auto import auto_eps, auto_or_float, check_auto, fit_auto
 from .d3_kernels import fused_distances, fused_project, use_fused
+from .fisher_metric import clean_fisher, fisher_metric
 from .heldout import EpochChooser, accuracy, resolve_tolerance, split_retain
 from .input_prune import prune_inputs
 from .probe import layer_input
@@ -100,7 +101,7 @@ FALLBACK: dict[str, Any] = {
     "layer_weighting": "sum", "distill": 0.0, "distill_temperature": 4.0,
     "head_bias": "keep", "norm_rule": False, "min_steps": 0, "input_prune": False, "classifier_lr": None,
     "bn_recalibrate": False,
-    "head_warmup": 0,
+    "head_warmup": 0, "sam_rho": None,
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
 LOOP_KEYS = ("epochs", "batch_size", "lr", "augment", "blend")
@@ -108,7 +109,7 @@ WARM_STARTS = ("random", "far", "middle", "noise", "near", "means", "means-ortho
 SELECTIONS = ("last", "heldout")
 LMD_CONTROLS = ("constant", "geometric", "heldout", "loss")
 INIT_LAYERS = ("selected", "classifier", "auto")
-LAYER_WEIGHTINGS = ("sum", "angle")
+LAYER_WEIGHTINGS = ("sum", "angle", "fisher")
 HEAD_BIASES = ("keep", "zero")
 
 
@@ -120,20 +121,30 @@ def lp_norm(t: torch.Tensor, p: float) -> torch.Tensor:
 def d3_loss(logits: torch.Tensor, y: torch.Tensor, weights: Sequence[torch.Tensor],
             init: Sequence[torch.Tensor], lmd: float, eps: float, p: float = 2.0,
             scales: Sequence[float] | None = None, soft: torch.Tensor | None = None, alpha: float = 0.0,
-            temperature: float = 1.0, fused: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+            temperature: float = 1.0, fused: bool = False, distance_grad: bool = True,
+            metric: Sequence[torch.Tensor | None] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The D3 objective for one batch (reference code): per-sample hinge relu(CE_i − ε)
     averaged over the batch, minus the summed p-norm distance, scaled by 1/(λ + 1) when λ > 1.
     ``scales`` (optional) weighs each weight's distance (``layer_weighting="angle"``).
     ``soft`` (optional, the suspect's outputs for the batch): the per-sample loss inside the
     hinge becomes (1 − α)·CE_i + α·T²·KL_i (:mod:`distox.defenses.self_distill`). ``fused``
-    (p = 2 only): the distances in one fused op (:mod:`distox.defenses.d3_kernels`)."""
+    (p = 2 only): the distances in one fused op (:mod:`distox.defenses.d3_kernels`).
+    ``distance_grad=False``: the same value, the distance a constant (its gradient is the clean
+    loss's alone: SAM's ascent pass, ``sam_rho``). ``metric`` (optional, one tensor or None per
+    weight): each distance taken of ``metric ⊙ (W − W_init)`` (``layer_weighting="fisher"``,
+    :mod:`distox.defenses.fisher_metric`; not fused)."""
     ce = F.cross_entropy(logits, y, reduction="none")
     per_sample = ce if soft is None else (1 - alpha) * ce + alpha * distillation_loss(logits, soft, temperature)
     clean = F.relu(per_sample - eps).mean()
-    if fused:
+    if metric is not None:
+        dists = torch.stack([lp_norm(w - w0 if m is None else m * (w - w0), p)
+                             for w, w0, m in zip(weights, init, metric)])
+    elif fused:
         dists = fused_distances(weights, init)
     else:
         dists = torch.stack([lp_norm(w - w0, p) for w, w0 in zip(weights, init)])
+    if not distance_grad:
+        dists = dists.detach()
     dist = dists.sum() if scales is None else (dists * torch.as_tensor(scales, dtype=dists.dtype,
                                                                           device=dists.device)).sum()
     loss = lmd * clean - dist
@@ -332,8 +343,10 @@ class D3(Defense):
             suspect model's mean cross-entropy on the retain set: the constraint of the paper's
             constrained form, E[ℓ] ≤ ℓ₀, enforced by dual ascent instead of a fixed penalty).
         lmd_rate: step size of ``lmd_control="loss"`` (0.05).
-        layer_weighting: ``"sum"`` (the paper: Σ‖W − W_init‖) or ``"angle"`` (each term weighed
-            by ‖W_init‖ / mean ‖W_init‖, so every selected weight turns at the same rate).
+        layer_weighting: ``"sum"`` (the paper: Σ‖W − W_init‖), ``"angle"`` (each term weighed
+            by ‖W_init‖ / mean ‖W_init‖, so every selected weight turns at the same rate) or
+            ``"fisher"`` (each coordinate's displacement weighed down where the suspect's clean-data
+            Fisher information is high: :mod:`distox.defenses.fisher_metric`).
         distill: weight α of the suspect model's own clean outputs in the clean loss (0: off, the
             paper): per sample (1 − α)·CE + α·T²·KL(suspect ‖ model) at temperature
             ``distill_temperature`` T (4) — :mod:`distox.defenses.self_distill`.
@@ -353,6 +366,10 @@ class D3(Defense):
             final nn.Linear classifier trains (plain cross-entropy on the retain images, every
             other weight and BatchNorm's statistics fixed) before D3's own epochs
             (BENCHMARKS.md "Eleventh round").
+        sam_rho: None (the paper) or the radius ρ of adaptive sharpness-aware minimisation
+            (ASAM with T = |w|, as FT-SAM: :mod:`distox.sam`) on every step: the ascent follows the
+            gradient of the clean loss alone, the step the full D3 objective's at the perturbed
+            weights (BENCHMARKS.md "Fifteenth round").
         classifier_lr: None (one learning rate, ``lr``, for every parameter: the paper) or the
             final classifier's own learning rate (its parameters in an optimiser group of their own).
         input_prune: False (the faithful presets) or True (the ``default`` preset): before the warm
@@ -383,7 +400,7 @@ class D3(Defense):
                  distill_temperature: float | None = None, head_bias: str | None = None,
                  norm_rule: bool | None = None, min_steps: int | None = None, input_prune: bool | None = None,
                  classifier_lr: float | None = None, bn_recalibrate: bool | None = None,
-                 head_warmup: int | None = None, **kwargs: Any) -> None:
+                 head_warmup: int | None = None, sam_rho: float | None = None, **kwargs: Any) -> None:
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
         chosen = PRESETS[preset]
@@ -396,7 +413,8 @@ class D3(Defense):
                      lmd_control=lmd_control, lmd_range=lmd_range, init_layers=init_layers, lmd_rate=lmd_rate,
                      layer_weighting=layer_weighting, distill=distill, distill_temperature=distill_temperature,
                      head_bias=head_bias, norm_rule=norm_rule, min_steps=min_steps, input_prune=input_prune,
-                     classifier_lr=classifier_lr, bn_recalibrate=bn_recalibrate, head_warmup=head_warmup)
+                     classifier_lr=classifier_lr, bn_recalibrate=bn_recalibrate, head_warmup=head_warmup,
+                     sam_rho=sam_rho)
         #: the options the caller set (a model-derived rule never overrides them)
         self._explicit = frozenset(explicit | {k for k, val in given.items() if val is not None})
         v = {k: val if val is not None else chosen.get(k, FALLBACK[k]) for k, val in given.items()}
@@ -464,6 +482,10 @@ class D3(Defense):
         if not (isinstance(v["head_warmup"], int) and not isinstance(v["head_warmup"], bool) and v["head_warmup"] >= 0):
             raise DefenseError(f"head_warmup must be a whole number of epochs >= 0; got {v['head_warmup']!r}")
         self.head_warmup = v["head_warmup"]
+        if v["sam_rho"] is not None and not (isinstance(v["sam_rho"], (int, float)) and not isinstance(v["sam_rho"], bool)
+                                             and v["sam_rho"] > 0):
+            raise DefenseError(f"sam_rho must be a number > 0 or None; got {v['sam_rho']!r}")
+        self.sam_rho = None if v["sam_rho"] is None else float(v["sam_rho"])
 
     def warm_up_classifier(self, model: nn.Module, retain: ImageSplit, example: torch.Tensor,
                            device: torch.device) -> None:
@@ -502,6 +524,8 @@ class D3(Defense):
             params.pop("bn_recalibrate", None)
         if not self.head_warmup:
             params.pop("head_warmup", None)
+        if self.sam_rho is None:
+            params.pop("sam_rho", None)
         return params
 
     def fit_adapted(self, adapted: D3, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
@@ -660,6 +684,9 @@ class D3(Defense):
                         "constraint keeps %s at zero", ", ".join(zero), "is" if len(zero) == 1 else "are",
                         "it" if len(zero) == 1 else "them")
         scales = angle_scales(norms) if self.layer_weighting == "angle" else None
+        metric = None
+        if self.layer_weighting == "fisher":  # the suspect's, before the warm start moves anything
+            fisher = clean_fisher(model, weights, retain, self.batch_size, device)
         if self.init_layers == "selected":
             started = named
         else:  # only the final classifier's weights get the warm start; the rest start where they are
@@ -669,6 +696,8 @@ class D3(Defense):
                 log.warning("D3: the model has no nn.Linear classifier to warm-start; every selected "
                             "weight starts where it is (init_layers='classifier')")
             started = {n: w for n, w in named.items() if n in head}
+        if self.layer_weighting == "fisher":  # restarted weights keep the plain distance
+            metric = fisher_metric(fisher, [n in started for n in named])
         generator = torch.Generator().manual_seed(self.seed)
         if self.init.startswith("means"):
             start_from_class_means(model, started, retain, self.p, device, generator,
@@ -682,7 +711,8 @@ class D3(Defense):
 
         lmd = Lambda(self.lmd_range[0] if self.lmd_control == "geometric" else self.lmd)  # changed between epochs
 
-        config = self.loop_config(retain, momentum=self.momentum, weight_decay=0.0, bn_eval=self.freeze_bn)
+        sam = {} if self.sam_rho is None else {"sam_rho": self.sam_rho, "sam_adaptive": True, "sam_eta": 0.0}
+        config = self.loop_config(retain, momentum=self.momentum, weight_decay=0.0, bn_eval=self.freeze_bn, **sam)
         # bf16/fp16 steps are short enough for the per-weight distance and projection to show:
         # fused there (d3_kernels); fp32 keeps the per-weight code and its exact results
         fused = use_fused(resolve_precision(config.precision, device, config.amp).name, self.p)
@@ -692,13 +722,14 @@ class D3(Defense):
         else:
             project = lambda m: project_to_norms(weights, norms, self.p)
 
-        def objective(m: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        def objective(m: nn.Module, x: torch.Tensor, y: torch.Tensor, ascent: bool = False):
             soft = None
             if targets is not None:  # y: what targets.loop_y batched (image indices when cached)
                 y, soft = targets(x, y)
             loss, stats = d3_loss(m(x), y, weights, init, lmd.value, self.eps, self.p, scales,
-                                  soft, self.distill, self.distill_temperature, fused)
-            if target is not None:
+                                  soft, self.distill, self.distill_temperature, fused, distance_grad=not ascent,
+                                  metric=metric)
+            if target is not None and (ascent or self.sam_rho is None):  # once a step
                 lmd.value = track_loss_lmd(lmd.value, stats["ce"], target, self.lmd_rate, self.lmd_range)
             return loss, stats
 
@@ -722,7 +753,7 @@ class D3(Defense):
         state = train(model, retain.x, retain.y if targets is None else targets.loop_y, config, objective=objective,
                       optimizer=self.classifier_optimizer(model, config, example), after_step=project,
                       on_epoch_end=on_epoch_end, checkpoint=checkpoint, extra_state=extra, device=device,
-                      progress=progress, desc="D3")
+                      perturb_objective=lambda m, x, y: objective(m, x, y, ascent=True), progress=progress, desc="D3")
         if chooser is not None:
             chooser.restore(model)
             self.selection_resolved = chooser.summary()

@@ -1,0 +1,288 @@
+"""Probes of the D3-default study that are not candidate defenses (BENCHMARKS.md, "Fifteenth
+round"): each fits or changes something on the study's attack runs and records one JSON line per
+run (and setting) in OUT; a rerun skips what OUT already holds and then prints the table.
+
+    python benchmarks/d3_probes.py clp OUT.jsonl RUN_DIR ...
+        Channel Lipschitz pruning (Zheng et al., ECCV 2022), no training: per convolution that a
+        BatchNorm normalises, each output channel's upper bound ‖W_k‖₂·|γ_k|/σ_k; channels above
+        mean + u·std of their layer are zeroed, u 3 (the paper's), 2.5, 2, 1.5.
+    python benchmarks/d3_probes.py uap OUT.jsonl RUN_DIR ...
+        Targeted universal perturbations (L∞ 0.05, 0.1; 20 signed-gradient steps on 256 retain
+        images of the other classes) fitted per class on the model the classifier-only `paper`
+        preset returns and on the default's, success on 512 other retain images.
+    python benchmarks/d3_probes.py rescale OUT.jsonl C,C RUN_DIR ...
+        The same function in other weights: every weight a BatchNorm layer normalises right after
+        multiplied by C (its running statistics to match), then the default D3.
+    python benchmarks/d3_probes.py angles OUT.jsonl RUN_DIR ...
+        How far the default D3 turns each Linear/Conv2d weight: the angle between it and the
+        suspect's, and the ratio of their norms.
+
+Retain set: 3,000 images, seed 0; D3 at seed 0; one torch thread, CPU. Test data and the attack's
+triggered test set are read for the report only.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from distox.bench.summary import asr_floor
+from distox.defenses import create
+from distox.experiment import load_run
+from distox.metrics import evaluate
+from distox.models.selection import BATCHNORMS, WEIGHTED, forward_calls
+
+CLP_US = (3.0, 2.5, 2.0, 1.5)
+UAP_EPS = (0.05, 0.1)
+
+
+def done_keys(out: Path, key: Callable[[dict[str, Any]], Any]) -> set[Any]:
+    """The keys of the lines OUT already holds."""
+    if not out.exists():
+        return set()
+    return {key(json.loads(line)) for line in out.read_text().splitlines() if line.strip()}
+
+
+def append(out: Path, line: dict[str, Any]) -> None:
+    with out.open("a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+class Run:
+    """One attack run as the probes read it: suspect, 3,000 retain images (seed 0), test data."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.path = str(Path(run_dir).resolve())
+        run = load_run(Path(run_dir))
+        self.retain, self.backdoor = run.retain(count=3000, seed=0), run.backdoor_test_set()
+        self.test = (run.data.test.x, run.data.test.y)
+        self.suspect = run.model.eval()
+        self.all2all = run.attack.mode != "all2one"
+        self.floor = asr_floor(json.loads((Path(run_dir) / "metrics.json").read_text())["clean_asr"])
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        return evaluate(model.eval(), *self.test, self.backdoor, device="cpu")
+
+    def d3(self, preset: str, model: nn.Module | None = None) -> nn.Module:
+        """D3 with ``preset`` at seed 0 (``paper``: no augmentation, 12 epochs at batch 32, as the
+        study's candidates)."""
+        extra = dict(augment=False, epochs=12, batch_size=32) if preset == "paper" else {}
+        return create("d3", preset=preset, seed=0, **extra)(
+            self.suspect if model is None else model, self.retain, device="cpu", progress=False).model.eval()
+
+
+def batchnorm_fed_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[nn.Module, nn.Module]]:
+    """(weighted layer, the BatchNorm that runs right after it), in call order."""
+    calls = forward_calls(model, example, WEIGHTED + BATCHNORMS)
+    modules = dict(model.named_modules())
+    return [(modules[a], modules[b]) for a, b in zip(calls, calls[1:])
+            if isinstance(modules[a], WEIGHTED) and isinstance(modules[b], BATCHNORMS)]
+
+
+@torch.no_grad()
+def channel_lipschitz_prune(model: nn.Module, example: torch.Tensor, u: float) -> tuple[int, int]:
+    """CLP in place: (channels zeroed, channels considered)."""
+    pruned = total = 0
+    for conv, bn in batchnorm_fed_pairs(model, example):
+        if not isinstance(conv, nn.Conv2d):
+            continue
+        scale = (bn.weight / (bn.running_var + bn.eps).sqrt()).abs()
+        bound = torch.linalg.matrix_norm(conv.weight.reshape(conv.out_channels, conv.weight.shape[1], -1), ord=2) * scale
+        cut = bound > bound.mean() + u * bound.std()
+        conv.weight[cut] = 0
+        if conv.bias is not None:
+            conv.bias[cut] = 0
+        pruned, total = pruned + int(cut.sum()), total + len(bound)
+    return pruned, total
+
+
+def retain_accuracy(model: nn.Module, run: Run) -> float:
+    with torch.no_grad():
+        return float((model.eval()(run.retain.x).argmax(1) == run.retain.y).float().mean() * 100)
+
+
+def fit_uap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: int, eps: float, steps: int = 20) -> torch.Tensor:
+    """A perturbation in [−eps, eps] that sends images of the other classes to class ``c``."""
+    x = x[y != c][:256]
+    delta = torch.zeros(1, *x.shape[1:], requires_grad=True)
+    for _ in range(steps):
+        loss = F.cross_entropy(model((x + delta).clamp(0, 1)), torch.full((len(x),), c))
+        grad, = torch.autograd.grad(loss, delta)
+        with torch.no_grad():
+            delta -= eps / 8 * grad.sign()
+            delta.clamp_(-eps, eps)
+    return delta.detach()
+
+
+def uap_success(model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: int, delta: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((model((x[y != c][:512] + delta).clamp(0, 1)).argmax(1) == c).float().mean() * 100)
+
+
+@torch.no_grad()
+def rescale_batchnorm_fed(model: nn.Module, example: torch.Tensor, c: float) -> int:
+    """Every weight (and bias) a BatchNorm normalises right after times ``c``, that BatchNorm's
+    running mean times ``c`` and variance times c²: the same function up to BatchNorm's ε, where
+    nothing else reads the layer's output (not so in a pre-activation residual block). Returns how
+    many layers changed."""
+    pairs = batchnorm_fed_pairs(model, example)
+    for layer, bn in pairs:
+        layer.weight.mul_(c)
+        if layer.bias is not None:
+            layer.bias.mul_(c)
+        bn.running_mean.mul_(c)
+        bn.running_var.mul_(c * c)
+    return len(pairs)
+
+
+def weight_angles(before: nn.Module, after: nn.Module) -> dict[str, float]:
+    """Degrees between each Linear/Conv2d weight of ``after`` and the same weight of ``before``."""
+    old = dict(before.named_modules())
+    out = {}
+    for name, module in after.named_modules():
+        if isinstance(module, WEIGHTED):
+            a, b = old[name].weight.detach().flatten(), module.weight.detach().flatten()
+            cos = float(a @ b / (a.norm() * b.norm()).clamp_min(1e-12))
+            out[name] = round(math.degrees(math.acos(max(-1.0, min(1.0, cos)))), 1)
+    return out
+
+
+def cell(m: dict[str, float], start: dict[str, float], floor: float) -> str:
+    return f"{m['acc'] - start['acc']:+.2f} / {m['asr']:.2f}{' ✗' if m['asr'] > floor else ''}"
+
+
+def probe_clp(out: Path, run_dirs: Iterable[str]) -> None:
+    done = done_keys(out, lambda r: r["run"])
+    for d in run_dirs:
+        if str(Path(d).resolve()) in done:
+            continue
+        run = Run(d)
+        line = {"run": run.path, "floor": run.floor, "suspect": run.evaluate(run.suspect),
+                "suspect_retain": retain_accuracy(run.suspect, run)}
+        for u in CLP_US:
+            model = copy.deepcopy(run.suspect)
+            pruned, total = channel_lipschitz_prune(model, run.retain.x[:1], u)
+            line[f"u{u:g}"] = {**run.evaluate(model), "pruned": pruned, "of": total, "retain": retain_accuracy(model, run)}
+        append(out, line)
+    print("| model | suspect ACC / ASR (floor) | " + " | ".join(f"u {u:g}: ACC change / ASR (channels zeroed)"
+                                                      for u in CLP_US) + " |")
+    print("|---" * (2 + len(CLP_US)) + "|")
+    for text in out.read_text().splitlines():
+        r = json.loads(text)
+        s = r["suspect"]
+        print(f"| {Path(r['run']).name} | {s['acc']:.2f} / {s['asr']:.2f} ({r['floor']:.2f}) | " + " | ".join(
+            f"{cell(r[f'u{u:g}'], s, r['floor'])} ({r[f'u{u:g}']['pruned']} of {r[f'u{u:g}']['of']})" for u in CLP_US) + " |")
+
+
+def probe_uap(out: Path, run_dirs: Iterable[str]) -> None:
+    done = done_keys(out, lambda r: r["run"])
+    for d in run_dirs:
+        if str(Path(d).resolve()) in done:
+            continue
+        run = Run(d)
+        t0 = time.perf_counter()
+        fit = run.retain.x[:1500], run.retain.y[:1500]
+        held = run.retain.x[1500:], run.retain.y[1500:]
+        line = {"run": run.path, "target": int(run.backdoor.target[0]), "all2all": run.all2all, "floor": run.floor,
+                "suspect": run.evaluate(run.suspect)}
+        for preset in ("paper", "default"):
+            model = run.d3(preset)
+            line[preset] = run.evaluate(model)
+            for eps in UAP_EPS:
+                torch.manual_seed(0)
+                line[f"{preset}_{eps}"] = [uap_success(model, *held, c, fit_uap(model, *fit, c, eps)) for c in range(10)]
+        line["s"] = round(time.perf_counter() - t0, 1)
+        append(out, line)
+    print("| model | target | after `paper`: ACC change / ASR | UAP on it, target's success (median class) at 0.05 · 0.1 "
+          "| easiest class at 0.05 | after the default | UAP on it, target's (median) at 0.05 · 0.1 | easiest at 0.05 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for text in out.read_text().splitlines():
+        r = json.loads(text)
+        t = r["target"]
+
+        def scan(tag: str) -> str:
+            return " · ".join(f"{r[f'{tag}_{eps}'][t]:.1f} ({statistics.median(r[f'{tag}_{eps}']):.1f})" for eps in UAP_EPS)
+
+        def easiest(tag: str) -> str:
+            s = r[f"{tag}_{UAP_EPS[0]}"]
+            best = max(range(len(s)), key=lambda c: s[c])
+            return f"{best} ({s[best]:.1f})"
+        target = "all-to-all" if r["all2all"] else t
+        print(f"| {Path(r['run']).name} | {target} | {cell(r['paper'], r['suspect'], r['floor'])} | {scan('paper')} | "
+              f"{easiest('paper')} | {cell(r['default'], r['suspect'], r['floor'])} | {scan('default')} | "
+              f"{easiest('default')} |")
+
+
+def probe_rescale(out: Path, factors: list[float], run_dirs: Iterable[str]) -> None:
+    done = done_keys(out, lambda r: (r["run"], r["c"]))
+    for d in run_dirs:
+        todo = [c for c in factors if (str(Path(d).resolve()), c) not in done]
+        if not todo:
+            continue
+        run = Run(d)
+        for c in todo:
+            model = copy.deepcopy(run.suspect)
+            layers = rescale_batchnorm_fed(model, run.retain.x[:1], c)
+            line = {"run": run.path, "c": c, "layers": layers, "floor": run.floor, "suspect": run.evaluate(run.suspect),
+                    "rescaled": run.evaluate(model), "default": run.evaluate(run.d3("default", model))}
+            append(out, line)
+    print("| model | C | layers | rescaled suspect ACC / ASR | default after it: ACC change / ASR |")
+    print("|---|---|---|---|---|")
+    for text in out.read_text().splitlines():
+        r = json.loads(text)
+        print(f"| {Path(r['run']).name} | {r['c']:g} | {r['layers']} | {r['rescaled']['acc']:.2f} / "
+              f"{r['rescaled']['asr']:.2f} | {cell(r['default'], r['suspect'], r['floor'])} |")
+
+
+def probe_angles(out: Path, run_dirs: Iterable[str]) -> None:
+    done = done_keys(out, lambda r: r["run"])
+    for d in run_dirs:
+        if str(Path(d).resolve()) in done:
+            continue
+        run = Run(d)
+        model = run.d3("default")
+        append(out, {"run": run.path, "floor": run.floor, "suspect": run.evaluate(run.suspect),
+                     "default": run.evaluate(model), "angles": weight_angles(run.suspect, model)})
+    print("| model | default: ACC change / ASR | degrees turned, each Linear/Conv2d weight in registration order |")
+    print("|---|---|---|")
+    for text in out.read_text().splitlines():
+        r = json.loads(text)
+        print(f"| {Path(r['run']).name} | {cell(r['default'], r['suspect'], r['floor'])} | "
+              f"{', '.join(f'{v:g}' for v in r['angles'].values())} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="probe", required=True)
+    for name in ("clp", "uap", "angles"):
+        p = sub.add_parser(name)
+        p.add_argument("out", type=Path)
+        p.add_argument("runs", nargs="+")
+    p = sub.add_parser("rescale")
+    p.add_argument("out", type=Path)
+    p.add_argument("factors", type=lambda s: [float(c) for c in s.split(",")])
+    p.add_argument("runs", nargs="+")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.probe == "clp":
+        probe_clp(args.out, args.runs)
+    elif args.probe == "uap":
+        probe_uap(args.out, args.runs)
+    elif args.probe == "angles":
+        probe_angles(args.out, args.runs)
+    else:
+        probe_rescale(args.out, args.factors, args.runs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""D3's options from the fifteenth round of the default study (BENCHMARKS.md), both off by
+default: ``sam_rho`` (sharpness-aware steps, the ascent on the clean loss alone) and
+``layer_weighting="fisher"`` (the distance weighed down where the suspect's clean-data Fisher
+information is high, :mod:`distox.defenses.fisher_metric`)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from distox.defenses import DefenseError
+from distox.defenses.d3 import D3, d3_loss
+from distox.defenses.fisher_metric import clean_fisher, fisher_metric
+from distox.training import LoopConfig, train
+
+from .test_d3_options import run, same, tiny_model, tiny_retain
+
+
+def test_distance_without_gradient_keeps_the_value_and_leaves_the_clean_gradient():
+    torch.manual_seed(0)
+    w = nn.Parameter(torch.randn(3, 4))
+    w0 = w.detach() + 0.3 * torch.randn(3, 4)
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    full, _ = d3_loss(x @ w.T, y, [w], [w0], 10.0, 0.1)
+    ascent, _ = d3_loss(x @ w.T, y, [w], [w0], 10.0, 0.1, distance_grad=False)
+    clean, _ = d3_loss(x @ w.T, y, [w], [w.detach()], 10.0, 0.1)  # distance 0: the clean part alone
+    assert torch.equal(full, ascent)
+    g_ascent, = torch.autograd.grad(ascent, w)
+    g_clean, = torch.autograd.grad(clean, w)
+    g_full, = torch.autograd.grad(d3_loss(x @ w.T, y, [w], [w0], 10.0, 0.1)[0], w)
+    assert torch.allclose(g_ascent, g_clean) and not torch.allclose(g_ascent, g_full)
+
+
+def test_sam_first_pass_is_the_perturb_objective_and_the_step_the_objective():
+    """The loop's SAM: the history records the first pass's stats (``perturb_objective``) and the
+    optimiser applies the objective's gradient; without SAM, ``perturb_objective`` is never called."""
+    calls = []
+
+    def objective(m, x, y):
+        calls.append("objective")
+        loss = nn.functional.cross_entropy(m(x), y)
+        return loss, {"which": 1.0}
+
+    def ascent(m, x, y):
+        calls.append("ascent")
+        loss = nn.functional.cross_entropy(m(x), y)
+        return loss, {"which": 2.0}
+
+    x, y = torch.rand(8, 4), torch.tensor([0, 1] * 4)
+    for rho, rows, expected in ((0.5, 2.0, ["ascent", "objective"]), (None, 1.0, ["objective"])):
+        calls.clear()
+        torch.manual_seed(0)
+        state = train(nn.Linear(4, 2), x, y, LoopConfig(epochs=1, batch_size=8, sam_rho=rho), objective=objective,
+                      perturb_objective=ascent, device="cpu", progress=False)
+        assert calls == expected and state.history[-1]["which"] == rows
+
+
+def test_sam_rho_reaches_the_loop_and_is_recorded_only_when_set(monkeypatch):
+    import distox.defenses.d3 as d3mod
+
+    seen = []
+    real = d3mod.train
+    monkeypatch.setattr(d3mod, "train", lambda *a, **k: (seen.append(a[3]), real(*a, **k))[1])
+    a = run(sam_rho=0.5)
+    assert (seen[-1].sam_rho, seen[-1].sam_adaptive, seen[-1].sam_eta) == (0.5, True, 0.0)
+    b = run()
+    assert seen[-1].sam_rho is None
+    assert not same(a, b)
+    assert "sam_rho" not in D3().get_params() and D3(sam_rho=0.5).get_params()["sam_rho"] == 0.5
+    for bad in (0, -1.0, "big", True):
+        with pytest.raises(DefenseError, match="sam_rho must be a number > 0"):
+            D3(sam_rho=bad)
+
+
+def test_clean_fisher_is_the_mean_squared_batch_gradient_and_changes_nothing():
+    model, retain = tiny_model(), tiny_retain(n=32)
+    weights = [model[0].weight, model[7].weight]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    fisher = clean_fisher(model, weights, retain, 16, "cpu")
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(w.grad is None for w in weights)
+    expected = [torch.zeros_like(w) for w in weights]
+    model.eval()
+    for i in (0, 16):
+        loss = nn.functional.cross_entropy(model(retain.x[i:i + 16]), retain.y[i:i + 16])
+        for e, g in zip(expected, torch.autograd.grad(loss, weights)):
+            e += g.pow(2) / 2
+    assert all(torch.allclose(f, e) for f, e in zip(fisher, expected))
+
+
+def test_fisher_metric_pushes_low_information_coordinates_and_keeps_restarted_weights_plain():
+    f = torch.tensor([[0.0, 1.0], [3.0, 0.0]])
+    first, plain, zero = fisher_metric([f, f, torch.zeros(2)], [False, True])
+    s = first.pow(2)
+    assert torch.isclose(s.mean(), torch.tensor(1.0))
+    assert s[0, 0] > s[0, 1] > s[1, 0] and torch.equal(s[0, 0], s[1, 1])
+    assert plain is None and zero is None
+    # an all-ones metric is the plain distance
+    torch.manual_seed(0)
+    w, w0 = torch.randn(3, 4), torch.randn(3, 4)
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    assert torch.allclose(d3_loss(x @ w.T, y, [w], [w0], 10.0, 0.1, metric=[torch.ones(3, 4)])[0],
+                          d3_loss(x @ w.T, y, [w], [w0], 10.0, 0.1)[0])
+
+
+def test_fisher_weighting_changes_the_run_and_not_the_default():
+    a, b = run(layers="all", layer_weighting="fisher"), run(layers="all")
+    assert not same(a, b)
+    assert D3().layer_weighting == "sum"
+    with pytest.raises(DefenseError, match="layer_weighting"):
+        D3(layer_weighting="hessian")
