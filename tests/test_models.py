@@ -317,3 +317,16 @@ def test_owning_module_maps_a_selected_weight_to_its_layer():
         assert owning_module(model, name).weight is weight
     bare = nn.Linear(3, 2)
     assert owning_module(bare, "weight") is bare
+
+
+def test_torchvision_googlenet_trains_on_its_main_logits_without_auxiliary_heads():
+    """GoogLeNet (and Inception-v3) come without their auxiliary heads: in training mode torchvision's
+    forward would return a named tuple, which no distox loss takes (``distox attack --model
+    torchvision:googlenet`` failed with a TypeError in its first step). Asking for the heads is refused."""
+    torch.manual_seed(0)
+    model = create_model("torchvision:googlenet", 10, 1).train()
+    out = model(torch.rand(2, 1, 32, 32))
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 10)
+    assert not any("aux" in name for name, _ in model.named_parameters())
+    with pytest.raises(ValueError, match="aux_logits"):
+        create_model("torchvision:googlenet", 10, 1, aux_logits=True)

@@ -127,9 +127,23 @@ def _torchvision_shape(name: str, **kw) -> nn.Module:
         return _torchvision(name, 10, 3, **kw)
 
 
+#: torchvision models whose training-mode forward also returns auxiliary classifiers' logits
+#: (a named tuple): distox's training loops fit the main logits only, so these heads are left out.
+AUXILIARY_HEADS = ("googlenet", "inception_v3")
+
+
 def _torchvision(name: str, num_classes: int, in_channels: int, **kw) -> nn.Module:
-    """torchvision's ``name`` (untrained), behind :class:`GrayToRGB` for 1-channel images."""
+    """torchvision's ``name`` (untrained), behind :class:`GrayToRGB` for 1-channel images.
+    GoogLeNet and Inception-v3 come without their auxiliary heads (``aux_logits=False``; their
+    weights initialised as torchvision's own training does): every distox loss is on the main
+    logits, and with the heads a training-mode forward returns a named tuple."""
     import torchvision
+
+    if name in AUXILIARY_HEADS:
+        if kw.get("aux_logits"):
+            raise ValueError(f"torchvision:{name}: aux_logits=true is not supported: distox trains on the "
+                             f"main logits only (no auxiliary losses); leave it out")
+        kw = {"aux_logits": False, "init_weights": True, **kw}
 
     if in_channels not in (1, 3):
         raise ValueError(f"torchvision:{name} takes 3-channel (or 1-channel) images; this dataset has "
