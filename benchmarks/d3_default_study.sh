@@ -133,8 +133,9 @@
 #   bash benchmarks/d3_default_study.sh fourteenth # fourteenth round, once on those two
 #   bash benchmarks/d3_default_study.sh fifteenth-sam SEEDS # fifteenth round: sharpness-aware steps in D3
 #   bash benchmarks/d3_default_study.sh fifteenth-fisher SEEDS # fifteenth round: a Fisher-weighted distance
-#   bash benchmarks/d3_default_study.sh fifteenth-models # fifteenth round: a check model (MnasNet-0.5 BadNets)
-#   bash benchmarks/d3_default_study.sh fifteenth # fifteenth round, once on it
+#   bash benchmarks/d3_default_study.sh fifteenth-models [a|b] # fifteenth round: two check models (MnasNet-0.5
+#                                                  # BadNets, GoogLeNet Blended); a and b side by side
+#   bash benchmarks/d3_default_study.sh fifteenth RUN_DIR... # fifteenth round, once on them
 #   bash benchmarks/d3_default_study.sh fifteenth-probes clp|uap|rescale|angles RUN_DIR... # fifteenth round: probes
 #                                                  # (benchmarks/d3_probes.py) on the BatchNorm study models
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
@@ -1067,16 +1068,23 @@ PY
         --candidate "fisher=preset:default,epochs:null,layer_weighting:fisher"
     done
     ;;
-  fifteenth-models)  # fifteenth round: a check model trained after the round's candidates had failed (nothing was
-    # tuned on it): torchvision MnasNet-0.5 (BatchNorm, depthwise convs; new to the study) with BadNets, target 2
-    attack mnasnet-badnets badnets --model torchvision:mnasnet0_5 --epochs 8 --lr 0.02 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 58 --target 2 --poison-rate 0.05
+  fifteenth-models)  # fifteenth round: check models trained after the round's candidates had failed (nothing was
+    # tuned on them), architectures new to the study: torchvision MnasNet-0.5 (BatchNorm, depthwise convs) with
+    # BadNets, target 2, and GoogLeNet (inception modules, BatchNorm; without its auxiliary heads) with Blended,
+    # target 8; `fifteenth-models a` and `fifteenth-models b` side by side
+    if [ "${2:-a}" = a ]; then
+      attack mnasnet-badnets badnets --model torchvision:mnasnet0_5 --epochs 8 --lr 0.02 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 58 --target 2 --poison-rate 0.05
+    fi
+    if [ "${2:-b}" = b ]; then
+      attack googlenet-blended blended --model torchvision:googlenet --epochs 6 --lr 0.02 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 59 --target 8 --poison-rate 0.05
+    fi
     ;;
-  fifteenth)  # fifteenth round, once on the MnasNet: the default (seeds 0, 1), the faithful presets and FT-SAM
-    # (seed 0, 3,000 images); the default with 500 images (seed 0)
-    study $RUNS/mnasnet-badnets --final-only --out $RUNS/fifteenth-3000.jsonl "${seventh_floor[@]}" \
+  fifteenth)  # fifteenth round, once on each: the default (seeds 0, 1), the faithful presets and FT-SAM (seed 0,
+    # 3,000 images); the default with 500 images (seed 0); `fifteenth RUN_DIR...`
+    study "${@:2}" --final-only --out $RUNS/fifteenth-3000.jsonl "${seventh_floor[@]}" \
       "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
-    study $RUNS/mnasnet-badnets --final-only --seed 1 --out $RUNS/fifteenth-3000-s1.jsonl "${seventh_floor[@]}"
-    study $RUNS/mnasnet-badnets --final-only --count 500 --out $RUNS/fifteenth-500.jsonl "${seventh_floor[@]}"
+    study "${@:2}" --final-only --seed 1 --out $RUNS/fifteenth-3000-s1.jsonl "${seventh_floor[@]}"
+    study "${@:2}" --final-only --count 500 --out $RUNS/fifteenth-500.jsonl "${seventh_floor[@]}"
     ;;
   fifteenth-probes)  # fifteenth round: channel Lipschitz pruning, universal perturbations fitted on the purified
     # models, a function-identical rescaling and the angles the default turns each weight by, on the BatchNorm study

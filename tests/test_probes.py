@@ -1,0 +1,51 @@
+"""benchmarks/d3_probes.py: the function-identical rescaling keeps the function, channel
+Lipschitz pruning zeroes only the channels above its bound, the angle probe measures angles."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .conftest import load_benchmark
+
+
+def conv_bn(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 4, 3),
+                          nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    model.train()
+    with torch.no_grad():  # running statistics that are not the initial ones
+        for _ in range(3):
+            model(torch.rand(16, 1, 8, 8))
+    return model.eval()
+
+
+def test_rescaling_the_batchnorm_fed_weights_keeps_the_function():
+    probes = load_benchmark("d3_probes")
+    model, x = conv_bn(), torch.rand(5, 1, 8, 8)
+    before = model(x)
+    for c in (0.5, 2.0):
+        scaled = conv_bn()
+        assert probes.rescale_batchnorm_fed(scaled, x[:1], c) == 2
+        assert torch.allclose(scaled(x), before, atol=1e-4)
+        assert torch.allclose(scaled[0].weight, c * model[0].weight)
+        assert torch.equal(scaled[8].weight, model[8].weight)  # the classifier feeds no BatchNorm
+
+
+def test_channel_lipschitz_pruning_zeroes_the_channels_above_mean_plus_u_std():
+    probes = load_benchmark("d3_probes")
+    model = conv_bn()
+    with torch.no_grad():
+        model[0].weight[2] *= 50  # one channel of outsized gain
+    pruned, total = probes.channel_lipschitz_prune(model, torch.rand(1, 1, 8, 8), 1.5)
+    assert (pruned, total) == (1, 10)
+    assert torch.count_nonzero(model[0].weight[2]) == 0
+    assert all(torch.count_nonzero(model[0].weight[k]) > 0 for k in range(6) if k != 2)
+
+
+def test_weight_angles_are_zero_for_the_same_weights_and_180_for_negated_ones():
+    probes = load_benchmark("d3_probes")
+    a, b = conv_bn(), conv_bn()
+    assert set(probes.weight_angles(a, b).values()) == {0.0}
+    with torch.no_grad():
+        b[8].weight.neg_()
+    assert probes.weight_angles(a, b)["8"] == 180.0
