@@ -136,7 +136,7 @@
 #   bash benchmarks/d3_default_study.sh fifteenth-models [a|b] # fifteenth round: two check models (MnasNet-0.5
 #                                                  # BadNets, GoogLeNet Blended); a and b side by side
 #   bash benchmarks/d3_default_study.sh fifteenth RUN_DIR... # fifteenth round, once on them
-#   bash benchmarks/d3_default_study.sh fifteenth-probes clp|uap|rescale|angles RUN_DIR... # fifteenth round: probes
+#   bash benchmarks/d3_default_study.sh fifteenth-probes clp|uap|rescale|angles|momentum RUN_DIR... # fifteenth round: probes
 #                                                  # (benchmarks/d3_probes.py) on the BatchNorm study models
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
@@ -1089,13 +1089,15 @@ PY
   fifteenth-probes)  # fifteenth round: channel Lipschitz pruning, universal perturbations fitted on the purified
     # models, a function-identical rescaling and the angles the default turns each weight by, on the BatchNorm study
     # models (benchmarks/d3_probes.py);
-    # `fifteenth-probes clp|uap|rescale|angles RUN_DIR...`
+    # `fifteenth-probes clp|uap|rescale|angles|momentum RUN_DIR...` (momentum: slow BatchNorm momenta, with and
+    # without the default's bn_recalibrate rule)
     case ${2:-} in
       clp) $PY benchmarks/d3_probes.py clp $RUNS/fifteenth-clp.jsonl "${@:3}" ;;
       uap) $PY benchmarks/d3_probes.py uap $RUNS/fifteenth-uap.jsonl "${@:3}" ;;
       rescale) $PY benchmarks/d3_probes.py rescale $RUNS/fifteenth-rescale.jsonl 0.5,2 "${@:3}" ;;
       angles) $PY benchmarks/d3_probes.py angles $RUNS/fifteenth-angles.jsonl "${@:3}" ;;
-      *) echo "fifteenth-probes needs clp, uap, rescale or angles; got '${2:-}'" >&2; exit 2 ;;
+      momentum) $PY benchmarks/d3_probes.py momentum $RUNS/fifteenth-momentum.jsonl 0.001,none "${@:3}" ;;
+      *) echo "fifteenth-probes needs clp, uap, rescale, angles or momentum; got '${2:-}'" >&2; exit 2 ;;
     esac
     ;;
   eleventh-why)  # eleventh round: how close each suspect classifier already is to the retain set's centred class

@@ -13,6 +13,10 @@ run (and setting) in OUT; a rerun skips what OUT already holds and then prints t
     python benchmarks/d3_probes.py rescale OUT.jsonl C,C RUN_DIR ...
         The same function in other weights: every weight a BatchNorm layer normalises right after
         multiplied by C (its running statistics to match), then the default D3.
+    python benchmarks/d3_probes.py momentum OUT.jsonl M,M RUN_DIR ...
+        The same suspect with every BatchNorm layer's momentum set to M (``none``: a cumulative
+        average), which changes no output: the default D3 with its ``bn_recalibrate="auto"`` rule and
+        without it (``bn_recalibrate=False``).
     python benchmarks/d3_probes.py angles OUT.jsonl RUN_DIR ...
         How far the default D3 turns each Linear/Conv2d weight: the angle between it and the
         suspect's, and the ratio of their norms.
@@ -41,6 +45,7 @@ from distox.defenses import create
 from distox.experiment import load_run
 from distox.metrics import evaluate
 from distox.models.selection import BATCHNORMS, WEIGHTED, forward_calls
+from distox.utils import batchnorm_modules
 
 CLP_US = (3.0, 2.5, 2.0, 1.5)
 UAP_EPS = (0.05, 0.1)
@@ -244,6 +249,35 @@ def probe_rescale(out: Path, factors: list[float], run_dirs: Iterable[str]) -> N
               f"{r['rescaled']['asr']:.2f} | {cell(r['default'], r['suspect'], r['floor'])} |")
 
 
+def probe_momentum(out: Path, momenta: list[float | None], run_dirs: Iterable[str]) -> None:
+    done = done_keys(out, lambda r: (r["run"], r["momentum"]))
+    for d in run_dirs:
+        todo = [m for m in momenta if (str(Path(d).resolve()), m) not in done]
+        if not todo:
+            continue
+        run = Run(d)
+        for momentum in todo:
+            model = copy.deepcopy(run.suspect)
+            for _, bn in batchnorm_modules(model):
+                bn.momentum = momentum
+            line = {"run": run.path, "momentum": momentum, "floor": run.floor, "suspect": run.evaluate(run.suspect),
+                    "same_suspect": run.evaluate(model)}
+            for tag, option in (("rule", "auto"), ("without", False)):
+                result = create("d3", preset="default", seed=0, bn_recalibrate=option)(
+                    model, run.retain, device="cpu", progress=False)
+                line[tag] = run.evaluate(result.model)
+                line[f"{tag}_resolved"] = result.config.get("bn_recalibrate_resolved")
+            append(out, line)
+    print("| model | BatchNorm momentum | the suspect with it: ACC / ASR | default without the rule | default (the rule) "
+          "| suspect's statistics left after the run |")
+    print("|---|---|---|---|---|---|")
+    for text in out.read_text().splitlines():
+        r = json.loads(text)
+        left = r["rule_resolved"]["stale_share"] if r["rule_resolved"] else "–"
+        print(f"| {Path(r['run']).name} | {r['momentum']} | {r['same_suspect']['acc']:.2f} / {r['same_suspect']['asr']:.2f} | "
+              f"{cell(r['without'], r['suspect'], r['floor'])} | {cell(r['rule'], r['suspect'], r['floor'])} | {left} |")
+
+
 def probe_angles(out: Path, run_dirs: Iterable[str]) -> None:
     done = done_keys(out, lambda r: r["run"])
     for d in run_dirs:
@@ -268,6 +302,10 @@ def main(argv: list[str] | None = None) -> None:
         p = sub.add_parser(name)
         p.add_argument("out", type=Path)
         p.add_argument("runs", nargs="+")
+    p = sub.add_parser("momentum")
+    p.add_argument("out", type=Path)
+    p.add_argument("momenta", type=lambda s: [None if c == "none" else float(c) for c in s.split(",")])
+    p.add_argument("runs", nargs="+")
     p = sub.add_parser("rescale")
     p.add_argument("out", type=Path)
     p.add_argument("factors", type=lambda s: [float(c) for c in s.split(",")])
@@ -278,6 +316,8 @@ def main(argv: list[str] | None = None) -> None:
         probe_clp(args.out, args.runs)
     elif args.probe == "uap":
         probe_uap(args.out, args.runs)
+    elif args.probe == "momentum":
+        probe_momentum(args.out, args.momenta, args.runs)
     elif args.probe == "angles":
         probe_angles(args.out, args.runs)
     else:

@@ -344,14 +344,16 @@ def test_defaults_keep_checkpoint_identities_specs_and_bench_keys():
     every checkpoint identity, run spec and bench key is what it was. D3's default preset gained
     the overlay augmentation later (``blend``, BENCHMARKS.md "Fourth round") and then its BatchNorm
     rule (``norm_rule``, "Sixth round"), its steps floor (``min_steps``, "Seventh round") and its
-    input pruning (``input_prune``, "Ninth round"); ``blend=0, norm_rule=False, min_steps=0,
-    input_prune=False`` is the preset as it was, and keeps its identity."""
+    input pruning (``input_prune``, "Ninth round") and its BatchNorm re-estimation rule
+    (``bn_recalibrate="auto"``, "Fifteenth round"); ``blend=0, norm_rule=False, min_steps=0,
+    input_prune=False, bn_recalibrate=False`` is the preset as it was, and keeps its identity."""
     torch.manual_seed(1)
     model = create_model("small_cnn", 4, 1, (0.5,), (0.5,), width=4)
     retain = make_bundle(n_train=32).train
     pinned = {"d3": ("da64492451420395", "7cbad8bd155f7917"), "ft": ("0c53d5ccf49265f6", "c7ee3201fe80ace0"),
               "ft-sam": ("fdcd36569bbfcdda", "667cf127f173f544"), "sau": ("d9419cbdbd4d9eaa", "e4a369b8c64f7c3c")}
-    before_overlay = {"d3": {"blend": 0.0, "norm_rule": False, "min_steps": 0, "input_prune": False}}
+    before_overlay = {"d3": {"blend": 0.0, "norm_rule": False, "min_steps": 0, "input_prune": False,
+                             "bn_recalibrate": False}}
     for name, (tracked, untracked) in pinned.items():
         d = create(name, epochs=2, **before_overlay.get(name, {}))
         assert (d.identity(model, retain, True)[:16], d.identity(model, retain, False)[:16]) == (tracked, untracked)
@@ -360,7 +362,8 @@ def test_defaults_keep_checkpoint_identities_specs_and_bench_keys():
         assert d.identity(model, retain, True, eval_every=3) != d.identity(model, retain, True)
         for change in ({"precision": "fp32"}, {"channels_last": True}, {"compile": True}):
             assert create(name, epochs=2, **before_overlay.get(name, {}), **change).identity(model, retain, True)[:16] != tracked
-    for later in ({}, {"blend": 0.0}, {"norm_rule": False}, {"input_prune": False}):  # the later options are in the key
+    for later in ({}, {"blend": 0.0}, {"norm_rule": False}, {"input_prune": False}, {"bn_recalibrate": False}):
+        # the later options are in the key
         assert create("d3", epochs=2, **later).identity(model, retain, True)[:16] != pinned["d3"][0]
     assert sorted(AttackSpec("badnets").to_dict()) == sorted(
         ["attack", "attack_kwargs", "augment", "batch_size", "clean_reference", "data_root", "dataset", "epochs",

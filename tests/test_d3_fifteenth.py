@@ -110,3 +110,68 @@ def test_fisher_weighting_changes_the_run_and_not_the_default():
     assert D3().layer_weighting == "sum"
     with pytest.raises(DefenseError, match="layer_weighting"):
         D3(layer_weighting="hessian")
+
+
+def test_stale_share_is_what_a_run_leaves_of_the_running_statistics():
+    from distox.defenses.bn_stats import stale_share
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Conv2d(2, 2, 3), nn.BatchNorm2d(2, momentum=None),
+                          nn.BatchNorm2d(2, track_running_stats=False))
+    model[3].num_batches_tracked.fill_(300)
+    assert stale_share(model, 100) == pytest.approx(300 / 400)  # the cumulative average dominates
+    model[3].num_batches_tracked.fill_(0)
+    assert stale_share(model, 100) == pytest.approx(0.9 ** 100)
+    assert stale_share(nn.Linear(2, 2), 10) == 0.0
+
+
+def _slow(momentum: float | None) -> nn.Module:
+    model = tiny_model()
+    model[1].momentum = momentum
+    if momentum is None:  # a cumulative average over the suspect's own training
+        model[1].num_batches_tracked.fill_(1000)
+    return model
+
+
+def test_the_default_reestimates_batchnorm_only_where_its_momentum_leaves_the_suspects_statistics():
+    """``bn_recalibrate="auto"`` (the default preset): at PyTorch's momentum 0.1 the run is bit-identical
+    to one without the rule; at a Keras-like 0.001 (or a cumulative average) the running statistics are
+    re-estimated on the retain images after training; with ``freeze_bn`` never."""
+    from distox.defenses.bn_stats import reestimate_batchnorm
+
+    retain = tiny_retain()
+
+    def fit(model, **kw):  # 2 epochs of 24 steps: 48 steps leave 0.9^48 < 1 % at momentum 0.1
+        return D3(epochs=2, batch_size=2, **kw)(model, retain, device="cpu", progress=False)
+
+    auto, off = fit(tiny_model()), fit(tiny_model(), bn_recalibrate=False)
+    assert same(auto.model, off.model) and auto.config["bn_recalibrate_resolved"]["recalibrated"] is False
+    # a run of 3 steps leaves 0.9^3 of the statistics at momentum 0.1: re-estimated too
+    short = D3(epochs=1, batch_size=16)(tiny_model(), retain, device="cpu", progress=False)
+    assert short.config["bn_recalibrate_resolved"] == {"stale_share": round(0.9 ** 3, 6), "recalibrated": True}
+    for momentum in (0.001, None):
+        slow, slow_off = fit(_slow(momentum)), fit(_slow(momentum), bn_recalibrate=False)
+        assert slow.config["bn_recalibrate_resolved"]["recalibrated"] is True
+        assert slow.config["bn_recalibrate_resolved"]["stale_share"] > 0.01
+        assert all(torch.equal(a, b) for a, b in zip(slow.model.parameters(), slow_off.model.parameters()))
+        reestimate_batchnorm(slow_off.model, retain.x)
+        assert torch.allclose(slow.model[1].running_var, slow_off.model[1].running_var)
+        assert not torch.allclose(slow.model[1].running_var, fit(_slow(momentum), bn_recalibrate=False).model[1].running_var)
+    frozen = fit(_slow(0.001), freeze_bn=True)
+    assert "bn_recalibrate_resolved" not in frozen.config
+    assert D3(preset="paper").bn_recalibrate is False and D3(preset="reference").bn_recalibrate is False
+
+
+def test_a_state_without_version_metadata_loads_into_a_model_that_reads_it():
+    """safetensors keeps no per-module version: torchvision's MnasNet refused such a state (a saved
+    MnasNet run could not be loaded back)."""
+    from safetensors.torch import load_file, save_file
+
+    from distox.models import create_model
+    from distox.runs import load_into
+
+    torch.manual_seed(0)
+    saved = create_model("torchvision:mnasnet0_5", 10, 1)
+    path = __import__("tempfile").mkdtemp() + "/m.safetensors"
+    save_file({k: v.contiguous() for k, v in saved.state_dict().items()}, path)
+    fresh = load_into(create_model("torchvision:mnasnet0_5", 10, 1), load_file(path))
+    assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), fresh.state_dict().values()))

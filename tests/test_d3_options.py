@@ -183,12 +183,13 @@ def test_bn_recalibrate_replaces_running_statistics_by_the_plain_images():
     assert reestimate_batchnorm(mlp, x[:9], batch_size=4) == 1
 
     retain = tiny_retain()
-    plain = D3(epochs=1, batch_size=16)(tiny_model(), retain, device="cpu", progress=False)
+    plain = D3(epochs=1, batch_size=16, bn_recalibrate=False)(tiny_model(), retain, device="cpu", progress=False)
     recal = D3(epochs=1, batch_size=16, bn_recalibrate=True)(tiny_model(), retain, device="cpu", progress=False)
     assert "bn_recalibrate" not in plain.config and recal.config["bn_recalibrate"] is True
+    assert D3().get_params()["bn_recalibrate"] == "auto"  # the default preset's rule (test_d3_fifteenth)
     assert all(torch.equal(a, b) for a, b in zip(plain.model.parameters(), recal.model.parameters()))
     assert not torch.equal(plain.model[1].running_var, recal.model[1].running_var)
-    with pytest.raises(DefenseError, match="bn_recalibrate must be true or false"):
+    with pytest.raises(DefenseError, match="bn_recalibrate must be true, false or 'auto'"):
         D3(bn_recalibrate="yes")
 
 

@@ -6,11 +6,11 @@ file of the user gets (0666 less the umask), not the temporary file's private 06
 """
 from __future__ import annotations
 
-from .errors import DistoxError, first_line
 import json
 import os
 import pickle
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from .errors import DistoxError, first_line
 
 #: Version of the run-directory format (``attack.json``/``defense.json`` "format_version").
 FORMAT_VERSION = 1
@@ -175,7 +177,9 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str = "weights") -> nn.Module:
     """``load_state_dict(strict=True)`` with a readable report of missing/unexpected keys and
-    shape mismatches."""
+    shape mismatches. A state without PyTorch's per-module version metadata (safetensors keeps
+    none) loads with the model's own: some modules read it (torchvision's MnasNet refuses a state
+    without a version)."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -190,5 +194,8 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str = "w
             parts.append("shape mismatches: " + ", ".join(
                 f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:8]))
         raise RunError(f"{source} do not match the model architecture: " + "; ".join(parts))
+    if getattr(state, "_metadata", None) is None and getattr(own, "_metadata", None) is not None:
+        state = OrderedDict(state)
+        state._metadata = own._metadata  # type: ignore[attr-defined]
     model.load_state_dict(state)
     return model

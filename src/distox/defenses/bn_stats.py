@@ -12,6 +12,17 @@ evaluation mode for everything else (dropout off). No weight changes.
 
 Reads the retain images only (no labels, no evaluation data).
 
+When (``bn_recalibrate="auto"``, the ``default`` preset). D3 turns every weight of a BatchNorm
+model far from the suspect's (BENCHMARKS.md "Fifteenth round": 58–129° on the study's small
+models), so the running statistics must follow. Each step moves them by BatchNorm's ``momentum``:
+after ``steps`` steps a share (1 − momentum)^steps of the suspect's statistics is left
+(``momentum=None``, a cumulative average: n/(n + steps), n the batches it had averaged). PyTorch's
+0.1 leaves nothing after a D3 run; a model trained elsewhere may carry a much slower one —
+Keras's 0.99 and 0.999 convert to 0.01 and 0.001, torchvision's MnasNet uses 0.0003 — and keeps
+statistics of weights D3 has turned away from: the default lost 52 ACC points on the VGG Blended
+study model given momentum 0.001 (its function unchanged), 4.90 with the statistics
+re-estimated. :func:`stale_share` is that share; above :data:`STALE_SHARE` the default re-estimates.
+
 Example:
     >>> layers = reestimate_batchnorm(model, retain.x, device="cpu")
 """
@@ -21,6 +32,26 @@ import torch
 from torch import nn
 
 from ..utils import batchnorm_modules, eval_mode
+
+
+#: The largest share of the suspect's running statistics a D3 run may leave in a BatchNorm layer
+#: before ``bn_recalibrate="auto"`` re-estimates them (1 %).
+STALE_SHARE = 0.01
+
+
+def stale_share(model: nn.Module, steps: int) -> float:
+    """The largest share of its present running statistics that any BatchNorm layer of ``model``
+    that tracks them will still hold after ``steps`` training steps (module docstring); 0.0 without one."""
+    shares = [0.0]
+    for _, m in batchnorm_modules(model):
+        if not m.track_running_stats or m.running_mean is None:
+            continue
+        if m.momentum is None:
+            seen = int(m.num_batches_tracked) if m.num_batches_tracked is not None else 0
+            shares.append(seen / (seen + steps) if seen + steps > 0 else 0.0)
+        else:
+            shares.append((1.0 - float(m.momentum)) ** steps)
+    return max(shares)
 
 
 @torch.no_grad()

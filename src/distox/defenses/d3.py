@@ -54,7 +54,7 @@ from ..models.selection import (SelectionError, classifier_name, linear_forward_
 from ..training import Checkpoint, LoopConfig, TrainingDiverged, TrainState, make_optimizer, saved_identity, train
 from ..utils import batchnorm_modules, eval_mode
 from .base import Defense, DefenseError
-from .bn_stats import reestimate_batchnorm
+from .bn_stats import STALE_SHARE, reestimate_batchnorm, stale_share
 from .d3_auto import auto_eps, auto_or_float, check_auto, fit_auto
 from .d3_kernels import fused_distances, fused_project, use_fused
 from .fisher_metric import clean_fisher, fisher_metric
@@ -76,7 +76,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"lmd": 10.0, "eps": 0.1},
     "default": {"lmd": 10.0, "eps": 0.1, "layers": "all", "init": "random", "init_layers": "classifier",
                 "epochs": 12, "batch_size": 32, "augment": False, "blend": 0.3, "norm_rule": True,
-                "min_steps": 600, "input_prune": True},
+                "min_steps": 600, "input_prune": True, "bn_recalibrate": "auto"},
 }
 #: What ``norm_rule=True`` (the ``default`` preset) runs instead on a model without any
 #: BatchNorm layer, for each of these options the caller did not set: the distance on the final
@@ -360,8 +360,12 @@ class D3(Defense):
             that many steps in ``epochs`` epochs gets the fewest epochs that make them
             (:meth:`epochs_for`; recorded in ``config["min_steps_resolved"]``). 3,000 images at
             batch 32 make 1,128 steps in 12 epochs, so the floor only acts on smaller sets.
-        bn_recalibrate: False (the paper) or True: after training, BatchNorm's running statistics
-            re-estimated on the plain retain images (:mod:`distox.defenses.bn_stats`).
+        bn_recalibrate: False (the paper), True: after training, BatchNorm's running statistics
+            re-estimated on the plain retain images (:mod:`distox.defenses.bn_stats`), or ``"auto"``
+            (the ``default`` preset): only where a BatchNorm layer's momentum is so slow that more than
+            1 % of the suspect's statistics would be left after the run's steps (Keras-converted
+            models, MnasNet), recorded in ``config["bn_recalibrate_resolved"]``; never with ``freeze_bn``.
+            At PyTorch's momentum 0.1 nothing changes.
         head_warmup: 0 (the paper) or a number of epochs in which, after the warm start, only the
             final nn.Linear classifier trains (plain cross-entropy on the retain images, every
             other weight and BatchNorm's statistics fixed) before D3's own epochs
@@ -476,8 +480,8 @@ class D3(Defense):
                                                    and not isinstance(v["classifier_lr"], bool) and v["classifier_lr"] > 0):
             raise DefenseError(f"classifier_lr must be a number > 0 or None; got {v['classifier_lr']!r}")
         self.classifier_lr = None if v["classifier_lr"] is None else float(v["classifier_lr"])
-        if not isinstance(v["bn_recalibrate"], bool):
-            raise DefenseError(f"bn_recalibrate must be true or false; got {v['bn_recalibrate']!r}")
+        if not (isinstance(v["bn_recalibrate"], bool) or v["bn_recalibrate"] == "auto"):
+            raise DefenseError(f"bn_recalibrate must be true, false or 'auto'; got {v['bn_recalibrate']!r}")
         self.bn_recalibrate = v["bn_recalibrate"]
         if not (isinstance(v["head_warmup"], int) and not isinstance(v["head_warmup"], bool) and v["head_warmup"] >= 0):
             raise DefenseError(f"head_warmup must be a whole number of epochs >= 0; got {v['head_warmup']!r}")
@@ -750,6 +754,11 @@ class D3(Defense):
         # the weights' start (init, norms, warm start) is recomputed from the suspect model on a
         # resume; what the epochs changed (λ, the chooser's kept epochs) is in the checkpoint
         extra = {"lmd": lmd, **({"chooser": chooser} if chooser is not None else {})}
+        recalibrate = self.bn_recalibrate is True
+        if self.bn_recalibrate == "auto" and not self.freeze_bn:  # read before the run moves the statistics
+            share = stale_share(model, self.epochs * math.ceil(len(retain) / self.batch_size))
+            recalibrate = share > STALE_SHARE
+            self.bn_recalibrate_resolved = {"stale_share": round(share, 6), "recalibrated": recalibrate}
         state = train(model, retain.x, retain.y if targets is None else targets.loop_y, config, objective=objective,
                       optimizer=self.classifier_optimizer(model, config, example), after_step=project,
                       on_epoch_end=on_epoch_end, checkpoint=checkpoint, extra_state=extra, device=device,
@@ -757,6 +766,6 @@ class D3(Defense):
         if chooser is not None:
             chooser.restore(model)
             self.selection_resolved = chooser.summary()
-        if self.bn_recalibrate:
+        if recalibrate:
             reestimate_batchnorm(model, retain.x, device)
         return state
