@@ -44,7 +44,7 @@ from distox.bench.summary import asr_floor
 from distox.defenses import create
 from distox.experiment import load_run
 from distox.metrics import evaluate
-from distox.models.selection import BATCHNORMS, WEIGHTED, forward_calls
+from distox.models.selection import WEIGHTED, batchnorm_fed_pairs
 from distox.utils import batchnorm_modules
 
 CLP_US = (3.0, 2.5, 2.0, 1.5)
@@ -86,19 +86,17 @@ class Run:
             self.suspect if model is None else model, self.retain, device="cpu", progress=False).model.eval()
 
 
-def batchnorm_fed_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[nn.Module, nn.Module]]:
-    """(weighted layer, the BatchNorm that runs right after it), in call order."""
-    calls = forward_calls(model, example, WEIGHTED + BATCHNORMS)
+def fed_batchnorms(model: nn.Module, example: torch.Tensor) -> list[tuple[nn.Module, nn.Module]]:
+    """(weighted layer, the BatchNorm that runs right after it) modules, in call order."""
     modules = dict(model.named_modules())
-    return [(modules[a], modules[b]) for a, b in zip(calls, calls[1:])
-            if isinstance(modules[a], WEIGHTED) and isinstance(modules[b], BATCHNORMS)]
+    return [(modules[a], modules[b]) for a, b in batchnorm_fed_pairs(model, example)]
 
 
 @torch.no_grad()
 def channel_lipschitz_prune(model: nn.Module, example: torch.Tensor, u: float) -> tuple[int, int]:
     """CLP in place: (channels zeroed, channels considered)."""
     pruned = total = 0
-    for conv, bn in batchnorm_fed_pairs(model, example):
+    for conv, bn in fed_batchnorms(model, example):
         if not isinstance(conv, nn.Conv2d):
             continue
         scale = (bn.weight / (bn.running_var + bn.eps).sqrt()).abs()
@@ -140,7 +138,7 @@ def rescale_batchnorm_fed(model: nn.Module, example: torch.Tensor, c: float) -> 
     running mean times ``c`` and variance times c²: the same function up to BatchNorm's ε, where
     nothing else reads the layer's output (not so in a pre-activation residual block). Returns how
     many layers changed."""
-    pairs = batchnorm_fed_pairs(model, example)
+    pairs = fed_batchnorms(model, example)
     for layer, bn in pairs:
         layer.weight.mul_(c)
         if layer.bias is not None:

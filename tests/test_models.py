@@ -271,6 +271,9 @@ def test_batchnorm_fed_selection_leaves_out_what_no_batchnorm_renormalises():
     assert select_weights(vgg, "batchnorm-fed", torch.rand(1, 1, 28, 28)).keys() == select_weights(vgg, "all").keys()
     plain = create_model("small_cnn", 10, 1, width=4, norm="none")
     assert list(select_weights(plain, "batchnorm-fed", torch.rand(1, 1, 28, 28))) == ["net.fc.weight"]
+    # a model converted for multi-GPU training: its SyncBatchNorm layers count as BatchNorm
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(create_model("small_vgg", 10, 1, width=4))
+    assert select_weights(synced, "batchnorm-fed", torch.rand(1, 1, 28, 28)).keys() == select_weights(vgg, "all").keys()
 
 
 @pytest.mark.parametrize("norm", ["none", "batch"])

@@ -35,7 +35,8 @@ from ..errors import DistoxError
 from ..utils import eval_mode
 
 WEIGHTED = (nn.Linear, nn.Conv2d)
-BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+#: every BatchNorm: 1d/2d/3d, SyncBatchNorm, lazy ones (as :func:`distox.utils.batchnorm_modules`)
+BATCHNORMS = (nn.modules.batchnorm._BatchNorm,)
 
 
 class SelectionError(DistoxError):
@@ -92,15 +93,19 @@ def _last_runs(calls: list[str]) -> list[str]:
     return seen
 
 
-def batchnorm_fed(model: nn.Module, example: torch.Tensor | None = None) -> list[str]:
-    """Names of the Linear/Conv2d modules a BatchNorm layer runs right after (among Linear,
-    Conv2d and BatchNorm modules, in call order on ``example``; in registration order without
-    one), each once."""
+def batchnorm_fed_pairs(model: nn.Module, example: torch.Tensor | None = None) -> list[tuple[str, str]]:
+    """(Linear/Conv2d module, the BatchNorm layer that runs right after it) name pairs, among Linear,
+    Conv2d and BatchNorm modules in call order on ``example`` (registration order without one)."""
     calls = forward_calls(model, example, WEIGHTED + BATCHNORMS)
     modules = dict(model.named_modules())
-    fed = [n for n, nxt in zip(calls, calls[1:])
-           if isinstance(modules[n], WEIGHTED) and isinstance(modules[nxt], BATCHNORMS)]
-    return list(dict.fromkeys(fed))
+    return [(n, nxt) for n, nxt in zip(calls, calls[1:])
+            if isinstance(modules[n], WEIGHTED) and isinstance(modules[nxt], BATCHNORMS)]
+
+
+def batchnorm_fed(model: nn.Module, example: torch.Tensor | None = None) -> list[str]:
+    """Names of the Linear/Conv2d modules a BatchNorm layer runs right after
+    (:func:`batchnorm_fed_pairs`), each once."""
+    return list(dict.fromkeys(n for n, _ in batchnorm_fed_pairs(model, example)))
 
 
 def classifier_name(model: nn.Module, example: torch.Tensor | None = None) -> str:
