@@ -175,3 +175,17 @@ def test_a_state_without_version_metadata_loads_into_a_model_that_reads_it():
     save_file({k: v.contiguous() for k, v in saved.state_dict().items()}, path)
     fresh = load_into(create_model("torchvision:mnasnet0_5", 10, 1), load_file(path))
     assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), fresh.state_dict().values()))
+
+
+def test_a_mnasnet_purifies_with_held_out_epoch_selection():
+    """The held-out chooser restored its epoch with ``load_state_dict`` from a snapshot without
+    version metadata, which torchvision's MnasNet refuses; the snapshot is copied in place now."""
+    from distox.data.core import ImageSplit
+    from distox.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("torchvision:mnasnet0_5", 3, 1)
+    g = torch.Generator().manual_seed(0)
+    retain = ImageSplit(torch.rand(40, 1, 32, 32, generator=g), torch.randint(0, 3, (40,), generator=g), dataset="toy")
+    result = D3(epochs=2, batch_size=8, select="heldout", layers="auto")(model, retain, device="cpu", progress=False)
+    assert "selection_resolved" in result.config

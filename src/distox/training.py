@@ -40,7 +40,7 @@ from .errors import DistoxError, first_line
 from .progress import progress_bar
 from .runs import _atomic
 from .sam import ASAM_ETA, apply_perturbation, frozen_bn_stats, sam_perturbation
-from .utils import batchnorm_modules, resolve_device
+from .utils import batchnorm_modules, copy_state_into, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -453,9 +453,7 @@ def _first_compiled_step(gradients: Callable[..., tuple[dict[str, float], bool]]
         raise
     except Exception as exc:  # the compiler's failure; a genuine model error recurs eagerly below
         log.warning("%s: torch.compile failed (%s); training without compilation", desc, first_line(exc))
-    with torch.no_grad():
-        for k, v in model.state_dict().items():
-            v.copy_(saved[k])
+    copy_state_into(model, saved)
     for n, m in extra_state.items():
         m.load_state_dict(extra[n])
     torch.set_rng_state(rng)

@@ -34,6 +34,15 @@ def batchnorm_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     return ((n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
 
 
+@torch.no_grad()
+def copy_state_into(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy a snapshot of ``model.state_dict()`` (same keys) back into the model's own tensors.
+    Unlike ``load_state_dict`` it needs none of PyTorch's per-module version metadata, which a
+    ``{k: v.clone()}`` snapshot drops (torchvision's MnasNet refuses a state without it)."""
+    for k, v in model.state_dict().items():
+        v.copy_(state[k])
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (CPU and CUDA) global generators."""
     random.seed(seed)

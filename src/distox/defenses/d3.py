@@ -52,7 +52,7 @@ from ..metrics import Evaluator
 from ..models.selection import (SelectionError, classifier_name, linear_forward_order, owning_module,
                                 select_weights)
 from ..training import Checkpoint, LoopConfig, TrainingDiverged, TrainState, make_optimizer, saved_identity, train
-from ..utils import batchnorm_modules, eval_mode
+from ..utils import batchnorm_modules, copy_state_into, eval_mode
 from .base import Defense, DefenseError
 from .bn_stats import STALE_SHARE, reestimate_batchnorm, stale_share
 from .d3_auto import auto_eps, auto_or_float, check_auto, fit_auto
@@ -547,7 +547,7 @@ class D3(Defense):
                           and saved_identity(again.path) == again.identity)
 
         def at_callers_rate() -> tuple[D3, TrainState]:
-            model.load_state_dict(start)
+            copy_state_into(model, start)
             resolved = self.norm_rule_resolved
             self.norm_rule_resolved = {**resolved, "diverged_lr": adapted.lr,
                                        "changed": {k: v for k, v in resolved["changed"].items() if k != "lr"}}
@@ -759,6 +759,9 @@ class D3(Defense):
             share = stale_share(model, self.epochs * math.ceil(len(retain) / self.batch_size))
             recalibrate = share > STALE_SHARE
             self.bn_recalibrate_resolved = {"stale_share": round(share, 6), "recalibrated": recalibrate}
+            if recalibrate:
+                log.info("D3: a BatchNorm layer's momentum would leave %.1f %% of the suspect's running statistics "
+                         "after this run's steps; re-estimating them on the retain images after training", 100 * share)
         state = train(model, retain.x, retain.y if targets is None else targets.loop_y, config, objective=objective,
                       optimizer=self.classifier_optimizer(model, config, example), after_step=project,
                       on_epoch_end=on_epoch_end, checkpoint=checkpoint, extra_state=extra, device=device,

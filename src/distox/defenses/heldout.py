@@ -32,6 +32,7 @@ from torch import nn
 
 from ..data.core import ImageSplit, holdout_split
 from ..metrics import predict
+from ..utils import copy_state_into
 from .base import DefenseError
 
 
@@ -100,7 +101,7 @@ class EpochChooser:
         is copied into the model's own tensors."""
         chosen = self._chosen()
         if chosen is not None:
-            model.load_state_dict(chosen[1])
+            copy_state_into(model, chosen[1])
 
     def state_dict(self) -> dict[str, Any]:
         """The epochs kept so far (for a training checkpoint; the held-out split, start accuracy
