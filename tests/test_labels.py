@@ -112,6 +112,40 @@ def test_api_warns_or_refuses_labels_the_model_does_not_share(trained):  # noqa:
         distox.purify(model, shuffled, label_check="maybe", **kw)
 
 
+def test_stale_batchnorm_statistics_are_told_apart_from_wrong_labels(trained):  # noqa: F811
+    """A model whose BatchNorm running statistics are not its weights' scores near chance in
+    evaluation mode with the right labels; scored with each batch's own statistics it does not, so
+    the check names the statistics instead of the labels (no LabelCheck problem; a warning)."""
+    import copy
+
+    from distox.utils import batchnorm_modules
+
+    model, b = trained
+    stale = copy.deepcopy(model)
+    with torch.no_grad():
+        for _, bn in batchnorm_modules(stale):
+            bn.running_mean.fill_(5.0)
+            bn.running_var.fill_(0.01)
+    before = {k: v.clone() for k, v in stale.state_dict().items()}
+    modes = [m.training for m in stale.modules()]
+    check = check_labels(stale, b.train)
+    assert check.accuracy < check.floor <= check.batch_stats_accuracy
+    assert check.stale_batchnorm and not check.near_chance and not check.mostly_swapped
+    assert check.problem() is None and "running statistics do not match" in check.stale_message()
+    assert all(torch.equal(before[k], v) for k, v in stale.state_dict().items())  # measured on a copy
+    assert [m.training for m in stale.modules()] == modes
+    with pytest.warns(LabelWarning, match="running statistics do not match"):
+        result = distox.purify(stale, b.train, epochs=1, batch_size=32, verbose=False, device="cpu",
+                               label_check="error")
+    assert result.label_check["stale_batchnorm"] is True
+    # wrong labels stay wrong labels: with each batch's statistics the model is near chance too
+    shuffled = distox.as_split((b.train.x, b.train.y[torch.randperm(len(b.train.y),
+                                                                    generator=torch.Generator().manual_seed(0))]))
+    wrong = check_labels(stale, shuffled)
+    assert not wrong.stale_batchnorm and wrong.problem() is not None
+    assert check_labels(model, b.train).batch_stats_accuracy is None  # measured only near chance
+
+
 # ---------------------------------------------------------------------------- distox purify
 def _purify(shared, folder, out, *extra):  # noqa: F811
     return invoke("purify", "--model", shared["spec"], "--weights", shared["weights"], "--data", folder,

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class LabelWarning(UserWarning):
-    """The clean labels do not look like the model's (:mod:`distox.label_check`)."""
+    """The clean labels do not look like the model's, or its BatchNorm statistics look stale
+    (:mod:`distox.label_check`)."""
 
 
 def as_split(data: Any, name: str = "clean data") -> ImageSplit:
@@ -258,6 +259,8 @@ def purify(
             raise DataError(problem)
         if problem:
             warnings.warn(problem, LabelWarning, stacklevel=2)
+        elif checked.stale_batchnorm:
+            warnings.warn(checked.stale_message(), LabelWarning, stacklevel=2)
     evaluator = None
     before = None
     if eval_data is not None:

@@ -16,7 +16,16 @@ suspect model on all the clean images first and finds two signs of that:
   other numbers. (Fashion-MNIST folders sorted by name score 31.5 % with a model at 84 %: not
   near chance, but six of ten classes swapped.)
 
-Either one is a :attr:`LabelCheck.problem`; ``distox purify`` refuses to run on it (nothing
+A third cause looks like the first and is not about labels: a model with BatchNorm whose running
+statistics never caught up with its weights (a momentum too slow for how long it trained —
+torchvision's MnasNet uses 0.0003, a Keras conversion 0.001 — scores near chance in evaluation
+mode). When the model is near chance, the check also scores it with each batch's own statistics
+(batches of 256 in a seeded random order, BatchNorm in training mode, nothing else); if that beats
+the floor, the labels are the model's and the check says the statistics are stale instead
+(:attr:`LabelCheck.stale_batchnorm`; not a problem: D3's default re-estimates them when the
+momentum is that slow, ``bn_recalibrate="auto"``).
+
+Either of the first two is a :attr:`LabelCheck.problem`; ``distox purify`` refuses to run on it (nothing
 written, exit 2) and :func:`distox.purify` warns (or raises with ``label_check="error"``).
 When the model's majority labels form a permutation of the classes, :meth:`LabelCheck.order`
 gives the class order they imply (what ``--classes`` would take).
@@ -32,11 +41,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import copy
+
 import torch
 from torch import nn
 
 from .data.core import DataError, ImageSplit
 from .metrics import predict
+from .utils import batchnorm_modules, eval_mode
 
 #: What a caller does with labels the check finds wrong: ``error`` (refuse), ``warn`` (go on,
 #: saying so) or ``off`` (no check). ``distox.purify`` defaults to ``warn``, ``distox purify`` to ``error``.
@@ -71,10 +83,28 @@ class LabelCheck:
     n: int
     classes: list[int]
     majority: dict[int, tuple[int, float]] = field(default_factory=dict)  # label → (most predicted, share)
+    batch_stats_accuracy: float | None = None  # measured only when near chance, on a BatchNorm model
+
+    @property
+    def stale_batchnorm(self) -> bool:
+        """Near chance with the running statistics, above the floor with each batch's own: the
+        labels are right and the model's BatchNorm statistics are not its weights'."""
+        return (self.accuracy < self.floor and self.batch_stats_accuracy is not None
+                and self.batch_stats_accuracy >= self.floor)
 
     @property
     def near_chance(self) -> bool:
-        return self.accuracy < self.floor
+        return self.accuracy < self.floor and not self.stale_batchnorm
+
+    def stale_message(self) -> str | None:
+        """What :attr:`stale_batchnorm` means, or None."""
+        if not self.stale_batchnorm:
+            return None
+        return (f"the suspect model classifies {self.accuracy:.2f}% of the {self.n} clean images correctly with its "
+                f"BatchNorm running statistics but {self.batch_stats_accuracy:.2f}% with each batch's own: its "
+                f"running statistics do not match its weights (a BatchNorm momentum too slow for its training?). "
+                f"The labels look right; D3's default re-estimates the statistics after purifying when the "
+                f"momentum is that slow")
 
     @property
     def swapped(self) -> dict[int, tuple[int, float]]:
@@ -83,7 +113,8 @@ class LabelCheck:
 
     @property
     def mostly_swapped(self) -> bool:
-        return len(self.classes) >= 2 and 2 * len(self.swapped) >= len(self.classes)
+        """(Not with stale BatchNorm statistics: those send every class anywhere.)"""
+        return not self.stale_batchnorm and len(self.classes) >= 2 and 2 * len(self.swapped) >= len(self.classes)
 
     def order(self, names: Sequence[str]) -> list[str] | None:
         """The class order the model's majority labels imply (``names[c]`` at the position the
@@ -117,9 +148,34 @@ class LabelCheck:
         return text + (f"; {hint}" if hint else "")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"accuracy": round(self.accuracy, 4), "near_chance_floor": round(self.floor, 4),
-                "chance": round(self.chance, 4), "images": self.n, "near_chance": self.near_chance,
-                "swapped": {str(c): {"predicted": m, "share": round(s, 4)} for c, (m, s) in self.swapped.items()}}
+        out = {"accuracy": round(self.accuracy, 4), "near_chance_floor": round(self.floor, 4),
+               "chance": round(self.chance, 4), "images": self.n, "near_chance": self.near_chance,
+               "swapped": {str(c): {"predicted": m, "share": round(s, 4)} for c, (m, s) in self.swapped.items()}}
+        if self.batch_stats_accuracy is not None:
+            out.update(batch_stats_accuracy=round(self.batch_stats_accuracy, 4), stale_batchnorm=self.stale_batchnorm)
+        return out
+
+
+@torch.no_grad()
+def batch_statistics_accuracy(model: nn.Module, clean: ImageSplit, device: str | torch.device = "cpu",
+                              batch_size: int = 256, seed: int = 0) -> float:
+    """Accuracy (%) of a copy of ``model`` whose BatchNorm layers normalise with each batch's own
+    statistics (training mode; everything else in evaluation mode), on batches of ``batch_size``
+    clean images in a seeded random order (a batch of one class would have that class's statistics).
+    ``model`` is left as it is."""
+    probe = copy.deepcopy(model)
+    order = torch.randperm(len(clean), generator=torch.Generator().manual_seed(seed))
+    correct = 0
+    with eval_mode(probe):
+        for _, bn in batchnorm_modules(probe):
+            bn.train()
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            if len(idx) < 2:
+                continue
+            pred = probe(clean.x[idx].to(device)).argmax(1).cpu()
+            correct += int((pred == clean.y[idx].cpu()).sum())
+    return 100.0 * correct / max(len(clean), 1)
 
 
 def check_labels(model: nn.Module, clean: ImageSplit, device: str | torch.device = "cpu") -> LabelCheck:
@@ -139,5 +195,9 @@ def check_labels(model: nn.Module, clean: ImageSplit, device: str | torch.device
             best = int(freq.argmax())
             majority[c] = (int(values[best]), float(freq[best]) / len(got))
     acc = 100.0 * float((pred == y).float().mean()) if n else 0.0
-    return LabelCheck(accuracy=acc, floor=near_chance_floor(chance, n), chance=chance, n=n, classes=classes,
-                      majority=majority)
+    floor = near_chance_floor(chance, n)
+    batch_acc = None
+    if acc < floor and next(batchnorm_modules(model), None) is not None:
+        batch_acc = batch_statistics_accuracy(model, clean, device)
+    return LabelCheck(accuracy=acc, floor=floor, chance=chance, n=n, classes=classes, majority=majority,
+                      batch_stats_accuracy=batch_acc)

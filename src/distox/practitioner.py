@@ -406,6 +406,8 @@ def refuse_wrong_labels(model: nn.Module, clean: CleanData, device: str, mode: s
         raise DataError(problem + "; --label-check warn runs anyway")
     if problem:
         log.warning("%s (going on: label check 'warn')", problem)
+    elif check.stale_batchnorm:
+        log.warning("%s", check.stale_message())
     return check
 
 
