@@ -1,7 +1,9 @@
-"""D3's options from the fifteenth round of the default study (BENCHMARKS.md), both off by
-default: ``sam_rho`` (sharpness-aware steps, the ascent on the clean loss alone) and
-``layer_weighting="fisher"`` (the distance weighed down where the suspect's clean-data Fisher
-information is high, :mod:`distox.defenses.fisher_metric`)."""
+"""The fifteenth round of the default study (BENCHMARKS.md): D3's options ``sam_rho``
+(sharpness-aware steps, the ascent on the clean loss alone) and ``layer_weighting="fisher"`` (the
+distance weighed down where the suspect's clean-data Fisher information is high,
+:mod:`distox.defenses.fisher_metric`), both off by default; the default's re-estimation of stale
+BatchNorm statistics (``bn_recalibrate="auto"``); and what its MnasNet needed (states without
+version metadata, snapshots restored in place)."""
 from __future__ import annotations
 
 import pytest
@@ -161,7 +163,7 @@ def test_the_default_reestimates_batchnorm_only_where_its_momentum_leaves_the_su
     assert D3(preset="paper").bn_recalibrate is False and D3(preset="reference").bn_recalibrate is False
 
 
-def test_a_state_without_version_metadata_loads_into_a_model_that_reads_it():
+def test_a_state_without_version_metadata_loads_into_a_model_that_reads_it(tmp_path):
     """safetensors keeps no per-module version: torchvision's MnasNet refused such a state (a saved
     MnasNet run could not be loaded back)."""
     from safetensors.torch import load_file, save_file
@@ -171,7 +173,7 @@ def test_a_state_without_version_metadata_loads_into_a_model_that_reads_it():
 
     torch.manual_seed(0)
     saved = create_model("torchvision:mnasnet0_5", 10, 1)
-    path = __import__("tempfile").mkdtemp() + "/m.safetensors"
+    path = str(tmp_path / "m.safetensors")
     save_file({k: v.contiguous() for k, v in saved.state_dict().items()}, path)
     fresh = load_into(create_model("torchvision:mnasnet0_5", 10, 1), load_file(path))
     assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), fresh.state_dict().values()))
