@@ -223,3 +223,24 @@ def test_purify_numeric_folders_and_near_chance_labels(shared, tmp_path):  # noq
 def test_classes_with_a_named_dataset_is_an_error(shared, tmp_path):  # noqa: F811
     res = _purify(shared, "digits", tmp_path / "d.safetensors", "--classes", "a,b")
     assert res.exit_code == 2 and "named dataset" in res.stderr
+
+
+def test_purify_runs_a_model_whose_batchnorm_statistics_are_stale(shared, tmp_path):  # noqa: F811
+    """``distox purify`` refused such a model as if its labels were wrong (exit 2); it now names
+    the statistics and purifies."""
+    import copy
+
+    from distox.runs import save_model
+
+    stale = copy.deepcopy(shared["model"])
+    with torch.no_grad():
+        stale.bn.running_mean.fill_(5.0)
+        stale.bn.running_var.fill_(0.01)
+    weights = tmp_path / "stale.safetensors"
+    save_model(weights, stale)
+    out = tmp_path / "purified.safetensors"
+    result = _purify({**shared, "weights": weights}, shared["folder"], out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert out.exists() and report["label_check"]["stale_batchnorm"] is True
+    assert report["label_check"]["batch_stats_accuracy"] >= report["label_check"]["near_chance_floor"]
