@@ -891,14 +891,13 @@ PY
     # the suspect; its success on 512 other retain images is measured on the suspect and, transferred unchanged, on the
     # model after the classifier-only `paper` preset (seed 0, 3,000 images). `thirteenth-uap OUT.jsonl RUN_DIR...`
     $PY - "${@:2}" <<'PY'
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, "benchmarks")
-from d3_probes import fit_uap, uap_success as success  # noqa: E402
+from d3_probes import append, fit_uap, pending, records, uap_success as success  # noqa: E402
 from distox.defenses import create  # noqa: E402
 from distox.experiment import load_run  # noqa: E402
 from distox.metrics import evaluate  # noqa: E402
@@ -906,12 +905,8 @@ from distox.metrics import evaluate  # noqa: E402
 torch.set_num_threads(1)
 
 
-out, done = Path(sys.argv[1]), set()
-if out.exists():
-    done = {json.loads(line)["run"] for line in out.read_text().splitlines() if line.strip()}
-for d in sys.argv[2:]:
-    if str(Path(d).resolve()) in done:
-        continue
+out = Path(sys.argv[1])
+for d, _ in pending(out, sys.argv[2:]):
     run = load_run(Path(d))
     retain, backdoor = run.retain(count=3000, seed=0), run.backdoor_test_set()
     suspect = run.model.eval()
@@ -925,13 +920,11 @@ for d in sys.argv[2:]:
         deltas = [fit_uap(suspect, *fit, c, eps) for c in range(10)]
         line[f"suspect_{eps}"] = [success(suspect, *held, c, deltas[c]) for c in range(10)]
         line[f"transfer_{eps}"] = [success(paper, *held, c, deltas[c]) for c in range(10)]
-    with out.open("a") as f:
-        f.write(json.dumps(line) + "\n")
+    append(out, line)
 print("| model | target | `paper` ASR | suspect at 0.05: strongest class (its success; the target's) "
       "| target at 0.1: on the suspect → transferred | class with the lowest transfer ratio at 0.1 |")
 print("|---|---|---|---|---|---|")
-for text in out.read_text().splitlines():
-    r = json.loads(text)
+for r in records(out):
     t, s05, s1, t1 = r["target"], r["suspect_0.05"], r["suspect_0.1"], r["transfer_0.1"]
     top = max(range(10), key=lambda c: s05[c])
     ratios = [t1[c] / s1[c] if s1[c] >= 20 else float("inf") for c in range(10)]  # classes the suspect reaches
@@ -954,13 +947,15 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from distox.bench.summary import asr_floor
-from distox.defenses import create
-from distox.defenses.d3 import linear_classifier
-from distox.defenses.probe import layer_input
-from distox.experiment import load_run
-from distox.metrics import evaluate
-from distox.models.selection import owning_module
+sys.path.insert(0, "benchmarks")
+from d3_probes import append, pending, records  # noqa: E402
+from distox.bench.summary import asr_floor  # noqa: E402
+from distox.defenses import create  # noqa: E402
+from distox.defenses.d3 import linear_classifier  # noqa: E402
+from distox.defenses.probe import layer_input  # noqa: E402
+from distox.experiment import load_run  # noqa: E402
+from distox.metrics import evaluate  # noqa: E402
+from distox.models.selection import owning_module  # noqa: E402
 
 torch.set_num_threads(1)
 DECAYS = (0.0, 1e-4, 1e-3)
@@ -985,12 +980,8 @@ def linear_head(f, y, k, decay):
     return w.detach(), b.detach()
 
 
-out, done = Path(sys.argv[1]), set()
-if out.exists():
-    done = {json.loads(line)["run"] for line in out.read_text().splitlines() if line.strip()}
-for d in sys.argv[2:]:
-    if str(Path(d).resolve()) in done:
-        continue
+out = Path(sys.argv[1])
+for d, _ in pending(out, sys.argv[2:]):
     run = load_run(Path(d))
     retain, backdoor, test = run.retain(count=3000, seed=0), run.backdoor_test_set(), (run.data.test.x, run.data.test.y)
     suspect = run.model.eval()
@@ -1011,14 +1002,12 @@ for d in sys.argv[2:]:
                 if layer.bias is not None:
                     layer.bias.copy_(b)
             line[f"{tag}_features_l2_{decay:g}"] = evaluate(probe, *test, backdoor, device="cpu")
-    with out.open("a") as f:
-        f.write(json.dumps(line) + "\n")
+    append(out, line)
 cols = [f"{tag}_features_l2_{decay:g}" for tag in ("default", "suspect") for decay in DECAYS]
 print("| model | default | " + " | ".join(f"linear on the {c.split('_')[0]}'s features, L2 {c.split('_')[-1]}"
                                         for c in cols) + " |")
 print("|---" * (2 + len(cols)) + "|")
-for text in out.read_text().splitlines():
-    r = json.loads(text)
+for r in records(out):
     cell = lambda m: f"{m['acc'] - r['suspect']['acc']:+.2f} / {m['asr']:.2f}{' ✗' if m['asr'] > r['floor'] else ''}"
     print(f"| {Path(r['run']).name} | {cell(r['default'])} | " + " | ".join(cell(r[c]) for c in cols) + " |")
 PY

@@ -32,7 +32,7 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +51,26 @@ CLP_US = (3.0, 2.5, 2.0, 1.5)
 UAP_EPS = (0.05, 0.1)
 
 
+def records(out: Path) -> Iterator[dict[str, Any]]:
+    """The lines OUT holds (none when it does not exist)."""
+    if out.exists():
+        yield from (json.loads(line) for line in out.read_text().splitlines() if line.strip())
+
+
 def done_keys(out: Path, key: Callable[[dict[str, Any]], Any]) -> set[Any]:
     """The keys of the lines OUT already holds."""
-    if not out.exists():
-        return set()
-    return {key(json.loads(line)) for line in out.read_text().splitlines() if line.strip()}
+    return {key(r) for r in records(out)}
+
+
+def pending(out: Path, run_dirs: Iterable[str], field: str | None = None,
+            values: Sequence[Any] = (None,)) -> Iterator[tuple[str, list[Any]]]:
+    """(run directory, the ``values`` of ``field`` OUT holds no line for) for each run with any
+    left; without ``field``, one line per run."""
+    done = done_keys(out, lambda r: (r["run"], r.get(field) if field else None))
+    for d in run_dirs:
+        todo = [v for v in values if (str(Path(d).resolve()), v) not in done]
+        if todo:
+            yield d, todo
 
 
 def append(out: Path, line: dict[str, Any]) -> None:
@@ -165,10 +180,7 @@ def cell(m: dict[str, float], start: dict[str, float], floor: float) -> str:
 
 
 def probe_clp(out: Path, run_dirs: Iterable[str]) -> None:
-    done = done_keys(out, lambda r: r["run"])
-    for d in run_dirs:
-        if str(Path(d).resolve()) in done:
-            continue
+    for d, _ in pending(out, run_dirs):
         run = Run(d)
         line = {"run": run.path, "floor": run.floor, "suspect": run.evaluate(run.suspect),
                 "suspect_retain": retain_accuracy(run.suspect, run)}
@@ -180,18 +192,14 @@ def probe_clp(out: Path, run_dirs: Iterable[str]) -> None:
     print("| model | suspect ACC / ASR (floor) | " + " | ".join(f"u {u:g}: ACC change / ASR (channels zeroed)"
                                                       for u in CLP_US) + " |")
     print("|---" * (2 + len(CLP_US)) + "|")
-    for text in out.read_text().splitlines():
-        r = json.loads(text)
+    for r in records(out):
         s = r["suspect"]
         print(f"| {Path(r['run']).name} | {s['acc']:.2f} / {s['asr']:.2f} ({r['floor']:.2f}) | " + " | ".join(
             f"{cell(r[f'u{u:g}'], s, r['floor'])} ({r[f'u{u:g}']['pruned']} of {r[f'u{u:g}']['of']})" for u in CLP_US) + " |")
 
 
 def probe_uap(out: Path, run_dirs: Iterable[str]) -> None:
-    done = done_keys(out, lambda r: r["run"])
-    for d in run_dirs:
-        if str(Path(d).resolve()) in done:
-            continue
+    for d, _ in pending(out, run_dirs):
         run = Run(d)
         t0 = time.perf_counter()
         fit = run.retain.x[:1500], run.retain.y[:1500]
@@ -209,8 +217,7 @@ def probe_uap(out: Path, run_dirs: Iterable[str]) -> None:
     print("| model | target | after `paper`: ACC change / ASR | UAP on it, target's success (median class) at 0.05 · 0.1 "
           "| easiest class at 0.05 | after the default | UAP on it, target's (median) at 0.05 · 0.1 | easiest at 0.05 |")
     print("|---|---|---|---|---|---|---|---|")
-    for text in out.read_text().splitlines():
-        r = json.loads(text)
+    for r in records(out):
         t = r["target"]
 
         def scan(tag: str) -> str:
@@ -227,11 +234,7 @@ def probe_uap(out: Path, run_dirs: Iterable[str]) -> None:
 
 
 def probe_rescale(out: Path, factors: list[float], run_dirs: Iterable[str]) -> None:
-    done = done_keys(out, lambda r: (r["run"], r["c"]))
-    for d in run_dirs:
-        todo = [c for c in factors if (str(Path(d).resolve()), c) not in done]
-        if not todo:
-            continue
+    for d, todo in pending(out, run_dirs, "c", factors):
         run = Run(d)
         for c in todo:
             model = copy.deepcopy(run.suspect)
@@ -241,18 +244,13 @@ def probe_rescale(out: Path, factors: list[float], run_dirs: Iterable[str]) -> N
             append(out, line)
     print("| model | C | layers | rescaled suspect ACC / ASR | default after it: ACC change / ASR |")
     print("|---|---|---|---|---|")
-    for text in out.read_text().splitlines():
-        r = json.loads(text)
+    for r in records(out):
         print(f"| {Path(r['run']).name} | {r['c']:g} | {r['layers']} | {r['rescaled']['acc']:.2f} / "
               f"{r['rescaled']['asr']:.2f} | {cell(r['default'], r['suspect'], r['floor'])} |")
 
 
 def probe_momentum(out: Path, momenta: list[float | None], run_dirs: Iterable[str]) -> None:
-    done = done_keys(out, lambda r: (r["run"], r["momentum"]))
-    for d in run_dirs:
-        todo = [m for m in momenta if (str(Path(d).resolve()), m) not in done]
-        if not todo:
-            continue
+    for d, todo in pending(out, run_dirs, "momentum", momenta):
         run = Run(d)
         for momentum in todo:
             model = copy.deepcopy(run.suspect)
@@ -269,26 +267,21 @@ def probe_momentum(out: Path, momenta: list[float | None], run_dirs: Iterable[st
     print("| model | BatchNorm momentum | the suspect with it: ACC / ASR | default without the rule | default (the rule) "
           "| suspect's statistics left after the run |")
     print("|---|---|---|---|---|---|")
-    for text in out.read_text().splitlines():
-        r = json.loads(text)
+    for r in records(out):
         left = r["rule_resolved"]["stale_share"] if r["rule_resolved"] else "–"
         print(f"| {Path(r['run']).name} | {r['momentum']} | {r['same_suspect']['acc']:.2f} / {r['same_suspect']['asr']:.2f} | "
               f"{cell(r['without'], r['suspect'], r['floor'])} | {cell(r['rule'], r['suspect'], r['floor'])} | {left} |")
 
 
 def probe_angles(out: Path, run_dirs: Iterable[str]) -> None:
-    done = done_keys(out, lambda r: r["run"])
-    for d in run_dirs:
-        if str(Path(d).resolve()) in done:
-            continue
+    for d, _ in pending(out, run_dirs):
         run = Run(d)
         model = run.d3("default")
         append(out, {"run": run.path, "floor": run.floor, "suspect": run.evaluate(run.suspect),
                      "default": run.evaluate(model), "angles": weight_angles(run.suspect, model)})
     print("| model | default: ACC change / ASR | degrees turned, each Linear/Conv2d weight in registration order |")
     print("|---|---|---|")
-    for text in out.read_text().splitlines():
-        r = json.loads(text)
+    for r in records(out):
         print(f"| {Path(r['run']).name} | {cell(r['default'], r['suspect'], r['floor'])} | "
               f"{', '.join(f'{v:g}' for v in r['angles'].values())} |")
 

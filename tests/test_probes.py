@@ -49,3 +49,16 @@ def test_weight_angles_are_zero_for_the_same_weights_and_180_for_negated_ones():
     with torch.no_grad():
         b[8].weight.neg_()
     assert probes.weight_angles(a, b)["8"] == 180.0
+
+
+def test_pending_names_only_what_the_file_does_not_hold(tmp_path):
+    probes = load_benchmark("d3_probes")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    out = tmp_path / "out.jsonl"
+    probes.append(out, {"run": str((tmp_path / "a").resolve()), "c": 0.5})
+    probes.append(out, {"run": str((tmp_path / "b").resolve()), "c": None})
+    runs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert list(probes.pending(out, runs, "c", [0.5, None])) == [(runs[0], [None]), (runs[1], [0.5])]
+    assert list(probes.pending(out, runs)) == []
+    assert list(probes.pending(tmp_path / "none.jsonl", runs[:1])) == [(runs[0], [None])]
