@@ -38,10 +38,9 @@ from ..utils import eval_mode
 def clean_fisher(model: nn.Module, weights: Sequence[nn.Parameter], retain: ImageSplit, batch_size: int,
                  device: torch.device | str) -> list[torch.Tensor]:
     """The empirical Fisher diagonal of the mean clean cross-entropy for each of ``weights``: the
-    mean over the retain set's mini-batches (in order) of the squared batch gradient. No weight,
-    buffer or gradient of ``model`` changes."""
+    mean over the retain set's mini-batches (in order) of the squared batch gradient
+    (``torch.autograd.grad``: no ``.grad`` is written). No weight or buffer of ``model`` changes."""
     sums = [torch.zeros_like(w, dtype=torch.float32) for w in weights]
-    saved = [w.grad for w in weights]
     batches = 0
     with eval_mode(model):
         for i in range(0, len(retain), batch_size):
@@ -51,8 +50,6 @@ def clean_fisher(model: nn.Module, weights: Sequence[nn.Parameter], retain: Imag
                 if g is not None:
                     s.add_(g.detach().float().pow(2))
             batches += 1
-    for w, g in zip(weights, saved):
-        w.grad = g
     return [s / max(batches, 1) for s in sums]
 
 
