@@ -102,6 +102,19 @@ def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[t
     return loss, {"loss": float(loss.detach())}
 
 
+def label_smoothed_objective(smoothing: float) -> Objective:
+    """Mean cross-entropy against labels smoothed by ``smoothing`` (Szegedy et al., CVPR 2016, as
+    PyTorch and most training recipes spell it: 1 − s + s/K on the true class, s/K on every
+    other; FT-SAM's own loss follows its reference, s/(K − 1)): what ``LoopConfig.label_smoothing``
+    trains with, a recipe that leaves a model less confident."""
+
+    def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        loss = F.cross_entropy(model(x), y, label_smoothing=smoothing)
+        return loss, {"loss": float(loss.detach())}
+
+    return objective
+
+
 @dataclass
 class LoopConfig:
     """Hyper-parameters of one training run (defaults: BackdoorBench attack training)."""
@@ -119,6 +132,7 @@ class LoopConfig:
     crop_padding: int = 4
     flip: bool = True
     blend: float = 0.0  # overlay strength of blend_batch (0: off)
+    label_smoothing: float = 0.0  # of the default cross-entropy objective (0: off)
     drop_last: bool = False
     sam_rho: float | None = None
     sam_adaptive: bool = False
@@ -141,6 +155,8 @@ class LoopConfig:
             raise ValueError(f"scheduler must be 'cosine' or 'constant'; got {self.scheduler!r}")
         if self.sam_rho is not None and self.sam_rho <= 0:
             raise ValueError(f"sam_rho must be > 0; got {self.sam_rho}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
         check_blend(self.blend)
         check_options(self.precision, self.channels_last, self.compile)
 
@@ -296,6 +312,11 @@ def train(
     default) gives the gradient the optimiser applies, at the perturbed weights. D3 uses it to
     take the ascent on its clean loss alone, not on its distance term.
     """
+    if config.label_smoothing:
+        if objective is not cross_entropy:
+            raise ValueError("label_smoothing applies to the default cross-entropy objective; this training "
+                             "minimises its own")
+        objective = label_smoothed_objective(config.label_smoothing)
     dev = resolve_device(device)
     plan = resolve_precision(config.precision, dev, config.amp)
     model.to(dev)

@@ -33,7 +33,8 @@ YAML layout (every field except ``attacks``/``defenses`` has a default)::
 ``options`` are fixed values, ``grid`` lists values whose Cartesian product gives one cell
 each. Attack option keys that are :class:`~distox.experiment.AttackSpec` fields (epochs,
 batch_size, lr, train_subset, test_subset, poison_rate, target, mode, sam_rho, augment,
-weight_decay, momentum, flip, clean_reference, precision, channels_last, compile) set
+weight_decay, momentum, flip, clean_reference, precision, channels_last, compile, optimizer,
+label_smoothing) set
 the spec; any other key is an argument of the attack's constructor. Defense option keys
 ratio, count, epochs, batch_size set the :class:`~distox.experiment.DefenseSpec`; any other
 key is a defense hyper-parameter (``params``).
@@ -71,7 +72,7 @@ from ..registry import keyword_names
 #: AttackSpec fields that an attack entry's options/grid may set (others go to attack_kwargs).
 ATTACK_SPEC_KEYS = ("epochs", "batch_size", "lr", "train_subset", "test_subset", "poison_rate",
                     "target", "mode", "sam_rho", "augment", "weight_decay", "momentum", "flip",
-                    "clean_reference", "precision", "channels_last", "compile")
+                    "clean_reference", "precision", "channels_last", "compile", "optimizer", "label_smoothing")
 #: DefenseSpec fields that a defense entry's options/grid may set (others go to params).
 DEFENSE_SPEC_KEYS = ("ratio", "count", "epochs", "batch_size")
 #: Pseudo-defense: the backdoored model itself (the "No defense" column, always reported).
@@ -127,6 +128,8 @@ class AttackSettings(_Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = False
     compile: bool = False
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
 
 
 class DefenseSettings(_Strict):

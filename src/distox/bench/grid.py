@@ -31,9 +31,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..acceleration import drop_defaults, non_default
+from ..acceleration import non_default
 from ..data.augmentation import resolve_flip
-from ..experiment.specs import clean_recipe
+from ..experiment.specs import clean_recipe, drop_spec_defaults
 from .config import ATTACK_SPEC_KEYS, DEFENSE_SPEC_KEYS, AttackEntry, BenchConfig, MethodEntry, ModelEntry
 
 #: Bump when the meaning of a cell config changes (invalidates every cached cell).
@@ -151,7 +151,7 @@ def attack_config(cfg: BenchConfig, dataset: str, model: Any, name: str, combo: 
             kwargs[k] = v
     spec["flip"] = resolve_flip(spec["flip"], dataset)
     return {"attack": name, "dataset": dataset, "model": model.name, "model_kwargs": dict(model.kwargs),
-            "attack_kwargs": kwargs, "seed": seed, **drop_defaults(spec)}
+            "attack_kwargs": kwargs, "seed": seed, **drop_spec_defaults(spec)}
 
 
 def defense_config(cfg: BenchConfig, name: str, combo: dict[str, Any], seed: int) -> dict[str, Any]:

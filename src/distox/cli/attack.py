@@ -38,7 +38,10 @@ def attack(
     sam_rho: Optional[float] = typer.Option(None, help="Train with SAM of this radius (adaptive attack)."),
     seed: int = typer.Option(0, help="Seed of subsets, poisoning, initialisation and shuffling."),
     batch_size: int = typer.Option(128, help="Training batch size."),
-    lr: float = typer.Option(0.01, help="SGD learning rate (cosine annealed)."),
+    lr: float = typer.Option(0.01, help="Learning rate (cosine annealed)."),
+    optimizer: str = typer.Option("sgd", help="sgd (momentum 0.9) or adam."),
+    weight_decay: float = typer.Option(5e-4, help="Weight decay."),
+    label_smoothing: float = typer.Option(0.0, help="Train against labels smoothed by this much, in [0, 1)."),
     width: Optional[float] = typer.Option(None, help="Model width (small_cnn/small_vgg base channels; small_vit token width; resnet/vgg multiplier)."),
     model_kwarg: Optional[list[str]] = typer.Option(None, "--model-kwarg", metavar="KEY=VALUE",
                                                      help="Model option (JSON values), repeatable, e.g. "
@@ -72,7 +75,8 @@ def attack(
                       train_subset=train_subset, test_subset=test_subset, poison_rate=poison_rate,
                       target=target, mode=mode, sam_rho=sam_rho, augment=not no_augment, seed=seed,
                       data_root=None if data_root is None else str(data_root), clean_reference=clean_reference,
-                      precision=precision, channels_last=channels_last, compile=compile)
+                      precision=precision, channels_last=channels_last, compile=compile,
+                      optimizer=optimizer, weight_decay=weight_decay, label_smoothing=label_smoothing)
     metrics = run_attack(spec, out, device=device, progress=not quiet, force=force,
                          track_epochs=track_epochs or eval_every is not None, eval_every=eval_every or 1)
     echo_json(metrics)

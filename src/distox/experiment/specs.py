@@ -21,6 +21,18 @@ log = logging.getLogger(__name__)
 ATTACK_ONLY_FIELDS = ("attack", "attack_kwargs", "poison_rate", "target", "mode", "clean_reference")
 
 
+#: Training-recipe fields of :class:`AttackSpec` left out of its dict when at these defaults
+#: (so the specs and bench keys of runs made before the fields existed hold).
+RECIPE_DEFAULTS: dict[str, Any] = {"optimizer": "sgd", "label_smoothing": 0.0}
+
+
+def drop_spec_defaults(record: dict[str, Any]) -> dict[str, Any]:
+    """An AttackSpec dict without the speed options (:func:`distox.acceleration.drop_defaults`)
+    and the :data:`RECIPE_DEFAULTS` fields that hold their default."""
+    return {k: v for k, v in drop_defaults(record).items()
+            if not (k in RECIPE_DEFAULTS and v == RECIPE_DEFAULTS[k])}
+
+
 def clean_recipe(spec_dict: dict[str, Any]) -> dict[str, Any]:
     """An AttackSpec dict without :data:`ATTACK_ONLY_FIELDS`: what defines its clean reference
     model (``run_clean``'s spec, the bench's clean cell)."""
@@ -50,7 +62,10 @@ class AttackSpec(SpecRecord):
         model_kwargs: extra model arguments, e.g. ``{"width": 16}`` ({}).
         attack_kwargs: extra attack arguments, e.g. ``{"alpha": 0.2}`` ({}).
         epochs: training epochs (100). batch_size: 128. lr: 0.01.
-        weight_decay: SGD weight decay (5e-4). momentum: 0.9.
+        weight_decay: weight decay (5e-4). momentum: SGD momentum (0.9).
+        optimizer: ``"sgd"`` (with momentum) or ``"adam"`` (β 0.9, 0.999), both cosine annealed.
+        label_smoothing: train against labels smoothed by this much (0: plain cross-entropy);
+            not with attacks that train with their own objective (Input-aware).
         train_subset / test_subset: size of a seeded uniform subset of the training / test set
             (None = all).
         poison_rate: fraction of the (subset) training set poisoned (0.1).
@@ -69,8 +84,9 @@ class AttackSpec(SpecRecord):
         seed: seed of subsets, poisoned indices, initialisation and shuffling (0).
         data_root: where to look for the dataset (None: ``$DISTOX_DATA``, system paths).
         precision, channels_last, compile: how the training loop runs
-            (:mod:`distox.acceleration`; ``"auto"``, False, False). Each is part of the spec's
-            dict (run identity, bench cell key) only when not at its default.
+            (:mod:`distox.acceleration`; ``"auto"``, False, False). Each of these three, and
+            ``optimizer`` and ``label_smoothing``, is part of the spec's dict (run identity, bench
+            cell key) only when not at its default.
 
     Example:
         >>> spec = AttackSpec("blended", epochs=10, model_kwargs={"width": 16})
@@ -102,12 +118,20 @@ class AttackSpec(SpecRecord):
     precision: str = "auto"
     channels_last: bool = False
     compile: bool = False
+    optimizer: str = "sgd"
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         try:
             check_options(self.precision, self.channels_last, self.compile)
         except DistoxError as exc:
             raise AttackError(str(exc)) from None
+        if self.optimizer not in ("sgd", "adam"):
+            raise AttackError(f"optimizer must be 'sgd' or 'adam'; got {self.optimizer!r}")
+        if not 0.0 <= float(self.label_smoothing) < 1.0:
+            raise AttackError(f"label smoothing must be in [0, 1); got {self.label_smoothing}")
+        if float(self.weight_decay) < 0 or float(self.momentum) < 0:
+            raise AttackError(f"weight decay and momentum must be >= 0; got {self.weight_decay}, {self.momentum}")
         self.model_kwargs = dict(self.model_kwargs or {})
         self.attack_kwargs = dict(self.attack_kwargs or {})
         if self.data_root is not None:
@@ -133,9 +157,10 @@ class AttackSpec(SpecRecord):
             raise AttackError(f"SAM radius must be > 0; got {self.sam_rho}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict; ``precision``, ``channels_last`` and ``compile`` only when not at
-        their defaults (so the specs and bench keys of runs made before they existed hold)."""
-        return drop_defaults(super().to_dict())
+        """JSON-safe dict; ``precision``, ``channels_last``, ``compile``, ``optimizer`` and
+        ``label_smoothing`` only when not at their defaults (so the specs and bench keys of runs
+        made before they existed hold)."""
+        return drop_spec_defaults(super().to_dict())
 
     def identity(self) -> dict[str, Any]:
         """The fields that define the result (``data_root`` only says where data live)."""
@@ -148,6 +173,7 @@ class AttackSpec(SpecRecord):
         for the dataset, :func:`distox.data.augmentation_for`)."""
         aug = augmentation_for(self.dataset, image_side, self.flip)
         return LoopConfig(epochs=int(self.epochs), batch_size=int(self.batch_size), lr=float(self.lr),
+                          optimizer=self.optimizer, label_smoothing=float(self.label_smoothing),
                           momentum=float(self.momentum), weight_decay=float(self.weight_decay),
                           augment=bool(self.augment), flip=aug.flip, crop_padding=aug.crop_padding,
                           sam_rho=None if self.sam_rho is None else float(self.sam_rho),
