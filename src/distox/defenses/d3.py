@@ -60,6 +60,7 @@ from .d3_kernels import fused_distances, fused_project, use_fused
 from .fisher_metric import clean_fisher, fisher_metric
 from .heldout import EpochChooser, accuracy, resolve_tolerance, split_retain
 from .input_prune import prune_inputs
+from .logit_scale import TEMPERATURE_LIMIT, fit_temperature, retain_logits, scale_classifier, scales_logits
 from .probe import layer_input
 from .registry import register
 from .self_distill import SuspectTargets, distillation_loss
@@ -101,7 +102,7 @@ FALLBACK: dict[str, Any] = {
     "layer_weighting": "sum", "distill": 0.0, "distill_temperature": 4.0,
     "head_bias": "keep", "norm_rule": False, "min_steps": 0, "input_prune": False, "classifier_lr": None,
     "bn_recalibrate": False,
-    "head_warmup": 0, "sam_rho": None,
+    "head_warmup": 0, "sam_rho": None, "logit_scale": False,
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
 LOOP_KEYS = ("epochs", "batch_size", "lr", "augment", "blend")
@@ -382,6 +383,14 @@ class D3(Defense):
             many as keep retain accuracy within ``tolerance`` (:mod:`distox.defenses.input_prune`;
             recorded in ``config["input_prune_resolved"]``). A model that starts with a
             convolution is left as it is.
+        logit_scale: False (every preset) or True: measure the scale of the suspect's logits as
+            the temperature T that fits its retain outputs best (temperature scaling), divide the
+            final classifier's weight and bias by T before D3 (same predictions, the confidence
+            the retain data support) and multiply them back after it
+            (:mod:`distox.defenses.logit_scale`; BENCHMARKS.md "Sixteenth round": it makes D3
+            blind to the logits' scale, but did not earn a place in the default); recorded in
+            ``config["logit_scale_resolved"]``. Skipped, with a warning, where the model's outputs
+            do not scale with its classifier's or no temperature fits the retain labels.
         auto: options of ``lmd="auto"`` / ``eps="auto"``, which choose them from the retain data
             (rules in :mod:`distox.defenses.d3_auto`).
         epochs, batch_size, lr, augment, blend, flip, seed: see :class:`Defense` (100, 256, 0.01,
@@ -404,7 +413,8 @@ class D3(Defense):
                  distill_temperature: float | None = None, head_bias: str | None = None,
                  norm_rule: bool | None = None, min_steps: int | None = None, input_prune: bool | None = None,
                  classifier_lr: float | None = None, bn_recalibrate: bool | None = None,
-                 head_warmup: int | None = None, sam_rho: float | None = None, **kwargs: Any) -> None:
+                 head_warmup: int | None = None, sam_rho: float | None = None,
+                 logit_scale: bool | None = None, **kwargs: Any) -> None:
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
         chosen = PRESETS[preset]
@@ -418,7 +428,7 @@ class D3(Defense):
                      layer_weighting=layer_weighting, distill=distill, distill_temperature=distill_temperature,
                      head_bias=head_bias, norm_rule=norm_rule, min_steps=min_steps, input_prune=input_prune,
                      classifier_lr=classifier_lr, bn_recalibrate=bn_recalibrate, head_warmup=head_warmup,
-                     sam_rho=sam_rho)
+                     sam_rho=sam_rho, logit_scale=logit_scale)
         #: the options the caller set (a model-derived rule never overrides them)
         self._explicit = frozenset(explicit | {k for k, val in given.items() if val is not None})
         v = {k: val if val is not None else chosen.get(k, FALLBACK[k]) for k, val in given.items()}
@@ -490,6 +500,9 @@ class D3(Defense):
                                              and v["sam_rho"] > 0):
             raise DefenseError(f"sam_rho must be a number > 0 or None; got {v['sam_rho']!r}")
         self.sam_rho = None if v["sam_rho"] is None else float(v["sam_rho"])
+        if not isinstance(v["logit_scale"], bool):
+            raise DefenseError(f"logit_scale must be true or false; got {v['logit_scale']!r}")
+        self.logit_scale = v["logit_scale"]
 
     def warm_up_classifier(self, model: nn.Module, retain: ImageSplit, example: torch.Tensor,
                            device: torch.device) -> None:
@@ -530,6 +543,8 @@ class D3(Defense):
             params.pop("head_warmup", None)
         if self.sam_rho is None:
             params.pop("sam_rho", None)
+        if not self.logit_scale:
+            params.pop("logit_scale", None)
         return params
 
     def fit_adapted(self, adapted: D3, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
@@ -665,6 +680,7 @@ class D3(Defense):
                 log.info("D3: set aside %d of the %d inputs of %s that the retain images barely vary (retain "
                          "accuracy %.2f -> %.2f %%)", pruned["pruned"], pruned["features"], pruned["layer"],
                          pruned["start_acc"], pruned["acc"])
+        scaled = self.calibrate_logits(model, retain, device)  # before anything reads the logits
         chooser = None
         if self.select == "heldout":
             retain, held = split_retain(retain, self.val_fraction, self.seed)
@@ -771,4 +787,40 @@ class D3(Defense):
             self.selection_resolved = chooser.summary()
         if recalibrate:
             reestimate_batchnorm(model, retain.x, device)
+        if scaled is not None:  # the suspect's own scale back
+            scale_classifier(*scaled)
         return state
+
+    def calibrate_logits(self, model: nn.Module, retain: ImageSplit, device: torch.device
+                         ) -> tuple[nn.Module, float] | None:
+        """``logit_scale``: divide the final classifier by the suspect's retain temperature T and
+        return ``(classifier, T)`` to multiply it back with; None when nothing was changed. Reads
+        the model's outputs on the retain images and their labels only."""
+        if not self.logit_scale:
+            return None
+        example = retain.x[:1].to(device)
+        try:
+            name = classifier_name(model, example)
+        except SelectionError:
+            self.logit_scale_resolved = {"temperature": None, "scaled": False, "reason": "no classifier"}
+            return None
+        head = model.get_submodule(name)
+        temperature = fit_temperature(retain_logits(model, retain.x, device), retain.y)
+        measured = 1 / TEMPERATURE_LIMIT < temperature < TEMPERATURE_LIMIT
+        homogeneous = measured and scales_logits(model, head, retain.x[:256], device)
+        self.logit_scale_resolved = {"temperature": round(temperature, 4), "classifier": name,
+                                     "scaled": homogeneous}
+        if not measured:
+            log.warning("D3: the suspect's outputs fit the retain labels no better than uniform guessing at any "
+                        "scale (temperature %.3g); its logits are left as they are", temperature)
+            self.logit_scale_resolved["reason"] = "no temperature fits the retain labels"
+        if measured and not homogeneous:
+            log.warning("D3: the model's outputs do not scale with its classifier %s's weights; its logits "
+                        "(temperature %.3g on the retain images) are left as they are", name, temperature)
+            self.logit_scale_resolved["reason"] = "outputs do not scale with the classifier"
+        if not homogeneous:
+            return None
+        log.info("D3: the suspect's logits fit the retain images best divided by %.3g; its classifier %s runs D3 "
+                 "at that scale and is scaled back after it", temperature, name)
+        scale_classifier(head, 1.0 / temperature)
+        return head, temperature
