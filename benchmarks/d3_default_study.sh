@@ -136,8 +136,14 @@
 #   bash benchmarks/d3_default_study.sh fifteenth-models [a|b] # fifteenth round: two check models (MnasNet-0.5
 #                                                  # BadNets, GoogLeNet Blended); a and b side by side
 #   bash benchmarks/d3_default_study.sh fifteenth RUN_DIR... # fifteenth round, once on them
-#   bash benchmarks/d3_default_study.sh fifteenth-probes clp|uap|rescale|angles|momentum RUN_DIR... # fifteenth round: probes
-#                                                  # (benchmarks/d3_probes.py) on the BatchNorm study models
+#   bash benchmarks/d3_default_study.sh sixteenth-models [a|b|c] # sixteenth round: five check models trained with
+#                                                  # other recipes (label smoothing, Adam, no weight decay, long)
+#   bash benchmarks/d3_default_study.sh sixteenth RUN_DIR... # sixteenth round, once on each recipe model
+#   bash benchmarks/d3_default_study.sh sixteenth-sets [a|b] # sixteenth round: logits at their retain temperature on
+#                                                  # the earlier rounds' models
+#   bash benchmarks/d3_default_study.sh fifteenth-probes clp|uap|rescale|angles|momentum|logits|temperature RUN_DIR...
+#                                                  # fifteenth round: probes (benchmarks/d3_probes.py) on the study
+#                                                  # models (logits, temperature: the sixteenth round's)
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -165,6 +171,7 @@ sixth_cands=("${sixth_default[@]}" "${sixth_reference[@]}" "${sixth_paper[@]}" "
              --candidate "ft=method:ft,augment:false")
 # the seventh round's: the default as shipped now (its steps floor), and without the floor
 seventh_floor=(--candidate "floor600=preset:default,epochs:null")
+sixteenth_scaled=(--candidate "logit-scaled=preset:default,epochs:null,logit_scale:true")
 seventh_without=(--candidate "default-shipped=preset:default,min_steps:0")
 # the eighth round's MLP steps: the default as it was then, before the ninth round's input pruning
 # (which changes nothing on a model whose first weighted layer is a convolution)
@@ -1068,12 +1075,51 @@ PY
       attack googlenet-blended blended --model torchvision:googlenet --epochs 6 --lr 0.02 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 59 --target 8 --poison-rate 0.05
     fi
     ;;
+  sixteenth-models)  # sixteenth round: check models trained with other recipes than every study model (SGD, hard
+    # labels, weight decay 5e-4, a few epochs): label smoothing, Adam, no weight decay, 40 epochs on 10,000 images;
+    # `sixteenth-models a`, `b` and `c` side by side
+    if [ "${2:-a}" = a ]; then
+      attack vgg-blended-ls blended --model small_vgg --width 16 --epochs 4 --batch-size 32 --no-augment --test-subset 2000 --seed 60 --label-smoothing 0.1
+      attack prn-wanet-adam wanet --model preactresnet18 --width 0.125 --epochs 6 --train-subset 30000 --test-subset 2000 --seed 61 --target 4 --optimizer adam --lr 0.001 --weight-decay 0
+    fi
+    if [ "${2:-b}" = b ]; then
+      attack cnn-blended-ls-nowd blended --model small_cnn --width 16 --epochs 4 --batch-size 32 --no-augment --test-subset 2000 --seed 62 --target 6 --label-smoothing 0.2 --weight-decay 0
+      attack rn18-badnets-adam badnets --model torchvision:resnet18 --epochs 3 --train-subset 20000 --test-subset 2000 --seed 63 --target 3 --optimizer adam --lr 0.001
+    fi
+    if [ "${2:-c}" = c ]; then  # 40 epochs on 10,000 images without weight decay
+      attack cnn-blended-long blended --model small_cnn --width 16 --epochs 40 --batch-size 64 --no-augment --train-subset 10000 --test-subset 2000 --seed 64 --target 2 --weight-decay 0 --lr 0.02
+    fi
+    ;;
   fifteenth)  # fifteenth round, once on each: the default (seeds 0, 1), the faithful presets and FT-SAM (seed 0,
     # 3,000 images); the default with 500 images (seed 0); `fifteenth RUN_DIR...`
     study "${@:2}" --final-only --out $RUNS/fifteenth-3000.jsonl "${seventh_floor[@]}" \
       "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
     study "${@:2}" --final-only --seed 1 --out $RUNS/fifteenth-3000-s1.jsonl "${seventh_floor[@]}"
     study "${@:2}" --final-only --count 500 --out $RUNS/fifteenth-500.jsonl "${seventh_floor[@]}"
+    ;;
+  sixteenth-sets)  # sixteenth round: the default with its logits at their retain temperature on the earlier sets,
+    # beside the default's lines already there: the eleventh round's development part (seeds 0 and 1) and check part,
+    # the twelfth, fourteenth and fifteenth rounds' check models; `sixteenth-sets a` and `b` side by side
+    local_scaled="logit-scaled=preset:default,epochs:null,logit_scale:true"
+    if [ "${2:-a}" = a ]; then
+      dev_or_check eleventh "$DEV $RUNS/cnn-plain-blended $RUNS/cnn-gn-badnets" "" "$local_scaled" dev 0 1
+      study $RUNS/vgg19-wanet --final-only --out $RUNS/fourteenth-3000.jsonl --candidate "$local_scaled"
+      study $RUNS/googlenet-blended --final-only --out $RUNS/fifteenth-3000.jsonl --candidate "$local_scaled"
+    fi
+    if [ "${2:-b}" = b ]; then
+      dev_or_check eleventh "" "$CHECK $RUNS/tutorial-badnets $RUNS/tutorial-blended" "$local_scaled" check 0
+      study $RUNS/mnv2-badnets $RUNS/vgg-blended-t5 $RUNS/mnv3l-sig --final-only --out $RUNS/twelfth-3000.jsonl \
+        --candidate "$local_scaled"
+    fi
+    ;;
+  sixteenth)  # sixteenth round, once on each recipe model: the default and the default with its logits at their
+    # retain temperature (seeds 0, 1), the faithful presets and FT-SAM (seed 0, 3,000 images); the default and the
+    # scaled one with 500 images (seed 0); `sixteenth RUN_DIR...`
+    study "${@:2}" --final-only --out $RUNS/sixteenth-3000.jsonl "${seventh_floor[@]}" "${sixteenth_scaled[@]}"
+    study "${@:2}" --final-only --seed 1 --out $RUNS/sixteenth-3000-s1.jsonl "${seventh_floor[@]}" "${sixteenth_scaled[@]}"
+    study "${@:2}" --final-only --count 500 --out $RUNS/sixteenth-500.jsonl "${seventh_floor[@]}" "${sixteenth_scaled[@]}"
+    study "${@:2}" --final-only --out $RUNS/sixteenth-3000.jsonl "${sixth_reference[@]}" "${sixth_paper[@]}" \
+      --candidate "ft-sam=method:ft-sam,augment:false"
     ;;
   fifteenth-probes)  # fifteenth round: channel Lipschitz pruning, universal perturbations fitted on the purified
     # models, a function-identical rescaling and the angles the default turns each weight by, on the BatchNorm study
@@ -1086,7 +1132,10 @@ PY
       rescale) $PY benchmarks/d3_probes.py rescale $RUNS/fifteenth-rescale.jsonl 0.5,2 "${@:3}" ;;
       angles) $PY benchmarks/d3_probes.py angles $RUNS/fifteenth-angles.jsonl "${@:3}" ;;
       momentum) $PY benchmarks/d3_probes.py momentum $RUNS/fifteenth-momentum.jsonl 0.001,none "${@:3}" ;;
-      *) echo "fifteenth-probes needs clp, uap, rescale, angles or momentum; got '${2:-}'" >&2; exit 2 ;;
+      logits) $PY benchmarks/d3_probes.py logits $RUNS/sixteenth-logits.jsonl 0.25,4 "${@:3}" ;;
+      temperature) $PY benchmarks/d3_probes.py temperature $RUNS/sixteenth-temperature.jsonl "${@:3}" ;;
+      *) echo "fifteenth-probes needs clp, uap, rescale, angles, momentum, logits or temperature; got '${2:-}'" >&2
+         exit 2 ;;
     esac
     ;;
   eleventh-why)  # eleventh round: how close each suspect classifier already is to the retain set's centred class

@@ -17,6 +17,15 @@ run (and setting) in OUT; a rerun skips what OUT already holds and then prints t
         The same suspect with every BatchNorm layer's momentum set to M (``none``: a cumulative
         average), which changes no output: the default D3 with its ``bn_recalibrate="auto"`` rule and
         without it (``bn_recalibrate=False``).
+    python benchmarks/d3_probes.py logits OUT.jsonl C,C RUN_DIR ...
+        The same predictions at another confidence: the final classifier's weight and bias
+        multiplied by C (as a model trained with label smoothing, or much longer, has smaller or
+        larger logits), then the default D3, as it is and with ``logit_scale=True`` (the
+        classifier divided by the retain temperature before D3, multiplied back after it);
+        records the scaled suspect's mean retain cross-entropy.
+    python benchmarks/d3_probes.py temperature OUT.jsonl RUN_DIR ...
+        How confident each suspect is on its retain images: accuracy, mean cross-entropy and the
+        temperature that fits them best (``distox.defenses.logit_scale.fit_temperature``); no training.
     python benchmarks/d3_probes.py angles OUT.jsonl RUN_DIR ...
         How far the default D3 turns each Linear/Conv2d weight: the angle between it and the
         suspect's, and the ratio of their norms.
@@ -42,9 +51,10 @@ from torch.nn import functional as F
 
 from distox.bench.summary import asr_floor
 from distox.defenses import create
+from distox.defenses.logit_scale import fit_temperature, retain_logits
 from distox.experiment import load_run
 from distox.metrics import evaluate
-from distox.models.selection import WEIGHTED, batchnorm_fed_pairs
+from distox.models.selection import WEIGHTED, batchnorm_fed_pairs, classifier_name
 from distox.utils import batchnorm_modules
 
 CLP_US = (3.0, 2.5, 2.0, 1.5)
@@ -163,6 +173,25 @@ def rescale_batchnorm_fed(model: nn.Module, example: torch.Tensor, c: float) -> 
     return len(pairs)
 
 
+@torch.no_grad()
+def scale_logits(model: nn.Module, example: torch.Tensor, c: float) -> str:
+    """The final classifier's weight and bias times ``c``: every logit times c, the same argmax.
+    Returns the classifier's name."""
+    name = classifier_name(model, example)
+    head = dict(model.named_modules())[name]
+    head.weight.mul_(c)
+    if head.bias is not None:
+        head.bias.mul_(c)
+    return name
+
+
+@torch.no_grad()
+def retain_loss(model: nn.Module, run: Run) -> float:
+    """Mean cross-entropy of ``model`` (evaluation mode) on the run's retain images."""
+    model.eval()
+    return float(F.cross_entropy(model(run.retain.x), run.retain.y))
+
+
 def weight_angles(before: nn.Module, after: nn.Module) -> dict[str, float]:
     """Degrees between each Linear/Conv2d weight of ``after`` and the same weight of ``before``."""
     old = dict(before.named_modules())
@@ -233,20 +262,57 @@ def probe_uap(out: Path, run_dirs: Iterable[str]) -> None:
               f"{easiest('default')} |")
 
 
-def probe_rescale(out: Path, factors: list[float], run_dirs: Iterable[str]) -> None:
+def changed_suspects(out: Path, factors: list[float], run_dirs: Iterable[str],
+                     change: Callable[[nn.Module, torch.Tensor, float], Any]) -> Iterator[tuple[Run, float, nn.Module, Any]]:
+    """For each run and factor C that OUT has no line for: (run, C, a copy of the suspect that
+    ``change(copy, one retain image, C)`` changed in place, what ``change`` returned)."""
     for d, todo in pending(out, run_dirs, "c", factors):
         run = Run(d)
         for c in todo:
             model = copy.deepcopy(run.suspect)
-            layers = rescale_batchnorm_fed(model, run.retain.x[:1], c)
-            line = {"run": run.path, "c": c, "layers": layers, "floor": run.floor, "suspect": run.evaluate(run.suspect),
-                    "rescaled": run.evaluate(model), "default": run.evaluate(run.d3("default", model))}
-            append(out, line)
+            yield run, c, model, change(model, run.retain.x[:1], c)
+
+
+def probe_rescale(out: Path, factors: list[float], run_dirs: Iterable[str]) -> None:
+    for run, c, model, layers in changed_suspects(out, factors, run_dirs, rescale_batchnorm_fed):
+        line = {"run": run.path, "c": c, "layers": layers, "floor": run.floor, "suspect": run.evaluate(run.suspect),
+                "rescaled": run.evaluate(model), "default": run.evaluate(run.d3("default", model))}
+        append(out, line)
     print("| model | C | layers | rescaled suspect ACC / ASR | default after it: ACC change / ASR |")
     print("|---|---|---|---|---|")
     for r in records(out):
         print(f"| {Path(r['run']).name} | {r['c']:g} | {r['layers']} | {r['rescaled']['acc']:.2f} / "
               f"{r['rescaled']['asr']:.2f} | {cell(r['default'], r['suspect'], r['floor'])} |")
+
+
+def probe_logits(out: Path, factors: list[float], run_dirs: Iterable[str]) -> None:
+    for run, c, model, head in changed_suspects(out, factors, run_dirs, scale_logits):
+        line = {"run": run.path, "c": c, "head": head, "floor": run.floor, "suspect": run.evaluate(run.suspect),
+                "scaled": run.evaluate(model), "retain_ce": retain_loss(model, run),
+                "default": run.evaluate(run.d3("default", model))}
+        result = create("d3", preset="default", seed=0, logit_scale=True)(model, run.retain, device="cpu", progress=False)
+        line["rule"], line["rule_resolved"] = run.evaluate(result.model), result.config["logit_scale_resolved"]
+        append(out, line)
+    print("| model | C | suspect's retain CE | its retain temperature | default: ACC change / ASR "
+          "| default with logit_scale=True |")
+    print("|---|---|---|---|---|---|")
+    for r in records(out):
+        print(f"| {Path(r['run']).name} | {r['c']:g} | {r['retain_ce']:.3f} | {r['rule_resolved']['temperature']:.3f} | "
+              f"{cell(r['default'], r['suspect'], r['floor'])} | {cell(r['rule'], r['suspect'], r['floor'])} |")
+
+
+@torch.no_grad()
+def probe_temperature(out: Path, run_dirs: Iterable[str]) -> None:
+    for d, _ in pending(out, run_dirs):
+        run = Run(d)
+        logits = retain_logits(run.suspect, run.retain.x, "cpu")
+        append(out, {"run": run.path, "retain_acc": float((logits.argmax(1) == run.retain.y).float().mean() * 100),
+                     "retain_ce": float(F.cross_entropy(logits, run.retain.y)),
+                     "temperature": fit_temperature(logits, run.retain.y)})
+    print("| model | retain accuracy | mean retain CE | retain temperature |")
+    print("|---|---|---|---|")
+    for r in records(out):
+        print(f"| {Path(r['run']).name} | {r['retain_acc']:.2f} | {r['retain_ce']:.3f} | {r['temperature']:.3f} |")
 
 
 def probe_momentum(out: Path, momenta: list[float | None], run_dirs: Iterable[str]) -> None:
@@ -289,13 +355,17 @@ def probe_angles(out: Path, run_dirs: Iterable[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="probe", required=True)
-    for name in ("clp", "uap", "angles"):
+    for name in ("clp", "uap", "angles", "temperature"):
         p = sub.add_parser(name)
         p.add_argument("out", type=Path)
         p.add_argument("runs", nargs="+")
     p = sub.add_parser("momentum")
     p.add_argument("out", type=Path)
     p.add_argument("momenta", type=lambda s: [None if c == "none" else float(c) for c in s.split(",")])
+    p.add_argument("runs", nargs="+")
+    p = sub.add_parser("logits")
+    p.add_argument("out", type=Path)
+    p.add_argument("factors", type=lambda s: [float(c) for c in s.split(",")])
     p.add_argument("runs", nargs="+")
     p = sub.add_parser("rescale")
     p.add_argument("out", type=Path)
@@ -309,6 +379,10 @@ def main(argv: list[str] | None = None) -> None:
         probe_uap(args.out, args.runs)
     elif args.probe == "momentum":
         probe_momentum(args.out, args.momenta, args.runs)
+    elif args.probe == "logits":
+        probe_logits(args.out, args.factors, args.runs)
+    elif args.probe == "temperature":
+        probe_temperature(args.out, args.runs)
     elif args.probe == "angles":
         probe_angles(args.out, args.runs)
     else:

@@ -56,6 +56,8 @@ def test_temperature_minimises_the_loss_and_follows_the_logits_scale():
     assert fit_temperature(4 * z, y) == pytest.approx(4 * t, rel=1e-6)
     assert fit_temperature(0.25 * z, y) == pytest.approx(0.25 * t, rel=1e-6)
     assert fit_temperature(torch.zeros(10, 5), y[:10]) == 1.0
+    with torch.no_grad():
+        assert fit_temperature(z, y) == t
 
 
 def test_logit_scale_makes_d3_blind_to_the_classifier_scale():

@@ -62,3 +62,14 @@ def test_pending_names_only_what_the_file_does_not_hold(tmp_path):
     assert list(probes.pending(out, runs, "c", [0.5, None])) == [(runs[0], [None]), (runs[1], [0.5])]
     assert list(probes.pending(out, runs)) == []
     assert list(probes.pending(tmp_path / "none.jsonl", runs[:1])) == [(runs[0], [None])]
+
+
+def test_scaling_the_logits_keeps_the_predictions_and_multiplies_the_outputs():
+    probes = load_benchmark("d3_probes")
+    model, x = conv_bn(), torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        before = model(x)
+        assert probes.scale_logits(model, x[:1], 0.25) == "8"
+        after = model(x)
+    assert torch.allclose(after, 0.25 * before, atol=1e-6)
+    assert torch.equal(after.argmax(1), before.argmax(1))

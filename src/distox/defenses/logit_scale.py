@@ -46,17 +46,19 @@ def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
     if float(logits.std()) == 0.0:
         return 1.0
     bound = math.log(TEMPERATURE_LIMIT)
+    logits = logits.detach()
     log_t = torch.zeros((), dtype=torch.float64)
-    for _ in range(100):
-        log_t.requires_grad_(True)
-        loss = F.cross_entropy(logits * torch.exp(-log_t), y)
-        (grad,) = torch.autograd.grad(loss, log_t, create_graph=True)
-        (hess,) = torch.autograd.grad(grad, log_t)
-        grad, hess = grad.detach(), hess.detach()
-        step = (grad / hess if float(hess) > 0 else grad.sign() * 0.5).clamp(-1.0, 1.0)
-        log_t = (log_t.detach() - step).clamp(-bound, bound)
-        if abs(float(step)) < 1e-10:
-            break
+    with torch.enable_grad():  # also when called under no_grad
+        for _ in range(100):
+            log_t.requires_grad_(True)
+            loss = F.cross_entropy(logits * torch.exp(-log_t), y)
+            (grad,) = torch.autograd.grad(loss, log_t, create_graph=True)
+            (hess,) = torch.autograd.grad(grad, log_t)
+            grad, hess = grad.detach(), hess.detach()
+            step = (grad / hess if float(hess) > 0 else grad.sign() * 0.5).clamp(-1.0, 1.0)
+            log_t = (log_t.detach() - step).clamp(-bound, bound)
+            if abs(float(step)) < 1e-10:
+                break
     return min(TEMPERATURE_LIMIT, max(1.0 / TEMPERATURE_LIMIT, math.exp(float(log_t))))
 
 
