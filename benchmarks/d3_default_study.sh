@@ -136,8 +136,8 @@
 #   bash benchmarks/d3_default_study.sh fifteenth-models [a|b] # fifteenth round: two check models (MnasNet-0.5
 #                                                  # BadNets, GoogLeNet Blended); a and b side by side
 #   bash benchmarks/d3_default_study.sh fifteenth RUN_DIR... # fifteenth round, once on them
-#   bash benchmarks/d3_default_study.sh sixteenth-models [a|b|c] # sixteenth round: five check models trained with
-#                                                  # other recipes (label smoothing, Adam, no weight decay, long)
+#   bash benchmarks/d3_default_study.sh sixteenth-models [a|b|c|d|e] # sixteenth round: check models trained with
+#                                                  # other recipes (label smoothing, Adam, no weight decay, long, to fit)
 #   bash benchmarks/d3_default_study.sh sixteenth RUN_DIR... # sixteenth round, once on each recipe model
 #   bash benchmarks/d3_default_study.sh sixteenth-sets [a|b] # sixteenth round: logits at their retain temperature on
 #                                                  # the earlier rounds' models
@@ -1077,7 +1077,7 @@ PY
     ;;
   sixteenth-models)  # sixteenth round: check models trained with other recipes than every study model (SGD, hard
     # labels, weight decay 5e-4, a few epochs): label smoothing, Adam, no weight decay, 40 epochs on 10,000 images;
-    # `sixteenth-models a`, `b` and `c` side by side
+    # and two trained 30 epochs on 6,000 images (d, e); `sixteenth-models a`, `b`, `c`, `d` and `e` side by side
     if [ "${2:-a}" = a ]; then
       attack vgg-blended-ls blended --model small_vgg --width 16 --epochs 4 --batch-size 32 --no-augment --test-subset 2000 --seed 60 --label-smoothing 0.1
       attack prn-wanet-adam wanet --model preactresnet18 --width 0.125 --epochs 6 --train-subset 30000 --test-subset 2000 --seed 61 --target 4 --optimizer adam --lr 0.001 --weight-decay 0
@@ -1088,6 +1088,12 @@ PY
     fi
     if [ "${2:-c}" = c ]; then  # 40 epochs on 10,000 images without weight decay
       attack cnn-blended-long blended --model small_cnn --width 16 --epochs 40 --batch-size 64 --no-augment --train-subset 10000 --test-subset 2000 --seed 64 --target 2 --weight-decay 0 --lr 0.02
+    fi
+    if [ "${2:-d}" = d ]; then  # trained until it fits its training images, from which the retain images are drawn
+      attack vgg-blended-fit blended --model small_vgg --width 16 --epochs 30 --batch-size 64 --no-augment --train-subset 6000 --test-subset 2000 --seed 66 --target 9 --lr 0.02
+    fi
+    if [ "${2:-e}" = e ]; then
+      attack cnn-badnets-fit badnets --model small_cnn --width 32 --epochs 30 --batch-size 64 --no-augment --train-subset 6000 --test-subset 2000 --seed 67 --target 7 --lr 0.02
     fi
     ;;
   fifteenth)  # fifteenth round, once on each: the default (seeds 0, 1), the faithful presets and FT-SAM (seed 0,
