@@ -51,9 +51,10 @@ from torch.nn import functional as F
 
 from distox.bench.summary import asr_floor
 from distox.defenses import create
-from distox.defenses.logit_scale import fit_temperature, retain_logits
+from distox.defenses.logit_scale import fit_temperature
 from distox.experiment import load_run
 from distox.metrics import evaluate
+from distox.metrics import logits as model_outputs
 from distox.models.selection import WEIGHTED, batchnorm_fed_pairs, classifier_name
 from distox.utils import batchnorm_modules
 
@@ -305,7 +306,7 @@ def probe_logits(out: Path, factors: list[float], run_dirs: Iterable[str]) -> No
 def probe_temperature(out: Path, run_dirs: Iterable[str]) -> None:
     for d, _ in pending(out, run_dirs):
         run = Run(d)
-        logits = retain_logits(run.suspect, run.retain.x, "cpu")
+        logits = model_outputs(run.suspect, run.retain.x, device="cpu")
         append(out, {"run": run.path, "retain_acc": float((logits.argmax(1) == run.retain.y).float().mean() * 100),
                      "retain_ce": float(F.cross_entropy(logits, run.retain.y)),
                      "temperature": fit_temperature(logits, run.retain.y)})

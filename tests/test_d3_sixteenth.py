@@ -178,3 +178,12 @@ def test_cli_attack_trains_with_the_recipe_it_is_given(tmp_path):
     training = json.loads((out / "attack.json").read_text())["training"]
     assert (training["optimizer"], training["label_smoothing"]) == ("adam", 0.1)
     assert_clean_error(invoke(*ATTACK, "--optimizer", "lbfgs", "--out", tmp_path / "bad"), "optimizer must be")
+
+
+def test_an_attack_with_its_own_objective_refuses_label_smoothing_before_any_data():
+    from distox.experiment import build_attack
+
+    with pytest.raises(AttackError, match="inputaware trains with an objective of its own"):
+        build_attack(AttackSpec("inputaware", label_smoothing=0.1))
+    assert build_attack(AttackSpec("badnets", label_smoothing=0.1)).name == "badnets"
+    assert build_attack(AttackSpec("inputaware")).name == "inputaware"

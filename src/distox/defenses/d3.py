@@ -49,6 +49,7 @@ from torch.nn import functional as F
 from ..acceleration import resolve_precision
 from ..data.core import ImageSplit
 from ..metrics import Evaluator
+from ..metrics import logits as model_outputs
 from ..models.selection import (SelectionError, classifier_name, linear_forward_order, owning_module,
                                 select_weights)
 from ..training import Checkpoint, LoopConfig, TrainingDiverged, TrainState, make_optimizer, saved_identity, train
@@ -60,7 +61,7 @@ from .d3_kernels import fused_distances, fused_project, use_fused
 from .fisher_metric import clean_fisher, fisher_metric
 from .heldout import EpochChooser, accuracy, resolve_tolerance, split_retain
 from .input_prune import prune_inputs
-from .logit_scale import TEMPERATURE_LIMIT, fit_temperature, retain_logits, scale_classifier, scales_logits
+from .logit_scale import TEMPERATURE_LIMIT, fit_temperature, scale_classifier, scales_logits
 from .probe import layer_input
 from .registry import register
 from .self_distill import SuspectTargets, distillation_loss
@@ -805,7 +806,7 @@ class D3(Defense):
             self.logit_scale_resolved = {"temperature": None, "scaled": False, "reason": "no classifier"}
             return None
         head = model.get_submodule(name)
-        temperature = fit_temperature(retain_logits(model, retain.x, device), retain.y)
+        temperature = fit_temperature(model_outputs(model, retain.x, device=device), retain.y)
         measured = 1 / TEMPERATURE_LIMIT < temperature < TEMPERATURE_LIMIT
         homogeneous = measured and scales_logits(model, head, retain.x[:256], device)
         self.logit_scale_resolved = {"temperature": round(temperature, 4), "classifier": name,

@@ -3,8 +3,9 @@
 
 D3's hinge bounds each retain image's cross-entropy by ε (0.1) and its norm constraint keeps
 every selected weight at its starting norm. Both read the *scale* of the logits, which the
-predictions do not: a model trained with label smoothing has small logits (every clean loss far
-above 0.1, the hinge never slack), one trained long without weight decay large ones, and a
+predictions do not: a model trained with label smoothing has small logits (at smoothing 0.2 no
+clean loss can fall below 0.1: the hinge is never slack), one trained long without weight decay
+large ones, and a
 classifier whose weight and bias are multiplied by c predicts exactly the same classes. Measured
 on the study's models (BENCHMARKS.md "Sixteenth round"), the default's result moves with c.
 
@@ -23,14 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..utils import eval_mode
-
-@torch.no_grad()
-def retain_logits(model: nn.Module, x: torch.Tensor, device: torch.device | str, batch_size: int = 512) -> torch.Tensor:
-    """The model's outputs on ``x`` in evaluation mode (float32, on the CPU)."""
-    with eval_mode(model):
-        return torch.cat([model(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
-
+from ..metrics import logits as model_outputs
 
 #: Temperatures beyond this factor either way are not a scale but a model whose outputs do not
 #: predict the labels (no finite T minimises the loss of one worse than uniform): left as they are.
@@ -42,11 +36,10 @@ def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
     smooth and, in log T, has one minimum), deterministic, kept within 1/TEMPERATURE_LIMIT to
     TEMPERATURE_LIMIT (outputs that predict the labels worse than uniform guessing reach the upper
     end). Logits that are all equal give 1."""
-    logits, y = logits.double(), y.long()
+    logits, y = logits.detach().double().clone(), y.long()  # clone: not an inference-mode tensor
     if float(logits.std()) == 0.0:
         return 1.0
     bound = math.log(TEMPERATURE_LIMIT)
-    logits = logits.detach()
     log_t = torch.zeros((), dtype=torch.float64)
     with torch.enable_grad():  # also when called under no_grad
         for _ in range(100):
@@ -77,10 +70,10 @@ def scales_logits(model: nn.Module, head: nn.Module, x: torch.Tensor, device: to
     ``factor``: so for a model that returns ``log_softmax`` of them too). False where something
     after the classifier is not positively homogeneous, e.g. a normalisation. The model is left as
     it was."""
-    before = retain_logits(model, x, device)
+    before = model_outputs(model, x, device=device)
     scale_classifier(head, factor)
     try:
-        after = retain_logits(model, x, device)
+        after = model_outputs(model, x, device=device)
     finally:
         scale_classifier(head, 1.0 / factor)
     expected, got = F.log_softmax(before * factor, 1), F.log_softmax(after, 1)

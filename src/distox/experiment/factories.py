@@ -86,7 +86,11 @@ def build_attack(spec: AttackSpec) -> Attack:
         raise AttackError(f"set {', '.join(clash)} through the spec's own fields (CLI: "
                           f"{', '.join('--' + k.replace('_', '-') for k in clash)}), not as attack parameters")
     kwargs = {**base, **spec.attack_kwargs}
-    return construct(attack_registry, spec.attack, kwargs, AttackError, "attack")
+    attack = construct(attack_registry, spec.attack, kwargs, AttackError, "attack")
+    if spec.label_smoothing and type(attack).train_model is not Attack.train_model:
+        raise AttackError(f"{spec.attack} trains with an objective of its own; label smoothing applies to the "
+                          "plain cross-entropy the other attacks train with")
+    return attack
 
 
 def build_defense(spec: DefenseSpec) -> Defense:
