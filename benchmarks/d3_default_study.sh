@@ -136,7 +136,7 @@
 #   bash benchmarks/d3_default_study.sh fifteenth-models [a|b] # fifteenth round: two check models (MnasNet-0.5
 #                                                  # BadNets, GoogLeNet Blended); a and b side by side
 #   bash benchmarks/d3_default_study.sh fifteenth RUN_DIR... # fifteenth round, once on them
-#   bash benchmarks/d3_default_study.sh sixteenth-models [a|b|c|d|e] # sixteenth round: check models trained with
+#   bash benchmarks/d3_default_study.sh sixteenth-models [a|b|c|d|e|f] # sixteenth round: check models trained with
 #                                                  # other recipes (label smoothing, Adam, no weight decay, long, to fit)
 #   bash benchmarks/d3_default_study.sh sixteenth RUN_DIR... # sixteenth round, once on each recipe model
 #   bash benchmarks/d3_default_study.sh sixteenth-sets [a|b] # sixteenth round: logits at their retain temperature on
@@ -1077,7 +1077,8 @@ PY
     ;;
   sixteenth-models)  # sixteenth round: check models trained with other recipes than every study model (SGD, hard
     # labels, weight decay 5e-4, a few epochs): label smoothing, Adam, no weight decay, 40 epochs on 10,000 images;
-    # and two trained 30 epochs on 6,000 images (d, e); `sixteenth-models a`, `b`, `c`, `d` and `e` side by side
+    # two trained 30 epochs on 6,000 images (d, e); label smoothing on two models without BatchNorm (f);
+    # `sixteenth-models a` … `f` side by side
     if [ "${2:-a}" = a ]; then
       attack vgg-blended-ls blended --model small_vgg --width 16 --epochs 4 --batch-size 32 --no-augment --test-subset 2000 --seed 60 --label-smoothing 0.1
       attack prn-wanet-adam wanet --model preactresnet18 --width 0.125 --epochs 6 --train-subset 30000 --test-subset 2000 --seed 61 --target 4 --optimizer adam --lr 0.001 --weight-decay 0
@@ -1094,6 +1095,10 @@ PY
     fi
     if [ "${2:-e}" = e ]; then
       attack cnn-badnets-fit badnets --model small_cnn --width 32 --epochs 30 --batch-size 64 --no-augment --train-subset 6000 --test-subset 2000 --seed 67 --target 7 --lr 0.02
+    fi
+    if [ "${2:-f}" = f ]; then  # label smoothing where the default keeps the distance on the classifier (no BatchNorm)
+      attack vit-blended-ls blended --model small_vit --epochs 8 --batch-size 64 --lr 0.03 --no-augment --train-subset 20000 --test-subset 2000 --seed 68 --target 1 --label-smoothing 0.1
+      attack cnn-plain-blended-ls blended --model small_cnn --width 16 --model-kwarg norm=none --epochs 6 --batch-size 64 --lr 0.03 --no-augment --train-subset 30000 --test-subset 2000 --seed 69 --target 5 --label-smoothing 0.1
     fi
     ;;
   fifteenth)  # fifteenth round, once on each: the default (seeds 0, 1), the faithful presets and FT-SAM (seed 0,
