@@ -136,8 +136,8 @@ def channel_lipschitz_prune(model: nn.Module, example: torch.Tensor, u: float) -
 
 
 def retain_accuracy(model: nn.Module, run: Run) -> float:
-    with torch.no_grad():
-        return float((model.eval()(run.retain.x).argmax(1) == run.retain.y).float().mean() * 100)
+    """Accuracy (%) of ``model`` on the run's retain images (``distox.metrics.logits``)."""
+    return float((model_outputs(model, run.retain.x, device="cpu").argmax(1) == run.retain.y).float().mean() * 100)
 
 
 def fit_uap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: int, eps: float, steps: int = 20) -> torch.Tensor:
@@ -188,9 +188,8 @@ def scale_logits(model: nn.Module, example: torch.Tensor, c: float) -> str:
 
 @torch.no_grad()
 def retain_loss(model: nn.Module, run: Run) -> float:
-    """Mean cross-entropy of ``model`` (evaluation mode) on the run's retain images."""
-    model.eval()
-    return float(F.cross_entropy(model(run.retain.x), run.retain.y))
+    """Mean cross-entropy of ``model`` on the run's retain images (``distox.metrics.logits``)."""
+    return float(F.cross_entropy(model_outputs(model, run.retain.x, device="cpu"), run.retain.y))
 
 
 def weight_angles(before: nn.Module, after: nn.Module) -> dict[str, float]:

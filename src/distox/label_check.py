@@ -36,12 +36,11 @@ Example:
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import copy
 
 import torch
 from torch import nn

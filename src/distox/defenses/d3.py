@@ -48,8 +48,7 @@ from torch.nn import functional as F
 
 from ..acceleration import resolve_precision
 from ..data.core import ImageSplit
-from ..metrics import Evaluator
-from ..metrics import logits as model_outputs
+from ..metrics import Evaluator, logits as model_outputs
 from ..models.selection import (SelectionError, classifier_name, linear_forward_order, owning_module,
                                 select_weights)
 from ..training import Checkpoint, LoopConfig, TrainingDiverged, TrainState, make_optimizer, saved_identity, train

@@ -5,9 +5,9 @@ D3's hinge bounds each retain image's cross-entropy by ε (0.1) and its norm con
 every selected weight at its starting norm. Both read the *scale* of the logits, which the
 predictions do not: a model trained with label smoothing has small logits (at smoothing 0.2 no
 clean loss can fall below 0.1: the hinge is never slack), one trained long without weight decay
-large ones, and a
-classifier whose weight and bias are multiplied by c predicts exactly the same classes. Measured
-on the study's models (BENCHMARKS.md "Sixteenth round"), the default's result moves with c.
+large ones, and a classifier whose weight and bias are multiplied by c predicts exactly the same
+classes. Measured on the study's models (BENCHMARKS.md "Sixteenth round"), the default's result
+moves with c.
 
 The scale a model's logits have is measured as in temperature scaling (Guo et al., "On
 Calibration of Modern Neural Networks", ICML 2017): the temperature T that minimises the mean
