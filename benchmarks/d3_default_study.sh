@@ -141,6 +141,12 @@
 #   bash benchmarks/d3_default_study.sh sixteenth RUN_DIR... # sixteenth round, once on each recipe model
 #   bash benchmarks/d3_default_study.sh sixteenth-sets [a|b] # sixteenth round: logits at their retain temperature on
 #                                                  # the earlier rounds' models
+#   bash benchmarks/d3_default_study.sh seventeenth-models [a|b] # seventeenth round: two hybrid-ViT check models
+#   bash benchmarks/d3_default_study.sh seventeenth RUN_DIR... # seventeenth round, once on them
+#   bash benchmarks/d3_default_study.sh seventeenth-sizes RUN_DIR... # seventeenth round: 500 images (seed 1), 1,000
+#   bash benchmarks/d3_default_study.sh seventeenth-diagnose RUN_DIR... # seventeenth round: steps or images?
+#   bash benchmarks/d3_default_study.sh seventeenth-average SEEDS # seventeenth round: the mean of the last steps'
+#                                                  # weights (stochastic weight averaging)
 #   bash benchmarks/d3_default_study.sh fifteenth-probes clp|uap|rescale|angles|momentum|logits|temperature RUN_DIR...
 #                                                  # fifteenth round: probes (benchmarks/d3_probes.py) on the study
 #                                                  # models (logits, temperature: the sixteenth round's)
@@ -172,6 +178,11 @@ sixth_cands=("${sixth_default[@]}" "${sixth_reference[@]}" "${sixth_paper[@]}" "
 # the seventh round's: the default as shipped now (its steps floor), and without the floor
 seventh_floor=(--candidate "floor600=preset:default,epochs:null")
 sixteenth_scaled=(--candidate "logit-scaled=preset:default,epochs:null,logit_scale:true")
+# the default's distance as it was before the seventeenth round on a hybrid_vit: every nn.Linear and nn.Conv2d,
+# not nn.MultiheadAttention's own in_proj_weight
+seventeenth_linear=(--candidate 'linear-only=preset:default,epochs:null,layers:["net.patch_embed.*","net.blocks.layers.0.self_attn.out_proj","net.blocks.layers.0.linear1","net.blocks.layers.0.linear2","net.blocks.layers.1.self_attn.out_proj","net.blocks.layers.1.linear1","net.blocks.layers.1.linear2","net.head"]')
+seventeenth_average=(--candidate "avg50=preset:default,epochs:null,average:0.5"
+                     --candidate "avg25=preset:default,epochs:null,average:0.25")
 seventh_without=(--candidate "default-shipped=preset:default,min_steps:0")
 # the eighth round's MLP steps: the default as it was then, before the ninth round's input pruning
 # (which changes nothing on a model whose first weighted layer is a convolution)
@@ -1122,6 +1133,44 @@ PY
       study $RUNS/mnv2-badnets $RUNS/vgg-blended-t5 $RUNS/mnv3l-sig --final-only --out $RUNS/twelfth-3000.jsonl \
         --candidate "$local_scaled"
     fi
+    ;;
+  seventeenth-models)  # seventeenth round: check models of an architecture the study never had, a hybrid ViT
+    # (BatchNorm conv stem, PyTorch's nn.TransformerEncoder: attention in nn.MultiheadAttention), trained after the
+    # round's averaging candidates (nothing was tuned on them); `seventeenth-models a` and `b` side by side
+    if [ "${2:-a}" = a ]; then
+      attack hybrid-blended blended --model hybrid_vit --epochs 8 --batch-size 64 --lr 0.03 --no-augment --train-subset 20000 --test-subset 2000 --seed 70
+    fi
+    if [ "${2:-b}" = b ]; then
+      attack hybrid-badnets badnets --model hybrid_vit --epochs 8 --batch-size 64 --lr 0.03 --no-augment --train-subset 20000 --test-subset 2000 --seed 71 --target 8
+    fi
+    ;;
+  seventeenth)  # seventeenth round, once on each hybrid ViT: the default and the default as it was before the round
+    # (its distance without nn.MultiheadAttention's in_proj_weight; seeds 0, 1), the faithful presets and FT-SAM
+    # (seed 0, 3,000 images); the default with 500 images (seed 0); `seventeenth RUN_DIR...`
+    study "${@:2}" --final-only --out $RUNS/seventeenth-3000.jsonl "${seventh_floor[@]}" "${seventeenth_linear[@]}" \
+      "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
+    study "${@:2}" --final-only --seed 1 --out $RUNS/seventeenth-3000-s1.jsonl "${seventh_floor[@]}" "${seventeenth_linear[@]}"
+    study "${@:2}" --final-only --count 500 --out $RUNS/seventeenth-500.jsonl "${seventh_floor[@]}"
+    ;;
+  seventeenth-sizes)  # seventeenth round, after `seventeenth`: the default with 500 images at retain seed 1 and
+    # with 1,000 at seed 0, on the hybrid ViTs; `seventeenth-sizes RUN_DIR...`
+    study "${@:2}" --final-only --count 500 --seed 1 --out $RUNS/seventeenth-500-s1.jsonl "${seventh_floor[@]}"
+    study "${@:2}" --final-only --count 1000 --out $RUNS/seventeenth-1000.jsonl "${seventh_floor[@]}"
+    ;;
+  seventeenth-diagnose)  # seventeenth round, after `seventeenth-sizes` (a diagnosis on a check model: nothing
+    # changes after it): on the hybrid BadNets, which the default clears with 3,000 images and not with 500 or 1,000,
+    # do the steps or the images decide? 1,000 images with the steps of a 3,000-image run (1,128) and more; 3,000
+    # images with half the steps; `seventeenth-diagnose RUN_DIR...`
+    study "${@:2}" --final-only --count 1000 --out $RUNS/seventeenth-diagnose-1000.jsonl \
+      --candidate "steps1128=preset:default,epochs:null,min_steps:1128" --candidate "steps2256=preset:default,epochs:null,min_steps:2256"
+    study "${@:2}" --final-only --out $RUNS/seventeenth-diagnose-3000.jsonl --candidate "epochs6=preset:default,epochs:6"
+    ;;
+  seventeenth-average)  # seventeenth round: the mean of the weights over the run's last half / quarter of steps
+    # (`average`, stochastic weight averaging), the eleventh round's development part, `seventeenth-average SEEDS`
+    for seed in "${@:2}"; do
+      study $DEV $RUNS/cnn-plain-blended $RUNS/cnn-gn-badnets --final-only --seed "$seed" \
+        --out $RUNS/seventeenth-average-dev-s$seed.jsonl "${seventeenth_average[@]}"
+    done
     ;;
   sixteenth)  # sixteenth round, once on each recipe model: the default and the default with its logits at their
     # retain temperature (seeds 0, 1), the faithful presets and FT-SAM (seed 0, 3,000 images); the default and the

@@ -339,14 +339,20 @@ def test_cli_flags_reach_defend_purify_and_attack(spy, tmp_path, shared):  # noq
 
 
 # ---------------------------------------------------------------------------- identities and keys
-def test_defaults_keep_checkpoint_identities_specs_and_bench_keys():
+def test_defaults_keep_checkpoint_identities_specs_and_bench_keys(monkeypatch):
     """Pinned from the code before these options existed (commit 6c6c2bd): at their defaults
     every checkpoint identity, run spec and bench key is what it was. D3's default preset gained
     the overlay augmentation later (``blend``, BENCHMARKS.md "Fourth round") and then its BatchNorm
     rule (``norm_rule``, "Sixth round"), its steps floor (``min_steps``, "Seventh round") and its
     input pruning (``input_prune``, "Ninth round") and its BatchNorm re-estimation rule
     (``bn_recalibrate="auto"``, "Fifteenth round"); ``blend=0, norm_rule=False, min_steps=0,
-    input_prune=False, bn_recalibrate=False`` is the preset as it was, and keeps its identity."""
+    input_prune=False, bn_recalibrate=False`` is the preset as it was, and keeps its identity.
+    D3's revision 3 (its layer selections take ``nn.MultiheadAttention``'s projections, "Seventeenth
+    round") changes its identities and bench keys on purpose: at revision 2 they are as pinned."""
+    from distox import defenses
+
+    assert defenses.get("d3").revision == 3
+    monkeypatch.setattr(defenses.get("d3"), "revision", 2)
     torch.manual_seed(1)
     model = create_model("small_cnn", 4, 1, (0.5,), (0.5,), width=4)
     retain = make_bundle(n_train=32).train
@@ -372,6 +378,9 @@ def test_defaults_keep_checkpoint_identities_specs_and_bench_keys():
     assert [c.key for c in expand(load_config("smoke")).cells] == [
         "d6e5e77d8483b271", "e784ee8deae4ee21", "467f22af347fa4cb", "a0496aee914602d2", "cf32d4986da924db",
         "65eb573e474ebca9"]
+    monkeypatch.undo()  # revision 3: D3's identity changes, nothing else's
+    assert create("d3", epochs=2, **before_overlay["d3"]).identity(model, retain, True)[:16] != pinned["d3"][0]
+    assert create("ft", epochs=2).identity(model, retain, True)[:16] == pinned["ft"][0]
 
 
 GRID = {"datasets": ["digits"], "models": [{"name": "small_cnn", "kwargs": {"width": 4}}],

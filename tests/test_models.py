@@ -109,6 +109,17 @@ def test_small_vit_shapes_size_and_head():
         create_model("small_vit", 10, 1, width=30)
 
 
+def test_hybrid_vit_has_a_batchnorm_stem_pytorch_attention_and_a_head():
+    m = create_model("hybrid_vit", 10, 1)
+    assert sum(p.numel() for p in m.net.parameters()) == 89_834  # width 64, depth 2, 4 heads, MLP ×2
+    for side in (28, 32):  # a stride-4 stem: 7×7 (the stored grid) and 8×8 tokens
+        assert m(torch.rand(2, 1, side, side)).shape == (2, 10)
+    assert any(isinstance(x, nn.BatchNorm2d) for x in m.modules())
+    assert sum(isinstance(x, nn.MultiheadAttention) for x in m.modules()) == 2
+    assert list(select_weights(m, "auto", torch.rand(1, 1, 28, 28))) == ["net.head.weight"]
+    assert create_model("hybrid_vit", 7, 3, width=32, depth=1, heads=2)(torch.rand(2, 3, 32, 32)).shape == (2, 7)
+
+
 def test_small_vit_learns_a_tiny_batch():
     torch.manual_seed(0)
     m = create_model("small_vit", 4, 1, width=32, depth=2)

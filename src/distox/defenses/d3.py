@@ -51,7 +51,7 @@ from ..data.core import ImageSplit
 from ..metrics import Evaluator, logits as model_outputs
 from ..models.selection import (SelectionError, classifier_name, linear_forward_order, owning_module,
                                 select_weights)
-from ..training import Checkpoint, LoopConfig, TrainingDiverged, TrainState, make_optimizer, saved_identity, train
+from ..training import Batches, Checkpoint, LoopConfig, TrainingDiverged, TrainState, make_optimizer, saved_identity, train
 from ..utils import batchnorm_modules, copy_state_into, eval_mode
 from .base import Defense, DefenseError
 from .bn_stats import STALE_SHARE, reestimate_batchnorm, stale_share
@@ -64,6 +64,7 @@ from .logit_scale import TEMPERATURE_LIMIT, fit_temperature, scale_classifier, s
 from .probe import layer_input
 from .registry import register
 from .self_distill import SuspectTargets, distillation_loss
+from .weight_average import WeightAverage, averaging_start
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ FALLBACK: dict[str, Any] = {
     "layer_weighting": "sum", "distill": 0.0, "distill_temperature": 4.0,
     "head_bias": "keep", "norm_rule": False, "min_steps": 0, "input_prune": False, "classifier_lr": None,
     "bn_recalibrate": False,
-    "head_warmup": 0, "sam_rho": None, "logit_scale": False,
+    "head_warmup": 0, "sam_rho": None, "logit_scale": False, "average": 0.0,
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
 LOOP_KEYS = ("epochs", "batch_size", "lr", "augment", "blend")
@@ -391,6 +392,11 @@ class D3(Defense):
             blind to the logits' scale, but did not earn a place in the default); recorded in
             ``config["logit_scale_resolved"]``. Skipped, with a warning, where the model's outputs
             do not scale with its classifier's or no temperature fits the retain labels.
+        average: 0 (the paper: the last step's weights) or a fraction F in (0, 1]: the model returned
+            is the uniform mean of the weights after each of the run's last F of optimiser steps
+            (stochastic weight averaging; :mod:`distox.defenses.weight_average`), its selected
+            weights projected back onto their starting norms and, in a model with BatchNorm, the
+            running statistics re-estimated on the plain retain images. Not with ``select="heldout"``.
         auto: options of ``lmd="auto"`` / ``eps="auto"``, which choose them from the retain data
             (rules in :mod:`distox.defenses.d3_auto`).
         epochs, batch_size, lr, augment, blend, flip, seed: see :class:`Defense` (100, 256, 0.01,
@@ -401,7 +407,9 @@ class D3(Defense):
 
     name = "d3"
     #: 2: ``D3()`` without a preset runs the ``default`` preset (it ran ``reference`` before).
-    revision = 2
+    #: 3: ``layers="all"`` (the default's), ``"all-linear"``, ``"all-but-first"`` and a selected module
+    #: holding an ``nn.MultiheadAttention`` take its ``in_proj_weight`` too (models without one run as before).
+    revision = 3
 
     def __init__(self, lmd: float | str | None = None, eps: float | str | None = None, p: float | None = None,
                  init: str | None = None, layers: str | Sequence[str] | None = None, freeze_bn: bool | None = None,
@@ -414,7 +422,7 @@ class D3(Defense):
                  norm_rule: bool | None = None, min_steps: int | None = None, input_prune: bool | None = None,
                  classifier_lr: float | None = None, bn_recalibrate: bool | None = None,
                  head_warmup: int | None = None, sam_rho: float | None = None,
-                 logit_scale: bool | None = None, **kwargs: Any) -> None:
+                 logit_scale: bool | None = None, average: float | None = None, **kwargs: Any) -> None:
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
         chosen = PRESETS[preset]
@@ -428,7 +436,7 @@ class D3(Defense):
                      layer_weighting=layer_weighting, distill=distill, distill_temperature=distill_temperature,
                      head_bias=head_bias, norm_rule=norm_rule, min_steps=min_steps, input_prune=input_prune,
                      classifier_lr=classifier_lr, bn_recalibrate=bn_recalibrate, head_warmup=head_warmup,
-                     sam_rho=sam_rho, logit_scale=logit_scale)
+                     sam_rho=sam_rho, logit_scale=logit_scale, average=average)
         #: the options the caller set (a model-derived rule never overrides them)
         self._explicit = frozenset(explicit | {k for k, val in given.items() if val is not None})
         v = {k: val if val is not None else chosen.get(k, FALLBACK[k]) for k, val in given.items()}
@@ -503,6 +511,11 @@ class D3(Defense):
         if not isinstance(v["logit_scale"], bool):
             raise DefenseError(f"logit_scale must be true or false; got {v['logit_scale']!r}")
         self.logit_scale = v["logit_scale"]
+        if isinstance(v["average"], bool) or not isinstance(v["average"], (int, float)) or not 0.0 <= v["average"] <= 1.0:
+            raise DefenseError(f"average must be a fraction of the run's steps in [0, 1] (0: off); got {v['average']!r}")
+        if v["average"] and self.select == "heldout":
+            raise DefenseError("average and select='heldout' each choose the weights returned; set one of them")
+        self.average = float(v["average"])
 
     def warm_up_classifier(self, model: nn.Module, retain: ImageSplit, example: torch.Tensor,
                            device: torch.device) -> None:
@@ -545,6 +558,8 @@ class D3(Defense):
             params.pop("sam_rho", None)
         if not self.logit_scale:
             params.pop("logit_scale", None)
+        if not self.average:
+            params.pop("average", None)
         return params
 
     def fit_adapted(self, adapted: D3, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
@@ -778,13 +793,30 @@ class D3(Defense):
             if recalibrate:
                 log.info("D3: a BatchNorm layer's momentum would leave %.1f %% of the suspect's running statistics "
                          "after this run's steps; re-estimating them on the retain images after training", 100 * share)
+        averaged = None
+        if self.average:  # the mean of the projected weights after each of the last steps
+            trained = [q for q in model.parameters() if q.requires_grad]
+            total = config.epochs * len(Batches(retain.x, retain.y, config.batch_size, drop_last=config.drop_last))
+            averaged = extra["average"] = WeightAverage(trained, averaging_start(total, self.average))
+
+        def after_step(m: nn.Module) -> None:
+            project(m)
+            if averaged is not None:
+                averaged(m)
         state = train(model, retain.x, retain.y if targets is None else targets.loop_y, config, objective=objective,
-                      optimizer=self.classifier_optimizer(model, config, example), after_step=project,
+                      optimizer=self.classifier_optimizer(model, config, example), after_step=after_step,
                       on_epoch_end=on_epoch_end, checkpoint=checkpoint, extra_state=extra, device=device,
                       perturb_objective=lambda m, x, y: objective(m, x, y, ascent=True), progress=progress, desc="D3")
         if chooser is not None:
             chooser.restore(model)
             self.selection_resolved = chooser.summary()
+        if averaged is not None:
+            steps = averaged.apply()
+            with torch.no_grad():
+                project(model)  # Eq. 2 for the mean, which is shorter than the weights it averages
+            has_batchnorm = next(batchnorm_modules(model), None) is not None
+            self.average_resolved = {"steps": steps, "batchnorm_reestimated": has_batchnorm and not self.freeze_bn}
+            recalibrate = recalibrate or self.average_resolved["batchnorm_reestimated"]
         if recalibrate:
             reestimate_batchnorm(model, retain.x, device)
         if scaled is not None:  # the suspect's own scale back

@@ -1,11 +1,11 @@
 """Model factories: ``create_model(name, num_classes, in_channels, mean, std)``.
 
 Registered names: ``preactresnet18``, ``vgg19_bn``, ``small_cnn``, ``small_vgg``, ``small_vit``,
-``small_mlp``, ``lenet``, ``tutorial_cnn``, and
+``hybrid_vit``, ``small_mlp``, ``lenet``, ``tutorial_cnn``, and
 ``torchvision:NAME`` for any torchvision classification model (e.g. ``torchvision:resnet18``). Every
 model comes wrapped in :class:`Normalized`, so it takes images in [0, 1].
 
-``width`` is the base channels of ``small_cnn`` / ``small_vgg``, the hidden units of ``small_mlp``, the token width of ``small_vit``
+``width`` is the base channels of ``small_cnn`` / ``small_vgg``, the hidden units of ``small_mlp``, the token width of ``small_vit`` / ``hybrid_vit``
 and a channel multiplier of ``preactresnet18`` / ``vgg19_bn``; torchvision models take their own
 builder's keyword arguments instead. torchvision models accept 3-channel images, and 1-channel
 ones through :class:`GrayToRGB`, which repeats the channel; the state-dict keys are then those
@@ -22,6 +22,7 @@ from torch import nn
 
 from ..registry import keyword_names
 from .grayscale import GrayToRGB
+from .hybrid_vit import HybridViT
 from .lenet import LeNet5
 from .normalized import Normalized
 from .preactresnet import PreActResNet18
@@ -69,6 +70,11 @@ def _small_vit(num_classes: int, in_channels: int, width: int = 64, depth: int =
     return SmallViT(num_classes, in_channels, int(width), depth, heads, mlp_ratio, patch_size, image_size)
 
 
+def _hybrid_vit(num_classes: int, in_channels: int, width: int = 64, depth: int = 2, heads: int = 4,
+                mlp_ratio: float = 2.0, image_size: int = 28) -> nn.Module:
+    return HybridViT(num_classes, in_channels, int(width), depth, heads, mlp_ratio, image_size)
+
+
 #: name → factory(num_classes, in_channels, **options); each option is a named keyword, so an
 #: unknown one (a typo) is refused by :func:`check_model_kwargs` instead of being ignored.
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {
@@ -77,6 +83,7 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": _small_cnn,
     "small_vgg": _small_vgg,
     "small_vit": _small_vit,
+    "hybrid_vit": _hybrid_vit,
     "small_mlp": _small_mlp,
     "lenet": _lenet,
     "tutorial_cnn": _tutorial_cnn,

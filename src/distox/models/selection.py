@@ -21,6 +21,16 @@ squeeze-and-excitation convs and the hidden Linears of an MLP head. Names may be
 names or glob patterns (``fnmatch``), e.g. ``"layer4.*"``. ``"last:F"`` takes the deepest
 fraction F of the Linear/Conv2d layers in forward order (``"last:0.5"``: the later half),
 ``"first:F"`` the shallowest fraction F and the final classifier.
+
+Attention written with PyTorch's ``nn.MultiheadAttention`` keeps its query/key/value projection as
+parameters of its own (``in_proj_weight``, or ``q_proj_weight``/``k_proj_weight``/``v_proj_weight``
+when keys and values have other widths), not in an ``nn.Linear``; its output projection is an
+``nn.Linear``. Those projection weights count as Linear weights here (:func:`attention_projections`):
+``"all"``, ``"all-linear"`` and ``"all-but-first"`` take them, as does any selected module that
+holds the attention. So D3 treats attention the same whether a model writes its projections as
+``nn.Linear`` layers (distox's ``small_vit``, timm's ViTs) or in PyTorch's module (torchvision's
+ViT, ``nn.TransformerEncoder``). The forward-order selections (``"auto"``, ``"batchnorm-fed"``,
+``"last:F"``, ``"first:F"``) order ``nn.Linear``/``nn.Conv2d`` modules only.
 """
 from __future__ import annotations
 
@@ -35,6 +45,9 @@ from ..errors import DistoxError
 from ..utils import eval_mode
 
 WEIGHTED = (nn.Linear, nn.Conv2d)
+#: ``nn.MultiheadAttention``'s own projection weights (a packed one, or one each when the key and
+#: value widths differ from the query's)
+ATTENTION_PROJECTIONS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
 #: every BatchNorm: 1d/2d/3d, SyncBatchNorm, lazy ones (as :func:`distox.utils.batchnorm_modules`)
 BATCHNORMS = (nn.modules.batchnorm._BatchNorm,)
 
@@ -131,6 +144,14 @@ def classifier_name(model: nn.Module, example: torch.Tensor | None = None) -> st
     )
 
 
+def attention_projections(module: nn.Module) -> dict[str, nn.Parameter]:
+    """The query/key/value projection weights an ``nn.MultiheadAttention`` holds as parameters of
+    its own (attribute name → parameter; empty for any other module, or where they are None)."""
+    if not isinstance(module, nn.MultiheadAttention):
+        return {}
+    return {n: p for n in ATTENTION_PROJECTIONS if isinstance(p := getattr(module, n, None), nn.Parameter)}
+
+
 def owning_module(model: nn.Module, weight_name: str) -> nn.Module:
     """The module a selected weight belongs to: ``"features.3.weight"`` → ``model.features[3]``
     (the names :func:`select_weights` returns; a top-level ``"weight"`` is the model's own)."""
@@ -199,7 +220,8 @@ def select_weights(
     selection: str | Sequence[str] = "auto",
     example: torch.Tensor | None = None,
 ) -> dict[str, nn.Parameter]:
-    """Map ``"<module>.weight"`` → parameter for every Linear/Conv2d inside the selected modules.
+    """Map ``"<module>.weight"`` → parameter for every Linear/Conv2d inside the selected modules
+    (and ``"<module>.in_proj_weight"`` … for every ``nn.MultiheadAttention``'s own projections).
 
     Raises :class:`SelectionError` when the selection resolves to no Linear/Conv2d weight.
     """
@@ -211,9 +233,9 @@ def select_weights(
         if item == "auto":
             chosen.append(classifier_name(model, example))
         elif item == "all-linear":
-            chosen += [n for n, m in modules.items() if isinstance(m, nn.Linear)]
+            chosen += [n for n, m in modules.items() if isinstance(m, nn.Linear) or attention_projections(m)]
         elif item == "all":
-            chosen += [n for n, m in modules.items() if isinstance(m, WEIGHTED)]
+            chosen += [n for n, m in modules.items() if isinstance(m, WEIGHTED) or attention_projections(m)]
         elif item == "batchnorm-fed":
             chosen += [n for n in batchnorm_fed(model, example) if n not in chosen]
             head = classifier_name(model, example)
@@ -221,7 +243,7 @@ def select_weights(
         elif item == "all-but-first":
             order = forward_order(model, example)
             first = order[0] if len(order) > 1 else None
-            chosen += [n for n, m in modules.items() if isinstance(m, WEIGHTED) and n != first]
+            chosen += [n for n, m in modules.items() if (isinstance(m, WEIGHTED) or attention_projections(m)) and n != first]
         elif item.startswith(("last:", "first:")):
             chosen += [n for n in by_depth(model, item, example) if n not in chosen]
         else:
@@ -233,9 +255,11 @@ def select_weights(
     weights: dict[str, nn.Parameter] = {}
     for name in chosen:
         for sub_name, sub in modules[name].named_modules():
+            full = ".".join(p for p in (name, sub_name) if p)
             if isinstance(sub, WEIGHTED):
-                full = ".".join(p for p in (name, sub_name) if p)
                 weights[f"{full}.weight" if full else "weight"] = weight_parameter(sub, full)
+            for attr, param in attention_projections(sub).items():
+                weights[f"{full}.{attr}" if full else attr] = param
     if not weights:
         raise SelectionError(
             f"layer selection {list(selection)} contains no nn.Linear or nn.Conv2d weight"
