@@ -145,6 +145,9 @@
 #   bash benchmarks/d3_default_study.sh seventeenth RUN_DIR... # seventeenth round, once on them
 #   bash benchmarks/d3_default_study.sh seventeenth-sizes RUN_DIR... # seventeenth round: 500 images (seed 1), 1,000
 #   bash benchmarks/d3_default_study.sh seventeenth-diagnose RUN_DIR... # seventeenth round: steps or images?
+#   bash benchmarks/d3_default_study.sh seventeenth-floor SEEDS # seventeenth round: a steps floor of 1,128
+#   bash benchmarks/d3_default_study.sh seventeenth-floor-check # seventeenth round: the same on the check models
+#                                                  # without BatchNorm
 #   bash benchmarks/d3_default_study.sh seventeenth-average SEEDS # seventeenth round: the mean of the last steps'
 #                                                  # weights (stochastic weight averaging)
 #   bash benchmarks/d3_default_study.sh fifteenth-probes clp|uap|rescale|angles|momentum|logits|temperature RUN_DIR...
@@ -181,6 +184,7 @@ sixteenth_scaled=(--candidate "logit-scaled=preset:default,epochs:null,logit_sca
 # the default's distance as it was before the seventeenth round on a hybrid_vit: every nn.Linear and nn.Conv2d,
 # not nn.MultiheadAttention's own in_proj_weight
 seventeenth_linear=(--candidate 'linear-only=preset:default,epochs:null,layers:["net.patch_embed.*","net.blocks.layers.0.self_attn.out_proj","net.blocks.layers.0.linear1","net.blocks.layers.0.linear2","net.blocks.layers.1.self_attn.out_proj","net.blocks.layers.1.linear1","net.blocks.layers.1.linear2","net.head"]')
+seventeenth_floor=(--candidate "floor1128=preset:default,epochs:null,min_steps:1128")
 seventeenth_average=(--candidate "avg50=preset:default,epochs:null,average:0.5"
                      --candidate "avg25=preset:default,epochs:null,average:0.25")
 seventh_without=(--candidate "default-shipped=preset:default,min_steps:0")
@@ -1164,6 +1168,28 @@ PY
     study "${@:2}" --final-only --count 1000 --out $RUNS/seventeenth-diagnose-1000.jsonl \
       --candidate "steps1128=preset:default,epochs:null,min_steps:1128" --candidate "steps2256=preset:default,epochs:null,min_steps:2256"
     study "${@:2}" --final-only --out $RUNS/seventeenth-diagnose-3000.jsonl --candidate "epochs6=preset:default,epochs:6"
+    ;;
+  seventeenth-floor)  # seventeenth round, after `seventeenth-diagnose`: a steps floor of 1,128 (the steps the default
+    # makes on 3,000 images: no run makes fewer) against the shipped 600, the eleventh round's development models with
+    # 500 and 1,000 retain images; `seventeenth-floor SEEDS`
+    for seed in "${@:2}"; do
+      for n in 500 1000; do
+        study $DEV $RUNS/cnn-plain-blended $RUNS/cnn-gn-badnets --final-only --count $n --seed "$seed" \
+          --out $RUNS/seventeenth-floor-$n-s$seed.jsonl "${seventh_floor[@]}" "${seventeenth_floor[@]}"
+      done
+    done
+    ;;
+  seventeenth-floor-check)  # seventeenth round, after `seventeenth-floor` (where the models without BatchNorm, on the
+    # classifier-only path, kept 1.6-3.9 points more in every cell): the same two candidates once on the check models
+    # without BatchNorm (the tutorial CNNs, the ViT Blended, the label-smoothed ViT and CNN without normalisation),
+    # 500 and 1,000 retain images, seeds 0 and 1
+    for seed in 0 1; do
+      for n in 500 1000; do
+        study $RUNS/tutorial-badnets $RUNS/tutorial-blended $RUNS/vit-blended $RUNS/vit-blended-ls $RUNS/cnn-plain-blended-ls \
+          --final-only --count $n --seed $seed --out $RUNS/seventeenth-floor-check-$n-s$seed.jsonl "${seventh_floor[@]}" \
+          "${seventeenth_floor[@]}"
+      done
+    done
     ;;
   seventeenth-average)  # seventeenth round: the mean of the weights over the run's last half / quarter of steps
     # (`average`, stochastic weight averaging), the eleventh round's development part, `seventeenth-average SEEDS`

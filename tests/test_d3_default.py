@@ -254,7 +254,7 @@ def test_default_preset_leaves_a_convolutional_head_where_it_is(caplog):
     with caplog.at_level("WARNING"):
         result = D3(epochs=1, batch_size=16)(model, retain, device="cpu", progress=False)
     assert "no nn.Linear classifier to warm-start" in caplog.text and len(result.history) == 1
-    assert result.config["norm_rule_resolved"]["changed"] == {"layers": "auto", "lr": 0.03}
+    assert result.config["norm_rule_resolved"]["changed"] == {"layers": "auto", "lr": 0.03, "min_steps": 1128}
     assert (result.model.head.weight.detach() - start).norm() < 0.5 * start.norm()  # not restarted
     assert list(D3.selected_in(model, "auto", retain.x[:1])) == ["head.weight"]
     # init_layers="auto" (the eighth round's rejected variant) turns the conv head instead
@@ -459,7 +459,7 @@ def test_a_run_that_diverges_at_the_batchnorm_rules_rate_runs_again_at_the_calle
         result = D3(epochs=2, batch_size=16)(plain(), retain, device="cpu", progress=False)
     assert "running again from the start at lr 0.01" in caplog.text
     resolved = result.config["norm_rule_resolved"]
-    assert resolved["diverged_lr"] == float("inf") and resolved["changed"] == {"layers": "auto"}
+    assert resolved["diverged_lr"] == float("inf") and resolved["changed"] == {"layers": "auto", "min_steps": 1128}
     direct = D3(epochs=2, batch_size=16, lr=0.01)(plain(), retain, device="cpu", progress=False)
     assert _digest(result.model) == _digest(direct.model)
     # the faithful presets have no such rule: their divergence is the caller's to see

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from distox.data.core import ImageSplit
 from distox.defenses import DefenseError
 from distox.defenses.bn_stats import reestimate_batchnorm
 from distox.defenses.d3 import D3, PRESETS
@@ -170,3 +171,47 @@ def test_the_default_turns_the_attention_projections_of_a_batchnorm_model():
     moved = [float((dict(r.model.named_parameters())[name].detach() - start).norm()) for r in (result, left_out)]
     assert moved[0] > 3 * moved[1]
     assert float(dict(result.model.named_parameters())[name].detach().norm()) == pytest.approx(float(start.norm()), rel=1e-5)
+
+
+# ---------------------------------------------------------------------------- the classifier-only path's steps floor
+def test_without_batchnorm_the_default_makes_as_many_steps_as_on_3000_images():
+    """BENCHMARKS.md "Seventeenth round": on a model without BatchNorm (the classifier-only path)
+    the steps floor is 1,128 (12 epochs of 3,000 images at batch 32), on a BatchNorm model still
+    600; 3,000 images are left alone, and the caller's ``min_steps`` or ``epochs`` always win."""
+    from distox.defenses.d3 import WITHOUT_BATCHNORM
+    from distox.models import create_model
+
+    assert WITHOUT_BATCHNORM["min_steps"] == 1128 == 12 * 94
+    images = lambda n: ImageSplit(torch.rand(n, 1, 8, 8), torch.arange(n) % 4)
+    plain = create_model("small_cnn", 4, 1, width=4, norm="none")
+    batchnorm = create_model("small_cnn", 4, 1, width=4)
+    assert [D3().epochs_for(images(n), plain) for n in (500, 1000, 3000)] == [71, 36, 12]
+    assert [D3().epochs_for(images(n), batchnorm) for n in (500, 1000, 3000)] == [38, 19, 12]
+    assert D3().epochs_for(images(500)) == 38  # without the model: the preset's floor
+    assert D3(min_steps=600).epochs_for(images(500), plain) == 38
+    assert D3(epochs=5).epochs_for(images(500), plain) == 5
+    assert D3(norm_rule=False).epochs_for(images(500), plain) == 38
+    adapted = D3().adapted_to(plain, images(500))
+    assert (adapted.epochs, adapted.lr, adapted.layers, adapted.min_steps) == (71, 0.03, "auto", 0)
+    d3 = D3()
+    d3.adapted_to(plain, images(500))
+    assert d3.norm_rule_resolved["changed"]["min_steps"] == 1128 and d3.min_steps_resolved == {"epochs": 71}
+
+
+def test_an_evaluator_ends_on_the_epoch_the_models_rule_resolves(monkeypatch):
+    """``purify``'s evaluator is told the last epoch the model's own rules make (here the BatchNorm
+    rule's floor, shrunk for speed: 45 steps of 3 = 15 epochs), so the final epoch is evaluated."""
+    import distox
+    from distox.defenses import d3 as d3_module
+    from distox.models import create_model
+
+    from .conftest import make_bundle
+
+    monkeypatch.setitem(d3_module.WITHOUT_BATCHNORM, "min_steps", 45)
+    torch.manual_seed(1)
+    model = create_model("small_cnn", 4, 1, width=4, norm="none")
+    retain, held = make_bundle(n_train=48).train, make_bundle(n_train=48, n_test=24).test
+    result = distox.purify(model, retain, batch_size=16, verbose=False, label_check="off", eval_data=(held.x, held.y),
+                           eval_every=4)
+    assert result.config["min_steps_resolved"] == {"epochs": 15} and len(result.history) == 15
+    assert [i + 1 for i, row in enumerate(result.history) if "acc" in row] == [4, 8, 12, 15]

@@ -267,7 +267,7 @@ def purify(
         held = as_split(eval_data, "eval_data")
         backdoor: BackdoorTestSet | None = attack.backdoor_test_set(held) if attack is not None else None
         if eval_every is not None:
-            evaluator = Evaluator(held.x, held.y, backdoor, device=device, every=int(eval_every), last=defense.epochs_for(retain))
+            evaluator = Evaluator(held.x, held.y, backdoor, device=device, every=int(eval_every), last=defense.epochs_for(retain, model))
         before = evaluate(model, held.x, held.y, backdoor, device=device)
     result = defense(model, retain, evaluator=evaluator, device=device, progress=verbose, checkpoint=checkpoint)
     trained, result.model = result.model, unwrap(result.model)  # the caller's module, returning what it returned

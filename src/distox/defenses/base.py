@@ -272,9 +272,10 @@ class Defense:
         base.update(overrides)
         return LoopConfig(**base)
 
-    def epochs_for(self, retain: ImageSplit) -> int:
-        """How many epochs a run on ``retain`` makes (``epochs``; a defense whose rules read the
-        retain set's size overrides it): what an evaluator's final epoch is."""
+    def epochs_for(self, retain: ImageSplit, model: nn.Module | None = None) -> int:
+        """How many epochs a run on ``retain`` (of ``model``, when given) makes (``epochs``; a defense
+        whose rules read the retain set's size or the model overrides it): what an evaluator's final
+        epoch is."""
         return self.epochs
 
     def fit(self, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,

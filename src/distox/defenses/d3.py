@@ -23,8 +23,9 @@ draws, BENCHMARKS.md "Fourth round"; ``blend=0`` is the default as it was before
 without any BatchNorm layer the default keeps the distance on the final classifier
 at learning rate 0.03 (``norm_rule=True``, :data:`WITHOUT_BATCHNORM`; BENCHMARKS.md "Sixth
 round": there the all-layer distance cost accuracy and removed no more). With few retain images
-the default trains at least ``min_steps`` optimiser steps (600): the epochs grow until the run
-makes that many (:meth:`D3.epochs_for`; BENCHMARKS.md "Seventh round"). In a model whose
+the default trains at least ``min_steps`` optimiser steps (600; 1,128 on a model without
+BatchNorm, "Seventeenth round"): the epochs grow until the run makes that many
+(:meth:`D3.epochs_for`; BENCHMARKS.md "Seventh round"). In a model whose
 classifier is a convolution (no nn.Linear: a 1×1 conv's class maps, averaged), ``layers="auto"``
 and the BatchNorm rule take that conv for the classifier, but the warm start turns an nn.Linear
 classifier only (:func:`linear_classifier`; BENCHMARKS.md "Eighth round").
@@ -93,7 +94,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: 2.5 points more at 3,000 images than the all-layer distance (BENCHMARKS.md "Eighth round").
 #: If the loss diverges at the larger rate, :meth:`D3.fit` runs again from the same weights at the
 #: caller's rate (``norm_rule_resolved["diverged_lr"]``).
-WITHOUT_BATCHNORM: dict[str, Any] = {"layers": "auto", "lr": 0.03}
+#: And a floor of 1,128 optimiser steps instead of the preset's 600 (``min_steps``): the steps the
+#: default makes on 3,000 images (12 epochs of 94 batches), so that with fewer images the restarted
+#: classifier gets as many steps to re-fit as with 3,000 (BENCHMARKS.md "Seventeenth round": with 500
+#: and 1,000 images it kept 1.6–3.9 points more in every development cell and passed 16 of 20 check
+#: cells against 11; on BatchNorm models, whose features D3 turns, more steps were a trade).
+WITHOUT_BATCHNORM: dict[str, Any] = {"layers": "auto", "lr": 0.03, "min_steps": 1128}
 DEFAULT_PRESET = "default"
 #: What a preset leaves unset (the reference code's values).
 FALLBACK: dict[str, Any] = {
@@ -328,7 +334,8 @@ class D3(Defense):
             they are; none in a model without nn.Linear) or ``"auto"`` (only the weights
             ``layers="auto"`` selects: the nn.Linear classifier, or a convolutional class head).
         layers: ``"auto"`` (final classifier, the paper; a last 1×1-conv class head in a model
-            without nn.Linear), ``"all-linear"``, ``"all"`` (every Linear and Conv2d),
+            without nn.Linear), ``"all-linear"``, ``"all"`` (every Linear and Conv2d, and every
+            ``nn.MultiheadAttention``'s own ``in_proj_weight``, a Linear weight in all but name),
             ``"all-but-first"`` (all but the stem, the first layer the input meets),
             ``"batchnorm-fed"`` (those a BatchNorm runs right after, plus the classifier), or
             module names / globs (:mod:`distox.models.selection`).
@@ -603,37 +610,56 @@ class D3(Defense):
         self.record_resolved(adapted)
         return state
 
-    def epochs_for(self, retain: ImageSplit) -> int:
+    def epochs_for(self, retain: ImageSplit, model: nn.Module | None = None) -> int:
         """The epochs a run on ``retain`` makes: ``epochs``, or under ``min_steps`` (unless the
         caller set ``epochs``) the fewest that make ``min_steps`` optimiser steps over the images
-        the loop trains on (less the held-out part with ``select="heldout"``). Reads the retain
-        set's size only."""
-        if not self.min_steps or "epochs" in self._explicit:
+        the loop trains on (less the held-out part with ``select="heldout"``); with ``model``, the
+        floor its BatchNorm rule sets (:meth:`batchnorm_rule`). Reads the retain set's size (and
+        the model's modules) only."""
+        min_steps = self.min_steps
+        if model is not None:
+            min_steps = self.batchnorm_rule(model, retain).get("min_steps", min_steps)
+        if not min_steps or "epochs" in self._explicit:
             return self.epochs
         trained = len(split_retain(retain, self.val_fraction, self.seed)[0]) if self.select == "heldout" else len(retain)
         per_epoch = math.ceil(trained / self.batch_size)
-        return max(self.epochs, math.ceil(self.min_steps / per_epoch))
+        return max(self.epochs, math.ceil(min_steps / per_epoch))
+
+    def batchnorm_rule(self, model: nn.Module, retain: ImageSplit, device: torch.device | str | None = None
+                       ) -> dict[str, Any]:
+        """What ``norm_rule`` changes on ``model``: :data:`WITHOUT_BATCHNORM` less the options the
+        caller set, on a model without BatchNorm that has a final classifier (``layers="auto"``: an
+        nn.Linear, or a convolutional class head); ``{}`` otherwise, or without ``norm_rule``.
+        Reads the model's modules and one retain image (to find the classifier)."""
+        if not self.norm_rule or next(batchnorm_modules(model), None) is not None:
+            return {}
+        by_norm = {k: v for k, v in WITHOUT_BATCHNORM.items() if k not in self._explicit}
+        if by_norm.get("layers") == "auto":
+            if device is None:
+                device = next((t.device for t in model.parameters()), torch.device("cpu"))
+            try:  # an nn.Linear classifier, or a convolutional class head
+                select_weights(model, "auto", retain.x[:1].to(device))
+            except SelectionError:  # no classifier to confine the distance to
+                return {}
+        return by_norm
 
     def adapted_to(self, model: nn.Module, retain: ImageSplit, device: torch.device | str = "cpu") -> D3:
         """This D3, or a copy with what its model- and data-derived rules change, for every option
         the caller did not set: under ``norm_rule``, on a model without BatchNorm that has a final
-        classifier (``layers="auto"``: an nn.Linear, or a convolutional class head), :data:`WITHOUT_BATCHNORM` (recorded on ``norm_rule_resolved``); under
-        ``min_steps``, the epochs of :meth:`epochs_for` (recorded on ``min_steps_resolved``).
+        classifier, :data:`WITHOUT_BATCHNORM` (:meth:`batchnorm_rule`; recorded on
+        ``norm_rule_resolved``); under ``min_steps`` (or the rule's), the epochs of :meth:`epochs_for`
+        (recorded on ``min_steps_resolved``).
         Reads the model's modules and the retain set's size only (one retain image, to find the
         classifier), never labels or evaluation data."""
         changed: dict[str, Any] = {}
         if self.norm_rule:
-            batchnorm = next(batchnorm_modules(model), None) is not None
-            by_norm = {} if batchnorm else {k: v for k, v in WITHOUT_BATCHNORM.items() if k not in self._explicit}
-            if by_norm.get("layers") == "auto":
-                try:  # an nn.Linear classifier, or a convolutional class head
-                    select_weights(model, "auto", retain.x[:1].to(device))
-                except SelectionError:  # no classifier to confine the distance to
-                    by_norm = {}
-            self.norm_rule_resolved = {"batchnorm": batchnorm, "changed": by_norm}
+            by_norm = self.batchnorm_rule(model, retain, device)
+            self.norm_rule_resolved = {"batchnorm": next(batchnorm_modules(model), None) is not None,
+                                       "changed": by_norm}
             changed.update(by_norm)
-        if self.min_steps:
-            epochs = self.epochs_for(retain)
+        min_steps = changed.pop("min_steps", self.min_steps)
+        if min_steps:
+            epochs = self.epochs_for(retain, model)
             self.min_steps_resolved = {"epochs": epochs}
             if epochs != self.epochs:
                 changed["epochs"] = epochs

@@ -75,7 +75,7 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
     backdoor = run.backdoor_test_set()
     test = run.data.test
     before = round_metrics(evaluate(run.model, test.x, test.y, backdoor, device=dev))
-    evaluator = (Evaluator(test.x, test.y, backdoor, device=dev, every=eval_every, last=defense.epochs_for(retain))
+    evaluator = (Evaluator(test.x, test.y, backdoor, device=dev, every=eval_every, last=defense.epochs_for(retain, run.model))
                  if track_epochs else None)
     checkpoint = out / CHECKPOINT_FILE
     if checkpoint.exists() and saved_identity(checkpoint) != defense.identity(run.model, retain, track_epochs,
