@@ -141,7 +141,7 @@
 #   bash benchmarks/d3_default_study.sh sixteenth RUN_DIR... # sixteenth round, once on each recipe model
 #   bash benchmarks/d3_default_study.sh sixteenth-sets [a|b] # sixteenth round: logits at their retain temperature on
 #                                                  # the earlier rounds' models
-#   bash benchmarks/d3_default_study.sh seventeenth-models [a|b] # seventeenth round: two hybrid-ViT check models
+#   bash benchmarks/d3_default_study.sh seventeenth-models [a|b|c|d] # seventeenth round: hybrid-ViT check models
 #   bash benchmarks/d3_default_study.sh seventeenth RUN_DIR... # seventeenth round, once on them
 #   bash benchmarks/d3_default_study.sh seventeenth-sizes RUN_DIR... # seventeenth round: 500 images (seed 1), 1,000
 #   bash benchmarks/d3_default_study.sh seventeenth-diagnose RUN_DIR... # seventeenth round: steps or images?
@@ -1146,6 +1146,13 @@ PY
     fi
     if [ "${2:-b}" = b ]; then
       attack hybrid-badnets badnets --model hybrid_vit --epochs 8 --batch-size 64 --lr 0.03 --no-augment --train-subset 20000 --test-subset 2000 --seed 71 --target 8
+    fi
+    # two more, trained after the round's floor rule was chosen (`c` and `d` side by side)
+    if [ "${2:-c}" = c ]; then
+      attack hybrid-sig sig --model hybrid_vit --epochs 8 --batch-size 64 --lr 0.03 --no-augment --train-subset 20000 --test-subset 2000 --seed 72 --target 2
+    fi
+    if [ "${2:-d}" = d ]; then
+      attack hybrid-wanet wanet --model hybrid_vit --epochs 8 --batch-size 64 --lr 0.03 --no-augment --train-subset 20000 --test-subset 2000 --seed 73 --target 5
     fi
     ;;
   seventeenth)  # seventeenth round, once on each hybrid ViT: the default and the default as it was before the round

@@ -365,7 +365,8 @@ class D3(Defense):
             set take those values (recorded in ``config["norm_rule_resolved"]``); a run that
             diverges at the rule's learning rate runs again at the caller's (``"diverged_lr"``).
         min_steps: 0 (off; the faithful presets) or a floor on the optimiser steps (the
-            ``default`` preset: 600): unless the caller set ``epochs``, a retain set too small for
+            ``default`` preset: 600, and 1,128 on a model without BatchNorm by its ``norm_rule``
+            unless the caller set ``min_steps``): unless the caller set ``epochs``, a retain set too small for
             that many steps in ``epochs`` epochs gets the fewest epochs that make them
             (:meth:`epochs_for`; recorded in ``config["min_steps_resolved"]``). 3,000 images at
             batch 32 make 1,128 steps in 12 epochs, so the floor only acts on smaller sets.
