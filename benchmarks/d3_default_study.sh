@@ -141,13 +141,15 @@
 #   bash benchmarks/d3_default_study.sh sixteenth RUN_DIR... # sixteenth round, once on each recipe model
 #   bash benchmarks/d3_default_study.sh sixteenth-sets [a|b] # sixteenth round: logits at their retain temperature on
 #                                                  # the earlier rounds' models
-#   bash benchmarks/d3_default_study.sh seventeenth-models [a|b|c|d] # seventeenth round: hybrid-ViT check models
+#   bash benchmarks/d3_default_study.sh seventeenth-models [a|b|c|d|e|f] # seventeenth round: hybrid-ViT check models,
+#                                                  # an MLP and a LeNet-5 (e, f)
 #   bash benchmarks/d3_default_study.sh seventeenth RUN_DIR... # seventeenth round, once on them
 #   bash benchmarks/d3_default_study.sh seventeenth-sizes RUN_DIR... # seventeenth round: 500 images (seed 1), 1,000
 #   bash benchmarks/d3_default_study.sh seventeenth-diagnose RUN_DIR... # seventeenth round: steps or images?
 #   bash benchmarks/d3_default_study.sh seventeenth-floor SEEDS # seventeenth round: a steps floor of 1,128
 #   bash benchmarks/d3_default_study.sh seventeenth-floor-check # seventeenth round: the same on the check models
 #                                                  # without BatchNorm
+#   bash benchmarks/d3_default_study.sh seventeenth-floor-late SEED # seventeenth round: the floors on those two
 #   bash benchmarks/d3_default_study.sh seventeenth-average SEEDS # seventeenth round: the mean of the last steps'
 #                                                  # weights (stochastic weight averaging)
 #   bash benchmarks/d3_default_study.sh fifteenth-probes clp|uap|rescale|angles|momentum|logits|temperature RUN_DIR...
@@ -1154,6 +1156,14 @@ PY
     if [ "${2:-d}" = d ]; then
       attack hybrid-wanet wanet --model hybrid_vit --epochs 8 --batch-size 64 --lr 0.03 --no-augment --train-subset 20000 --test-subset 2000 --seed 73 --target 5
     fi
+    # two models without BatchNorm of families the floor check did not have (an MLP, a LeNet-5), trained after the
+    # floor rule was shipped (`e` and `f` side by side)
+    if [ "${2:-e}" = e ]; then
+      attack mlp-badnets-17 badnets --model small_mlp --width 256 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 74 --target 4 --no-augment
+    fi
+    if [ "${2:-f}" = f ]; then
+      attack lenet-blended-17 blended --model lenet --epochs 10 --lr 0.01 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 75 --target 7 --no-augment
+    fi
     ;;
   seventeenth)  # seventeenth round, once on each hybrid ViT: the default and the default as it was before the round
     # (its distance without nn.MultiheadAttention's in_proj_weight; seeds 0, 1), the faithful presets and FT-SAM
@@ -1196,6 +1206,14 @@ PY
           --final-only --count $n --seed $seed --out $RUNS/seventeenth-floor-check-$n-s$seed.jsonl "${seventh_floor[@]}" \
           "${seventeenth_floor[@]}"
       done
+    done
+    ;;
+  seventeenth-floor-late)  # seventeenth round, last: the floor of 600 against the shipped 1,128 on the two models
+    # without BatchNorm trained after it was shipped, 500 and 1,000 images, seeds 0 and 1; `seventeenth-floor-late SEED`
+    for n in 500 1000; do
+      study $RUNS/mlp-badnets-17 $RUNS/lenet-blended-17 --final-only --count $n --seed "$2" \
+        --out $RUNS/seventeenth-floor-late-$n-s$2.jsonl --candidate "floor600=preset:default,epochs:null,min_steps:600" \
+        --candidate "shipped=preset:default,epochs:null"
     done
     ;;
   seventeenth-average)  # seventeenth round: the mean of the weights over the run's last half / quarter of steps

@@ -8,8 +8,10 @@ Problem (paper Eq. "constrained form"): max_θ d(θ_s, θ_init,s) s.t. E[ℓ(f_�
     s.t.       ‖W‖_p = ‖W_init‖_p  for every selected W   (projection after every step)
 
 with the total divided by (λ + 1) when λ > 1. Selected weights θ_s are the ``weight`` of
-every Linear/Conv2d inside the selected modules (the paper: the final classifier). Biases and
-BatchNorm are trained but not part of the distance.
+every Linear/Conv2d inside the selected modules (the paper: the final classifier), and the
+query/key/value projection ``nn.MultiheadAttention`` keeps outside any Linear
+(:func:`~distox.models.selection.attention_projections`). Biases and BatchNorm are trained but
+not part of the distance.
 
 Presets: ``reference`` and ``paper`` are the reference code's and the paper's settings,
 unchanged. ``default`` (distox's, chosen on five architectures, BENCHMARKS.md "A default that
@@ -98,7 +100,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: default makes on 3,000 images (12 epochs of 94 batches), so that with fewer images the restarted
 #: classifier gets as many steps to re-fit as with 3,000 (BENCHMARKS.md "Seventeenth round": with 500
 #: and 1,000 images it kept 1.6–3.9 points more in every development cell and passed 16 of 20 check
-#: cells against 11; on BatchNorm models, whose features D3 turns, more steps were a trade).
+#: cells against 11, though 5 of 8 against 7 on an MLP and a LeNet-5 run after it was chosen; on
+#: BatchNorm models, whose features D3 turns, more steps were a trade).
 WITHOUT_BATCHNORM: dict[str, Any] = {"layers": "auto", "lr": 0.03, "min_steps": 1128}
 DEFAULT_PRESET = "default"
 #: What a preset leaves unset (the reference code's values).
