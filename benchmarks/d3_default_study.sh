@@ -141,8 +141,8 @@
 #   bash benchmarks/d3_default_study.sh sixteenth RUN_DIR... # sixteenth round, once on each recipe model
 #   bash benchmarks/d3_default_study.sh sixteenth-sets [a|b] # sixteenth round: logits at their retain temperature on
 #                                                  # the earlier rounds' models
-#   bash benchmarks/d3_default_study.sh seventeenth-models [a|b|c|d|e|f] # seventeenth round: hybrid-ViT check models,
-#                                                  # an MLP and a LeNet-5 (e, f)
+#   bash benchmarks/d3_default_study.sh seventeenth-models [a|b|c|d|e|f|g|h] # seventeenth round: hybrid-ViT check
+#                                                  # models (a-d), MLPs, LeNet-5s and a plain CNN (e-h)
 #   bash benchmarks/d3_default_study.sh seventeenth RUN_DIR... # seventeenth round, once on them
 #   bash benchmarks/d3_default_study.sh seventeenth-sizes RUN_DIR... # seventeenth round: 500 images (seed 1), 1,000
 #   bash benchmarks/d3_default_study.sh seventeenth-diagnose RUN_DIR... # seventeenth round: steps or images?
@@ -1164,6 +1164,15 @@ PY
     if [ "${2:-f}" = f ]; then
       attack lenet-blended-17 blended --model lenet --epochs 10 --lr 0.01 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 75 --target 7 --no-augment
     fi
+    # four more without BatchNorm, after those two went against the floor rule (`g` and `h` side by side)
+    if [ "${2:-g}" = g ]; then
+      attack mlp-blended-17 blended --model small_mlp --width 256 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 76 --target 1 --no-augment
+      attack lenet-badnets-17 badnets --model lenet --epochs 10 --lr 0.01 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 78 --target 6 --no-augment
+    fi
+    if [ "${2:-h}" = h ]; then
+      attack mlp-sig-17 sig --model small_mlp --width 256 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 77 --target 3 --poison-rate 0.08 --no-augment
+      attack cnn-plain-sig-17 sig --model small_cnn --width 16 --model-kwarg norm=none --epochs 6 --batch-size 64 --lr 0.03 --no-augment --train-subset 30000 --test-subset 2000 --seed 79 --target 9
+    fi
     ;;
   seventeenth)  # seventeenth round, once on each hybrid ViT: the default and the default as it was before the round
     # (its distance without nn.MultiheadAttention's in_proj_weight; seeds 0, 1), the faithful presets and FT-SAM
@@ -1208,10 +1217,12 @@ PY
       done
     done
     ;;
-  seventeenth-floor-late)  # seventeenth round, last: the floor of 600 against the shipped 1,128 on the two models
-    # without BatchNorm trained after it was shipped, 500 and 1,000 images, seeds 0 and 1; `seventeenth-floor-late SEED`
+  seventeenth-floor-late)  # seventeenth round, last: the floor of 600 against the shipped 1,128 on the models
+    # without BatchNorm trained after it was shipped (e, f; then g, h), 500 and 1,000 images, seeds 0 and 1;
+    # `seventeenth-floor-late SEED`
     for n in 500 1000; do
-      study $RUNS/mlp-badnets-17 $RUNS/lenet-blended-17 --final-only --count $n --seed "$2" \
+      study $RUNS/mlp-badnets-17 $RUNS/lenet-blended-17 $RUNS/mlp-blended-17 $RUNS/lenet-badnets-17 $RUNS/mlp-sig-17 \
+        $RUNS/cnn-plain-sig-17 --final-only --count $n --seed "$2" \
         --out $RUNS/seventeenth-floor-late-$n-s$2.jsonl --candidate "floor600=preset:default,epochs:null,min_steps:600" \
         --candidate "shipped=preset:default,epochs:null"
     done

@@ -100,7 +100,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: default makes on 3,000 images (12 epochs of 94 batches), so that with fewer images the restarted
 #: classifier gets as many steps to re-fit as with 3,000 (BENCHMARKS.md "Seventeenth round": with 500
 #: and 1,000 images it kept 1.6–3.9 points more in every development cell and passed 16 of 20 check
-#: cells against 11, though 5 of 8 against 7 on an MLP and a LeNet-5 run after it was chosen; on
+#: cells against 11, though 15 of 24 against 17 on six MLPs, LeNet-5s and a CNN run after it was chosen; on
 #: BatchNorm models, whose features D3 turns, more steps were a trade).
 WITHOUT_BATCHNORM: dict[str, Any] = {"layers": "auto", "lr": 0.03, "min_steps": 1128}
 DEFAULT_PRESET = "default"
