@@ -215,3 +215,19 @@ def test_an_evaluator_ends_on_the_epoch_the_models_rule_resolves(monkeypatch):
                            eval_every=4)
     assert result.config["min_steps_resolved"] == {"epochs": 15} and len(result.history) == 15
     assert [i + 1 for i, row in enumerate(result.history) if "acc" in row] == [4, 8, 12, 15]
+
+
+def test_only_the_whole_network_selections_take_the_attention_projections():
+    """``"all"`` and ``"all-but-first"`` (distox's) take ``in_proj_weight``; ``"all-linear"`` and module
+    names keep SPEC §1's letter: the weights of the nn.Linear/nn.Conv2d modules selected."""
+    from distox.models import create_model
+    from distox.models.selection import select_weights
+
+    model = create_model("hybrid_vit", num_classes=3, in_channels=1, width=8, depth=2, heads=2, image_size=8)
+    example = tiny_retain().x[:1]
+    projections = {"net.blocks.layers.0.self_attn.in_proj_weight", "net.blocks.layers.1.self_attn.in_proj_weight"}
+    for selection in ("all", "all-but-first"):
+        assert projections <= set(select_weights(model, selection, example))
+    for selection in ("all-linear", "net.blocks.*", ["net.blocks.layers.0.self_attn"]):
+        chosen = set(select_weights(model, selection, example))
+        assert not chosen & projections and "net.blocks.layers.0.self_attn.out_proj.weight" in chosen

@@ -9,9 +9,9 @@ Problem (paper Eq. "constrained form"): max_θ d(θ_s, θ_init,s) s.t. E[ℓ(f_�
 
 with the total divided by (λ + 1) when λ > 1. Selected weights θ_s are the ``weight`` of
 every Linear/Conv2d inside the selected modules (the paper: the final classifier), and the
-query/key/value projection ``nn.MultiheadAttention`` keeps outside any Linear
-(:func:`~distox.models.selection.attention_projections`). Biases and BatchNorm are trained but
-not part of the distance.
+query/key/value projection ``nn.MultiheadAttention`` keeps outside any Linear under the
+whole-network selections (:func:`~distox.models.selection.attention_projections`). Biases and
+BatchNorm are trained but not part of the distance.
 
 Presets: ``reference`` and ``paper`` are the reference code's and the paper's settings,
 unchanged. ``default`` (distox's, chosen on five architectures, BENCHMARKS.md "A default that
@@ -418,8 +418,8 @@ class D3(Defense):
 
     name = "d3"
     #: 2: ``D3()`` without a preset runs the ``default`` preset (it ran ``reference`` before).
-    #: 3: ``layers="all"`` (the default's), ``"all-linear"``, ``"all-but-first"`` and a selected module
-    #: holding an ``nn.MultiheadAttention`` take its ``in_proj_weight`` too (models without one run as before).
+    #: 3: ``layers="all"`` (the default's) and ``"all-but-first"`` take an ``nn.MultiheadAttention``'s own
+    #: ``in_proj_weight`` too (models without one run as before).
     revision = 3
 
     def __init__(self, lmd: float | str | None = None, eps: float | str | None = None, p: float | None = None,

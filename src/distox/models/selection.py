@@ -25,12 +25,14 @@ fraction F of the Linear/Conv2d layers in forward order (``"last:0.5"``: the lat
 Attention written with PyTorch's ``nn.MultiheadAttention`` keeps its query/key/value projection as
 parameters of its own (``in_proj_weight``, or ``q_proj_weight``/``k_proj_weight``/``v_proj_weight``
 when keys and values have other widths), not in an ``nn.Linear``; its output projection is an
-``nn.Linear``. Those projection weights count as Linear weights here (:func:`attention_projections`):
-``"all"``, ``"all-linear"`` and ``"all-but-first"`` take them, as does any selected module that
-holds the attention. So D3 treats attention the same whether a model writes its projections as
-``nn.Linear`` layers (distox's ``small_vit``, timm's ViTs) or in PyTorch's module (torchvision's
-ViT, ``nn.TransformerEncoder``). The forward-order selections (``"auto"``, ``"batchnorm-fed"``,
-``"last:F"``, ``"first:F"``) order ``nn.Linear``/``nn.Conv2d`` modules only.
+``nn.Linear``. distox's whole-network selections, ``"all"`` (the default preset's) and
+``"all-but-first"``, take those projection weights too (:func:`attention_projections`), so D3
+treats attention the same whether a model writes its projections as ``nn.Linear`` layers
+(distox's ``small_vit``, timm's ViTs) or in PyTorch's module (torchvision's ViT,
+``nn.TransformerEncoder``). ``"all-linear"`` and module names keep the letter of the method's
+definition (SPEC §1: the weights of the ``nn.Linear``/``nn.Conv2d`` modules selected), and the
+forward-order selections (``"auto"``, ``"batchnorm-fed"``, ``"last:F"``, ``"first:F"``) order
+``nn.Linear``/``nn.Conv2d`` modules only.
 """
 from __future__ import annotations
 
@@ -221,7 +223,8 @@ def select_weights(
     example: torch.Tensor | None = None,
 ) -> dict[str, nn.Parameter]:
     """Map ``"<module>.weight"`` → parameter for every Linear/Conv2d inside the selected modules
-    (and ``"<module>.in_proj_weight"`` … for every ``nn.MultiheadAttention``'s own projections).
+    (and, under ``"all"``/``"all-but-first"``, ``"<module>.in_proj_weight"`` … for every
+    ``nn.MultiheadAttention``'s own projections).
 
     Raises :class:`SelectionError` when the selection resolves to no Linear/Conv2d weight.
     """
@@ -229,13 +232,15 @@ def select_weights(
     if isinstance(selection, str):
         selection = [selection]
     chosen: list[str] = []
+    attention: set[str] = set()  # nn.MultiheadAttention modules whose own projections are taken too
     for item in selection:
         if item == "auto":
             chosen.append(classifier_name(model, example))
         elif item == "all-linear":
-            chosen += [n for n, m in modules.items() if isinstance(m, nn.Linear) or attention_projections(m)]
+            chosen += [n for n, m in modules.items() if isinstance(m, nn.Linear)]
         elif item == "all":
-            chosen += [n for n, m in modules.items() if isinstance(m, WEIGHTED) or attention_projections(m)]
+            attention |= {n for n, m in modules.items() if attention_projections(m)}
+            chosen += [n for n, m in modules.items() if isinstance(m, WEIGHTED) or n in attention]
         elif item == "batchnorm-fed":
             chosen += [n for n in batchnorm_fed(model, example) if n not in chosen]
             head = classifier_name(model, example)
@@ -243,7 +248,8 @@ def select_weights(
         elif item == "all-but-first":
             order = forward_order(model, example)
             first = order[0] if len(order) > 1 else None
-            chosen += [n for n, m in modules.items() if (isinstance(m, WEIGHTED) or attention_projections(m)) and n != first]
+            attention |= {n for n, m in modules.items() if attention_projections(m)}
+            chosen += [n for n, m in modules.items() if (isinstance(m, WEIGHTED) or n in attention) and n != first]
         elif item.startswith(("last:", "first:")):
             chosen += [n for n in by_depth(model, item, example) if n not in chosen]
         else:
@@ -258,8 +264,9 @@ def select_weights(
             full = ".".join(p for p in (name, sub_name) if p)
             if isinstance(sub, WEIGHTED):
                 weights[f"{full}.weight" if full else "weight"] = weight_parameter(sub, full)
-            for attr, param in attention_projections(sub).items():
-                weights[f"{full}.{attr}" if full else attr] = param
+            if full in attention:
+                for attr, param in attention_projections(sub).items():
+                    weights[f"{full}.{attr}" if full else attr] = param
     if not weights:
         raise SelectionError(
             f"layer selection {list(selection)} contains no nn.Linear or nn.Conv2d weight"
