@@ -623,6 +623,10 @@ class D3(Defense):
         min_steps = self.min_steps
         if model is not None:
             min_steps = self.batchnorm_rule(model, retain).get("min_steps", min_steps)
+        return self.epochs_with_floor(retain, min_steps)
+
+    def epochs_with_floor(self, retain: ImageSplit, min_steps: int) -> int:
+        """:meth:`epochs_for` with the floor ``min_steps`` given (0: none)."""
         if not min_steps or "epochs" in self._explicit:
             return self.epochs
         trained = len(split_retain(retain, self.val_fraction, self.seed)[0]) if self.select == "heldout" else len(retain)
@@ -663,7 +667,7 @@ class D3(Defense):
             changed.update(by_norm)
         min_steps = changed.pop("min_steps", self.min_steps)
         if min_steps:
-            epochs = self.epochs_for(retain, model)
+            epochs = self.epochs_with_floor(retain, min_steps)
             self.min_steps_resolved = {"epochs": epochs}
             if epochs != self.epochs:
                 changed["epochs"] = epochs
