@@ -419,17 +419,17 @@ def test_shipped_configs_validate():
     # cpu-seeds.yaml is cpu.yaml over more seeds: its seed-0 cells are cpu.yaml's (same keys)
     seed0 = {c.key for c in grids["cpu-seeds"].cells if c.seed == 0}
     assert seed0 and seed0 <= {c.key for c in grids["cpu"].cells}
-    # zoo.yaml: 5 models x 7 attack rows x 2 seeds; one clean cell per (model, seed, recipe: plain,
+    # zoo.yaml: 6 models x 7 attack rows x 2 seeds; one clean cell per (model, seed, recipe: plain,
     # SAM-trained or label-smoothed); defenses: 5 per attack plus the 2 retain sizes on BadNets and Blended
     zoo = grids["zoo"]
     kinds = [c.kind for c in zoo.cells]
-    assert (kinds.count("attack"), kinds.count("clean")) == (5 * 7 * 2, 5 * 2 * 3)
-    assert kinds.count("defense") == 5 * 2 * (7 * 5 + 2 * 2)
+    assert (kinds.count("attack"), kinds.count("clean")) == (6 * 7 * 2, 6 * 2 * 3)
+    assert kinds.count("defense") == 6 * 2 * (7 * 5 + 2 * 2)
     check = {(c.group, c.row) for c in zoo.cells if c.part == "check"}
-    assert {g for g, _ in check} >= {"fashion-mnist / small_vit"}
-    assert all(g.endswith("small_vit") or r in ("ssba", "blended-ls") for g, r in check)
+    assert {g for g, _ in check} >= {"fashion-mnist / small_vit", "fashion-mnist / hybrid_vit"}
+    assert all(g.endswith(("small_vit", "hybrid_vit")) or r in ("ssba", "blended-ls") for g, r in check)
     smoothed = [c for c in zoo.cells if c.kind in ("attack", "clean") and c.config.get("label_smoothing")]
-    assert len(smoothed) == 5 * 2 * 2 and all(c.config["label_smoothing"] == 0.1 for c in smoothed)
+    assert len(smoothed) == 6 * 2 * 2 and all(c.config["label_smoothing"] == 0.1 for c in smoothed)
     # the retain-size rows run the default preset's own epochs (its steps floor), the 3,000-image
     # row the grid's 12
     from distox.data.core import ImageSplit
