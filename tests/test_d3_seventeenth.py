@@ -231,3 +231,12 @@ def test_only_the_whole_network_selections_take_the_attention_projections():
     for selection in ("all-linear", "net.blocks.*", ["net.blocks.layers.0.self_attn"]):
         chosen = set(select_weights(model, selection, example))
         assert not chosen & projections and "net.blocks.layers.0.self_attn.out_proj.weight" in chosen
+
+
+def test_attention_with_other_key_widths_gives_its_three_projections():
+    from distox.models.selection import attention_projections
+
+    packed, separate = nn.MultiheadAttention(8, 2), nn.MultiheadAttention(8, 2, kdim=4, vdim=6)
+    assert list(attention_projections(packed)) == ["in_proj_weight"]
+    assert list(attention_projections(separate)) == ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
+    assert attention_projections(nn.Linear(2, 2)) == {}
