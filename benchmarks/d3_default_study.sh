@@ -150,6 +150,7 @@
 #   bash benchmarks/d3_default_study.sh seventeenth-floor-check # seventeenth round: the same on the check models
 #                                                  # without BatchNorm
 #   bash benchmarks/d3_default_study.sh seventeenth-floor-late SEED # seventeenth round: the floors on those two
+#   bash benchmarks/d3_default_study.sh seventeenth-late RUN_DIR... # seventeenth round: those six at 3,000 images
 #   bash benchmarks/d3_default_study.sh seventeenth-average SEEDS # seventeenth round: the mean of the last steps'
 #                                                  # weights (stochastic weight averaging)
 #   bash benchmarks/d3_default_study.sh fifteenth-probes clp|uap|rescale|angles|momentum|logits|temperature RUN_DIR...
@@ -1226,6 +1227,12 @@ PY
         --out $RUNS/seventeenth-floor-late-$n-s$2.jsonl --candidate "floor600=preset:default,epochs:null,min_steps:600" \
         --candidate "shipped=preset:default,epochs:null"
     done
+    ;;
+  seventeenth-late)  # seventeenth round, last: the six late models without BatchNorm at 3,000 images, once: the
+    # default (seeds 0, 1), the faithful presets and FT-SAM (seed 0); `seventeenth-late RUN_DIR...`
+    study "${@:2}" --final-only --out $RUNS/seventeenth-late-3000.jsonl "${seventh_floor[@]}" \
+      "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
+    study "${@:2}" --final-only --seed 1 --out $RUNS/seventeenth-late-3000-s1.jsonl "${seventh_floor[@]}"
     ;;
   seventeenth-average)  # seventeenth round: the mean of the weights over the run's last half / quarter of steps
     # (`average`, stochastic weight averaging), the eleventh round's development part, `seventeenth-average SEEDS`
