@@ -47,7 +47,7 @@ from torch import nn
 
 from .data.core import DataError, ImageSplit
 from .metrics import predict
-from .utils import batchnorm_modules, eval_mode
+from .utils import batchnorm_modules, eval_mode, has_batchnorm
 
 #: What a caller does with labels the check finds wrong: ``error`` (refuse), ``warn`` (go on,
 #: saying so) or ``off`` (no check). ``distox.purify`` defaults to ``warn``, ``distox purify`` to ``error``.
@@ -196,7 +196,7 @@ def check_labels(model: nn.Module, clean: ImageSplit, device: str | torch.device
     acc = 100.0 * float((pred == y).float().mean()) if n else 0.0
     floor = near_chance_floor(chance, n)
     batch_acc = None
-    if acc < floor and next(batchnorm_modules(model), None) is not None:
+    if acc < floor and has_batchnorm(model):
         batch_acc = batch_statistics_accuracy(model, clean, device)
     return LabelCheck(accuracy=acc, floor=floor, chance=chance, n=n, classes=classes, majority=majority,
                       batch_stats_accuracy=batch_acc)

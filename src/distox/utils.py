@@ -34,6 +34,11 @@ def batchnorm_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     return ((n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
 
 
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` has any BatchNorm layer (:func:`batchnorm_modules`)."""
+    return next(batchnorm_modules(model), None) is not None
+
+
 @torch.no_grad()
 def copy_state_into(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Copy a snapshot of ``model.state_dict()`` (same keys) back into the model's own tensors.

@@ -55,7 +55,7 @@ from ..metrics import Evaluator, logits as model_outputs
 from ..models.selection import (SelectionError, classifier_name, linear_forward_order, owning_module,
                                 select_weights)
 from ..training import Batches, Checkpoint, LoopConfig, TrainingDiverged, TrainState, make_optimizer, saved_identity, train
-from ..utils import batchnorm_modules, copy_state_into, eval_mode
+from ..utils import copy_state_into, eval_mode, has_batchnorm
 from .base import Defense, DefenseError
 from .bn_stats import STALE_SHARE, reestimate_batchnorm, stale_share
 from .d3_auto import auto_eps, auto_or_float, check_auto, fit_auto
@@ -639,7 +639,7 @@ class D3(Defense):
         caller set, on a model without BatchNorm that has a final classifier (``layers="auto"``: an
         nn.Linear, or a convolutional class head); ``{}`` otherwise, or without ``norm_rule``.
         Reads the model's modules and one retain image (to find the classifier)."""
-        if not self.norm_rule or next(batchnorm_modules(model), None) is not None:
+        if not self.norm_rule or has_batchnorm(model):
             return {}
         by_norm = {k: v for k, v in WITHOUT_BATCHNORM.items() if k not in self._explicit}
         if by_norm.get("layers") == "auto":
@@ -662,8 +662,7 @@ class D3(Defense):
         changed: dict[str, Any] = {}
         if self.norm_rule:
             by_norm = self.batchnorm_rule(model, retain, device)
-            self.norm_rule_resolved = {"batchnorm": next(batchnorm_modules(model), None) is not None,
-                                       "changed": by_norm}
+            self.norm_rule_resolved = {"batchnorm": has_batchnorm(model), "changed": by_norm}
             changed.update(by_norm)
         min_steps = changed.pop("min_steps", self.min_steps)
         if min_steps:
@@ -846,10 +845,8 @@ class D3(Defense):
             self.selection_resolved = chooser.summary()
         if averaged is not None:
             steps = averaged.apply()
-            with torch.no_grad():
-                project(model)  # Eq. 2 for the mean, which is shorter than the weights it averages
-            has_batchnorm = next(batchnorm_modules(model), None) is not None
-            self.average_resolved = {"steps": steps, "batchnorm_reestimated": has_batchnorm and not self.freeze_bn}
+            project(model)  # Eq. 2 for the mean, which is shorter than the weights it averages
+            self.average_resolved = {"steps": steps, "batchnorm_reestimated": has_batchnorm(model) and not self.freeze_bn}
             recalibrate = recalibrate or self.average_resolved["batchnorm_reestimated"]
         if recalibrate:
             reestimate_batchnorm(model, retain.x, device)
