@@ -183,6 +183,8 @@ sixth_cands=("${sixth_default[@]}" "${sixth_reference[@]}" "${sixth_paper[@]}" "
              --candidate "ft=method:ft,augment:false")
 # the seventh round's: the default as shipped now (its steps floor), and without the floor
 seventh_floor=(--candidate "floor600=preset:default,epochs:null")
+# the eighteenth round's: a convolutional network's whole fully connected head restarted and in the distance
+eighteenth_head=(--candidate "head=preset:default,epochs:null,layers:linear-head,init_layers:linear-head")
 sixteenth_scaled=(--candidate "logit-scaled=preset:default,epochs:null,logit_scale:true")
 # the default's distance as it was before the seventeenth round on a hybrid_vit: every nn.Linear and nn.Conv2d,
 # not nn.MultiheadAttention's own in_proj_weight
@@ -1233,6 +1235,35 @@ PY
     study "${@:2}" --final-only --out $RUNS/seventeenth-late-3000.jsonl "${seventh_floor[@]}" \
       "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
     study "${@:2}" --final-only --seed 1 --out $RUNS/seventeenth-late-3000-s1.jsonl "${seventh_floor[@]}"
+    ;;
+  eighteenth-diagnose)  # eighteenth round, first: where the LeNet-5 BadNets backdoor (seventeenth-late) lives, seeds 0, 1:
+    # the distance over the three head Linears (with only the classifier restarted, and with all three), over every
+    # weight, the default at lr 0.01, and the two last head Linears restarted and in the distance (not the first)
+    for seed in 0 1; do
+      study $RUNS/lenet-badnets-17 --final-only --seed $seed --out $RUNS/eighteenth-diagnose-s$seed.jsonl \
+        --candidate 'mlphead=preset:default,epochs:null,layers:["net.hidden.*","net.fc"]' \
+        --candidate 'mlphead-init=preset:default,epochs:null,layers:["net.hidden.*","net.fc"],init_layers:selected' \
+        --candidate 'all=preset:default,epochs:null,layers:all' --candidate 'lr01=preset:default,epochs:null,lr:0.01' \
+        --candidate 'tail2=preset:default,epochs:null,layers:["net.hidden.2","net.fc"],init_layers:selected'
+    done
+    ;;
+  eighteenth-head-bn)  # eighteenth round, an exploration: the whole fully connected head restarted (init_layers=linear-head)
+    # on BatchNorm models whose head has several Linears, 3,000 images; `eighteenth-head-bn SEED` (the default's own
+    # lines on the VGG19-BN and the MobileNetV3 are the fourteenth's and the twelfth's)
+    study $RUNS/lenet-bn-badnets $RUNS/lenet-bn-blended --final-only --seed "$2" --out $RUNS/eighteenth-head-bn-s$2.jsonl \
+      "${seventh_floor[@]}" --candidate "head-init=preset:default,epochs:null,init_layers:linear-head"
+    study $RUNS/vgg19-wanet $RUNS/mnv3l-sig --final-only --seed "$2" --out $RUNS/eighteenth-head-bn-s$2.jsonl \
+      --candidate "head-init=preset:default,epochs:null,init_layers:linear-head"
+    ;;
+  eighteenth-flat)  # eighteenth round, a probe: the ninth round's lead, input pruning on the Linear over a flattened map
+    $PY benchmarks/d3_probes.py flat-prune $RUNS/eighteenth-flat.jsonl $RUNS/lenet-badnets-17 $RUNS/lenet-blended-17 \
+      $RUNS/tutorial-badnets $RUNS/tutorial-blended
+    ;;
+  eighteenth-head)  # eighteenth round: the default and `head` (its distance and its warm start over the whole fully
+    # connected head: layers=linear-head, init_layers=linear-head) on models without BatchNorm whose head has several Linears;
+    # `eighteenth-head COUNT SEED RUN_DIR...`
+    study "${@:4}" --final-only --count "$2" --seed "$3" --out $RUNS/eighteenth-head-$2-s$3.jsonl \
+      "${seventh_floor[@]}" "${eighteenth_head[@]}"
     ;;
   seventeenth-average)  # seventeenth round: the mean of the weights over the run's last half / quarter of steps
     # (`average`, stochastic weight averaging), the eleventh round's development part, `seventeenth-average SEEDS`

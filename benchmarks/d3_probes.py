@@ -26,6 +26,11 @@ run (and setting) in OUT; a rerun skips what OUT already holds and then prints t
     python benchmarks/d3_probes.py temperature OUT.jsonl RUN_DIR ...
         How confident each suspect is on its retain images: accuracy, mean cross-entropy and the
         temperature that fits them best (``distox.defenses.logit_scale.fit_temperature``); no training.
+    python benchmarks/d3_probes.py flat-prune OUT.jsonl RUN_DIR ...
+        The ninth round's input pruning on the first Linear of a convolutional network's fully
+        connected head (the Linear over the flattened map; ``linear_head``), on the suspect alone;
+        and how many of that Linear's inputs are constant on the retain images, and of those how many
+        500 triggered test images move.
     python benchmarks/d3_probes.py angles OUT.jsonl RUN_DIR ...
         How far the default D3 turns each Linear/Conv2d weight: the angle between it and the
         suspect's, and the ratio of their norms.
@@ -55,7 +60,8 @@ from distox.defenses.logit_scale import fit_temperature
 from distox.experiment import load_run
 from distox.metrics import evaluate
 from distox.metrics import logits as model_outputs
-from distox.models.selection import WEIGHTED, batchnorm_fed_pairs, classifier_name
+from distox.defenses.input_prune import input_moments, prune_inputs
+from distox.models.selection import WEIGHTED, batchnorm_fed_pairs, classifier_name, linear_head
 from distox.utils import batchnorm_modules
 
 CLP_US = (3.0, 2.5, 2.0, 1.5)
@@ -352,10 +358,31 @@ def probe_angles(out: Path, run_dirs: Iterable[str]) -> None:
               f"{', '.join(f'{v:g}' for v in r['angles'].values())} |")
 
 
+def probe_flat_prune(out: Path, run_dirs: Iterable[str]) -> None:
+    for d, _ in pending(out, run_dirs):
+        run = Run(d)
+        model = copy.deepcopy(run.suspect)
+        first = linear_head(model, run.retain.x[:1])[0]
+        mean, variance = input_moments(model, model.get_submodule(first), run.retain.x, "cpu")
+        triggered, _ = input_moments(model, model.get_submodule(first), run.backdoor.x[:500], "cpu")
+        dead = variance == 0  # the same value on every retain image (a ReLU that never fires on them)
+        report = prune_inputs(model, run.retain, "auto", 0.5, "cpu", layer_name=first)
+        append(out, {"run": run.path, "floor": run.floor, "suspect": run.evaluate(run.suspect),
+                     "pruned": run.evaluate(model), "report": report, "dead": int(dead.sum()),
+                     "dead_lit": int((dead & ((triggered - mean).abs() > 1e-3)).sum())})
+    print("| model | layer | inputs constant on the retain images (of them, moved by the trigger) "
+          "| inputs set aside | ACC change / ASR after |")
+    print("|---|---|---|---|---|")
+    for r in records(out):
+        rep = r["report"]
+        print(f"| {Path(r['run']).name} | `{rep['layer']}` | {r['dead']} ({r['dead_lit']}) | {rep['pruned']} of "
+              f"{rep['features']} | {cell(r['pruned'], r['suspect'], r['floor'])} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="probe", required=True)
-    for name in ("clp", "uap", "angles", "temperature"):
+    for name in ("clp", "uap", "angles", "temperature", "flat-prune"):
         p = sub.add_parser(name)
         p.add_argument("out", type=Path)
         p.add_argument("runs", nargs="+")
@@ -385,6 +412,8 @@ def main(argv: list[str] | None = None) -> None:
         probe_temperature(args.out, args.runs)
     elif args.probe == "angles":
         probe_angles(args.out, args.runs)
+    elif args.probe == "flat-prune":
+        probe_flat_prune(args.out, args.runs)
     else:
         probe_rescale(args.out, args.factors, args.runs)
 

@@ -52,7 +52,7 @@ from torch.nn import functional as F
 from ..acceleration import resolve_precision
 from ..data.core import ImageSplit
 from ..metrics import Evaluator, logits as model_outputs
-from ..models.selection import (SelectionError, classifier_name, linear_forward_order, owning_module,
+from ..models.selection import (SelectionError, classifier_name, linear_forward_order, linear_head, owning_module,
                                 select_weights)
 from ..training import Batches, Checkpoint, LoopConfig, TrainingDiverged, TrainState, make_optimizer, saved_identity, train
 from ..utils import copy_state_into, eval_mode, has_batchnorm
@@ -119,7 +119,7 @@ LOOP_KEYS = ("epochs", "batch_size", "lr", "augment", "blend")
 WARM_STARTS = ("random", "far", "middle", "noise", "near", "means", "means-orthogonal")
 SELECTIONS = ("last", "heldout")
 LMD_CONTROLS = ("constant", "geometric", "heldout", "loss")
-INIT_LAYERS = ("selected", "classifier", "auto")
+INIT_LAYERS = ("selected", "classifier", "auto", "linear-head")
 LAYER_WEIGHTINGS = ("sum", "angle", "fisher")
 HEAD_BIASES = ("keep", "zero")
 
@@ -244,16 +244,19 @@ def project_to_norms(weights: Sequence[torch.Tensor], norms: Sequence[torch.Tens
         w.mul_(n0 / lp_norm(w, p).clamp_min(1e-12))
 
 
-def linear_classifier(model: nn.Module, example: torch.Tensor | None = None) -> dict[str, nn.Parameter]:
+def linear_classifier(model: nn.Module, example: torch.Tensor | None = None,
+                      whole_head: bool = False) -> dict[str, nn.Parameter]:
     """The final ``nn.Linear`` classifier's weight (name → parameter; empty in a model without an
-    ``nn.Linear``): what the ``default`` preset's warm start (``init_layers="classifier"``) turns.
+    ``nn.Linear``): what the ``default`` preset's warm start (``init_layers="classifier"``) turns;
+    with ``whole_head``, the weights of every Linear of a convolutional network's fully connected
+    head (:func:`distox.models.selection.linear_head`; ``init_layers="linear-head"``).
     A convolutional class head, which ``layers="auto"`` selects in a model without ``nn.Linear``
     (and to which the BatchNorm rule confines the distance there), is left out on purpose: on the
     four conv-head models measured, turning it from a random direction lost more accuracy than
     leaving it where it is in 17 of 18 cells (up to 47 points more; BENCHMARKS.md "Eighth
     round")."""
-    order = linear_forward_order(model, example)
-    return select_weights(model, order[-1:], example) if order else {}
+    order = linear_head(model, example) if whole_head else linear_forward_order(model, example)[-1:]
+    return select_weights(model, order, example) if order else {}
 
 
 @torch.no_grad()
@@ -334,13 +337,18 @@ class D3(Defense):
             (:func:`start_from_class_means`; BENCHMARKS.md "Eleventh round": both worse than random).
         init_layers: which selected weights get the warm start: ``"selected"`` (all of them, the
             paper), ``"classifier"`` (only the final nn.Linear classifier's; the rest start where
-            they are; none in a model without nn.Linear) or ``"auto"`` (only the weights
-            ``layers="auto"`` selects: the nn.Linear classifier, or a convolutional class head).
+            they are; none in a model without nn.Linear), ``"auto"`` (only the weights
+            ``layers="auto"`` selects: the nn.Linear classifier, or a convolutional class head) or
+            ``"linear-head"`` (a convolutional network's fully connected head,
+            :func:`distox.models.selection.linear_head`: LeNet-5's three Linears; elsewhere the
+            nn.Linear classifier, as ``"classifier"``).
         layers: ``"auto"`` (final classifier, the paper; a last 1×1-conv class head in a model
             without nn.Linear), ``"all-linear"``, ``"all"`` (every Linear and Conv2d, and every
             ``nn.MultiheadAttention``'s own ``in_proj_weight``, a Linear weight in all but name),
             ``"all-but-first"`` (all but the stem, the first layer the input meets),
-            ``"batchnorm-fed"`` (those a BatchNorm runs right after, plus the classifier), or
+            ``"batchnorm-fed"`` (those a BatchNorm runs right after, plus the classifier), ``"linear-head"``
+            (a convolutional network's fully connected head: its Linears after the last conv; elsewhere
+            ``"auto"``), or
             module names / globs (:mod:`distox.models.selection`).
         freeze_bn: keep BatchNorm statistics fixed (reference: BN in train mode, False).
         momentum: SGD momentum (0.9); the D3 optimiser has no weight decay.
@@ -758,8 +766,10 @@ class D3(Defense):
         if self.init_layers == "selected":
             started = named
         else:  # only the final classifier's weights get the warm start; the rest start where they are
-            head = (linear_classifier(model, example) if self.init_layers == "classifier"
-                    else self.selected_in(model, "auto", example))
+            if self.init_layers == "auto":
+                head = self.selected_in(model, "auto", example)
+            else:
+                head = linear_classifier(model, example, whole_head=self.init_layers == "linear-head")
             if not head:
                 log.warning("D3: the model has no nn.Linear classifier to warm-start; every selected "
                             "weight starts where it is (init_layers='classifier')")

@@ -79,13 +79,16 @@ def input_moments(model: nn.Module, layer: nn.Linear, x: torch.Tensor,
 
 
 def prune_inputs(model: nn.Module, retain: ImageSplit, tolerance: float | str = "auto",
-                 min_tolerance: float = 0.5, device: torch.device | str = "cpu") -> dict[str, Any]:
+                 min_tolerance: float = 0.5, device: torch.device | str = "cpu",
+                 layer_name: str | None = None) -> dict[str, Any]:
     """Replace the least-varying inputs of ``model``'s first Linear by their retain-set means, as
     many as keep retain accuracy within the tolerance (module docstring); edits ``model`` in place.
-    Returns what was done: ``layer`` (None when the first weighted layer is not an nn.Linear),
-    ``features``, ``pruned`` (k), ``start_acc`` / ``acc`` (retain accuracy before and after) and
-    ``tolerance`` (points)."""
-    found = first_weighted_layer(model, retain.x[:1].to(device))
+    ``layer_name`` names another ``nn.Linear`` to prune instead (a probe's: BENCHMARKS.md "Eighteenth
+    round"). Returns what was done: ``layer`` (None when the first weighted layer is not an
+    nn.Linear), ``features``, ``pruned`` (k), ``start_acc`` / ``acc`` (retain accuracy before and
+    after) and ``tolerance`` (points)."""
+    found = (first_weighted_layer(model, retain.x[:1].to(device)) if layer_name is None
+             else (layer_name, model.get_submodule(layer_name)))
     if found is None or not isinstance(found[1], nn.Linear):
         return {"layer": None, "pruned": 0}
     name, layer = found

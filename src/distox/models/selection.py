@@ -20,7 +20,10 @@ every conv that is all of them; it leaves out weights nothing re-normalises, suc
 squeeze-and-excitation convs and the hidden Linears of an MLP head. Names may be exact module
 names or glob patterns (``fnmatch``), e.g. ``"layer4.*"``. ``"last:F"`` takes the deepest
 fraction F of the Linear/Conv2d layers in forward order (``"last:0.5"``: the later half),
-``"first:F"`` the shallowest fraction F and the final classifier.
+``"first:F"`` the shallowest fraction F and the final classifier. ``"linear-head"`` is a convolutional
+network's fully connected head (:func:`linear_head`: the final classifier and the Linear layers
+right before it on flat features, back to the last convolution — LeNet-5's three Linears); in any
+other model, the final classifier (as ``"auto"``).
 
 Attention written with PyTorch's ``nn.MultiheadAttention`` keeps its query/key/value projection as
 parameters of its own (``in_proj_weight``, or ``q_proj_weight``/``k_proj_weight``/``v_proj_weight``
@@ -31,7 +34,7 @@ treats attention the same whether a model writes its projections as ``nn.Linear`
 (distox's ``small_vit``, timm's ViTs) or in PyTorch's module (torchvision's ViT,
 ``nn.TransformerEncoder``). ``"all-linear"`` and module names keep the letter of the method's
 definition (SPEC §1: the weights of the ``nn.Linear``/``nn.Conv2d`` modules selected), and the
-forward-order selections (``"auto"``, ``"batchnorm-fed"``, ``"last:F"``, ``"first:F"``) order
+forward-order selections (``"auto"``, ``"linear-head"``, ``"batchnorm-fed"``, ``"last:F"``, ``"first:F"``) order
 ``nn.Linear``/``nn.Conv2d`` modules only.
 """
 from __future__ import annotations
@@ -146,6 +149,42 @@ def classifier_name(model: nn.Module, example: torch.Tensor | None = None) -> st
     )
 
 
+def linear_head(model: nn.Module, example: torch.Tensor | None = None) -> list[str]:
+    """Names of the ``nn.Linear`` layers of a convolutional network's fully connected head, in
+    forward order: the final classifier and the Linear layers that run right before it, each on one
+    feature vector per image (a 2-D input), back to the last ``nn.Conv2d`` — LeNet-5's three
+    Linears over the flattened map, AlexNet's and VGG's classifier. Where that run of Linear layers
+    does not start right after a convolution (a network of Linear layers alone, whose first layer
+    reads the pixels; a transformer, whose earlier Linears run per token) or no ``example`` batch
+    shows the calls, it is the final classifier alone; in a model without ``nn.Linear``, empty."""
+    linears = {m: n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    if not linears:
+        return []
+    if example is None:
+        return [classifier_name(model)]
+    names = {m: n for n, m in model.named_modules() if isinstance(m, WEIGHTED)}
+    calls: list[tuple[str, bool, bool]] = []  # (name, is Linear, its input is one vector per image)
+    hooks = [m.register_forward_pre_hook(
+        lambda mod, args: calls.append((names[mod], isinstance(mod, nn.Linear),
+                                        isinstance(args[0], torch.Tensor) and args[0].dim() == 2)))
+        for m in names]
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(example[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    run: list[str] = []
+    i = len(calls) - 1
+    while i >= 0 and calls[i][1] and calls[i][2]:
+        run.insert(0, calls[i][0])
+        i -= 1
+    if not run or run[-1] != classifier_name(model, example):
+        return [classifier_name(model, example)]
+    after_conv = i >= 0 and not calls[i][1]
+    return _last_runs(run) if after_conv else run[-1:]
+
+
 def attention_projections(module: nn.Module) -> dict[str, nn.Parameter]:
     """The query/key/value projection weights an ``nn.MultiheadAttention`` holds as parameters of
     its own (attribute name → parameter; empty for any other module, or where they are None)."""
@@ -236,6 +275,8 @@ def select_weights(
     for item in selection:
         if item == "auto":
             chosen.append(classifier_name(model, example))
+        elif item == "linear-head":
+            chosen += [n for n in (linear_head(model, example) or [classifier_name(model, example)]) if n not in chosen]
         elif item == "all-linear":
             chosen += [n for n, m in modules.items() if isinstance(m, nn.Linear)]
         elif item == "all":
