@@ -1255,6 +1255,24 @@ PY
     study $RUNS/vgg19-wanet $RUNS/mnv3l-sig --final-only --seed "$2" --out $RUNS/eighteenth-head-bn-s$2.jsonl \
       --candidate "head-init=preset:default,epochs:null,init_layers:linear-head"
     ;;
+  eighteenth-ssba-models)  # eighteenth round, last: check models with a sample-specific invisible trigger (SSBA), which
+    # the default study never had, trained after the round's candidate was set aside (nothing tuned on them);
+    # `eighteenth-ssba-models a` and `b` side by side
+    if [ "${2:-a}" = a ]; then
+      attack vgg-ssba-18 ssba --model small_vgg --width 16 --epochs 4 --batch-size 32 --no-augment --train-subset 30000 --test-subset 2000 --seed 80 --target 4
+      attack lenet-ssba-18 ssba --model lenet --epochs 10 --lr 0.01 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 82 --target 3 --no-augment
+    fi
+    if [ "${2:-b}" = b ]; then
+      attack prn-ssba-18 ssba --model preactresnet18 --width 0.125 --epochs 6 --batch-size 128 --train-subset 30000 --test-subset 2000 --seed 81 --target 7
+    fi
+    ;;
+  eighteenth-ssba)  # eighteenth round, once on each SSBA model: the default (seeds 0, 1; 500 images at seed 0), the
+    # faithful presets and FT-SAM (seed 0, 3,000 images); `eighteenth-ssba RUN_DIR...`
+    study "${@:2}" --final-only --out $RUNS/eighteenth-ssba-3000.jsonl "${seventh_floor[@]}" \
+      "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
+    study "${@:2}" --final-only --seed 1 --out $RUNS/eighteenth-ssba-3000-s1.jsonl "${seventh_floor[@]}"
+    study "${@:2}" --final-only --count 500 --out $RUNS/eighteenth-ssba-500.jsonl "${seventh_floor[@]}"
+    ;;
   eighteenth-flat)  # eighteenth round, a probe: the ninth round's lead, input pruning on the Linear over a flattened map
     $PY benchmarks/d3_probes.py flat-prune $RUNS/eighteenth-flat.jsonl $RUNS/lenet-badnets-17 $RUNS/lenet-blended-17 \
       $RUNS/tutorial-badnets $RUNS/tutorial-blended

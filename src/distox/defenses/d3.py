@@ -772,7 +772,7 @@ class D3(Defense):
                 head = linear_classifier(model, example, whole_head=self.init_layers == "linear-head")
             if not head:
                 log.warning("D3: the model has no nn.Linear classifier to warm-start; every selected "
-                            "weight starts where it is (init_layers='classifier')")
+                            "weight starts where it is (init_layers=%r)", self.init_layers)
             started = {n: w for n, w in named.items() if n in head}
         if self.layer_weighting == "fisher":  # restarted weights keep the plain distance
             metric = fisher_metric(fisher, [n in started for n in named])

@@ -87,18 +87,27 @@ def _traced(model: nn.Module, example: torch.Tensor | None,
     """One eval-mode, no-gradient forward pass on ``example[:1]``: (:func:`forward_calls`'s names,
     the model's output). Without an example, or without a module of ``kinds``, nothing runs: the
     names in registration order and no output (None)."""
+    calls, out = _traced_inputs(model, example, kinds)
+    return [n for n, _ in calls], out
+
+
+def _traced_inputs(model: nn.Module, example: torch.Tensor | None,
+                   kinds: tuple[type[nn.Module], ...]) -> tuple[list[tuple[str, int]], object]:
+    """:func:`_traced` with each call's input: (name, dimensions of its first input; -1 when that is
+    not a tensor or nothing ran) per call, and the model's output."""
     names = {m: n for n, m in model.named_modules() if isinstance(m, kinds)}
     if example is None or not names:
-        return list(names.values()), None
-    order: list[str] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: order.append(names[mod])) for m in names]
+        return [(n, -1) for n in names.values()], None
+    calls: list[tuple[str, int]] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: calls.append(
+        (names[mod], i[0].dim() if i and isinstance(i[0], torch.Tensor) else -1))) for m in names]
     try:
         with eval_mode(model), torch.no_grad():
             out = model(example[:1])
     finally:
         for h in hooks:
             h.remove()
-    return order or list(names.values()), out
+    return calls or [(n, -1) for n in names.values()], out
 
 
 def _last_runs(calls: list[str]) -> list[str]:
@@ -157,32 +166,22 @@ def linear_head(model: nn.Module, example: torch.Tensor | None = None) -> list[s
     does not start right after a convolution (a network of Linear layers alone, whose first layer
     reads the pixels; a transformer, whose earlier Linears run per token) or no ``example`` batch
     shows the calls, it is the final classifier alone; in a model without ``nn.Linear``, empty."""
-    linears = {m: n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    if not linears:
+    if not any(isinstance(m, nn.Linear) for m in model.modules()):
         return []
+    head = classifier_name(model, example)
     if example is None:
-        return [classifier_name(model)]
-    names = {m: n for n, m in model.named_modules() if isinstance(m, WEIGHTED)}
-    calls: list[tuple[str, bool, bool]] = []  # (name, is Linear, its input is one vector per image)
-    hooks = [m.register_forward_pre_hook(
-        lambda mod, args: calls.append((names[mod], isinstance(mod, nn.Linear),
-                                        isinstance(args[0], torch.Tensor) and args[0].dim() == 2)))
-        for m in names]
-    try:
-        with eval_mode(model), torch.no_grad():
-            model(example[:1])
-    finally:
-        for h in hooks:
-            h.remove()
-    run: list[str] = []
+        return [head]
+    modules = dict(model.named_modules())
+    calls = _traced_inputs(model, example, WEIGHTED)[0]
+    run: list[str] = []  # the trailing calls of Linear layers, each on one vector per image
     i = len(calls) - 1
-    while i >= 0 and calls[i][1] and calls[i][2]:
+    while i >= 0 and isinstance(modules[calls[i][0]], nn.Linear) and calls[i][1] == 2:
         run.insert(0, calls[i][0])
         i -= 1
-    if not run or run[-1] != classifier_name(model, example):
-        return [classifier_name(model, example)]
-    after_conv = i >= 0 and not calls[i][1]
-    return _last_runs(run) if after_conv else run[-1:]
+    after_conv = i >= 0 and isinstance(modules[calls[i][0]], nn.Conv2d)
+    if not run or run[-1] != head or not after_conv:
+        return [head]
+    return _last_runs(run)
 
 
 def attention_projections(module: nn.Module) -> dict[str, nn.Parameter]:
