@@ -1268,12 +1268,23 @@ PY
       attack prn-ssba-18 ssba --model preactresnet18 --width 0.125 --epochs 6 --batch-size 128 --test-subset 2000 --seed 81 --target 7
     fi
     ;;
-  eighteenth-ssba)  # eighteenth round, once on each SSBA model: the default (seeds 0, 1; 500 images at seed 0), the
-    # faithful presets and FT-SAM (seed 0, 3,000 images); `eighteenth-ssba RUN_DIR...`
-    study "${@:2}" --final-only --out $RUNS/eighteenth-ssba-3000.jsonl "${seventh_floor[@]}" \
+  eighteenth-ssba|eighteenth-trigger)  # eighteenth round, once on each SSBA model (`eighteenth-ssba RUN_DIR...`) or
+    # trigger-form model (`eighteenth-trigger RUN_DIR...`): the default (seeds 0, 1; 500 images at seed 0), the
+    # faithful presets and FT-SAM (seed 0, 3,000 images)
+    study "${@:2}" --final-only --out $RUNS/$1-3000.jsonl "${seventh_floor[@]}" \
       "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
-    study "${@:2}" --final-only --seed 1 --out $RUNS/eighteenth-ssba-3000-s1.jsonl "${seventh_floor[@]}"
-    study "${@:2}" --final-only --count 500 --out $RUNS/eighteenth-ssba-500.jsonl "${seventh_floor[@]}"
+    study "${@:2}" --final-only --seed 1 --out $RUNS/$1-3000-s1.jsonl "${seventh_floor[@]}"
+    study "${@:2}" --final-only --count 500 --out $RUNS/$1-500.jsonl "${seventh_floor[@]}"
+    ;;
+  eighteenth-trigger-models)  # eighteenth round, last: triggers of known kinds in forms the study never had, trained
+    # after everything above (nothing tuned on them): a BadNets patch twice the side on a small VGG (`a`), a faint
+    # noise pattern blended at 0.15 into a small CNN (`b`); side by side
+    if [ "${2:-a}" = a ]; then
+      attack vgg-badnets6-18 badnets --model small_vgg --width 16 --epochs 4 --batch-size 32 --no-augment --train-subset 30000 --test-subset 2000 --seed 83 --target 1 --param patch=6
+    fi
+    if [ "${2:-b}" = b ]; then
+      attack cnn-noise-18 blended --model small_cnn --width 16 --epochs 4 --batch-size 32 --no-augment --train-subset 30000 --test-subset 2000 --seed 84 --target 9 --param pattern='"noise"' --param alpha=0.15 --param test_alpha=0.15
+    fi
     ;;
   eighteenth-flat)  # eighteenth round, a probe: the ninth round's lead, input pruning on the Linear over a flattened map
     $PY benchmarks/d3_probes.py flat-prune $RUNS/eighteenth-flat.jsonl $RUNS/lenet-badnets-17 $RUNS/lenet-blended-17 \
