@@ -1,5 +1,5 @@
 """Probes of the D3-default study that are not candidate defenses (BENCHMARKS.md, "Fifteenth
-round"): each fits or changes something on the study's attack runs and records one JSON line per
+round" and later rounds): each fits or changes something on the study's attack runs and records one JSON line per
 run (and setting) in OUT; a rerun skips what OUT already holds and then prints the table.
 
     python benchmarks/d3_probes.py clp OUT.jsonl RUN_DIR ...
@@ -56,11 +56,11 @@ from torch.nn import functional as F
 
 from distox.bench.summary import asr_floor
 from distox.defenses import create
+from distox.defenses.input_prune import input_moments, prune_inputs
 from distox.defenses.logit_scale import fit_temperature
 from distox.experiment import load_run
 from distox.metrics import evaluate
 from distox.metrics import logits as model_outputs
-from distox.defenses.input_prune import input_moments, prune_inputs
 from distox.models.selection import WEIGHTED, batchnorm_fed_pairs, classifier_name, linear_head
 from distox.utils import batchnorm_modules
 
