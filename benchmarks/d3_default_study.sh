@@ -1282,6 +1282,14 @@ PY
     if [ "${2:-a}" = a ]; then
       attack vgg-badnets6-18 badnets --model small_vgg --width 16 --epochs 4 --batch-size 32 --no-augment --train-subset 30000 --test-subset 2000 --seed 83 --target 1 --param patch=6
     fi
+    # then two LeNet-5s without normalisation (the default's weakest family) with triggers no LeNet had had:
+    # WaNet (`c`) and SIG (`d`), on all 60,000 training images
+    if [ "${2:-c}" = c ]; then
+      attack lenet-wanet-18 wanet --model lenet --epochs 10 --lr 0.01 --batch-size 64 --test-subset 2000 --seed 85 --target 2 --no-augment
+    fi
+    if [ "${2:-d}" = d ]; then
+      attack lenet-sig-18 sig --model lenet --epochs 10 --lr 0.01 --batch-size 64 --test-subset 2000 --seed 86 --target 5 --no-augment --poison-rate 0.08
+    fi
     if [ "${2:-b}" = b ]; then
       attack cnn-noise-18 blended --model small_cnn --width 16 --epochs 4 --batch-size 32 --no-augment --train-subset 30000 --test-subset 2000 --seed 84 --target 9 --param pattern='"noise"' --param alpha=0.15 --param test_alpha=0.15
     fi
