@@ -1276,6 +1276,10 @@ PY
     study "${@:2}" --final-only --seed 1 --out $RUNS/$1-3000-s1.jsonl "${seventh_floor[@]}"
     study "${@:2}" --final-only --count 500 --out $RUNS/$1-500.jsonl "${seventh_floor[@]}"
     ;;
+  eighteenth-1000)  # eighteenth round, after the others: the default with 1,000 images (seed 0) on the round's check
+    # models; `eighteenth-1000 RUN_DIR...`
+    study "${@:2}" --final-only --count 1000 --out $RUNS/eighteenth-1000.jsonl "${seventh_floor[@]}"
+    ;;
   eighteenth-trigger-models)  # eighteenth round, last: triggers of known kinds in forms the study never had, trained
     # after everything above (nothing tuned on them): a BadNets patch twice the side on a small VGG (`a`), a faint
     # noise pattern blended at 0.15 into a small CNN (`b`); side by side
