@@ -765,7 +765,7 @@ class D3(Defense):
             fisher = clean_fisher(model, weights, retain, self.batch_size, device)
         if self.init_layers == "selected":
             started = named
-        else:  # only the final classifier's weights get the warm start; the rest start where they are
+        else:  # only the classifier's (or the head's) weights get the warm start; the rest start where they are
             if self.init_layers == "auto":
                 head = self.selected_in(model, "auto", example)
             else:

@@ -166,13 +166,12 @@ def linear_head(model: nn.Module, example: torch.Tensor | None = None) -> list[s
     does not start right after a convolution (a network of Linear layers alone, whose first layer
     reads the pixels; a transformer, whose earlier Linears run per token) or no ``example`` batch
     shows the calls, it is the final classifier alone; in a model without ``nn.Linear``, empty."""
-    if not any(isinstance(m, nn.Linear) for m in model.modules()):
-        return []
-    head = classifier_name(model, example)
-    if example is None:
-        return [head]
     modules = dict(model.named_modules())
-    calls = _traced_inputs(model, example, WEIGHTED)[0]
+    calls = _traced_inputs(model, example, WEIGHTED)[0]  # registration order without an example
+    linears = _last_runs([n for n, _ in calls if isinstance(modules[n], nn.Linear)])
+    if not linears:  # no Linear, or none that runs (then the last registered one, as classifier_name)
+        return [classifier_name(model)] if any(isinstance(m, nn.Linear) for m in modules.values()) else []
+    head = linears[-1]  # the final classifier (:func:`classifier_name`), from the same pass
     run: list[str] = []  # the trailing calls of Linear layers, each on one vector per image
     i = len(calls) - 1
     while i >= 0 and isinstance(modules[calls[i][0]], nn.Linear) and calls[i][1] == 2:
