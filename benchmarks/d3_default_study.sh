@@ -156,6 +156,11 @@
 #   bash benchmarks/d3_default_study.sh fifteenth-probes clp|uap|rescale|angles|momentum|logits|temperature RUN_DIR...
 #                                                  # fifteenth round: probes (benchmarks/d3_probes.py) on the study
 #                                                  # models (logits, temperature: the sixteenth round's)
+#   bash benchmarks/d3_default_study.sh nineteenth-user-models a|b # nineteenth round: three models as a user brings
+#                                                  # them (benchmarks/user_models.py, $USER_RUNS: runs/user)
+#   bash benchmarks/d3_default_study.sh nineteenth-user MODEL... # nineteenth round: `distox.purify` on them; also
+#                                                  # nineteenth-user-shipped, nineteenth-user-explore,
+#                                                  # nineteenth-candidates, nineteenth-table
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -208,6 +213,9 @@ attack() {  # attack NAME ATTACK OPTIONS...: one backdoored model and its clean 
 }
 
 study() { $PY benchmarks/d3_study.py "$@"; }
+
+USER_RUNS=${USER_RUNS:-runs/user}
+user_models() { $PY benchmarks/user_models.py "$@" --out $USER_RUNS; }  # user_models COMMAND ARGS...
 
 dev_or_check() {  # dev_or_check NAME "DEV RUNS" "CHECK RUNS" CANDIDATE PART SEED...: one candidate on the
   # development or the check part, a file per seed ($RUNS/NAME-PART-sSEED.jsonl)
@@ -1254,6 +1262,60 @@ PY
       "${seventh_floor[@]}" --candidate "head-init=preset:default,epochs:null,init_layers:linear-head"
     study $RUNS/vgg19-wanet $RUNS/mnv3l-sig --final-only --seed "$2" --out $RUNS/eighteenth-head-bn-s$2.jsonl \
       --candidate "head-init=preset:default,epochs:null,init_layers:linear-head"
+    ;;
+  nineteenth-user-models)  # nineteenth round: three models as a user brings them (benchmarks/user_models.py: models,
+    # triggers and training loops in plain PyTorch, nothing from distox), each with its clean twin, trained after
+    # everything above (nothing tuned on them); `nineteenth-user-models a` (the ResNet-18, 13 min) and `b` side by side
+    if [ "${2:-a}" = a ]; then user_models train resnet18; fi
+    if [ "${2:-b}" = b ]; then user_models train tutorial-lenet keras-cnn; fi
+    ;;
+  nineteenth-user)  # nineteenth round, once on each: `distox.purify` with the default at 800 (the issue's example),
+    # 3,000 and 4,000 images, seeds 0 and 1 at 800 and 3,000, `epochs=5` at 800; the faithful presets at the study's
+    # 12 epochs of batch 32; `nineteenth-user MODEL...`
+    twelve='{"batch_size": 32, "augment": false}'
+    for n in 800 3000; do for s in 0 1; do user_models purify "${@:2}" --images $n --seed $s; done; done
+    user_models purify "${@:2}" --images 4000
+    user_models purify "${@:2}" --images 800 --epochs 5
+    for s in 0 1; do user_models purify "${@:2}" --images 3000 --preset paper --epochs 12 --params "$twelve" --label paper-12 --seed $s; done
+    user_models purify "${@:2}" --images 3000 --preset reference --epochs 12 --params "$twelve" --label reference-12
+    ;;
+  nineteenth-user-shipped)  # nineteenth round: the faithful presets as distox ships them (100 epochs at batch 256 with
+    # augmentation) and FT-SAM, on the two small user models (on the ResNet-18 each would take about 40 min)
+    user_models purify tutorial-lenet keras-cnn --images 3000 --preset paper
+    user_models purify tutorial-lenet keras-cnn --images 3000 --preset reference
+    user_models purify tutorial-lenet keras-cnn --images 800 --preset paper
+    user_models purify tutorial-lenet keras-cnn --images 3000 --method ft-sam
+    ;;
+  nineteenth-user-explore)  # nineteenth round, after the runs above: what the default's own options change on the
+    # user ResNet-18 (which it leaves at 21 %) and the Keras-style CNN (where it costs 4.5 points); 3,000 images, seed 0
+    for c in 'angle={"layer_weighting": "angle"}' 'blend0={"blend": 0}' 'lr03={"lr": 0.03}' 'classifier-only={"layers": "auto"}' \
+             'lmd40={"lmd": 40}' 'lmd5={"lmd": 5}' 'slow-features={"lr": 0.003, "classifier_lr": 0.01}'; do
+      user_models purify resnet18 --images 3000 --label "${c%%=*}" --params "${c#*=}"
+    done
+    for c in 'blend0={"blend": 0}' 'lr03={"lr": 0.03}' 'avg50={"average": 0.5}' 'lmd40={"lmd": 40}' 'lmd5={"lmd": 5}'; do
+      user_models purify keras-cnn --images 3000 --label "${c%%=*}" --params "${c#*=}"
+    done
+    user_models purify keras-cnn --images 3000 --epochs 24 --label e24
+    ;;
+  nineteenth-candidates)  # nineteenth round, last, 3,000 images, seed 0, on the three user models and the dev models:
+    # the default with the existing held-out λ rule (`lmd-auto`: of λ 0.5, 2 and 10, tried for 6 epochs on 80 % of the
+    # retain images, the one that travels farthest while the other 20 % stay within 2 points), and with the final
+    # classifier's distance counted 11 times (`classifier-x11`: its push as at λ ≤ 1, the other weights' at λ 10)
+    auto='{"lmd": "auto", "auto": {"ladder": [0.5, 2, 10], "search_epochs": 6}}'
+    user_models purify resnet18 keras-cnn tutorial-lenet --images 3000 --params "$auto" --label lmd-auto
+    user_models purify resnet18 keras-cnn tutorial-lenet --images 3000 --params '{"classifier_weight": 11}' --label classifier-x11
+    study $DEV --final-only --seed 0 --out $RUNS/nineteenth-auto-dev-s0.jsonl \
+      --candidate 'lmd-auto=preset:default,epochs:null,lmd:auto,auto:{"ladder":[0.5,2,10],"search_epochs":6}'
+    study $DEV --final-only --seed 0 --out $RUNS/nineteenth-cw-dev-s0.jsonl \
+      --candidate 'classifier-x11=preset:default,epochs:null,classifier_weight:11'
+    # the held-out λ rule on three check models (stopped there: it had chosen λ 10, the default's, on all six before)
+    for r in vgg-badnets-aug vgg-a2a-badnets vgg-sam-blended; do
+      study $RUNS/$r --final-only --seed 0 --out $RUNS/nineteenth-auto-check-s0.jsonl \
+        --candidate 'lmd-auto=preset:default,epochs:null,lmd:auto,auto:{"ladder":[0.5,2,10],"search_epochs":6}'
+    done
+    ;;
+  nineteenth-table)  # nineteenth round's tables
+    user_models table
     ;;
   eighteenth-ssba-models)  # eighteenth round, last: check models with a sample-specific invisible trigger (SSBA), which
     # the default study never had, trained after the round's candidate was set aside (nothing tuned on them);

@@ -55,7 +55,7 @@ from distox.metrics import Evaluator, der, evaluate
 def parse_candidate(text: str) -> tuple[str, dict[str, Any]]:
     """``label=key:value,key:value`` → (label, params); values are JSON where they parse."""
     label, _, rest = text.partition("=")
-    items = [kv.replace(":", "=", 1) for kv in re.split(r",(?![^\[]*\])", rest) if kv]  # keeps [a,b] whole
+    items = [kv.replace(":", "=", 1) for kv in re.split(r",(?![^\[{]*[\]}])", rest) if kv]  # keeps [a,b] and {..} whole
     return label, parse_params(items)
 
 

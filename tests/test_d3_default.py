@@ -410,6 +410,22 @@ def test_min_steps_runs_exactly_the_explicit_epochs_it_resolves_and_records_them
     assert [i + 1 for i, row in enumerate(watched.history) if "acc" in row] == [4, 8, 12, 15]
 
 
+def test_explicit_epochs_below_the_floor_are_run_with_a_warning(caplog):
+    """An explicit ``epochs`` wins over the floor, but a run it leaves short of the preset's
+    ``min_steps`` says so (issue 13's "``--epochs 5``" on 800 images; "Nineteenth round"); one
+    that makes the floor, or the floor itself, says nothing."""
+    model = create_model("small_cnn", 4, 1, width=4)
+    images = lambda n: ImageSplit(torch.zeros(n, 1, 8, 8), torch.arange(n) % 4)
+    with caplog.at_level("WARNING", logger="distox.defenses.d3"):
+        D3(epochs=5).adapted_to(model, images(800))  # 25 steps an epoch: 125 < 600
+    assert "epochs=5 make 125 optimiser steps on 800 retain images, fewer than the 600" in caplog.text
+    for quiet in (D3(epochs=24), D3(), D3(epochs=5, min_steps=0), D3(preset="paper", epochs=5)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="distox.defenses.d3"):
+            quiet.adapted_to(model, images(800))
+        assert "optimiser steps" not in caplog.text
+
+
 @pytest.mark.parametrize("count, norm", [(64, "none"), (400, "batch")])
 def test_an_explicit_blend_of_zero_survives_the_default_rules(count, norm):
     """``blend=0`` (the overlay off, a README tip) is left out of the record at its off value;

@@ -99,7 +99,9 @@ def _run(cfg: DemoConfig, progress: bool) -> DemoReport:
         opts = dict(epochs=cfg.defense_epochs, batch_size=cfg.defense_batch, lr=cfg.defense_lr,
                     augment=cfg.augment, seed=cfg.seed)
         if method == "d3":  # d3_options win over the demo's loop settings (e.g. {"lr": 0.03})
-            opts.update(preset=cfg.preset, **cfg.d3_options)
+            # the demo's epochs are its budget: the preset's steps floor (which an explicit epochs
+            # overrides anyway) is off, so that D3 does not warn about the 180 steps it makes
+            opts.update({"preset": cfg.preset, **({"min_steps": 0} if cfg.preset == "default" else {}), **cfg.d3_options})
         defense = create_defense(method, **opts)
         result = defense(model, retain, device=cfg.device, progress=progress)
         after = evaluator(cfg.defense_epochs, result.model)

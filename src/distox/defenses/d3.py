@@ -112,7 +112,7 @@ FALLBACK: dict[str, Any] = {
     "layer_weighting": "sum", "distill": 0.0, "distill_temperature": 4.0,
     "head_bias": "keep", "norm_rule": False, "min_steps": 0, "input_prune": False, "classifier_lr": None,
     "bn_recalibrate": False,
-    "head_warmup": 0, "sam_rho": None, "logit_scale": False, "average": 0.0,
+    "head_warmup": 0, "sam_rho": None, "logit_scale": False, "average": 0.0, "classifier_weight": 1.0,
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
 LOOP_KEYS = ("epochs", "batch_size", "lr", "augment", "blend")
@@ -416,6 +416,10 @@ class D3(Defense):
             (stochastic weight averaging; :mod:`distox.defenses.weight_average`), its selected
             weights projected back onto their starting norms and, in a model with BatchNorm, the
             running statistics re-estimated on the plain retain images. Not with ``select="heldout"``.
+        classifier_weight: 1 (the paper: every selected weight's distance counts once in Eq. 3's sum)
+            or the factor the final classifier's distance is multiplied by — with ``layers="all"``,
+            a push on the classifier as strong as a small λ's while the other weights keep λ's
+            (BENCHMARKS.md "Nineteenth round"; an option, off in every preset).
         auto: options of ``lmd="auto"`` / ``eps="auto"``, which choose them from the retain data
             (rules in :mod:`distox.defenses.d3_auto`).
         epochs, batch_size, lr, augment, blend, flip, seed: see :class:`Defense` (100, 256, 0.01,
@@ -441,7 +445,8 @@ class D3(Defense):
                  norm_rule: bool | None = None, min_steps: int | None = None, input_prune: bool | None = None,
                  classifier_lr: float | None = None, bn_recalibrate: bool | None = None,
                  head_warmup: int | None = None, sam_rho: float | None = None,
-                 logit_scale: bool | None = None, average: float | None = None, **kwargs: Any) -> None:
+                 logit_scale: bool | None = None, average: float | None = None,
+                 classifier_weight: float | None = None, **kwargs: Any) -> None:
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
         chosen = PRESETS[preset]
@@ -455,7 +460,7 @@ class D3(Defense):
                      layer_weighting=layer_weighting, distill=distill, distill_temperature=distill_temperature,
                      head_bias=head_bias, norm_rule=norm_rule, min_steps=min_steps, input_prune=input_prune,
                      classifier_lr=classifier_lr, bn_recalibrate=bn_recalibrate, head_warmup=head_warmup,
-                     sam_rho=sam_rho, logit_scale=logit_scale, average=average)
+                     sam_rho=sam_rho, logit_scale=logit_scale, average=average, classifier_weight=classifier_weight)
         #: the options the caller set (a model-derived rule never overrides them)
         self._explicit = frozenset(explicit | {k for k, val in given.items() if val is not None})
         v = {k: val if val is not None else chosen.get(k, FALLBACK[k]) for k, val in given.items()}
@@ -535,6 +540,10 @@ class D3(Defense):
         if v["average"] and self.select == "heldout":
             raise DefenseError("average and select='heldout' each choose the weights returned; set one of them")
         self.average = float(v["average"])
+        w = v["classifier_weight"]
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
+            raise DefenseError(f"classifier_weight must be a number > 0 (1: every weight's distance counts once); got {w!r}")
+        self.classifier_weight = float(w)
 
     def warm_up_classifier(self, model: nn.Module, retain: ImageSplit, example: torch.Tensor,
                            device: torch.device) -> None:
@@ -579,6 +588,8 @@ class D3(Defense):
             params.pop("logit_scale", None)
         if not self.average:
             params.pop("average", None)
+        if self.classifier_weight == 1.0:
+            params.pop("classifier_weight", None)
         return params
 
     def fit_adapted(self, adapted: D3, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
@@ -637,9 +648,23 @@ class D3(Defense):
         """:meth:`epochs_for` with the floor ``min_steps`` given (0: none)."""
         if not min_steps or "epochs" in self._explicit:
             return self.epochs
+        return max(self.epochs, math.ceil(min_steps / self.steps_per_epoch(retain)))
+
+    def warn_below_floor(self, retain: ImageSplit, min_steps: int) -> None:
+        """Log a warning when the caller's ``epochs`` make fewer optimiser steps over ``retain`` than
+        the floor ``min_steps`` the preset (or its BatchNorm rule) would have run: an explicit
+        ``epochs`` always wins, but with few images a short run leaves the restarted classifier
+        unfitted (BENCHMARKS.md "Seventh round"; "Nineteenth round": ``epochs=5`` on 800 images)."""
+        steps = self.epochs * self.steps_per_epoch(retain)
+        if steps < min_steps:
+            log.warning("D3: epochs=%d make %d optimiser steps on %d retain images, fewer than the %d this preset "
+                        "runs at least (min_steps); leave epochs unset to get them", self.epochs, steps,
+                        len(retain), min_steps)
+
+    def steps_per_epoch(self, retain: ImageSplit) -> int:
+        """Optimiser steps in one epoch over ``retain`` (less the held-out part with ``select="heldout"``)."""
         trained = len(split_retain(retain, self.val_fraction, self.seed)[0]) if self.select == "heldout" else len(retain)
-        per_epoch = math.ceil(trained / self.batch_size)
-        return max(self.epochs, math.ceil(min_steps / per_epoch))
+        return math.ceil(trained / self.batch_size)
 
     def batchnorm_rule(self, model: nn.Module, retain: ImageSplit, device: torch.device | str | None = None
                        ) -> dict[str, Any]:
@@ -673,6 +698,8 @@ class D3(Defense):
             self.norm_rule_resolved = {"batchnorm": has_batchnorm(model), "changed": by_norm}
             changed.update(by_norm)
         min_steps = changed.pop("min_steps", self.min_steps)
+        if min_steps and "epochs" in self._explicit:
+            self.warn_below_floor(retain, min_steps)
         if min_steps:
             epochs = self.epochs_with_floor(retain, min_steps)
             self.min_steps_resolved = {"epochs": epochs}
@@ -760,6 +787,10 @@ class D3(Defense):
                         "constraint keeps %s at zero", ", ".join(zero), "is" if len(zero) == 1 else "are",
                         "it" if len(zero) == 1 else "them")
         scales = angle_scales(norms) if self.layer_weighting == "angle" else None
+        if self.classifier_weight != 1.0:  # the final classifier's distance counts classifier_weight times
+            head = linear_classifier(model, example) or self.selected_in(model, "auto", example)
+            scales = [(1.0 if scales is None else scales[i]) * (self.classifier_weight if name in head else 1.0)
+                      for i, name in enumerate(named)]
         metric = None
         if self.layer_weighting == "fisher":  # the suspect's, before the warm start moves anything
             fisher = clean_fisher(model, weights, retain, self.batch_size, device)
