@@ -156,11 +156,11 @@
 #   bash benchmarks/d3_default_study.sh fifteenth-probes clp|uap|rescale|angles|momentum|logits|temperature RUN_DIR...
 #                                                  # fifteenth round: probes (benchmarks/d3_probes.py) on the study
 #                                                  # models (logits, temperature: the sixteenth round's)
-#   bash benchmarks/d3_default_study.sh nineteenth-user-models a|b # nineteenth round: three models as a user brings
+#   bash benchmarks/d3_default_study.sh nineteenth-user-models a|b|c|d # nineteenth round: models as a user brings
 #                                                  # them (benchmarks/user_models.py, $USER_RUNS: runs/user)
 #   bash benchmarks/d3_default_study.sh nineteenth-user MODEL... # nineteenth round: `distox.purify` on them; also
 #                                                  # nineteenth-user-shipped, nineteenth-user-explore,
-#                                                  # nineteenth-candidates, nineteenth-table
+#                                                  # nineteenth-candidates, nineteenth-user-swapped, nineteenth-table
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -1268,6 +1268,9 @@ PY
     # everything above (nothing tuned on them); `nineteenth-user-models a` (the ResNet-18, 13 min) and `b` side by side
     if [ "${2:-a}" = a ]; then user_models train resnet18; fi
     if [ "${2:-b}" = b ]; then user_models train tutorial-lenet keras-cnn; fi
+    # after the round's candidates: the two recipes with each other's trigger, `c` (the ResNet-18) and `d` side by side
+    if [ "${2:-}" = c ]; then user_models train resnet18-patch; fi
+    if [ "${2:-}" = d ]; then user_models train keras-cnn-x; fi
     ;;
   nineteenth-user)  # nineteenth round, once on each: `distox.purify` with the default at 800 (the issue's example),
     # 3,000 and 4,000 images, seeds 0 and 1 at 800 and 3,000, `epochs=5` at 800; the faithful presets at the study's
@@ -1313,6 +1316,17 @@ PY
       study $RUNS/$r --final-only --seed 0 --out $RUNS/nineteenth-auto-check-s0.jsonl \
         --candidate 'lmd-auto=preset:default,epochs:null,lmd:auto,auto:{"ladder":[0.5,2,10],"search_epochs":6}'
     done
+    ;;
+  nineteenth-user-swapped)  # nineteenth round, last, once on `resnet18-patch` and `keras-cnn-x`: the default at 3,000
+    # images (seeds 0, 1) and 800, the faithful presets at the study's 12 epochs of batch 32
+    twelve='{"batch_size": 32, "augment": false}'
+    for m in resnet18-patch keras-cnn-x; do
+      for s in 0 1; do user_models purify $m --images 3000 --seed $s; done
+      user_models purify $m --images 800
+      user_models purify $m --images 3000 --preset reference --epochs 12 --params "$twelve" --label reference-12
+      user_models purify $m --images 3000 --preset paper --epochs 12 --params "$twelve" --label paper-12
+    done
+    user_models purify keras-cnn-x --images 3000 --preset reference --epochs 12 --params "$twelve" --label reference-12 --seed 1
     ;;
   nineteenth-table)  # nineteenth round's tables
     user_models table

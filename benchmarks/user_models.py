@@ -19,6 +19,9 @@ trigger of its own that no distox attack makes and with the input scaling its au
   [−1, 1]; SGD (lr 0.01, momentum 0.9), 5 epochs at batch 32; a white 4×4 square in the top-right
   corner, 10 % poisoned, target 7.
 
+Two more swap the first two's triggers: ``resnet18-patch`` (the ResNet-18's recipe, the checkerboard, 5 %,
+target 2) and ``keras-cnn-x`` (the Keras CNN's recipe, the blended X, 10 %, target 0).
+
 Each also trains a clean twin (same seed and code, no poisoned image): its ASR gives the floor
 ``max(2, clean ASR + 2)`` the study judges by. The retain images are drawn (``--seed``) from the
 clean training images; ACC is measured on the 10,000 test images, ASR on the test images of
@@ -133,6 +136,12 @@ MODELS = {
                       rate=0.05, optim=lambda p: torch.optim.Adam(p, lr=1e-3), epochs=5, batch=128),
     "resnet18": dict(build=resnet18, scale=lambda x: x, trigger=blended_x, target=0, rate=0.10,
                      optim=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=5e-4), epochs=2, batch=128),
+    # the same two recipes with the other's trigger (trained after the three above had been run)
+    "resnet18-patch": dict(build=resnet18, scale=lambda x: x, trigger=checkerboard, target=2, rate=0.05,
+                           optim=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=5e-4), epochs=2,
+                           batch=128),
+    "keras-cnn-x": dict(build=keras_cnn, scale=lambda x: (x - 0.2860) / 0.3530, trigger=blended_x, target=0,
+                        rate=0.10, optim=lambda p: torch.optim.Adam(p, lr=1e-3), epochs=5, batch=128),
     "tutorial-lenet": dict(build=TutorialNet, scale=lambda x: (x - 0.5) / 0.5, trigger=corner_square, target=7,
                            rate=0.10, optim=lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9), epochs=5, batch=32),
 }
