@@ -424,6 +424,13 @@ def test_explicit_epochs_below_the_floor_are_run_with_a_warning(caplog):
         with caplog.at_level("WARNING", logger="distox.defenses.d3"):
             quiet.adapted_to(model, images(800))
         assert "optimiser steps" not in caplog.text
+    # the held-out λ rule's short trials are its own budget: no warning for them
+    caplog.clear()
+    retain = ImageSplit(torch.rand(80, 1, 8, 8), torch.arange(80) % 4)
+    with caplog.at_level("WARNING", logger="distox.defenses.d3"):
+        D3(lmd="auto", auto={"ladder": [0.5, 10], "search_epochs": 1}, min_steps=60, batch_size=16)(
+            create_model("small_cnn", 4, 1, width=4), retain, device="cpu", progress=False)
+    assert "optimiser steps" not in caplog.text
 
 
 @pytest.mark.parametrize("count, norm", [(64, "none"), (400, "batch")])

@@ -105,10 +105,11 @@ def auto_eps(model: nn.Module, retain: ImageSplit, eps_min: float = 0.01,
 
 
 def _fixed(d3: Any, lmd: float, eps: float, epochs: int | None = None) -> Any:
-    """A copy of ``d3`` with fixed λ, ε (and optionally epochs), without the auto options."""
+    """A copy of ``d3`` with fixed λ, ε (and optionally epochs, a trial's own budget: no steps floor,
+    which explicit epochs override anyway, and so no warning about it), without the auto options."""
     changes: dict[str, Any] = {"auto": None, "lmd": float(lmd), "eps": float(eps)}
     if epochs is not None:
-        changes["epochs"] = int(epochs)
+        changes.update(epochs=int(epochs), min_steps=0)
     return d3.with_options(**changes)
 
 
