@@ -1299,6 +1299,9 @@ PY
       user_models purify keras-cnn --images 3000 --label "${c%%=*}" --params "${c#*=}"
     done
     user_models purify keras-cnn --images 3000 --epochs 24 --label e24
+    # last of the round (after nineteenth-user-swapped): 16 epochs, the steps 4,000 images make, on the two failing draws
+    user_models purify resnet18 --images 3000 --epochs 16 --label e16
+    user_models purify resnet18-patch --images 3000 --epochs 16 --seed 1 --label e16
     ;;
   nineteenth-candidates)  # nineteenth round, last, 3,000 images, seed 0, on the three user models and the dev models:
     # the default with the existing held-out λ rule (`lmd-auto`: of λ 0.5, 2 and 10, tried for 6 epochs on 80 % of the
