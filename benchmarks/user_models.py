@@ -231,22 +231,26 @@ def recorded(out: Path) -> list[dict]:
 
 
 def cmd_purify(args: argparse.Namespace) -> None:
-    done = [{k: r.get(k) for k in ("model", "images", "method", "preset", "epochs", "seed", "label")}
-            for r in recorded(args.out)]
+    fields = ("model", "images", "method", "preset", "epochs", "seed", "label")
+    done = {tuple(r.get(k) for k in fields): r for r in recorded(args.out)}
+    given = json.loads(args.params)
     for name in args.names:
         key = run_key(args, name)
-        if key in done:
+        if tuple(key.values()) in done:  # recorded; a label reused with other options is skipped, not silently
+            earlier = done[tuple(key.values())].get("params", given)  # runs before params were recorded: by label
+            if earlier != given:
+                print(f"{name}: {args.label!r} was recorded with {earlier}, not {given}; skipped (use another --label)")
             continue
         spec = MODELS[name]
         x, y = fashion("train")
         idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[: args.images]
         params = {"preset": args.preset} if args.method == "d3" else {}
-        params.update(json.loads(args.params))
+        params.update(given)
         start = time.time()
         result = distox.purify(load(args.out, name), (spec["scale"](x[idx]), y[idx]), method=args.method,
                                epochs=args.epochs, seed=args.seed, verbose=False, **params)
         seconds = time.time() - start
-        record = {**key, **evaluate(name, result.model), "seconds": round(seconds, 1)}
+        record = {**key, "params": given, **evaluate(name, result.model), "seconds": round(seconds, 1)}
         with open(args.out / "results.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         print(record, flush=True)
