@@ -38,12 +38,11 @@ Models are saved as safetensors under ``--out``; purification results are append
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import time
+from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -51,25 +50,20 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import distox
+from distox.bench.summary import asr_floor
+from distox.data.idx import load_idx_bundle
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 
-
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (gzip) as a NumPy array: the format the dataset ships in."""
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+@lru_cache(maxsize=1)
+def _bundle():
+    return load_idx_bundle("fashion-mnist")  # the IDX files, read once a process
 
 
 def fashion(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 1, 28, 28) in [0, 1] and labels of a Fashion-MNIST split."""
-    prefix = "train" if split == "train" else "t10k"
-    x = read_idx(FASHION / f"{prefix}-images-idx3-ubyte.gz")
-    y = read_idx(FASHION / f"{prefix}-labels-idx1-ubyte.gz")
-    return torch.from_numpy(x.copy()).float().div(255).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
+    """Images (N, 1, 28, 28) in [0, 1] and labels of a Fashion-MNIST split (the IDX files the
+    dataset ships in; only reading them is distox's)."""
+    part = _bundle().train if split == "train" else _bundle().test
+    return part.x, part.y
 
 
 # --- the users' models ---------------------------------------------------------------------------
@@ -130,20 +124,21 @@ def corner_square(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-#: name: (model, input scaling, trigger, target, poison rate, optimiser, epochs, batch)
+#: a user's recipe: model, input scaling, optimiser, epochs, batch
+KERAS = dict(build=keras_cnn, scale=lambda x: (x - 0.2860) / 0.3530, optim=lambda p: torch.optim.Adam(p, lr=1e-3),
+             epochs=5, batch=128)
+RESNET = dict(build=resnet18, scale=lambda x: x,
+              optim=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=5e-4), epochs=2, batch=128)
+LENET = dict(build=TutorialNet, scale=lambda x: (x - 0.5) / 0.5,
+             optim=lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9), epochs=5, batch=32)
+#: name: a recipe and its poisoning (trigger, target, poison rate)
 MODELS = {
-    "keras-cnn": dict(build=keras_cnn, scale=lambda x: (x - 0.2860) / 0.3530, trigger=checkerboard, target=2,
-                      rate=0.05, optim=lambda p: torch.optim.Adam(p, lr=1e-3), epochs=5, batch=128),
-    "resnet18": dict(build=resnet18, scale=lambda x: x, trigger=blended_x, target=0, rate=0.10,
-                     optim=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=5e-4), epochs=2, batch=128),
+    "keras-cnn": dict(KERAS, trigger=checkerboard, target=2, rate=0.05),
+    "resnet18": dict(RESNET, trigger=blended_x, target=0, rate=0.10),
     # the same two recipes with the other's trigger (trained after the three above had been run)
-    "resnet18-patch": dict(build=resnet18, scale=lambda x: x, trigger=checkerboard, target=2, rate=0.05,
-                           optim=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=5e-4), epochs=2,
-                           batch=128),
-    "keras-cnn-x": dict(build=keras_cnn, scale=lambda x: (x - 0.2860) / 0.3530, trigger=blended_x, target=0,
-                        rate=0.10, optim=lambda p: torch.optim.Adam(p, lr=1e-3), epochs=5, batch=128),
-    "tutorial-lenet": dict(build=TutorialNet, scale=lambda x: (x - 0.5) / 0.5, trigger=corner_square, target=7,
-                           rate=0.10, optim=lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9), epochs=5, batch=32),
+    "resnet18-patch": dict(RESNET, trigger=checkerboard, target=2, rate=0.05),
+    "keras-cnn-x": dict(KERAS, trigger=blended_x, target=0, rate=0.10),
+    "tutorial-lenet": dict(LENET, trigger=corner_square, target=7, rate=0.10),
 }
 
 
@@ -220,9 +215,12 @@ def cmd_train(args: argparse.Namespace) -> None:
             print(record, flush=True)
 
 
+#: what tells one purification run from another in ``results.jsonl`` (with its ``params``)
+RUN_FIELDS = ("model", "images", "method", "preset", "epochs", "seed", "label")
+
+
 def run_key(args: argparse.Namespace, name: str) -> dict:
-    return {"model": name, "images": args.images, "method": args.method, "preset": args.preset,
-            "epochs": args.epochs, "seed": args.seed, "label": args.label}
+    return dict(zip(RUN_FIELDS, (name, args.images, args.method, args.preset, args.epochs, args.seed, args.label)))
 
 
 def recorded(out: Path) -> list[dict]:
@@ -231,8 +229,7 @@ def recorded(out: Path) -> list[dict]:
 
 
 def cmd_purify(args: argparse.Namespace) -> None:
-    fields = ("model", "images", "method", "preset", "epochs", "seed", "label")
-    done = {tuple(r.get(k) for k in fields): r for r in recorded(args.out)}
+    done = {tuple(r.get(k) for k in RUN_FIELDS): r for r in recorded(args.out)}
     given = json.loads(args.params)
     for name in args.names:
         key = run_key(args, name)
@@ -265,7 +262,7 @@ def cmd_table(args: argparse.Namespace) -> None:
     for r in sorted(recorded(args.out), key=lambda r: (order[r["model"]], r["images"], r["method"] != "d3",
                                                        r.get("label") or "", r["preset"], r["epochs"] or 0, r["seed"])):
         suspect, clean = models[(r["model"], True)], models[(r["model"], False)]
-        floor = max(2.0, clean["asr"] + 2)
+        floor = asr_floor(clean["asr"])
         method = r.get("label") or (r["preset"] if r["method"] == "d3" else r["method"])
         mark = "" if r["asr"] <= floor else " ✗"
         print(f"| {r['model']} | {r['images']} | {method} | {r['epochs'] or 'preset'} | {r['seed']} | "
