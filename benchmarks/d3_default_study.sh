@@ -161,6 +161,9 @@
 #   bash benchmarks/d3_default_study.sh nineteenth-user MODEL... # nineteenth round: `distox.purify` on them; also
 #                                                  # nineteenth-user-shipped, nineteenth-user-explore,
 #                                                  # nineteenth-candidates, nineteenth-user-swapped, nineteenth-table
+#   bash benchmarks/d3_default_study.sh twentieth-eps  # twentieth round: ε from the suspect's own retain loss
+#   bash benchmarks/d3_default_study.sh twentieth-twice a|b # twentieth round: the default run twice (purifying the
+#                                                  # purified model), study and user models; twentieth-table
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -1333,6 +1336,37 @@ PY
     ;;
   nineteenth-table)  # nineteenth round's tables
     user_models table
+    ;;
+  twentieth-eps)  # twentieth round: the default with ε set to the suspect's own mean cross-entropy on the retain images
+    # (`eps="auto"`, distox.defenses.d3_auto) instead of 0.1, 3,000 images: the user models, then the dev part
+    user_models purify resnet18 keras-cnn tutorial-lenet keras-cnn-x --images 3000 --params '{"eps": "auto"}' --label eps-auto
+    user_models purify resnet18-patch --images 3000 --seed 1 --params '{"eps": "auto"}' --label eps-auto
+    for s in 0 1; do
+      study $DEV --final-only --seed $s --out $RUNS/twentieth-epsauto-dev-s$s.jsonl \
+        --candidate 'eps-auto=preset:default,epochs:null,eps:auto'
+    done
+    ;;
+  twentieth-twice)  # twentieth round: the default run twice, as a user who purifies the purified model again (seed 0,
+    # then seed 1 on its result, the same 3,000 retain images); `twentieth-twice a` and `b` side by side
+    if [ "${2:-a}" = a ]; then
+      $PY benchmarks/d3_probes.py twice $RUNS/twentieth-twice.jsonl $RUNS/tutorial-badnets $RUNS/tutorial-blended \
+        $RUNS/lenet-badnets $RUNS/lenet-blended-17 $RUNS/lenet-wanet-18 $RUNS/mlp-blended-17 $RUNS/cnn-plain-blended \
+        $RUNS/vit-blended $RUNS/hybrid-blended
+    else
+      user_models purify tutorial-lenet keras-cnn keras-cnn-x resnet18-patch --images 3000 --then '{}' --label twice
+      user_models purify tutorial-lenet --images 3000 --seed 1 --then '{}' --label twice
+      # what else brings it back on the tutorial LeNet: plain fine-tuning, and `reference` at 12 epochs
+      user_models purify tutorial-lenet --images 3000 --then '{"method": "ft", "epochs": 12, "batch_size": 32, "augment": false}' \
+        --label then-ft
+      user_models purify tutorial-lenet --images 3000 \
+        --then '{"preset": "reference", "epochs": 12, "batch_size": 32, "augment": false}' --label then-reference-12
+      $PY benchmarks/d3_probes.py twice $RUNS/twentieth-twice.jsonl $RUNS/cnn-blended-s1 $RUNS/vgg-blended-s0 \
+        $RUNS/prn-wanet
+    fi
+    ;;
+  twentieth-table)  # twentieth round's tables
+    user_models table
+    $PY benchmarks/d3_probes.py twice $RUNS/twentieth-twice.jsonl
     ;;
   eighteenth-ssba-models)  # eighteenth round, last: check models with a sample-specific invisible trigger (SSBA), which
     # the default study never had, trained after the round's candidate was set aside (nothing tuned on them);

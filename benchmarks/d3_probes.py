@@ -34,6 +34,9 @@ run (and setting) in OUT; a rerun skips what OUT already holds and then prints t
     python benchmarks/d3_probes.py angles OUT.jsonl RUN_DIR ...
         How far the default D3 turns each Linear/Conv2d weight: the angle between it and the
         suspect's, and the ratio of their norms.
+    python benchmarks/d3_probes.py twice OUT.jsonl RUN_DIR ...
+        The default D3 run twice, as a user who purifies the purified model again: seed 0 on the
+        suspect, then seed 1 on its result (the same retain images).
 
 Retain set: 3,000 images, seed 0; D3 at seed 0; one torch thread, CPU. Test data and the attack's
 triggered test set are read for the report only.
@@ -110,11 +113,11 @@ class Run:
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         return evaluate(model.eval(), *self.test, self.backdoor, device="cpu")
 
-    def d3(self, preset: str, model: nn.Module | None = None) -> nn.Module:
-        """D3 with ``preset`` at seed 0 (``paper``: no augmentation, 12 epochs at batch 32, as the
+    def d3(self, preset: str, model: nn.Module | None = None, seed: int = 0) -> nn.Module:
+        """D3 with ``preset`` at ``seed`` (``paper``: no augmentation, 12 epochs at batch 32, as the
         study's candidates)."""
         extra = dict(augment=False, epochs=12, batch_size=32) if preset == "paper" else {}
-        return create("d3", preset=preset, seed=0, **extra)(
+        return create("d3", preset=preset, seed=seed, **extra)(
             self.suspect if model is None else model, self.retain, device="cpu", progress=False).model.eval()
 
 
@@ -358,6 +361,20 @@ def probe_angles(out: Path, run_dirs: Iterable[str]) -> None:
               f"{', '.join(f'{v:g}' for v in r['angles'].values())} |")
 
 
+def probe_twice(out: Path, run_dirs: Iterable[str]) -> None:
+    for d, _ in pending(out, run_dirs):
+        run = Run(d)
+        once = run.d3("default")
+        twice = run.d3("default", once, seed=1)
+        append(out, {"run": run.path, "floor": run.floor, "suspect": run.evaluate(run.suspect),
+                     "once": run.evaluate(once), "twice": run.evaluate(twice)})
+    print("| model | the default once: ACC change / ASR | twice (seed 1 on the first's result) |")
+    print("|---|---|---|")
+    for r in records(out):
+        print(f"| {Path(r['run']).name} | {cell(r['once'], r['suspect'], r['floor'])} | "
+              f"{cell(r['twice'], r['suspect'], r['floor'])} |")
+
+
 def probe_flat_prune(out: Path, run_dirs: Iterable[str]) -> None:
     for d, _ in pending(out, run_dirs):
         run = Run(d)
@@ -382,10 +399,10 @@ def probe_flat_prune(out: Path, run_dirs: Iterable[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="probe", required=True)
-    for name in ("clp", "uap", "angles", "temperature", "flat-prune"):
+    for name in ("clp", "uap", "angles", "temperature", "flat-prune", "twice"):
         p = sub.add_parser(name)
         p.add_argument("out", type=Path)
-        p.add_argument("runs", nargs="+")
+        p.add_argument("runs", nargs="*", help="attack runs to probe (none: print the table of OUT)")
     p = sub.add_parser("momentum")
     p.add_argument("out", type=Path)
     p.add_argument("momenta", type=lambda s: [None if c == "none" else float(c) for c in s.split(",")])
@@ -414,6 +431,8 @@ def main(argv: list[str] | None = None) -> None:
         probe_angles(args.out, args.runs)
     elif args.probe == "flat-prune":
         probe_flat_prune(args.out, args.runs)
+    elif args.probe == "twice":
+        probe_twice(args.out, args.runs)
     else:
         probe_rescale(args.out, args.factors, args.runs)
 

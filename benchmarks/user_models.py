@@ -29,8 +29,13 @@ other classes with the trigger. Nothing but ``distox.purify`` touches the model.
 
     PYTHONPATH=src python benchmarks/user_models.py train NAME... [--out runs/user] [--threads 1]
     PYTHONPATH=src python benchmarks/user_models.py purify NAME... --images 800 [--preset default]
-        [--method d3] [--epochs 5] [--seed 0] [--params JSON --label NAME] [--out runs/user]
+        [--method d3] [--epochs 5] [--seed 0] [--params JSON --label NAME] [--then JSON --label NAME]
+        [--out runs/user]
     PYTHONPATH=src python benchmarks/user_models.py table [--out runs/user]
+
+``--then JSON`` purifies the purified model once more with ``distox.purify(purified, (X, y), **JSON)``
+(the same retain images; the seed ``--seed`` + 1 unless JSON sets one), as a user who runs it twice
+does; the record keeps the first result as ``once`` and the second as the run's ACC/ASR.
 
 Models are saved as safetensors under ``--out``; purification results are appended to
 ``--out/results.jsonl`` and a run already recorded there is not repeated.
@@ -231,12 +236,17 @@ def recorded(out: Path) -> list[dict]:
 def cmd_purify(args: argparse.Namespace) -> None:
     done = {tuple(r.get(k) for k in RUN_FIELDS): r for r in recorded(args.out)}
     given = json.loads(args.params)
+    then = None if args.then is None else json.loads(args.then)
+    if (given or then is not None) and not args.label:
+        raise SystemExit("--params and --then need a --label to tell the run apart in the table")
+    options = given if then is None else {**given, "then": then}  # what the run is recorded with
     for name in args.names:
         key = run_key(args, name)
         if tuple(key.values()) in done:  # recorded; a label reused with other options is skipped, not silently
-            earlier = done[tuple(key.values())].get("params", given)  # runs before params were recorded: by label
-            if earlier != given:
-                print(f"{name}: {args.label!r} was recorded with {earlier}, not {given}; skipped (use another --label)")
+            earlier = done[tuple(key.values())]  # runs before params were recorded match by label
+            earlier = {**earlier.get("params", given), **({"then": earlier["then"]} if "then" in earlier else {})}
+            if earlier != options:
+                print(f"{name}: {args.label!r} was recorded with {earlier}, not {options}; skipped (use another --label)")
             continue
         spec = MODELS[name]
         x, y = fashion("train")
@@ -244,10 +254,15 @@ def cmd_purify(args: argparse.Namespace) -> None:
         params = {"preset": args.preset} if args.method == "d3" else {}
         params.update(given)
         start = time.time()
-        result = distox.purify(load(args.out, name), (spec["scale"](x[idx]), y[idx]), method=args.method,
+        retain = (spec["scale"](x[idx]), y[idx])
+        result = distox.purify(load(args.out, name), retain, method=args.method,
                                epochs=args.epochs, seed=args.seed, verbose=False, **params)
+        extra = {}
+        if then is not None:  # the purified model purified once more, as a user who runs it twice
+            extra = {"then": then, "once": evaluate(name, result.model)}
+            result = distox.purify(result.model, retain, verbose=False, **{"seed": args.seed + 1, **then})
         seconds = time.time() - start
-        record = {**key, "params": given, **evaluate(name, result.model), "seconds": round(seconds, 1)}
+        record = {**key, "params": given, **extra, **evaluate(name, result.model), "seconds": round(seconds, 1)}
         with open(args.out / "results.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         print(record, flush=True)
@@ -264,6 +279,9 @@ def cmd_table(args: argparse.Namespace) -> None:
         suspect, clean = models[(r["model"], True)], models[(r["model"], False)]
         floor = asr_floor(clean["asr"])
         method = r.get("label") or (r["preset"] if r["method"] == "d3" else r["method"])
+        if "once" in r:  # purified twice: the first purification's result beside the label
+            once = r["once"]
+            method += f" (once: {once['acc'] - suspect['acc']:+.2f} / {once['asr']:.2f})"
         mark = "" if r["asr"] <= floor else " ✗"
         print(f"| {r['model']} | {r['images']} | {method} | {r['epochs'] or 'preset'} | {r['seed']} | "
               f"{r['acc'] - suspect['acc']:+.2f} | {r['asr']:.2f}{mark} ({floor:.2f}) | {r['seconds']:.0f} |")
@@ -293,7 +311,8 @@ def main() -> None:
             p.add_argument("--epochs", type=int, default=None)
             p.add_argument("--seed", type=int, default=0)
             p.add_argument("--params", default="{}", help="more of the method's options, as JSON")
-            p.add_argument("--label", default=None, help="the run's name in the table (with --params)")
+            p.add_argument("--then", default=None, help="purify the result once more with these options (JSON)")
+            p.add_argument("--label", default=None, help="the run's name in the table (with --params or --then)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,31 @@ class LabelWarning(UserWarning):
     (:mod:`distox.label_check`)."""
 
 
+class RepurifyWarning(UserWarning):
+    """D3 asked to purify a model that D3 already purified. D3 pushes the weights as far from
+    where they *start* as the clean loss allows (Eq. 1); a second run starts from the purified
+    weights, so it pushes them away from those — which can be back toward the suspect's. Measured
+    (BENCHMARKS.md "Twentieth round"): on PyTorch's tutorial LeNet the default left 0.47 % ASR once
+    and 61.49 % twice; on fifteen other models a second run moved ASR by at most 2.13 points."""
+
+
+#: The attribute :func:`purify` sets on the model it returns (``{"method": ..., "seed": ...}``),
+#: and the header key ``distox purify`` writes into the purified ``.safetensors`` file: what
+#: purified it, so that purifying it again with D3 warns (:class:`RepurifyWarning`).
+PURIFIED_BY = "distox_purified"
+
+
+def repurify_warning(earlier: Any, method: str) -> str | None:
+    """The warning for running ``method`` on a model marked ``earlier`` (:data:`PURIFIED_BY`), or
+    None: D3 after D3 only (fine-tuning a purified model, or D3 after another defense, starts
+    nowhere near the suspect's antipode)."""
+    if earlier is None or method != "d3" or str(earlier.get("method", "")) != "d3":
+        return None
+    return ("this model was already purified by D3 (distox.purify returned it); D3 pushes the weights away from "
+            "where they start, so a second run can push them back toward the suspect's and bring its backdoor "
+            "back: purify the original suspect model instead")
+
+
 def as_split(data: Any, name: str = "clean data") -> ImageSplit:
     """Turn an ``(X, y)`` pair (torch tensors or NumPy arrays, or lists of them), an
     :class:`ImageSplit`, a torch ``Dataset`` of (image, label) or a ``DataLoader`` into an
@@ -246,6 +271,9 @@ def purify(
     except TypeError as exc:
         raise DefenseError(f"{method}: {exc}") from None
     check_model(model)
+    again = repurify_warning(getattr(model, PURIFIED_BY, None), method)
+    if again:
+        warnings.warn(again, RepurifyWarning, stacklevel=2)
     model = ready_on(model, resolve_device(device))  # the caller's model stays where, and as, it is
     model = logits_view(model, retain.x[:2].to(resolve_device(device)))  # dict, tuple or softmax outputs
     checked = None
@@ -271,6 +299,7 @@ def purify(
         before = evaluate(model, held.x, held.y, backdoor, device=device)
     result = defense(model, retain, evaluator=evaluator, device=device, progress=verbose, checkpoint=checkpoint)
     trained, result.model = result.model, unwrap(result.model)  # the caller's module, returning what it returned
+    setattr(result.model, PURIFIED_BY, {"method": method, "seed": seed})  # a plain attribute: no state_dict entry
     if checkpoint is not None:
         Path(checkpoint).unlink(missing_ok=True)
     if checked is not None:

@@ -47,7 +47,7 @@ from torch import nn
 
 from .data.core import DataError, ImageSplit
 from .metrics import predict
-from .utils import batchnorm_modules, eval_mode, has_batchnorm
+from .utils import batchnorm_modules, eval_mode, has_batchnorm, resolve_device
 
 #: What a caller does with labels the check finds wrong: ``error`` (refuse), ``warn`` (go on,
 #: saying so) or ``off`` (no check). ``distox.purify`` defaults to ``warn``, ``distox purify`` to ``error``.
@@ -161,8 +161,9 @@ def batch_statistics_accuracy(model: nn.Module, clean: ImageSplit, device: str |
     """Accuracy (%) of a copy of ``model`` whose BatchNorm layers normalise with each batch's own
     statistics (training mode; everything else in evaluation mode), on batches of ``batch_size``
     clean images in a seeded random order (a batch of one class would have that class's statistics).
-    ``model`` is left as it is."""
-    probe = copy.deepcopy(model)
+    ``model`` is left as it is. ``device`` may be ``"auto"``, as everywhere in distox."""
+    device = resolve_device(device)
+    probe = copy.deepcopy(model).to(device)
     order = torch.randperm(len(clean), generator=torch.Generator().manual_seed(seed))
     correct = 0
     with eval_mode(probe):

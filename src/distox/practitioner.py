@@ -67,7 +67,7 @@ from .metrics import round_metrics
 from .models.normalized import Normalized
 from .models.outputs import logits_view, unwrap
 from .models.selection import SelectionError, select_weights
-from .runs import load_into, load_state, save_model, write_json
+from .runs import load_into, load_state, safetensors_metadata, save_model, write_json
 
 log = logging.getLogger(__name__)
 
@@ -504,7 +504,7 @@ def purify_files(
     Returns the :class:`PurifyReport`. Every check runs before anything is written, including
     :func:`refuse_wrong_labels`.
     """
-    from .api import purify
+    from .api import PURIFIED_BY, purify
 
     check_mode(label_check)  # before any loading
     params = dict(params or {})
@@ -520,6 +520,9 @@ def purify_files(
     wrapped: nn.Module = Normalized(net, *stats) if stats is not None else net
     retain, val = holdout(clean.split, val_fraction, seed)
     wrapped = logits_view(wrapped, retain.x[:2])  # dict, tuple or softmax outputs: trained on the logits
+    earlier = safetensors_metadata(weights).get(PURIFIED_BY)  # weights that `distox purify` wrote
+    if earlier is not None:  # purify warns for D3 after D3
+        setattr(wrapped, PURIFIED_BY, marker_from_header(earlier))
     probe_outputs(wrapped, retain, k)  # check_retain: the same refusals as distox.purify
     checked = (refuse_wrong_labels(wrapped, clean, device, label_check).to_dict() if label_check != "off"
                else {"skipped": True})
@@ -551,9 +554,19 @@ def purify_files(
     )
     if out is not None:
         out = Path(out)
-        save_model(out, inner)
+        save_model(out, inner, metadata={PURIFIED_BY: json.dumps({"method": method, "seed": seed})})
         write_json(report_path(out), report.to_dict())
     return report
+
+
+def marker_from_header(value: str) -> dict[str, Any]:
+    """The ``{"method": ..., "seed": ...}`` a purified file's header holds (a bare method name
+    from another writer is taken as the method)."""
+    try:
+        marker = json.loads(value)
+    except ValueError:
+        return {"method": value}
+    return marker if isinstance(marker, dict) else {"method": str(marker)}
 
 
 def probe_outputs(model: nn.Module, retain: ImageSplit, num_classes: int) -> None:

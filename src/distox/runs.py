@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -87,8 +87,9 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     _atomic(Path(path), lambda tmp: save_file(clean, tmp, metadata=metadata))
 
 
-def save_model(path: str | os.PathLike, model: nn.Module) -> None:
-    """Save a model's state dict (parameters and buffers) as safetensors, atomically."""
+def save_model(path: str | os.PathLike, model: nn.Module, metadata: dict[str, str] | None = None) -> None:
+    """Save a model's state dict (parameters and buffers) as safetensors, atomically (with
+    ``metadata``, string pairs stored in the file's header)."""
     state = model.state_dict()
     seen: dict[int, str] = {}
     tensors = {}
@@ -96,7 +97,20 @@ def save_model(path: str | os.PathLike, model: nn.Module) -> None:
         key = v.data_ptr()
         tensors[k] = v.clone() if key in seen and v.numel() else v
         seen.setdefault(key, k)
-    save_tensors(path, tensors)
+    save_tensors(path, tensors, metadata=metadata)
+
+
+def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string pairs in a ``.safetensors`` file's header (``{}`` for any other file, or one
+    without them); reading them loads no tensor."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError):
+        return {}  # load_state reports a corrupt file with its own message
 
 
 #: Keys under which checkpoints commonly nest their state dict (``torch.save({"model_state_dict":
