@@ -164,6 +164,9 @@
 #   bash benchmarks/d3_default_study.sh twentieth-eps  # twentieth round: ε from the suspect's own retain loss
 #   bash benchmarks/d3_default_study.sh twentieth-twice a|b # twentieth round: the default run twice (purifying the
 #                                                  # purified model), study and user models; twentieth-table
+#   bash benchmarks/d3_default_study.sh twentieth-depth a|b # twentieth round: `reference` after the default, and after
+#                                                  # the default with the all-layer distance on models without BatchNorm
+#   bash benchmarks/d3_default_study.sh twentieth-resnet # twentieth round: BatchNorm options on the user ResNet-18
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -1364,9 +1367,33 @@ PY
         $RUNS/prn-wanet
     fi
     ;;
+  twentieth-depth)  # twentieth round, after twentieth-twice: does the backdoor stay out when a second run pushes the
+    # classifier harder (`reference` at 12 epochs, seed 1, on the default's result)? On models without BatchNorm the
+    # default's distance is the classifier's alone (the sixth round's rule); `b` runs the same after the all-layer
+    # distance there instead (`norm_rule: false`); `twentieth-depth a` and `b` side by side
+    ref='{"preset": "reference", "epochs": 12, "batch_size": 32, "augment": false}'
+    nobn="$RUNS/tutorial-badnets $RUNS/lenet-blended-17 $RUNS/mlp-blended-17 $RUNS/cnn-plain-blended $RUNS/lenet-badnets"
+    if [ "${2:-a}" = a ]; then
+      $PY benchmarks/d3_probes.py twice $RUNS/twentieth-then-reference.jsonl $nobn $RUNS/cnn-blended-s1 \
+        $RUNS/vgg-blended-s0 $RUNS/vit-blended --then "$ref"
+      user_models purify keras-cnn --images 3000 --then "$ref" --label then-reference-12
+    else
+      $PY benchmarks/d3_probes.py twice $RUNS/twentieth-alllayers-then-reference.jsonl $nobn $RUNS/vit-blended \
+        --first '{"norm_rule": false}' --then "$ref"
+      user_models purify tutorial-lenet --images 3000 --params '{"norm_rule": false}' --then "$ref" \
+        --label all-layers-then-reference-12
+    fi
+    ;;
+  twentieth-resnet)  # twentieth round: the user ResNet-18 (the default leaves 21 %) with BatchNorm frozen in evaluation
+    # mode during D3, and with its statistics re-estimated on the retain images after it
+    user_models purify resnet18 --images 3000 --params '{"freeze_bn": true}' --label freeze-bn
+    user_models purify resnet18 --images 3000 --params '{"bn_recalibrate": true}' --label bn-recalibrate
+    ;;
   twentieth-table)  # twentieth round's tables
     user_models table
     $PY benchmarks/d3_probes.py twice $RUNS/twentieth-twice.jsonl
+    $PY benchmarks/d3_probes.py twice $RUNS/twentieth-then-reference.jsonl
+    $PY benchmarks/d3_probes.py twice $RUNS/twentieth-alllayers-then-reference.jsonl
     ;;
   eighteenth-ssba-models)  # eighteenth round, last: check models with a sample-specific invisible trigger (SSBA), which
     # the default study never had, trained after the round's candidate was set aside (nothing tuned on them);

@@ -34,9 +34,11 @@ run (and setting) in OUT; a rerun skips what OUT already holds and then prints t
     python benchmarks/d3_probes.py angles OUT.jsonl RUN_DIR ...
         How far the default D3 turns each Linear/Conv2d weight: the angle between it and the
         suspect's, and the ratio of their norms.
-    python benchmarks/d3_probes.py twice OUT.jsonl RUN_DIR ...
+    python benchmarks/d3_probes.py twice OUT.jsonl RUN_DIR ... [--first JSON] [--then JSON]
         The default D3 run twice, as a user who purifies the purified model again: seed 0 on the
-        suspect, then seed 1 on its result (the same retain images).
+        suspect, then seed 1 on its result (the same retain images). ``--first`` / ``--then``: D3
+        options for either run instead of the default's (e.g. ``{"norm_rule": false}``, or
+        ``{"preset": "reference", "epochs": 12, "batch_size": 32, "augment": false}``); one OUT per pair.
 
 Retain set: 3,000 images, seed 0; D3 at seed 0; one torch thread, CPU. Test data and the attack's
 triggered test set are read for the report only.
@@ -113,11 +115,11 @@ class Run:
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         return evaluate(model.eval(), *self.test, self.backdoor, device="cpu")
 
-    def d3(self, preset: str, model: nn.Module | None = None, seed: int = 0) -> nn.Module:
-        """D3 with ``preset`` at ``seed`` (``paper``: no augmentation, 12 epochs at batch 32, as the
-        study's candidates)."""
+    def d3(self, preset: str, model: nn.Module | None = None, seed: int = 0, **options: Any) -> nn.Module:
+        """D3 with ``preset`` (and ``options``) at ``seed`` (``paper``: no augmentation, 12 epochs at
+        batch 32, as the study's candidates)."""
         extra = dict(augment=False, epochs=12, batch_size=32) if preset == "paper" else {}
-        return create("d3", preset=preset, seed=seed, **extra)(
+        return create("d3", **{"preset": preset, "seed": seed, **extra, **options})(
             self.suspect if model is None else model, self.retain, device="cpu", progress=False).model.eval()
 
 
@@ -361,16 +363,19 @@ def probe_angles(out: Path, run_dirs: Iterable[str]) -> None:
               f"{', '.join(f'{v:g}' for v in r['angles'].values())} |")
 
 
-def probe_twice(out: Path, run_dirs: Iterable[str]) -> None:
+def probe_twice(out: Path, run_dirs: Iterable[str], first: dict[str, Any], then: dict[str, Any]) -> None:
     for d, _ in pending(out, run_dirs):
         run = Run(d)
-        once = run.d3("default")
-        twice = run.d3("default", once, seed=1)
-        append(out, {"run": run.path, "floor": run.floor, "suspect": run.evaluate(run.suspect),
-                     "once": run.evaluate(once), "twice": run.evaluate(twice)})
+        once = run.d3(**{"preset": "default", **first})
+        twice = run.d3(model=once, **{"preset": "default", "seed": 1, **then})
+        append(out, {"run": run.path, "floor": run.floor, "suspect": run.evaluate(run.suspect), "first": first,
+                     "then": then, "once": run.evaluate(once), "twice": run.evaluate(twice)})
+    rows = list(records(out))
+    if rows and (rows[0].get("first") or rows[0].get("then")):  # one pair of options per OUT
+        print(f"first: the default with {rows[0]['first']}; then: the default with {rows[0]['then']}")
     print("| model | the default once: ACC change / ASR | twice (seed 1 on the first's result) |")
     print("|---|---|---|")
-    for r in records(out):
+    for r in rows:
         print(f"| {Path(r['run']).name} | {cell(r['once'], r['suspect'], r['floor'])} | "
               f"{cell(r['twice'], r['suspect'], r['floor'])} |")
 
@@ -403,6 +408,9 @@ def main(argv: list[str] | None = None) -> None:
         p = sub.add_parser(name)
         p.add_argument("out", type=Path)
         p.add_argument("runs", nargs="*", help="attack runs to probe (none: print the table of OUT)")
+    p = sub.choices["twice"]
+    p.add_argument("--first", type=json.loads, default={}, help="D3 options of the first run (JSON)")
+    p.add_argument("--then", type=json.loads, default={}, help="D3 options of the second run (JSON)")
     p = sub.add_parser("momentum")
     p.add_argument("out", type=Path)
     p.add_argument("momenta", type=lambda s: [None if c == "none" else float(c) for c in s.split(",")])
@@ -432,7 +440,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.probe == "flat-prune":
         probe_flat_prune(args.out, args.runs)
     elif args.probe == "twice":
-        probe_twice(args.out, args.runs)
+        probe_twice(args.out, args.runs, args.first, args.then)
     else:
         probe_rescale(args.out, args.factors, args.runs)
 

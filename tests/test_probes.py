@@ -73,3 +73,32 @@ def test_scaling_the_logits_keeps_the_predictions_and_multiplies_the_outputs():
         after = model(x)
     assert torch.allclose(after, 0.25 * before, atol=1e-6)
     assert torch.equal(after.argmax(1), before.argmax(1))
+
+
+def test_twice_runs_the_second_d3_on_the_first_ones_result_with_each_runs_options(tmp_path, monkeypatch, capsys):
+    probes = load_benchmark("d3_probes")
+    calls = []
+
+    class FakeRun:
+        def __init__(self, run_dir):
+            self.path, self.floor, self.suspect = str(tmp_path / run_dir), 2.0, "suspect"
+
+        def d3(self, preset, model=None, seed=0, **options):
+            calls.append((preset, model, seed, options))
+            return f"{preset}@{seed}"
+
+        def evaluate(self, model):
+            return {"acc": 80.0 if model == "suspect" else 75.0, "asr": 90.0 if model == "suspect" else 1.0}
+
+    monkeypatch.setattr(probes, "Run", FakeRun)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "twice.jsonl"
+    then = {"preset": "reference", "epochs": 12}
+    probes.probe_twice(out, ["m"], {"norm_rule": False}, then)
+    assert calls == [("default", None, 0, {"norm_rule": False}), ("reference", "default@0", 1, {"epochs": 12})]
+    line = next(probes.records(out))
+    assert line["first"] == {"norm_rule": False} and line["then"] == then and line["twice"]["asr"] == 1.0
+    probes.probe_twice(out, ["m"], {"norm_rule": False}, then)  # recorded: skipped, table printed again
+    assert len(calls) == 2
+    printed = capsys.readouterr().out
+    assert "then: the default with {'preset': 'reference', 'epochs': 12}" in printed and "| m | -5.00 / 1.00 |" in printed
