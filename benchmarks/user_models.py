@@ -30,12 +30,13 @@ other classes with the trigger. Nothing but ``distox.purify`` touches the model.
     PYTHONPATH=src python benchmarks/user_models.py train NAME... [--out runs/user] [--threads 1]
     PYTHONPATH=src python benchmarks/user_models.py purify NAME... --images 800 [--preset default]
         [--method d3] [--epochs 5] [--seed 0] [--params JSON --label NAME] [--then JSON --label NAME]
-        [--out runs/user]
+        [--angles] [--out runs/user]
     PYTHONPATH=src python benchmarks/user_models.py table [--out runs/user]
 
 ``--then JSON`` purifies the purified model once more with ``distox.purify(purified, (X, y), **JSON)``
 (the same retain images; the seed ``--seed`` + 1 unless JSON sets one), as a user who runs it twice
-does; the record keeps the first result as ``once`` and the second as the run's ACC/ASR.
+does; the record keeps the first result as ``once`` and the second as the run's ACC/ASR. ``--angles`` also
+records how many degrees each Linear/Conv2d weight turned from the suspect's (``d3_probes.weight_angles``).
 
 Models are saved as safetensors under ``--out``; purification results are appended to
 ``--out/results.jsonl`` and a run already recorded there is not repeated.
@@ -262,6 +263,9 @@ def cmd_purify(args: argparse.Namespace) -> None:
             extra = {"then": then, "once": evaluate(name, result.model)}
             result = distox.purify(result.model, retain, verbose=False, **{"seed": args.seed + 1, **then})
         seconds = time.time() - start
+        if args.angles:
+            from d3_probes import weight_angles  # the study's probe (benchmarks/ is the script's directory)
+            extra["angles"] = weight_angles(load(args.out, name), result.model)
         record = {**key, "params": given, **extra, **evaluate(name, result.model), "seconds": round(seconds, 1)}
         with open(args.out / "results.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -285,6 +289,16 @@ def cmd_table(args: argparse.Namespace) -> None:
         mark = "" if r["asr"] <= floor else " ✗"
         print(f"| {r['model']} | {r['images']} | {method} | {r['epochs'] or 'preset'} | {r['seed']} | "
               f"{r['acc'] - suspect['acc']:+.2f} | {r['asr']:.2f}{mark} ({floor:.2f}) | {r['seconds']:.0f} |")
+    turned = [r for r in recorded(args.out) if "angles" in r]
+    if turned:  # --angles runs: how far each weight turned, first to last layer
+        print()
+        print("| model | run | ACC change / ASR | degrees turned: min–max (mean) of the features | classifier |")
+        print("|---|---|---|---|---|")
+        for r in turned:
+            *features, head = r["angles"].values()
+            change = r["acc"] - models[(r["model"], True)]["acc"]
+            print(f"| {r['model']} | {r.get('label')} {r['params'] or ''} | {change:+.2f} / {r['asr']:.2f} | "
+                  f"{min(features):.1f}–{max(features):.1f} ({sum(features) / len(features):.1f}) | {head:.1f} |")
     print()
     print("| model | ACC | ASR | clean-model ACC | clean-model ASR | train s |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -312,6 +326,7 @@ def main() -> None:
             p.add_argument("--seed", type=int, default=0)
             p.add_argument("--params", default="{}", help="more of the method's options, as JSON")
             p.add_argument("--then", default=None, help="purify the result once more with these options (JSON)")
+            p.add_argument("--angles", action="store_true", help="record the degrees each weight turned")
             p.add_argument("--label", default=None, help="the run's name in the table (with --params or --then)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

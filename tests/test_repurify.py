@@ -57,7 +57,7 @@ def test_d3_on_a_model_d3_returned_warns_and_other_orders_do_not():
 
 @pytest.mark.parametrize("earlier, method, warns", [
     (None, "d3", False), ({"method": "d3"}, "d3", True), ({"method": "d3"}, "ft", False),
-    ({"method": "ft"}, "d3", False), ({}, "d3", False),
+    ({"method": "ft"}, "d3", False), ({}, "d3", False), ("d3", "d3", False),
 ])
 def test_repurify_rule(earlier, method, warns):
     assert (repurify_warning(earlier, method) is not None) is warns

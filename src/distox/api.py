@@ -48,7 +48,7 @@ def repurify_warning(earlier: Any, method: str) -> str | None:
     """The warning for running ``method`` on a model marked ``earlier`` (:data:`PURIFIED_BY`), or
     None: D3 after D3 only (fine-tuning a purified model, or D3 after another defense, starts
     nowhere near the suspect's antipode)."""
-    if earlier is None or method != "d3" or str(earlier.get("method", "")) != "d3":
+    if not isinstance(earlier, Mapping) or method != "d3" or str(earlier.get("method", "")) != "d3":
         return None
     return ("this model was already purified by D3 (distox.purify returned it); D3 pushes the weights away from "
             "where they start, so a second run can push them back toward the suspect's and bring its backdoor "
@@ -299,7 +299,10 @@ def purify(
         before = evaluate(model, held.x, held.y, backdoor, device=device)
     result = defense(model, retain, evaluator=evaluator, device=device, progress=verbose, checkpoint=checkpoint)
     trained, result.model = result.model, unwrap(result.model)  # the caller's module, returning what it returned
-    setattr(result.model, PURIFIED_BY, {"method": method, "seed": seed})  # a plain attribute: no state_dict entry
+    try:  # a plain attribute: no state_dict entry
+        setattr(result.model, PURIFIED_BY, {"method": method, "seed": seed})
+    except (AttributeError, RuntimeError, TypeError):  # a module that takes no new attribute (TorchScript)
+        log.debug("could not mark the purified %s as purified", type(result.model).__name__)
     if checkpoint is not None:
         Path(checkpoint).unlink(missing_ok=True)
     if checked is not None:
