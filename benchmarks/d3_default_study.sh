@@ -170,6 +170,7 @@
 #   bash benchmarks/d3_default_study.sh twentieth-augment # twentieth round: crop augmentation on the dev part
 #   bash benchmarks/d3_default_study.sh twentieth-angles # twentieth round: the degrees the default turns user models' weights
 #   bash benchmarks/d3_default_study.sh twentieth-norm-lr a|b # twentieth round: a learning rate that follows the weights' size
+#   bash benchmarks/d3_default_study.sh twentieth-size a|b # twentieth round: a distance weight per weight by its size
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -1402,6 +1403,8 @@ PY
     # the study's torchvision ResNet-18 (Blended; the default passes it) and, as a check on the fifteenth round's
     # line, the VGG Blended
     $PY benchmarks/d3_probes.py angles $RUNS/twentieth-angles.jsonl $RUNS/rn18-blended $RUNS/vgg-blended-s0
+    # the weights' norms (no training): every study model's; the user models' are in `nineteenth-table`
+    $PY benchmarks/d3_probes.py norms $RUNS/twentieth-norms.jsonl $(ls -d $RUNS/*/)
     ;;
   twentieth-norm-lr)  # twentieth round, after twentieth-angles: a learning rate that follows the weights' size. D3's
     # distance pushes every weight by the same length a step, so a weight of norm n turns by about length / n: the
@@ -1425,6 +1428,17 @@ PY
       done
     fi
     ;;
+  twentieth-size)  # twentieth round, after twentieth-norm-lr: the same idea per weight instead of one rate for the model:
+    # each weight's distance weighed by max(1, its norm / 5.06) (`layer_weighting: size`); 3,000 images, seed 0;
+    # `twentieth-size a` and `b` side by side
+    if [ "${2:-a}" = a ]; then
+      user_models purify resnet18 keras-cnn --images 3000 --params '{"layer_weighting": "size"}' --label size
+      user_models purify resnet18-patch --images 3000 --seed 1 --params '{"layer_weighting": "size"}' --label size
+    else
+      study $DEV $RUNS/mnv2-badnets $RUNS/mnv3l-sig $RUNS/rn18-blended --final-only --seed 0 \
+        --out $RUNS/twentieth-size-s0.jsonl --candidate 'size=preset:default,epochs:null,layer_weighting:size'
+    fi
+    ;;
   twentieth-augment)  # twentieth round, after twentieth-resnet (random crops cleared the user ResNet-18): the default
     # with the reference code's crop augmentation (`augment: true`) on the dev part, seed 0 (stopped there: it lost
     # 5.75–10.20 points and failed the VGG Blended)
@@ -1437,6 +1451,7 @@ PY
     $PY benchmarks/d3_probes.py twice $RUNS/twentieth-then-reference.jsonl
     $PY benchmarks/d3_probes.py twice $RUNS/twentieth-alllayers-then-reference.jsonl
     $PY benchmarks/d3_probes.py angles $RUNS/twentieth-angles.jsonl
+    $PY benchmarks/d3_probes.py norms $RUNS/twentieth-norms.jsonl
     ;;
   eighteenth-ssba-models)  # eighteenth round, last: check models with a sample-specific invisible trigger (SSBA), which
     # the default study never had, trained after the round's candidate was set aside (nothing tuned on them);

@@ -34,6 +34,9 @@ run (and setting) in OUT; a rerun skips what OUT already holds and then prints t
     python benchmarks/d3_probes.py angles OUT.jsonl RUN_DIR ...
         How far the default D3 turns each Linear/Conv2d weight: the angle between it and the
         suspect's, and the ratio of their norms.
+    python benchmarks/d3_probes.py norms OUT.jsonl RUN_DIR ...
+        The norms of the suspect's weights in the default's distance (``layers="all"``): median, least,
+        largest; no training.
     python benchmarks/d3_probes.py twice OUT.jsonl RUN_DIR ... [--first JSON] [--then JSON]
         The default D3 run twice, as a user who purifies the purified model again: seed 0 on the
         suspect, then seed 1 on its result (the same retain images). ``--first`` / ``--then``: D3
@@ -66,8 +69,8 @@ from distox.defenses.logit_scale import fit_temperature
 from distox.experiment import load_run
 from distox.metrics import evaluate
 from distox.metrics import logits as model_outputs
-from distox.models.selection import WEIGHTED, batchnorm_fed_pairs, classifier_name, linear_head
-from distox.utils import batchnorm_modules
+from distox.models.selection import WEIGHTED, batchnorm_fed_pairs, classifier_name, linear_head, select_weights
+from distox.utils import batchnorm_modules, has_batchnorm
 
 CLP_US = (3.0, 2.5, 2.0, 1.5)
 UAP_EPS = (0.05, 0.1)
@@ -363,6 +366,25 @@ def probe_angles(out: Path, run_dirs: Iterable[str]) -> None:
               f"{', '.join(f'{v:g}' for v in r['angles'].values())} |")
 
 
+def weight_norms(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
+    """Median, least and largest Frobenius norm of the weights ``layers="all"`` selects."""
+    norms = [float(w.detach().norm()) for w in select_weights(model, "all", example).values()]
+    return {"median": round(statistics.median(norms), 2), "min": round(min(norms), 2), "max": round(max(norms), 2),
+            "weights": len(norms)}
+
+
+def probe_norms(out: Path, run_dirs: Iterable[str]) -> None:
+    for d, _ in pending(out, run_dirs):
+        run = Run(d)
+        append(out, {"run": run.path, "batchnorm": has_batchnorm(run.suspect),
+                     **weight_norms(run.suspect, run.retain.x[:1])})
+    print("| model | BatchNorm | weights in the distance | median norm | least | largest |")
+    print("|---|---|---|---|---|---|")
+    for r in records(out):
+        print(f"| {Path(r['run']).name} | {'yes' if r['batchnorm'] else 'no'} | {r['weights']} | {r['median']:.2f} | "
+              f"{r['min']:.2f} | {r['max']:.2f} |")
+
+
 def probe_twice(out: Path, run_dirs: Iterable[str], first: dict[str, Any], then: dict[str, Any]) -> None:
     for d, _ in pending(out, run_dirs):
         run = Run(d)
@@ -404,7 +426,7 @@ def probe_flat_prune(out: Path, run_dirs: Iterable[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="probe", required=True)
-    for name in ("clp", "uap", "angles", "temperature", "flat-prune", "twice"):
+    for name in ("clp", "uap", "angles", "temperature", "flat-prune", "twice", "norms"):
         p = sub.add_parser(name)
         p.add_argument("out", type=Path)
         p.add_argument("runs", nargs="*", help="attack runs to probe (none: print the table of OUT)")
@@ -439,6 +461,8 @@ def main(argv: list[str] | None = None) -> None:
         probe_angles(args.out, args.runs)
     elif args.probe == "flat-prune":
         probe_flat_prune(args.out, args.runs)
+    elif args.probe == "norms":
+        probe_norms(args.out, args.runs)
     elif args.probe == "twice":
         probe_twice(args.out, args.runs, args.first, args.then)
     else:

@@ -300,13 +300,15 @@ def cmd_table(args: argparse.Namespace) -> None:
             print(f"| {r['model']} | {r.get('label')} {r['params'] or ''} | {change:+.2f} / {r['asr']:.2f} | "
                   f"{min(features):.1f}–{max(features):.1f} ({sum(features) / len(features):.1f}) | {head:.1f} |")
     print()
-    print("| model | ACC | ASR | clean-model ACC | clean-model ASR | train s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| model | ACC | ASR | clean-model ACC | clean-model ASR | train s | median norm of the weights in the distance |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    from d3_probes import weight_norms  # the study's probe (benchmarks/ is the script's directory)
     for name in MODELS:
         if (name, True) in models and (name, False) in models:
             s, c = models[(name, True)], models[(name, False)]
+            m = weight_norms(load(args.out, name), torch.zeros(1, 1, 28, 28))["median"]
             print(f"| {name} | {s['acc']:.2f} | {s['asr']:.2f} | {c['acc']:.2f} | {c['asr']:.2f} | "
-                  f"{s['seconds'] + c['seconds']:.0f} |")
+                  f"{s['seconds'] + c['seconds']:.0f} | {m:.2f} |")
 
 
 def main() -> None:

@@ -102,3 +102,11 @@ def test_twice_runs_the_second_d3_on_the_first_ones_result_with_each_runs_option
     assert len(calls) == 2
     printed = capsys.readouterr().out
     assert "then: the default with {'preset': 'reference', 'epochs': 12}" in printed and "| m | -5.00 / 1.00 |" in printed
+
+
+def test_weight_norms_are_those_of_the_weights_the_default_distance_covers():
+    probes = load_benchmark("d3_probes")
+    model = conv_bn()
+    got = probes.weight_norms(model, torch.rand(1, 1, 8, 8))
+    norms = sorted(float(m.weight.norm()) for m in (model[0], model[3], model[8]))
+    assert got == {"median": round(norms[1], 2), "min": round(norms[0], 2), "max": round(norms[2], 2), "weights": 3}

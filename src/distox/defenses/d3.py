@@ -120,7 +120,11 @@ WARM_STARTS = ("random", "far", "middle", "noise", "near", "means", "means-ortho
 SELECTIONS = ("last", "heldout")
 LMD_CONTROLS = ("constant", "geometric", "heldout", "loss")
 INIT_LAYERS = ("selected", "classifier", "auto", "linear-head")
-LAYER_WEIGHTINGS = ("sum", "angle", "fisher")
+LAYER_WEIGHTINGS = ("sum", "angle", "fisher", "size")
+#: ``layer_weighting="size"``: the weight norm below which a weight's distance keeps weight 1 — the
+#: median norm of the VGG Blended development model's weights, the largest of the three development
+#: models' (BENCHMARKS.md "Twentieth round").
+REFERENCE_NORM = 5.06
 HEAD_BIASES = ("keep", "zero")
 
 
@@ -288,6 +292,17 @@ def angle_scales(norms: Sequence[torch.Tensor]) -> list[float]:
     return [v / mean if mean > 0 else 1.0 for v in values]
 
 
+def size_scales(norms: Sequence[torch.Tensor], reference: float = REFERENCE_NORM) -> list[float]:
+    """Per-weight distance weights max(1, ‖W_init‖ / ``reference``) (``layer_weighting="size"``).
+
+    Under the norm constraint the distance's push, of the same length for every weight, turns a
+    weight of norm n by about that length over n: a wide convolution (norm 13–30 in a torchvision
+    ResNet-18) turns a third as far as a development model's weight. Weighing its distance by
+    n / ``reference`` turns it as one of norm ``reference`` would turn; weights up to that norm keep
+    the paper's weight 1."""
+    return [max(1.0, float(n) / reference) for n in norms]
+
+
 def track_loss_lmd(lmd: float, ce: float, target: float, rate: float, bounds: tuple[float, float]) -> float:
     """One step of the loss-tracking λ controller (``lmd_control="loss"``): multiplicative dual
     ascent on the paper's constraint E[ℓ] ≤ target — λ ← λ · exp(rate · (ce − target) / target),
@@ -364,9 +379,11 @@ class D3(Defense):
             constrained form, E[ℓ] ≤ ℓ₀, enforced by dual ascent instead of a fixed penalty).
         lmd_rate: step size of ``lmd_control="loss"`` (0.05).
         layer_weighting: ``"sum"`` (the paper: Σ‖W − W_init‖), ``"angle"`` (each term weighed
-            by ‖W_init‖ / mean ‖W_init‖, so every selected weight turns at the same rate) or
+            by ‖W_init‖ / mean ‖W_init‖, so every selected weight turns at the same rate),
             ``"fisher"`` (each coordinate's displacement weighed down where the suspect's clean-data
-            Fisher information is high: :mod:`distox.defenses.fisher_metric`).
+            Fisher information is high: :mod:`distox.defenses.fisher_metric`) or ``"size"`` (each term
+            weighed by max(1, ‖W_init‖ / :data:`REFERENCE_NORM`): a weight larger than that turns, by
+            the distance's push, as fast as one of that norm; smaller ones as in the paper).
         distill: weight α of the suspect model's own clean outputs in the clean loss (0: off, the
             paper): per sample (1 − α)·CE + α·T²·KL(suspect ‖ model) at temperature
             ``distill_temperature`` T (4) — :mod:`distox.defenses.self_distill`.
@@ -787,6 +804,8 @@ class D3(Defense):
                         "constraint keeps %s at zero", ", ".join(zero), "is" if len(zero) == 1 else "are",
                         "it" if len(zero) == 1 else "them")
         scales = angle_scales(norms) if self.layer_weighting == "angle" else None
+        if self.layer_weighting == "size":
+            scales = size_scales(norms)
         if self.classifier_weight != 1.0:  # the final classifier's distance counts classifier_weight times
             head = linear_classifier(model, example) or self.selected_in(model, "auto", example)
             scales = [(1.0 if scales is None else scales[i]) * (self.classifier_weight if name in head else 1.0)
