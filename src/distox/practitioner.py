@@ -554,7 +554,8 @@ def purify_files(
     )
     if out is not None:
         out = Path(out)
-        save_model(out, inner, metadata={PURIFIED_BY: json.dumps({"method": method, "seed": seed})})
+        mark = getattr(result.model, PURIFIED_BY, None)  # what purify marked the model it returned with
+        save_model(out, inner, metadata={PURIFIED_BY: json.dumps(mark)} if mark is not None else None)
         write_json(report_path(out), report.to_dict())
     return report
 
