@@ -171,6 +171,11 @@
 #   bash benchmarks/d3_default_study.sh twentieth-angles # twentieth round: the degrees the default turns user models' weights
 #   bash benchmarks/d3_default_study.sh twentieth-norm-lr a|b # twentieth round: a learning rate that follows the weights' size
 #   bash benchmarks/d3_default_study.sh twentieth-size a|b # twentieth round: a distance weight per weight by its size
+#   bash benchmarks/d3_default_study.sh twenty-first-size-median a|b # twenty-first round: the size weight capped
+#                                                  # at the model's median norm
+#   bash benchmarks/d3_default_study.sh twenty-first-models a|b # twenty-first round: two user check models
+#   bash benchmarks/d3_default_study.sh twenty-first-check MODEL... # twenty-first round, once on each check model
+#   bash benchmarks/d3_default_study.sh twenty-first-diagnose # twenty-first round: the MobileNetV3-Small's cost
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -1438,6 +1443,47 @@ PY
       study $DEV $RUNS/mnv2-badnets $RUNS/mnv3l-sig $RUNS/rn18-blended --final-only --seed 0 \
         --out $RUNS/twentieth-size-s0.jsonl --candidate 'size=preset:default,epochs:null,layer_weighting:size'
     fi
+    ;;
+  twenty-first-size-median)  # twenty-first round: `layer_weighting: size` with each norm capped at the model's own
+    # median weight norm (`size-median`: no weight pushed harder than a median-sized one), against the twentieth
+    # round's cost of `size` on the MobileNets; 3,000 images, seed 0; `twenty-first-size-median a` and `b` side by side
+    # (the models retrained on this round's Intel CPU differ in their bits from the AMD-trained ones of the nineteenth
+    # and twentieth rounds, so the default runs again beside the candidate)
+    if [ "${2:-a}" = a ]; then
+      for s in 0 1; do
+        user_models purify resnet18 --images 3000 --seed $s
+        user_models purify resnet18 --images 3000 --seed $s --params '{"layer_weighting": "size-median"}' --label size-median
+      done
+      user_models purify keras-cnn --images 3000
+      user_models purify keras-cnn --images 3000 --params '{"layer_weighting": "size-median"}' --label size-median
+    else
+      for run in vgg-blended-s0 mnv2-badnets mnv3l-sig; do
+        study $RUNS/$run --final-only --seed 0 --out $RUNS/twenty-first-s0.jsonl \
+          --candidate 'default=preset:default,epochs:null' \
+          --candidate 'size-median=preset:default,epochs:null,layer_weighting:size-median'
+      done
+    fi
+    ;;
+  twenty-first-models)  # twenty-first round: two user models trained after `size-median` was chosen (check models:
+    # benchmarks/user_models.py `resnet18-adam`, `mobilenet-v3-small`); `twenty-first-models a` and `b` side by side
+    if [ "${2:-a}" = a ]; then user_models train resnet18-adam; else user_models train mobilenet-v3-small; fi
+    ;;
+  twenty-first-check)  # twenty-first round, once on each check model: the default and `size-median` (seeds 0, 1),
+    # `reference` at 12 epochs (seed 0); `twenty-first-check MODEL...`
+    twelve='{"batch_size": 32, "augment": false}'
+    for s in 0 1; do
+      user_models purify "${@:2}" --images 3000 --seed $s
+      user_models purify "${@:2}" --images 3000 --seed $s --params '{"layer_weighting": "size-median"}' --label size-median
+    done
+    user_models purify "${@:2}" --images 3000 --preset reference --epochs 12 --params "$twelve" --label reference-12
+    ;;
+  twenty-first-diagnose)  # twenty-first round, after `twenty-first-check` (a diagnosis on a check model: nothing
+    # chosen from it): where the default's 6 points go on the MobileNetV3-Small, without the overlay and with the
+    # distance on the final classifier only (seed 0)
+    user_models purify mobilenet-v3-small --images 3000 --params '{"blend": 0}' --label blend0
+    user_models purify mobilenet-v3-small --images 3000 --params '{"layers": "auto"}' --label classifier-only
+    # and the twentieth round's uncapped `size`, which README names for torchvision ResNets, on both check models
+    user_models purify resnet18-adam mobilenet-v3-small --images 3000 --params '{"layer_weighting": "size"}' --label size
     ;;
   twentieth-augment)  # twentieth round, after twentieth-resnet (random crops cleared the user ResNet-18): the default
     # with the reference code's crop augmentation (`augment: true`) on the dev part, seed 0 (stopped there: it lost

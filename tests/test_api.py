@@ -232,3 +232,15 @@ def test_single_class_retain_refused_alike_by_api_and_cli(tmp_path):
     assert res.exit_code == 2, res.output
     assert res.stderr == f"error: {SINGLE_CLASS}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clean", "m.py", "w.safetensors"]  # nothing written
+
+
+def test_without_eval_data_purify_says_the_accuracy_cost_was_not_measured(caplog):
+    b = make_bundle(n_train=32, n_test=40)
+    kw = dict(epochs=1, batch_size=16, device="cpu", preset="paper", label_check="off")
+    with caplog.at_level("INFO", logger="distox.api"):
+        distox.purify(_model(), (b.train.x, b.train.y), **kw)
+        assert distox.api.NOT_MEASURED in [r.getMessage() for r in caplog.records]
+        caplog.clear()
+        distox.purify(_model(), (b.train.x, b.train.y), eval_data=(b.test.x, b.test.y), **kw)
+        distox.purify(_model(), (b.train.x, b.train.y), verbose=False, **kw)  # silent means silent
+        assert distox.api.NOT_MEASURED not in [r.getMessage() for r in caplog.records]

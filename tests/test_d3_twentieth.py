@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from distox.defenses import D3
-from distox.defenses.d3 import REFERENCE_NORM, size_scales
+from distox.defenses.d3 import REFERENCE_NORM, median_norm, size_scales
 
 from .conftest import make_bundle
 from .test_d3_eighteenth import FlatHead
@@ -43,3 +43,28 @@ def test_size_weighting_pushes_large_weights_harder_and_leaves_small_models_as_t
     assert travelled(big, sized_big.model, "hidden.weight") > 1.5 * travelled(big, plain_big.model, "hidden.weight")
     assert torch.isclose(sized_big.model.hidden.weight.norm(), big.hidden.weight.norm(), rtol=1e-4)  # Eq. 2 holds
     assert sized_big.config["layer_weighting"] == "size"
+
+
+def test_size_median_caps_every_weight_at_the_models_median_norm():
+    norms = [torch.tensor(v) for v in (1.0, 8.0, 12.0, 30.0, 40.0)]
+    assert median_norm(norms) == 12.0
+    assert median_norm([torch.tensor(v) for v in (3.0, 9.0)]) == 3.0  # an even count: the lower middle one
+    capped = size_scales(norms, cap=median_norm(norms))
+    assert capped == pytest.approx([1.0, 8.0 / REFERENCE_NORM, 12.0 / REFERENCE_NORM, 12.0 / REFERENCE_NORM,
+                                    12.0 / REFERENCE_NORM])
+    assert capped[3] < size_scales(norms)[3]  # the largest weights are pushed less than under "size"
+
+
+def test_size_median_leaves_a_model_of_small_weights_as_the_paper_and_runs_on_a_large_one():
+    retain = make_bundle(n_train=32).train
+    common = dict(layers="all", init="near", epochs=2, batch_size=16, lr=0.01, blend=0.0, seed=0)
+    small = FlatHead()
+    plain = D3(**common)(small, retain, device="cpu", progress=False)
+    capped = D3(layer_weighting="size-median", **common)(small, retain, device="cpu", progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(plain.model.state_dict().values(), capped.model.state_dict().values()))
+    big = grown(20.0)
+    sized = D3(layer_weighting="size", **common)(big, retain, device="cpu", progress=False)
+    capped_big = D3(layer_weighting="size-median", **common)(big, retain, device="cpu", progress=False)
+    assert capped_big.config["layer_weighting"] == "size-median"
+    # the grown hidden weight is the largest of three: capped at the median it travels less than under "size"
+    assert travelled(big, capped_big.model, "hidden.weight") < travelled(big, sized.model, "hidden.weight")

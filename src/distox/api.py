@@ -44,6 +44,12 @@ class RepurifyWarning(UserWarning):
 PURIFIED_BY = "distox_purified"
 
 
+#: what :func:`purify` logs (verbose) when it was given no ``eval_data``: it measured no accuracy, so it cannot
+#: say what the purification cost (on the study's models D3's default cost 0–7 points: BENCHMARKS.md)
+NOT_MEASURED = ("no eval_data: the accuracy the purification cost was not measured; pass eval_data=(X, y) with "
+                "clean images that are not in the retain data to see it (and an AccuracyWarning if it is large)")
+
+
 def repurify_warning(earlier: Any, method: str) -> str | None:
     """The warning for running ``method`` on a model marked ``earlier`` (:data:`PURIFIED_BY`), or
     None: D3 after D3 only (fine-tuning a purified model, or D3 after another defense, starts
@@ -316,4 +322,6 @@ def purify(
             warnings.warn(result.warning, AccuracyWarning, stacklevel=2)
     if verbose:
         log.info("%s finished in %.1fs", method, result.seconds)
+        if eval_data is None:
+            log.info(NOT_MEASURED)
     return result

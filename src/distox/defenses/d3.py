@@ -120,7 +120,7 @@ WARM_STARTS = ("random", "far", "middle", "noise", "near", "means", "means-ortho
 SELECTIONS = ("last", "heldout")
 LMD_CONTROLS = ("constant", "geometric", "heldout", "loss")
 INIT_LAYERS = ("selected", "classifier", "auto", "linear-head")
-LAYER_WEIGHTINGS = ("sum", "angle", "fisher", "size")
+LAYER_WEIGHTINGS = ("sum", "angle", "fisher", "size", "size-median")
 #: ``layer_weighting="size"``: the weight norm below which a weight's distance keeps weight 1 — the
 #: median norm of the VGG Blended development model's weights, the largest of the three development
 #: models' (BENCHMARKS.md "Twentieth round").
@@ -292,15 +292,30 @@ def angle_scales(norms: Sequence[torch.Tensor]) -> list[float]:
     return [v / mean if mean > 0 else 1.0 for v in values]
 
 
-def size_scales(norms: Sequence[torch.Tensor], reference: float = REFERENCE_NORM) -> list[float]:
+def size_scales(norms: Sequence[torch.Tensor], reference: float = REFERENCE_NORM,
+                cap: float | None = None) -> list[float]:
     """Per-weight distance weights max(1, ‖W_init‖ / ``reference``) (``layer_weighting="size"``).
 
     Under the norm constraint the distance's push, of the same length for every weight, turns a
     weight of norm n by about that length over n: a wide convolution (norm 13–30 in a torchvision
     ResNet-18) turns a third as far as a development model's weight. Weighing its distance by
     n / ``reference`` turns it as one of norm ``reference`` would turn; weights up to that norm keep
-    the paper's weight 1."""
-    return [max(1.0, float(n) / reference) for n in norms]
+    the paper's weight 1.
+
+    ``cap`` (``layer_weighting="size-median"``: the lower median of ``norms``, :func:`median_norm`): a weight
+    larger than the cap is weighed as one of norm ``cap``, so no weight is pushed harder than the model's
+    median-sized one (BENCHMARKS.md "Twenty-first round": it still costs MobileNets 1.85–2.35 points)."""
+    values = [float(n) for n in norms]
+    if cap is not None:
+        values = [min(v, cap) for v in values]
+    return [max(1.0, v / reference) for v in values]
+
+
+def median_norm(norms: Sequence[torch.Tensor]) -> float:
+    """The lower median of the weights' norms (of an even count, the smaller of the two middle ones: always
+    the norm of one of the weights)."""
+    values = sorted(float(n) for n in norms)
+    return values[(len(values) - 1) // 2] if values else 0.0
 
 
 def track_loss_lmd(lmd: float, ce: float, target: float, rate: float, bounds: tuple[float, float]) -> float:
@@ -383,7 +398,9 @@ class D3(Defense):
             ``"fisher"`` (each coordinate's displacement weighed down where the suspect's clean-data
             Fisher information is high: :mod:`distox.defenses.fisher_metric`) or ``"size"`` (each term
             weighed by max(1, ‖W_init‖ / :data:`REFERENCE_NORM`): a weight larger than that turns, by
-            the distance's push, as fast as one of that norm; smaller ones as in the paper).
+            the distance's push, as fast as one of that norm; smaller ones as in the paper) or
+            ``"size-median"`` (the same with every norm above the model's lower median weight norm taken as
+            that median: no weight is pushed harder than a median-sized one).
         distill: weight α of the suspect model's own clean outputs in the clean loss (0: off, the
             paper): per sample (1 − α)·CE + α·T²·KL(suspect ‖ model) at temperature
             ``distill_temperature`` T (4) — :mod:`distox.defenses.self_distill`.
@@ -804,8 +821,8 @@ class D3(Defense):
                         "constraint keeps %s at zero", ", ".join(zero), "is" if len(zero) == 1 else "are",
                         "it" if len(zero) == 1 else "them")
         scales = angle_scales(norms) if self.layer_weighting == "angle" else None
-        if self.layer_weighting == "size":
-            scales = size_scales(norms)
+        if self.layer_weighting in ("size", "size-median"):
+            scales = size_scales(norms, cap=median_norm(norms) if self.layer_weighting == "size-median" else None)
         if self.classifier_weight != 1.0:  # the final classifier's distance counts classifier_weight times
             head = linear_classifier(model, example) or self.selected_in(model, "auto", example)
             scales = [(1.0 if scales is None else scales[i]) * (self.classifier_weight if name in head else 1.0)
