@@ -1,6 +1,7 @@
 """Models in the forms users hand over (issue 13: "works on *their* model"): weights under
 weight normalisation or spectral normalisation (parametrized or hook-based), TorchScript,
-16- or 64-bit parameters, outputs that are not a logits tensor, and log-probability outputs."""
+16- or 64-bit parameters, outputs that are not a logits tensor, log-probability outputs, pruning masks, tied
+weights and a DataParallel wrapper."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +9,7 @@ import logging
 import pytest
 import torch
 from torch import nn
-from torch.nn.utils import parametrizations, spectral_norm, weight_norm
+from torch.nn.utils import parametrizations, prune, spectral_norm, weight_norm
 
 import distox
 from distox.defenses import D3
@@ -174,3 +175,48 @@ def test_an_all_zero_selected_weight_is_named_in_a_warning(caplog):
         result = D3(epochs=1, batch_size=16)(model, bundle.train, device="cpu", progress=False)
     assert "D3: 7.weight is all zeros" in caplog.text
     assert not result.model[7].weight.any()
+
+
+def test_a_pruned_model_keeps_its_mask_and_its_zeros():
+    """``torch.nn.utils.prune`` computes ``weight`` from ``weight_orig`` and a mask before each forward: D3 moves
+    the parameter behind it, and the pruned entries stay zero in the purified model (the caller's untouched)."""
+    bundle = make_bundle(n_train=48)
+    model = bare_cnn()
+    prune.l1_unstructured(model[0], "weight", amount=0.5)
+    mask, start = model[0].weight_mask.clone(), model[0].weight_orig.detach().clone()
+    result = distox.purify(model, (bundle.train.x, bundle.train.y), epochs=1, verbose=False, label_check="off")
+    purified = result.model[0]
+    assert torch.equal(purified.weight_mask, mask)
+    assert bool((purified.weight[mask == 0] == 0).all()) and not torch.equal(purified.weight_orig, start)
+    assert torch.equal(model[0].weight_orig, start)
+
+
+class _Tied(nn.Module):
+    """Two convolutions sharing one weight, as a model that reuses a block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem, self.bn = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.first, self.second = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.second.weight = self.first.weight
+        self.head = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.stem(x)))
+        return self.head(torch.relu(self.second(torch.relu(self.first(x)))).mean((2, 3)))
+
+
+def test_tied_weights_stay_tied_and_a_data_parallel_wrapper_comes_back_as_one():
+    bundle = make_bundle(n_train=48)
+    retain = (bundle.train.x, bundle.train.y)
+    tied = _Tied()
+    start = tied.first.weight.detach().clone()
+    result = distox.purify(tied, retain, epochs=1, verbose=False, label_check="off")
+    assert result.model.second.weight is result.model.first.weight
+    assert not torch.equal(result.model.first.weight, start) and torch.equal(tied.first.weight, start)
+    wrapped = nn.DataParallel(bare_cnn())
+    head = wrapped.module[-1].weight.detach().clone()
+    result = distox.purify(wrapped, retain, epochs=1, verbose=False, label_check="off")
+    assert isinstance(result.model, nn.DataParallel)
+    assert not torch.equal(result.model.module[-1].weight, head)
