@@ -45,7 +45,7 @@ PURIFIED_BY = "distox_purified"
 
 
 #: what :func:`purify` logs (verbose) when it was given no ``eval_data``: it measured no accuracy, so it cannot
-#: say what the purification cost (on the study's models D3's default cost 0–7 points: BENCHMARKS.md)
+#: say what the purification cost (on the study's models the default D3 cost from nothing to 7.8 points: BENCHMARKS.md)
 NOT_MEASURED = ("no eval_data: the accuracy the purification cost was not measured; pass eval_data=(X, y) with "
                 "clean images that are not in the retain data to see it (and an AccuracyWarning if it is large)")
 
