@@ -176,6 +176,7 @@
 #   bash benchmarks/d3_default_study.sh twenty-first-models a|b # twenty-first round: two user check models
 #   bash benchmarks/d3_default_study.sh twenty-first-check MODEL... # twenty-first round, once on each check model
 #   bash benchmarks/d3_default_study.sh twenty-first-diagnose # twenty-first round: the MobileNetV3-Small's cost
+#   bash benchmarks/d3_default_study.sh twenty-first-800 # twenty-first round: 800 images on the user ResNet-18
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -1491,6 +1492,13 @@ PY
     # and the classifier-only distance at a second draw, and on the other check model
     user_models purify mobilenet-v3-small --images 3000 --seed 1 --params '{"layers": "auto"}' --label classifier-only
     user_models purify resnet18-adam --images 3000 --params '{"layers": "auto"}' --label classifier-only
+    ;;
+  twenty-first-800)  # twenty-first round, last: the 800 clean images on the user ResNet-18 (seed 0): the
+    # default, `size-median` and `reference` at 12 epochs
+    user_models purify resnet18 --images 800
+    user_models purify resnet18 --images 800 --params '{"layer_weighting": "size-median"}' --label size-median
+    user_models purify resnet18 --images 800 --preset reference --epochs 12 --params '{"batch_size": 32, "augment": false}' \
+      --label reference-12
     ;;
   twentieth-augment)  # twentieth round, after twentieth-resnet (random crops cleared the user ResNet-18): the default
     # with the reference code's crop augmentation (`augment: true`) on the dev part, seed 0 (stopped there: it lost
