@@ -1499,6 +1499,9 @@ PY
     user_models purify resnet18 --images 800 --params '{"layer_weighting": "size-median"}' --label size-median
     user_models purify resnet18 --images 800 --preset reference --epochs 12 --params '{"batch_size": 32, "augment": false}' \
       --label reference-12
+    # and `reference` at 12 epochs with 3,000 images on this round's retrained user models (the ResNet-18, the Keras CNN)
+    user_models purify resnet18 keras-cnn --images 3000 --preset reference --epochs 12 \
+      --params '{"batch_size": 32, "augment": false}' --label reference-12
     ;;
   twentieth-augment)  # twentieth round, after twentieth-resnet (random crops cleared the user ResNet-18): the default
     # with the reference code's crop augmentation (`augment: true`) on the dev part, seed 0 (stopped there: it lost
