@@ -298,7 +298,8 @@ def cmd_purify(args: argparse.Namespace) -> None:
         params.update(given)
         start = time.time()
         retain = (spec["scale"](x[idx]), y[idx])
-        result = distox.purify(load(args.out, name), retain, method=args.method,
+        suspect = load(args.out, name)  # purify trains a copy: the suspect stays as loaded, for --angles too
+        result = distox.purify(suspect, retain, method=args.method,
                                epochs=args.epochs, seed=args.seed, verbose=False, **params)
         seconds = time.time() - start
         extra = {}
@@ -309,7 +310,7 @@ def cmd_purify(args: argparse.Namespace) -> None:
             seconds += time.time() - start  # both purifications, not the evaluation between them
         if args.angles:
             from d3_probes import weight_angles  # the study's probe (benchmarks/ is the script's directory)
-            extra["angles"] = weight_angles(load(args.out, name), result.model)
+            extra["angles"] = weight_angles(suspect, result.model)
         record = {**key, "params": given, **extra, **evaluate(name, result.model), "seconds": round(seconds, 1)}
         with open(args.out / "results.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
