@@ -177,6 +177,10 @@
 #   bash benchmarks/d3_default_study.sh twenty-first-check MODEL... # twenty-first round, once on each check model
 #   bash benchmarks/d3_default_study.sh twenty-first-diagnose # twenty-first round: the MobileNetV3-Small's cost
 #   bash benchmarks/d3_default_study.sh twenty-first-800 # twenty-first round: 800 images on the user ResNet-18
+#   bash benchmarks/d3_default_study.sh twenty-second-universal a|b # twenty-second round: the bound under a shared
+#                                                  # perturbation
+#   bash benchmarks/d3_default_study.sh twenty-second-more a|b # twenty-second round: radius 0.1 on more models
+#   bash benchmarks/d3_default_study.sh twenty-second-classifier # twenty-second round: classifier-only with it
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -1492,6 +1496,68 @@ PY
     # and the classifier-only distance at a second draw, and on the other check model
     user_models purify mobilenet-v3-small --images 3000 --seed 1 --params '{"layers": "auto"}' --label classifier-only
     user_models purify resnet18-adam --images 3000 --params '{"layers": "auto"}' --label classifier-only
+    ;;
+  twenty-second-universal)  # twenty-second round: the clean-loss bound also under one shared perturbation
+    # (`universal_radius`, a fraction of the pixels' range), with the default's all-layer distance (`u10`, `u20`) and
+    # with the distance on the final classifier only (`classifier-only-u10`); 3,000 images; `twenty-second-universal a`
+    # and `b` side by side (the order the round ran them)
+    if [ "${2:-a}" = a ]; then
+      user_models purify keras-cnn resnet18 mobilenet-v3-small --images 3000 --params '{"universal_radius": 0.1}' --label u10
+      user_models purify resnet18 --images 3000 --params '{"universal_radius": 0.2}' --label u20
+      user_models purify resnet18 --images 3000 --params '{"layers": "auto", "universal_radius": 0.1}' \
+        --label classifier-only-u10
+      study $RUNS/vgg-blended-s0 --final-only --seed 0 --out $RUNS/twenty-second-s0.jsonl \
+        --candidate 'u05=preset:default,epochs:null,universal_radius:0.05'
+      user_models purify keras-cnn resnet18 --images 3000 --params '{"universal_radius": 0.05}' --label u05
+      user_models purify resnet18 --seed 1 --images 3000 --params '{"universal_radius": 0.1}' --label u10
+    else
+      user_models purify mobilenet-v3-small --images 3000 --params '{"layers": "auto", "universal_radius": 0.1}' \
+        --label classifier-only-u10
+      study $RUNS/vgg-blended-s0 --final-only --seed 0 --out $RUNS/twenty-second-s0.jsonl \
+        --candidate 'u10=preset:default,epochs:null,universal_radius:0.1' \
+        --candidate 'u20=preset:default,epochs:null,universal_radius:0.2' \
+        --candidate 'classifier-only-u10=preset:default,epochs:null,layers:auto,universal_radius:0.1'
+      user_models purify keras-cnn --images 3000 --params '{"universal_radius": 0.2}' --label u20
+      user_models purify resnet18-adam --images 3000 --params '{"universal_radius": 0.1}' --label u10
+      user_models purify resnet18-adam --images 3000 --params '{"layers": "auto", "universal_radius": 0.1}' \
+        --label classifier-only-u10
+      user_models purify mobilenet-v3-small --seed 1 --images 3000 --params '{"layers": "auto", "universal_radius": 0.1}' \
+        --label classifier-only-u10
+      user_models purify mobilenet-v3-small --seed 1 --images 3000 --params '{"universal_radius": 0.1}' --label u10
+    fi
+    ;;
+  twenty-second-more)  # twenty-second round, after twenty-second-universal: radius 0.05 (`u05`) on the user ResNet-18 at
+    # a second draw (7.08 %, above its floor, where the default left 4.50: stopped there), then radius 0.1 (`u10`)
+    # beside the default on the user models (a) and on the study's models, retrained here (b); 3,000 images;
+    # `twenty-second-more a` and `b` side by side
+    if [ "${2:-a}" = a ]; then
+      user_models purify resnet18 --seed 1 --images 3000 --params '{"universal_radius": 0.05}' --label u05
+      user_models purify resnet18-adam --seed 1 --images 3000 --params '{"universal_radius": 0.1}' --label u10
+      for run in mnv3l-sig mnv2-badnets vgg-blended-s0; do  # their default: step twenty-first-size-median b
+        study $RUNS/$run --final-only --seed 0 --out $RUNS/twenty-second-s0.jsonl \
+          --candidate 'u10=preset:default,epochs:null,universal_radius:0.1'
+      done
+    else
+      attack cnn-blended-s1 blended --model small_cnn --width 16 --epochs 4 --batch-size 32 --no-augment --test-subset 2000 --seed 1
+      attack prn-wanet wanet --model preactresnet18 --width 0.125 --epochs 6 --batch-size 128 --train-subset 30000 --test-subset 2000 --seed 2
+      attack rn18-blended blended --model torchvision:resnet18 --epochs 3 --batch-size 128 --train-subset 20000 --test-subset 2000 --seed 6
+      attack vgg-a2a-badnets badnets --model small_vgg --width 16 --mode all2all --epochs 6 --batch-size 64 --train-subset 20000 --test-subset 2000 --seed 9 --no-augment
+      for run in cnn-blended-s1 prn-wanet rn18-blended vgg-a2a-badnets; do
+        study $RUNS/$run --final-only --seed 0 --out $RUNS/twenty-second-s0.jsonl \
+          --candidate 'default=preset:default,epochs:null' \
+          --candidate 'u10=preset:default,epochs:null,universal_radius:0.1'
+      done
+    fi
+    ;;
+  twenty-second-classifier)  # twenty-second round, last: the distance on the final classifier only with the shared
+    # perturbation (`classifier-only-u10`) on the study's models, and radius 0.1 with the issue's 800 images on the
+    # user ResNet-18 (seed 0), after twenty-second-more a (run after it, in the same process)
+    for run in mnv3l-sig mnv2-badnets cnn-blended-s1 prn-wanet rn18-blended vgg-a2a-badnets; do
+      study $RUNS/$run --final-only --seed 0 --out $RUNS/twenty-second-s0.jsonl \
+        --candidate 'classifier-only-u10=preset:default,epochs:null,layers:auto,universal_radius:0.1'
+    done
+    user_models purify resnet18 --images 800 --params '{"universal_radius": 0.1}' --label u10
+    user_models purify resnet18 --images 800 --params '{"layers": "auto", "universal_radius": 0.1}' --label classifier-only-u10
     ;;
   twenty-first-800)  # twenty-first round, last: the issue's 800 clean images on the user ResNet-18 (seed 0): the
     # default, `size-median` and `reference` at 12 epochs

@@ -308,6 +308,8 @@ def cmd_purify(args: argparse.Namespace) -> None:
             start = time.time()
             result = distox.purify(result.model, retain, verbose=False, **{"seed": args.seed + 1, **then})
             seconds += time.time() - start  # both purifications, not the evaluation between them
+        if "universal_error" in result.history[-1]:  # the last epoch's error under the shared perturbation
+            extra["universal_error"] = round(result.history[-1]["universal_error"], 4)
         if args.angles:
             from d3_probes import weight_angles  # the study's probe (benchmarks/ is the script's directory)
             extra["angles"] = weight_angles(suspect, result.model)

@@ -67,6 +67,7 @@ from .logit_scale import TEMPERATURE_LIMIT, fit_temperature, scale_classifier, s
 from .probe import layer_input
 from .registry import register
 from .self_distill import SuspectTargets, distillation_loss
+from .universal import UniversalPerturbation
 from .weight_average import WeightAverage, averaging_start
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ FALLBACK: dict[str, Any] = {
     "head_bias": "keep", "norm_rule": False, "min_steps": 0, "input_prune": False, "classifier_lr": None,
     "bn_recalibrate": False,
     "head_warmup": 0, "sam_rho": None, "logit_scale": False, "average": 0.0, "classifier_weight": 1.0,
+    "universal_radius": 0.0,
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
 LOOP_KEYS = ("epochs", "batch_size", "lr", "augment", "blend")
@@ -454,6 +456,12 @@ class D3(Defense):
             or the factor the final classifier's distance is multiplied by — with ``layers="all"``,
             a push on the classifier as strong as a small λ's while the other weights keep λ's
             (BENCHMARKS.md "Nineteenth round"; an option, off in every preset).
+        universal_radius: 0 (the paper) or r in (0, 1): the clean-loss bound also holds on every
+            batch under one perturbation δ shared by all images, ‖δ‖∞ ≤ r × the retain pixels'
+            range, moved one signed-gradient step up the perturbed batch's loss after each
+            optimiser step (:mod:`distox.defenses.universal`; each step trains on the batch and its
+            perturbed copy: twice the images per step; BENCHMARKS.md "Twenty-second round"; an
+            option, off in every preset). Not with ``distill``.
         auto: options of ``lmd="auto"`` / ``eps="auto"``, which choose them from the retain data
             (rules in :mod:`distox.defenses.d3_auto`).
         epochs, batch_size, lr, augment, blend, flip, seed: see :class:`Defense` (100, 256, 0.01,
@@ -480,7 +488,8 @@ class D3(Defense):
                  classifier_lr: float | None = None, bn_recalibrate: bool | None = None,
                  head_warmup: int | None = None, sam_rho: float | None = None,
                  logit_scale: bool | None = None, average: float | None = None,
-                 classifier_weight: float | None = None, **kwargs: Any) -> None:
+                 classifier_weight: float | None = None, universal_radius: float | None = None,
+                 **kwargs: Any) -> None:
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
         chosen = PRESETS[preset]
@@ -494,7 +503,8 @@ class D3(Defense):
                      layer_weighting=layer_weighting, distill=distill, distill_temperature=distill_temperature,
                      head_bias=head_bias, norm_rule=norm_rule, min_steps=min_steps, input_prune=input_prune,
                      classifier_lr=classifier_lr, bn_recalibrate=bn_recalibrate, head_warmup=head_warmup,
-                     sam_rho=sam_rho, logit_scale=logit_scale, average=average, classifier_weight=classifier_weight)
+                     sam_rho=sam_rho, logit_scale=logit_scale, average=average, classifier_weight=classifier_weight,
+                     universal_radius=universal_radius)
         #: the options the caller set (a model-derived rule never overrides them)
         self._explicit = frozenset(explicit | {k for k, val in given.items() if val is not None})
         v = {k: val if val is not None else chosen.get(k, FALLBACK[k]) for k, val in given.items()}
@@ -578,6 +588,13 @@ class D3(Defense):
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
             raise DefenseError(f"classifier_weight must be a number > 0 (1: every weight's distance counts once); got {w!r}")
         self.classifier_weight = float(w)
+        r = v["universal_radius"]
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= r < 1.0:
+            raise DefenseError(f"universal_radius must be a fraction of the pixels' range in [0, 1) (0: off); got {r!r}")
+        if r and self.distill:
+            raise DefenseError("universal_radius and distill cannot be combined (the suspect's outputs cover the "
+                               "retain images only, not their perturbed copies)")
+        self.universal_radius = float(r)
 
     def warm_up_classifier(self, model: nn.Module, retain: ImageSplit, example: torch.Tensor,
                            device: torch.device) -> None:
@@ -624,6 +641,8 @@ class D3(Defense):
             params.pop("average", None)
         if self.classifier_weight == 1.0:
             params.pop("classifier_weight", None)
+        if not self.universal_radius:
+            params.pop("universal_radius", None)
         return params
 
     def fit_adapted(self, adapted: D3, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
@@ -867,19 +886,30 @@ class D3(Defense):
         else:
             project = lambda m: project_to_norms(weights, norms, self.p)
 
+        # universal_radius: the bound also on the batch under the shared perturbation that raises its loss most
+        universal = (UniversalPerturbation(retain.x, self.universal_radius, device=device)
+                     if self.universal_radius else None)
+
         def objective(m: nn.Module, x: torch.Tensor, y: torch.Tensor, ascent: bool = False):
             soft = None
             if targets is not None:  # y: what targets.loop_y batched (image indices when cached)
                 y, soft = targets(x, y)
-            loss, stats = d3_loss(m(x), y, weights, init, lmd.value, self.eps, self.p, scales,
+            if universal is not None:
+                x, y = universal.batch_with_perturbed(x, y)
+            logits = m(x)
+            loss, stats = d3_loss(logits, y, weights, init, lmd.value, self.eps, self.p, scales,
                                   soft, self.distill, self.distill_temperature, fused, distance_grad=not ascent,
                                   metric=metric)
+            if universal is not None:  # the perturbed half's error rate: how far δ still gets
+                stats["universal_error"] = universal.error_rate(logits, y)
             if target is not None and (ascent or self.sam_rho is None):  # once a step
                 lmd.value = track_loss_lmd(lmd.value, stats["ce"], target, self.lmd_rate, self.lmd_range)
             return loss, stats
 
         def on_epoch_end(epoch: int, m: nn.Module) -> dict[str, float]:
             row = {"distance": total_distance(weights, init, self.p), "lmd": lmd.value}
+            if universal is not None:
+                row["universal"] = universal.size()
             if chooser is not None:
                 row.update(chooser(epoch, m, row["distance"]))
                 if self.lmd_control == "heldout":
@@ -894,7 +924,8 @@ class D3(Defense):
 
         # the weights' start (init, norms, warm start) is recomputed from the suspect model on a
         # resume; what the epochs changed (λ, the chooser's kept epochs) is in the checkpoint
-        extra = {"lmd": lmd, **({"chooser": chooser} if chooser is not None else {})}
+        extra = {"lmd": lmd, **({"chooser": chooser} if chooser is not None else {}),
+                 **({"universal": universal} if universal is not None else {})}
         recalibrate = self.bn_recalibrate is True
         if self.bn_recalibrate == "auto" and not self.freeze_bn:  # read before the run moves the statistics
             share = stale_share(model, self.epochs * math.ceil(len(retain) / self.batch_size))
@@ -911,6 +942,8 @@ class D3(Defense):
 
         def after_step(m: nn.Module) -> None:
             project(m)
+            if universal is not None:
+                universal.ascend()
             if averaged is not None:
                 averaged(m)
         state = train(model, retain.x, retain.y if targets is None else targets.loop_y, config, objective=objective,

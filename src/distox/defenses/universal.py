@@ -1,0 +1,89 @@
+"""A universal perturbation that D3's clean-loss bound must also hold under (an option, off in
+every preset; BENCHMARKS.md "Twenty-second round").
+
+A backdoor trigger is a perturbation shared by every image that sends them all to one class
+(BadNets' patch, Blended's overlay). D3 (Wei et al., ICCV 2025, Eq. "constrained form") bounds
+the retain loss E[ℓ(f(x), y)] ≤ ε; with ``universal_radius`` r > 0 the bound is asked of the
+retain images *and* of the same images under the shared perturbation δ that currently raises
+that loss most, ‖δ‖∞ ≤ r · (the retain pixels' range):
+
+    E[ℓ(f(x), y)] ≤ ε   and   E[ℓ(f(x + δ*), y)] ≤ ε,   δ* = argmax_δ E[ℓ(f(x + δ), y)].
+
+δ* is followed as in universal adversarial training (Shafahi et al., AAAI 2020): one δ for the
+whole run, one signed-gradient ascent step per optimiser step, taken from the same backward pass
+that trains the weights (no extra pass: the perturbed images join the batch). Nothing here knows a
+trigger, a target class or an attack: δ is fitted to the retain images and their labels only.
+Where a backdoor survives the distance, it is the easiest universal shortcut the model has left,
+which is what δ finds (BENCHMARKS.md "Thirteenth round": a universal perturbation fitted on the
+suspect reaches the target class first on 6 of 9 models).
+"""
+from __future__ import annotations
+
+import torch
+
+#: Each step moves δ by this fraction of its radius (20 steps cross the whole box).
+STEP_FRACTION = 0.1
+
+
+class UniversalPerturbation:
+    """One perturbation shared by every image, bounded in L∞ and kept inside the data's range.
+
+    Args:
+        reference: retain images (N, C, H, W) or any batch of them: sets δ's shape (one image's)
+            and the range [low, high] its pixels, and every perturbed image, stay in.
+        radius: the bound on ‖δ‖∞ as a fraction of high − low (> 0).
+        step_fraction: each ascent step's size as a fraction of the bound.
+        device: where δ lives (the reference's device if None).
+    """
+
+    def __init__(self, reference: torch.Tensor, radius: float, step_fraction: float = STEP_FRACTION,
+                 device: torch.device | str | None = None) -> None:
+        if not radius > 0:
+            raise ValueError(f"radius must be > 0; got {radius}")
+        self.low, self.high = float(reference.min()), float(reference.max())
+        self.bound = radius * (self.high - self.low)
+        self.step_size = step_fraction * self.bound
+        self.delta = torch.zeros((1, *reference.shape[1:]), dtype=reference.dtype,
+                                 device=reference.device if device is None else device)
+        self._live: torch.Tensor | None = None
+
+    def perturb(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + δ`` clipped to the data's range, differentiable in δ (for :meth:`ascend`)."""
+        live = self.delta.to(device=x.device, dtype=x.dtype).requires_grad_(True)
+        self._live = live
+        return (x + live).clamp(self.low, self.high)
+
+    def batch_with_perturbed(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch followed by its perturbed copy, and the labels twice."""
+        return torch.cat([x, self.perturb(x)]), torch.cat([y, y])
+
+    @torch.no_grad()
+    def ascend(self) -> bool:
+        """One signed step of δ up the gradient the last backward pass left on it (the
+        perturbed images' loss), projected back into the L∞ ball; False when there was none
+        (no backward through :meth:`perturb` since the last step, or a non-finite gradient)."""
+        live, self._live = self._live, None
+        if live is None or live.grad is None or not bool(torch.isfinite(live.grad).all()):
+            return False
+        step = self.step_size * live.grad.sign().to(self.delta.device, self.delta.dtype)
+        self.delta = (self.delta + step).clamp(-self.bound, self.bound)
+        return True
+
+    @staticmethod
+    @torch.no_grad()
+    def error_rate(logits: torch.Tensor, y: torch.Tensor) -> float:
+        """The share of the perturbed copies (the second half of a :meth:`batch_with_perturbed`
+        batch) the model gets wrong."""
+        half = len(y) // 2
+        return float((logits[half:].argmax(1) != y[half:]).float().mean())
+
+    def size(self) -> float:
+        """‖δ‖∞ as a fraction of the data's range (what the history records)."""
+        spread = self.high - self.low
+        return float(self.delta.abs().max()) / spread if spread else 0.0
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"delta": self.delta.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.delta = state["delta"].to(self.delta.device, self.delta.dtype).clone()
