@@ -111,3 +111,51 @@ def test_every_entry_point_defaults_to_the_one_tolerance():
     purify_cmd = typer.main.get_command(app).commands["purify"]
     opt = next(p for p in purify_cmd.params if "--tolerance" in getattr(p, "opts", []))
     assert opt.default == DEFAULT_TOLERANCE
+
+
+def test_backdoor_advice_names_what_cleared_the_default_s_resnets_and_skips_what_already_ran():
+    from distox.guidance import backdoor_advice
+
+    default = " ".join(backdoor_advice("d3", {"preset": "default", "lmd": 10.0}, 3000))
+    assert "preset='reference', epochs=12" in default and "layer_weighting='size-median'" in default
+    assert "universal_radius=0.1" in default and "more clean images (you gave 3000" in default
+    assert "more clean images" not in " ".join(backdoor_advice("d3", {"preset": "default"}, 5000))
+    used = " ".join(backdoor_advice("d3", {"preset": "default", "layer_weighting": "size-median",
+                                           "universal_radius": 0.1}, 5000))
+    assert "size-median'" not in used and "universal_radius" not in used and "preset='reference'" in used
+    reference = " ".join(backdoor_advice("d3", {"preset": "reference"}, 5000))
+    assert "preset='reference'" not in reference and "size-median" not in reference
+    assert "preset='default'" in " ".join(backdoor_advice("d3", {"preset": "paper"}, 5000))
+    assert "method 'd3'" in " ".join(backdoor_advice("ft-sam", {}, 3000))
+    assert backdoor_advice("nc", {}, 3000) == []
+
+
+def test_backdoor_warning_only_above_the_asr_tolerance():
+    from distox.guidance import DEFAULT_ASR_TOLERANCE, backdoor_warning
+
+    assert DEFAULT_ASR_TOLERANCE == 10.0
+    assert backdoor_warning(9.99, 10.0, "d3", {"preset": "default"}, 3000) is None
+    assert backdoor_warning(99.0, None, "d3", {"preset": "default"}, 3000) is None
+    text = backdoor_warning(21.48, 10.0, "d3", {"preset": "default"}, 3000)
+    assert text.startswith("the backdoor remains: 21.48% of the triggered test images") and "measured to help" in text
+    assert "no setting of nc" in backdoor_warning(50.0, 10.0, "nc", {}, 3000)
+
+
+def test_purify_api_warns_that_the_backdoor_remains_only_with_an_attack():
+    from distox.attacks import create
+    from distox.guidance import BackdoorWarning
+
+    b = make_bundle(n_train=40, n_test=40)
+    atk = create("badnets")
+    atk.check_data(b)
+    kw = dict(epochs=1, batch_size=16, verbose=False, label_check="off", eval_data=(b.test.x, b.test.y),
+              tolerance=None)
+    with pytest.warns(BackdoorWarning) as caught:
+        res = distox.purify(_tiny(), (b.train.x, b.train.y), attack=atk, asr_tolerance=-1, **kw)  # any ASR exceeds it
+    assert len([w for w in caught if w.category is BackdoorWarning]) == 1
+    assert res.backdoor_warning.startswith("the backdoor remains:") and res.warning is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BackdoorWarning)
+        quiet = distox.purify(_tiny(), (b.train.x, b.train.y), attack=atk, asr_tolerance=None, **kw)
+        unarmed = distox.purify(_tiny(), (b.train.x, b.train.y), asr_tolerance=-1, **kw)  # no attack: no ASR
+    assert quiet.backdoor_warning is None and unarmed.backdoor_warning is None

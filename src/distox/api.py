@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, Dataset
 from .data.core import DataError, ImageSplit
 from .defenses import registry as defense_registry
 from .defenses.base import DefenseError, Result, check_model, check_retain, ready_on
-from .guidance import DEFAULT_TOLERANCE, AccuracyWarning, accuracy_warning
+from .guidance import (DEFAULT_ASR_TOLERANCE, DEFAULT_TOLERANCE, AccuracyWarning, BackdoorWarning, accuracy_warning,
+                       backdoor_warning)
 from .label_check import check_labels, check_mode
 from .metrics import BackdoorTestSet, Evaluator, evaluate
 from .models.outputs import logits_view, unwrap
@@ -225,6 +226,7 @@ def purify(
     label_check: str = "warn",
     checkpoint: str | os.PathLike | None = None,
     tolerance: float | None = DEFAULT_TOLERANCE,
+    asr_tolerance: float | None = DEFAULT_ASR_TOLERANCE,
     **params: Any,
 ) -> Result:
     """Purify a suspect ``model`` with ``method`` (default D3 with its ``default`` preset).
@@ -258,6 +260,10 @@ def purify(
         tolerance: with ``eval_data``: when its accuracy falls by more than this many points,
             an :class:`~distox.guidance.AccuracyWarning` with the measured remedies for this
             method (:mod:`distox.guidance`) is issued and kept in ``Result.warning``; None: no check.
+        asr_tolerance: with ``eval_data`` and ``attack``: when more than this share (%) of the
+            triggered images still reach the target, a :class:`~distox.guidance.BackdoorWarning`
+            with the measured remedies is issued and kept in ``Result.backdoor_warning``; None: no
+            check (default 10: a model that never saw the trigger may send some there too).
         **params: the method's hyper-parameters (e.g. ``lmd=10, eps=0.1, layers="all-linear"``).
 
     Returns:
@@ -320,6 +326,11 @@ def purify(
                                           result.config, len(retain), what="eval_data accuracy")
         if result.warning:
             warnings.warn(result.warning, AccuracyWarning, stacklevel=2)
+        if backdoor is not None:
+            result.backdoor_warning = backdoor_warning(result.info["after"]["asr"], asr_tolerance, defense.name,
+                                                       result.config, len(retain))
+            if result.backdoor_warning:
+                warnings.warn(result.backdoor_warning, BackdoorWarning, stacklevel=2)
     if verbose:
         log.info("%s finished in %.1fs", method, result.seconds)
         if eval_data is None:

@@ -29,6 +29,17 @@ class AccuracyWarning(UserWarning):
     """The purified model's clean accuracy fell by more than the tolerance."""
 
 
+#: ASR (%) above which a purification given the attack warns that the backdoor remains. A model that never saw
+#: the trigger sends some triggered images to the target too, and a purification knows no clean model: the clean
+#: twins of twelve study and user models sent 0.13–9.69 % there, except a SAM-trained VGG's (28.56 %) and a
+#: MobileNetV3-Small's with a stripe trigger (19.72 %) (BENCHMARKS.md "Twenty-second round").
+DEFAULT_ASR_TOLERANCE = 10.0
+
+
+class BackdoorWarning(UserWarning):
+    """The purified model still sends more than the ASR tolerance of triggered images to the target."""
+
+
 def accuracy_advice(method: str, config: dict[str, Any], retain_size: int) -> list[str]:
     """Measured suggestions for ``method`` run with the resolved ``config`` on ``retain_size``
     clean images (empty when none was measured to help)."""
@@ -65,6 +76,52 @@ def accuracy_advice(method: str, config: dict[str, Any], retain_size: int) -> li
         tips.append("method 'd3' with its default preset (on 20 study cells: mean ACC change -1.25 against FT-SAM's "
                     "-2.42, worst -5.85 against -11.40, and 19 of 20 cells under the ASR bar against 8)")
     return tips
+
+
+def backdoor_advice(method: str, config: dict[str, Any], retain_size: int) -> list[str]:
+    """Measured suggestions for ``method`` (run with the resolved ``config`` on ``retain_size``
+    clean images) when the backdoor survived it; empty when none was measured to help. The D3
+    ones were measured where the default left it: torchvision ResNet-18s trained as users train them."""
+    tips: list[str] = []
+    if method == "d3":
+        preset = config.get("preset")
+        if retain_size < 4000:
+            tips.append(f"more clean images (you gave {retain_size}; a torchvision ResNet-18 whose backdoor the "
+                        "default left at 21 % with 3,000 images and 31-54 % with 800 was cleared with 4,000, "
+                        "\"Nineteenth round\")")
+        if preset != "reference":
+            tips.append("preset='reference', epochs=12, batch_size=32, augment=False (on user ResNet-18s: 4 of 5 cells "
+                        "cleared at 3,000 images at +0.3 to +2.2 ACC points, and 2.26 % with 800 images where the "
+                        "default left 13.91 %; it removed nothing on a MobileNetV3-Small, \"Twenty-first round\")")
+        if preset == "default" and config.get("layer_weighting", "sum") != "size-median":
+            tips.append("layer_weighting='size-median' (on user ResNet-18s: 4 of 4 cells cleared at 3,000 images, "
+                        "at -1.4 to -3.4 ACC points; it costs MobileNets about 2 points more, \"Twenty-first round\")")
+        if not config.get("universal_radius"):
+            tips.append("universal_radius=0.1 (on user ResNet-18s: 4 of 4 cells cleared at 3,000 images, at -2.1 to "
+                        "-4.3 ACC points; on other models it cost 1.7 points more than the default, "
+                        "\"Twenty-second round\")")
+        if preset == "paper":
+            tips.append("preset='default' (on 20 study cells 19 under the ASR bar against the paper preset's 11)")
+    elif method in ("ft", "ft-sam", "sau"):
+        tips.append("method 'd3' with its default preset (on the eight study models at seed 0 it left the backdoor "
+                    "under the ASR bar in 8, FT-SAM in 3, SAU in 2, \"SAU on the study models\"; plain FT in 3 of 8, "
+                    "\"Final\")")
+    return tips
+
+
+def backdoor_warning(asr_after: float, tolerance: float | None, method: str, config: dict[str, Any],
+                     retain_size: int) -> str | None:
+    """The warning text when the purified model's ASR is above ``tolerance`` % (None otherwise or
+    when ``tolerance`` is None)."""
+    if tolerance is None or not float(asr_after) > float(tolerance):
+        return None
+    head = (f"the backdoor remains: {float(asr_after):.2f}% of the triggered test images still go to the target, "
+            f"more than the ASR tolerance of {tolerance:g}% (a model that never saw the trigger may send some there "
+            "too; compare with a clean model's ASR when you have one)")
+    tips = backdoor_advice(method, config, retain_size)
+    if not tips:
+        return f"{head}; no setting of {method} was measured to remove more ({SOURCE})"
+    return f"{head}; measured to help ({SOURCE}): " + "; ".join(tips)
 
 
 def accuracy_warning(before_acc: float, after_acc: float, tolerance: float | None, method: str,

@@ -54,6 +54,7 @@ class Result:
     resumed_from_epoch: int = 0
     label_check: dict[str, Any] | None = None  # distox.purify's check of the clean labels
     warning: str | None = None  # distox.purify with eval_data: the accuracy cost, with measured advice
+    backdoor_warning: str | None = None  # distox.purify with eval_data and attack: the backdoor remains, with advice
 
     def summary(self) -> dict[str, Any]:
         """Last-epoch metrics plus method and time (JSON-serialisable)."""
