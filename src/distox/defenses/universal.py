@@ -49,7 +49,8 @@ class UniversalPerturbation:
 
     def perturb(self, x: torch.Tensor) -> torch.Tensor:
         """``x + δ`` clipped to the data's range, differentiable in δ (for :meth:`ascend`)."""
-        live = self.delta.to(device=x.device, dtype=x.dtype).requires_grad_(True)
+        # a fresh leaf each call: a step's gradient never adds to another pass's (SAM runs two)
+        live = self.delta.detach().to(device=x.device, dtype=x.dtype).requires_grad_(True)
         self._live = live
         return (x + live).clamp(self.low, self.high)
 
