@@ -159,3 +159,31 @@ def test_purify_api_warns_that_the_backdoor_remains_only_with_an_attack():
         quiet = distox.purify(_tiny(), (b.train.x, b.train.y), attack=atk, asr_tolerance=None, **kw)
         unarmed = distox.purify(_tiny(), (b.train.x, b.train.y), asr_tolerance=-1, **kw)  # no attack: no ASR
     assert quiet.backdoor_warning is None and unarmed.backdoor_warning is None
+
+
+def test_defend_judges_by_the_attacks_own_floor_when_the_run_has_a_clean_reference(tmp_path):
+    import json
+
+    from distox.experiment.defense_runner import asr_bar
+
+    assert asr_bar(tmp_path) == (10.0, False)  # no metrics.json: the guess
+    (tmp_path / "metrics.json").write_text(json.dumps({"acc": 90.0, "asr": 99.0}))
+    assert asr_bar(tmp_path) == (10.0, False)  # no clean reference trained
+    (tmp_path / "metrics.json").write_text(json.dumps({"acc": 90.0, "asr": 99.0, "clean_asr": 4.9}))
+    assert asr_bar(tmp_path) == (pytest.approx(6.9), True)
+    (tmp_path / "metrics.json").write_text(json.dumps({"acc": 90.0, "asr": 99.0, "clean_asr": 0.25}))
+    assert asr_bar(tmp_path) == (pytest.approx(2.25), True)  # the vgg-a2a-badnets study model's floor
+
+
+def test_defend_records_and_logs_the_backdoor_warning_once(finished, tmp_path, monkeypatch, caplog):  # noqa: F811
+    out = copy_run(finished, tmp_path)
+    monkeypatch.setattr(defense_runner, "asr_bar", lambda run_dir: (-1.0, True))  # any ASR is above it
+    with caplog.at_level(logging.WARNING, logger="distox"):
+        rec = run_defense(out, DefenseSpec("ft", ratio=0.25, epochs=1, seed=7), tmp_path / "d", device="cpu",
+                          progress=False, track_epochs=False)
+    assert rec["backdoor_warning"].startswith("the backdoor remains:") and "above the floor of -1.00%" in rec["backdoor_warning"]
+    assert sum("the backdoor remains" in r.getMessage() for r in caplog.records) == 1
+    monkeypatch.setattr(defense_runner, "asr_bar", lambda run_dir: (101.0, True))
+    rec2 = run_defense(out, DefenseSpec("ft", ratio=0.25, epochs=1, seed=8), tmp_path / "d2", device="cpu",
+                       progress=False, track_epochs=False)
+    assert rec2["backdoor_warning"] is None

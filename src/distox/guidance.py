@@ -110,14 +110,16 @@ def backdoor_advice(method: str, config: dict[str, Any], retain_size: int) -> li
 
 
 def backdoor_warning(asr_after: float, tolerance: float | None, method: str, config: dict[str, Any],
-                     retain_size: int) -> str | None:
+                     retain_size: int, floor: bool = False) -> str | None:
     """The warning text when the purified model's ASR is above ``tolerance`` % (None otherwise or
-    when ``tolerance`` is None)."""
+    when ``tolerance`` is None). ``floor``: ``tolerance`` is the attack's own floor, max(2, the clean
+    model's ASR + 2), not a guess (``distox defend`` on a run with a clean reference)."""
     if tolerance is None or not float(asr_after) > float(tolerance):
         return None
-    head = (f"the backdoor remains: {float(asr_after):.2f}% of the triggered test images still go to the target, "
-            f"more than the ASR tolerance of {tolerance:g}% (a model that never saw the trigger may send some there "
-            "too; compare with a clean model's ASR when you have one)")
+    bar = (f"above the floor of {tolerance:.2f}% (max(2, the clean model's ASR + 2))" if floor else
+           f"more than the ASR tolerance of {tolerance:g}% (a model that never saw the trigger may send some there "
+           "too; compare with a clean model's ASR when you have one)")
+    head = f"the backdoor remains: {float(asr_after):.2f}% of the triggered test images still go to the target, {bar}"
     tips = backdoor_advice(method, config, retain_size)
     if not tips:
         return f"{head}; no setting of {method} was measured to remove more ({SOURCE})"

@@ -15,21 +15,37 @@ from typing import Any
 import torch
 
 from .. import defenses as defense_registry
-from ..guidance import DEFAULT_TOLERANCE, accuracy_warning
+from ..guidance import DEFAULT_ASR_TOLERANCE, DEFAULT_TOLERANCE, accuracy_warning, backdoor_warning
 from ..metrics import Evaluator, der, evaluate, round_value
 from ..runs import FORMAT_VERSION, RunError, load_into, load_state, read_json, save_model, write_json
 from ..training import saved_identity
 from ..utils import resolve_device
 from .factories import build_defense, model_factory
 from .loading import load_run
-from .rundir import (ATTACK_RECORD, CHECKPOINT_FILE, DEFENSE_RECORD, HISTORY_FILE, MODEL_FILE, differing_keys,
-                     library_versions, read_record, round_metrics, tensor_digest, train_guarded,
+from .rundir import (ATTACK_RECORD, CHECKPOINT_FILE, DEFENSE_RECORD, HISTORY_FILE, METRICS_FILE, MODEL_FILE,
+                     differing_keys, library_versions, read_record, round_metrics, tensor_digest, train_guarded,
                      write_history)
 from .specs import DefenseSpec, jsonable
 
 log = logging.getLogger(__name__)
 #: ``distox defend`` warns when test accuracy falls by more than this many points.
 ACC_TOLERANCE = DEFAULT_TOLERANCE
+
+
+def asr_bar(run_dir: Path) -> tuple[float, bool]:
+    """The ASR (%) a defended model of ``run_dir`` should stay under, and whether it is the attack's
+    own floor: max(2, clean-model ASR + 2) when the attack run trained its clean reference
+    (``--clean-reference``; :func:`distox.bench.summary.asr_floor`, the rule ``distox report``
+    judges by), else :data:`distox.guidance.DEFAULT_ASR_TOLERANCE`."""
+    from ..bench.summary import asr_floor  # the bench package imports this module
+
+    try:
+        clean = read_json(Path(run_dir) / METRICS_FILE).get("clean_asr")
+    except (OSError, ValueError, RunError, AttributeError):
+        clean = None
+    if isinstance(clean, (int, float)) and not isinstance(clean, bool):
+        return asr_floor(clean), True
+    return DEFAULT_ASR_TOLERANCE, False
 
 
 def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, force: bool = False,
@@ -93,6 +109,10 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
                                what="test accuracy")
     if warning and warn:
         log.warning(warning)
+    bar, is_floor = asr_bar(run_dir)
+    remains = backdoor_warning(after["asr"], bar, method, result.config, len(idx), floor=is_floor)
+    if remains and warn:
+        log.warning(remains)
     record = {
         "format_version": FORMAT_VERSION,
         "kind": "defense",
@@ -109,6 +129,7 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
         "after": after,
         "der": round_value(der(before, after), percent=True),
         "warning": warning,
+        "backdoor_warning": remains,
         "seconds": round(seconds, 3),
         "epochs": len(result.history),
         "resumed_from_epoch": result.resumed_from_epoch,
