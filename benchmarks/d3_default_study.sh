@@ -181,6 +181,7 @@
 #                                                  # perturbation
 #   bash benchmarks/d3_default_study.sh twenty-second-more a|b # twenty-second round: radius 0.1 on more models
 #   bash benchmarks/d3_default_study.sh twenty-second-classifier # twenty-second round: classifier-only with it
+#   bash benchmarks/d3_default_study.sh twenty-second-seed1 a|b # twenty-second round: a second retain draw
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -1558,6 +1559,15 @@ PY
     done
     user_models purify resnet18 --images 800 --params '{"universal_radius": 0.1}' --label u10
     user_models purify resnet18 --images 800 --params '{"layers": "auto", "universal_radius": 0.1}' --label classifier-only-u10
+    ;;
+  twenty-second-seed1)  # twenty-second round, after the note: the default and radius 0.1 at a second retain draw on the
+    # four smaller study models; `twenty-second-seed1 a` and `b` side by side
+    if [ "${2:-a}" = a ]; then runs="cnn-blended-s1 prn-wanet"; else runs="vgg-blended-s0 vgg-a2a-badnets"; fi
+    for run in $runs; do
+      study $RUNS/$run --final-only --seed 1 --out $RUNS/twenty-second-s1.jsonl \
+        --candidate 'default=preset:default,epochs:null' \
+        --candidate 'u10=preset:default,epochs:null,universal_radius:0.1'
+    done
     ;;
   twenty-first-800)  # twenty-first round, last: the 800 clean images on the user ResNet-18 (seed 0): the
     # default, `size-median` and `reference` at 12 epochs
