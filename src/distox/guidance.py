@@ -78,6 +78,14 @@ def accuracy_advice(method: str, config: dict[str, Any], retain_size: int) -> li
     return tips
 
 
+def with_advice(head: str, tips: list[str], none: str) -> str:
+    """A warning's text: ``head``, then the measured ``tips`` with where they were measured, or
+    ``none`` (what to say when nothing was measured to help)."""
+    if not tips:
+        return f"{head}; {none} ({SOURCE})"
+    return f"{head}; measured to help ({SOURCE}): " + "; ".join(tips)
+
+
 def backdoor_advice(method: str, config: dict[str, Any], retain_size: int) -> list[str]:
     """Measured suggestions for ``method`` (run with the resolved ``config`` on ``retain_size``
     clean images) when the backdoor survived it; empty when none was measured to help. The D3
@@ -120,10 +128,8 @@ def backdoor_warning(asr_after: float, tolerance: float | None, method: str, con
            f"more than the ASR tolerance of {tolerance:g}% (a model that never saw the trigger may send some there "
            "too; compare with a clean model's ASR when you have one)")
     head = f"the backdoor remains: {float(asr_after):.2f}% of the triggered test images still go to the target, {bar}"
-    tips = backdoor_advice(method, config, retain_size)
-    if not tips:
-        return f"{head}; no setting of {method} was measured to remove more ({SOURCE})"
-    return f"{head}; measured to help ({SOURCE}): " + "; ".join(tips)
+    return with_advice(head, backdoor_advice(method, config, retain_size), f"no setting of {method} was measured to "
+                       "remove more")
 
 
 def accuracy_warning(before_acc: float, after_acc: float, tolerance: float | None, method: str,
@@ -135,7 +141,5 @@ def accuracy_warning(before_acc: float, after_acc: float, tolerance: float | Non
         return None
     head = (f"{what} fell by {drop:.2f} points ({before_acc:.2f}% -> {after_acc:.2f}%), "
             f"more than the tolerance of {tolerance:g}")
-    tips = accuracy_advice(method, config, retain_size)
-    if not tips:
-        return f"{head}; no setting of {method} was measured to reduce that cost ({SOURCE})"
-    return f"{head}; measured to help ({SOURCE}): " + "; ".join(tips)
+    return with_advice(head, accuracy_advice(method, config, retain_size), f"no setting of {method} was measured "
+                       "to reduce that cost")
