@@ -798,3 +798,25 @@ def test_report_has_a_cost_table_relative_to_ft(tmp_path):
     assert "| **Mean** | 10.0 | 25.0 | 25.0 |" in lines
     assert "| **× FT** | 1.00 | 2.50 | 2.50 |" in lines
     assert any(line.startswith("| **× FT (CPU s)** |") for line in lines)  # fake cells: ~0 CPU s
+
+
+def test_defense_cell_warns_by_its_attack_cells_floor(tmp_path):
+    """A bench attack cell scores the shared clean model in its own record, not in the run
+    directory's metrics.json; its defense cells still judge the backdoor by that floor."""
+    from distox.bench.summary import asr_floor
+
+    d = _e2e_config().model_dump(mode="json")
+    d["defenses"] = ["ft"]
+    d["attack_settings"]["clean_reference"] = True
+    grid, cache = prepare(parse_config(d), str(tmp_path / "bench"))
+    summary = execute(grid, cache, options=RunOptions(device="cpu", threads=1), progress=False)
+    assert summary.ok, summary
+    attack, defense = grid.attacks[0], grid.defenses[0]
+    assert "clean_asr" not in json.loads((cache.cell_dir(attack.key) / "metrics.json").read_text())
+    clean_asr = cache.load(attack.key)["result"]["clean_asr"]
+    rec = json.loads((cache.cell_dir(defense.key) / "defense.json").read_text())
+    assert rec["asr_bar"] == {"percent": round(asr_floor(clean_asr), 2), "source": "floor"}
+    if rec["after"]["asr"] > rec["asr_bar"]["percent"]:
+        assert f"above the floor of {asr_floor(clean_asr):.2f}%" in rec["backdoor_warning"]
+    else:
+        assert rec["backdoor_warning"] is None

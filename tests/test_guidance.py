@@ -173,17 +173,21 @@ def test_defend_judges_by_the_attacks_own_floor_when_the_run_has_a_clean_referen
     assert asr_bar(tmp_path) == (pytest.approx(6.9), True)
     (tmp_path / "metrics.json").write_text(json.dumps({"acc": 90.0, "asr": 99.0, "clean_asr": 0.25}))
     assert asr_bar(tmp_path) == (pytest.approx(2.25), True)  # the vgg-a2a-badnets study model's floor
+    # a clean ASR the caller knows (distox bench's shared clean cell) wins over the run directory's
+    assert asr_bar(tmp_path, 4.9) == (pytest.approx(6.9), True)
+    (tmp_path / "metrics.json").write_text(json.dumps({"acc": 90.0, "asr": 99.0}))
+    assert asr_bar(tmp_path, 0.0) == (pytest.approx(2.0), True)
 
 
 def test_defend_records_and_logs_the_backdoor_warning_once(finished, tmp_path, monkeypatch, caplog):  # noqa: F811
     out = copy_run(finished, tmp_path)
-    monkeypatch.setattr(defense_runner, "asr_bar", lambda run_dir: (-1.0, True))  # any ASR is above it
+    monkeypatch.setattr(defense_runner, "asr_bar", lambda run_dir, clean_asr=None: (-1.0, True))  # any ASR is above it
     with caplog.at_level(logging.WARNING, logger="distox"):
         rec = run_defense(out, DefenseSpec("ft", ratio=0.25, epochs=1, seed=7), tmp_path / "d", device="cpu",
                           progress=False, track_epochs=False)
     assert rec["backdoor_warning"].startswith("the backdoor remains:") and "above the floor of -1.00%" in rec["backdoor_warning"]
     assert sum("the backdoor remains" in r.getMessage() for r in caplog.records) == 1
-    monkeypatch.setattr(defense_runner, "asr_bar", lambda run_dir: (101.0, True))
+    monkeypatch.setattr(defense_runner, "asr_bar", lambda run_dir, clean_asr=None: (101.0, True))
     rec2 = run_defense(out, DefenseSpec("ft", ratio=0.25, epochs=1, seed=8), tmp_path / "d2", device="cpu",
                        progress=False, track_epochs=False)
     assert rec2["backdoor_warning"] is None

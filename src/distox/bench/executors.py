@@ -89,7 +89,8 @@ def compute_cell(cell: Cell, cells_root: Path, options: RunOptions) -> dict[str,
     rec = experiment.run_defense(cells_root / cell.config["attack"], spec, out, force=True,
                                  device=options.device, progress=options.progress,
                                  track_epochs=eval_every is not None, eval_every=eval_every or 1,
-                                 warn=False)  # recorded in defense.json; a grid prints no per-cell warnings
+                                 warn=False,  # recorded in defense.json; a grid prints no per-cell warnings
+                                 clean_asr=_clean_asr(cells_root, cell.config["attack"]))
     after = rec.get("after") or rec.get("metrics", {}).get("after") or rec
     result = _metrics(after)
     if rec.get("seconds") is not None:  # what the defense cost, also when an earlier interrupted grid run finished it
@@ -97,6 +98,14 @@ def compute_cell(cell: Cell, cells_root: Path, options: RunOptions) -> dict[str,
     if not {"acc", "asr"} <= set(result):
         raise BenchError(f"run_defense returned no after-defense ACC/ASR for cell {cell.key}")
     return result
+
+
+def _clean_asr(cells_root: Path, attack_key: str) -> float | None:
+    """The clean reference's ASR on an attack cell's triggers, from that cell's record (a shared
+    clean cell is scored there, not in the attack's run directory), or None."""
+    rec = Cache(cells_root.parent).load(attack_key)
+    value = (rec or {}).get("result", {}).get("clean_asr")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _attack_metrics(cell: Cell, cells_root: Path, options: RunOptions) -> dict[str, float]:

@@ -32,17 +32,21 @@ log = logging.getLogger(__name__)
 ACC_TOLERANCE = DEFAULT_TOLERANCE
 
 
-def asr_bar(run_dir: Path) -> tuple[float, bool]:
+def asr_bar(run_dir: Path, clean_asr: float | None = None) -> tuple[float, bool]:
     """The ASR (%) a defended model of ``run_dir`` should stay under, and whether it is the attack's
-    own floor: max(2, clean-model ASR + 2) when the attack run trained its clean reference
-    (``--clean-reference``; :func:`distox.bench.summary.asr_floor`, the rule ``distox report``
-    judges by), else :data:`distox.guidance.DEFAULT_ASR_TOLERANCE`."""
+    own floor: max(2, clean-model ASR + 2) when the clean model's ASR is known — ``clean_asr`` when
+    given (``distox bench`` scores a shared clean cell on the attack cell's triggers and keeps it in
+    the cell's record), else the attack run's own ``metrics.json`` when it trained its clean
+    reference (``--clean-reference``); :func:`distox.bench.summary.asr_floor`, the rule ``distox
+    report`` judges by — else :data:`distox.guidance.DEFAULT_ASR_TOLERANCE`."""
     from ..bench.summary import asr_floor  # the bench package imports this module
 
-    try:
-        clean = read_json(Path(run_dir) / METRICS_FILE).get("clean_asr")
-    except (OSError, ValueError, RunError, AttributeError):
-        clean = None
+    clean = clean_asr
+    if clean is None:
+        try:
+            clean = read_json(Path(run_dir) / METRICS_FILE).get("clean_asr")
+        except (OSError, ValueError, RunError, AttributeError):
+            clean = None
     if isinstance(clean, (int, float)) and not isinstance(clean, bool):
         return asr_floor(clean), True
     return DEFAULT_ASR_TOLERANCE, False
@@ -50,7 +54,7 @@ def asr_bar(run_dir: Path) -> tuple[float, bool]:
 
 def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, force: bool = False,
                 device: str | torch.device = "auto", progress: bool = True, track_epochs: bool = True,
-                eval_every: int = 1, warn: bool = True) -> dict[str, Any]:
+                eval_every: int = 1, warn: bool = True, clean_asr: float | None = None) -> dict[str, Any]:
     """Apply a defense to an attack run and score it (SPEC §2, §4).
 
     Args:
@@ -66,6 +70,9 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
         eval_every: with ``track_epochs``, evaluate every this many epochs and after the last (1).
         warn: log the accuracy warning (:mod:`distox.guidance`) when test accuracy fell by more
             than :data:`ACC_TOLERANCE` (True); it is in the record either way (bench cells: False).
+        clean_asr: the ASR (%) of the attack's clean reference model when the caller knows it and
+            the run directory may not (``distox bench``'s shared clean cells): the backdoor
+            warning then judges by the floor (:func:`asr_bar`).
 
     Returns:
         The ``defense.json`` record: before/after ACC/ASR/RA, DER, retain set, resolved
@@ -109,7 +116,7 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
                                what="test accuracy")
     if warning and warn:
         log.warning(warning)
-    bar, is_floor = asr_bar(run_dir)
+    bar, is_floor = asr_bar(run_dir, clean_asr)
     remains = backdoor_warning(after["asr"], bar, method, result.config, len(idx), floor=is_floor)
     if remains and warn:
         log.warning(remains)
@@ -130,6 +137,7 @@ def run_defense(run_dir: Path, spec: DefenseSpec, out: Path | None = None, *, fo
         "der": round_value(der(before, after), percent=True),
         "warning": warning,
         "backdoor_warning": remains,
+        "asr_bar": {"percent": round(bar, 2), "source": "floor" if is_floor else "default tolerance"},
         "seconds": round(seconds, 3),
         "epochs": len(result.history),
         "resumed_from_epoch": result.resumed_from_epoch,
