@@ -182,6 +182,8 @@
 #   bash benchmarks/d3_default_study.sh twenty-second-more a|b # twenty-second round: radius 0.1 on more models
 #   bash benchmarks/d3_default_study.sh twenty-second-classifier # twenty-second round: classifier-only with it
 #   bash benchmarks/d3_default_study.sh twenty-second-seed1 a|b # twenty-second round: a second retain draw
+#   bash benchmarks/d3_default_study.sh twenty-third-shared a|b # twenty-third round: the bound on shared adversarial
+#                                                  # copies of each batch (SAU's, per image)
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -1497,6 +1499,29 @@ PY
     # and the classifier-only distance at a second draw, and on the other check model
     user_models purify mobilenet-v3-small --images 3000 --seed 1 --params '{"layers": "auto"}' --label classifier-only
     user_models purify resnet18-adam --images 3000 --params '{"layers": "auto"}' --label classifier-only
+    ;;
+  twenty-third-shared)  # twenty-third round: the clean-loss bound also on each batch's shared adversarial copy (per
+    # image, a perturbation that fools the model and the frozen suspect into the same class; `shared_radius`, a fraction
+    # of the pixels' range: `s05`, `s10`); 3,000 images, seed 0 unless said; `twenty-third-shared a` and `b` side by side
+    # (the order the round ran them; the default and `u10` beside them are the twenty-first and twenty-second rounds')
+    if [ "${2:-a}" = a ]; then
+      study $RUNS/cnn-blended-s1 --final-only --seed 0 --out $RUNS/twenty-third-s0.jsonl \
+        --candidate 's10=preset:default,epochs:null,shared_radius:0.1' \
+        --candidate 's05=preset:default,epochs:null,shared_radius:0.05'
+      user_models purify resnet18 --images 3000 --params '{"shared_radius": 0.05}' --label s05
+      user_models purify resnet18 --seed 1 --images 3000 --params '{"shared_radius": 0.05}' --label s05
+      user_models purify resnet18-adam --images 3000 --params '{"shared_radius": 0.05}' --label s05
+    else
+      for run in vgg-blended-s0 prn-wanet vgg-a2a-badnets; do
+        study $RUNS/$run --final-only --seed 0 --out $RUNS/twenty-third-s0.jsonl \
+          --candidate 's05=preset:default,epochs:null,shared_radius:0.05'
+      done
+      user_models purify mobilenet-v3-small keras-cnn --images 3000 --params '{"shared_radius": 0.05}' --label s05
+      for run in rn18-blended mnv3l-sig mnv2-badnets; do
+        study $RUNS/$run --final-only --seed 0 --out $RUNS/twenty-third-s0.jsonl \
+          --candidate 's05=preset:default,epochs:null,shared_radius:0.05'
+      done
+    fi
     ;;
   twenty-second-universal)  # twenty-second round: the clean-loss bound also under one shared perturbation
     # (`universal_radius`, a fraction of the pixels' range), with the default's all-layer distance (`u10`, `u20`) and

@@ -198,6 +198,11 @@ def test_no_selection_rule_reads_evaluation_data_or_the_attack():
     shared_watched = distox.purify(_tiny(), bundle.train, epochs=2, batch_size=16, verbose=False, universal_radius=0.1,
                                    eval_data=scrambled, attack=attack)
     assert _digest(shared.model) == _digest(shared_watched.model) != _digest(default.model)
+    # so are the shared adversarial copies (shared_radius): the suspect and the retain images only
+    copies = distox.purify(_tiny(), bundle.train, epochs=2, batch_size=16, verbose=False, shared_radius=0.1)
+    copies_watched = distox.purify(_tiny(), bundle.train, epochs=2, batch_size=16, verbose=False, shared_radius=0.1,
+                                   eval_data=scrambled, attack=attack)
+    assert _digest(copies.model) == _digest(copies_watched.model) != _digest(default.model)
     # input pruning (a model that starts with a Linear) reads the retain set only
     torch.manual_seed(0)
     mlp = create_model("small_mlp", 4, 1, width=8, image_size=16)

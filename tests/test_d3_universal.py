@@ -1,12 +1,13 @@
-"""The twenty-second round of the default study (BENCHMARKS.md): D3's clean-loss bound also on the
-retain images under one shared perturbation (``universal_radius``, an option off in every preset)."""
+"""The twenty-second and twenty-third rounds of the default study (BENCHMARKS.md): D3's clean-loss
+bound also on the retain images under one shared perturbation (``universal_radius``) or under per-image
+perturbations shared with the suspect (``shared_radius``), options off in every preset."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from distox.defenses import D3, DefenseError
-from distox.defenses.universal import STEP_FRACTION, UniversalPerturbation
+from distox.defenses.universal import STEP_FRACTION, SharedAdversarialCopies, UniversalPerturbation
 
 from .conftest import make_bundle
 from .test_d3_eighteenth import FlatHead
@@ -39,13 +40,14 @@ def test_the_perturbation_is_one_image_kept_in_the_datas_range_and_climbs_the_lo
     assert UniversalPerturbation.error_rate(logits, torch.tensor([0, 1, 0, 1])) == 0.5  # the second half only
 
 
-def test_radius_zero_is_the_default_bit_for_bit_and_leaves_the_record_as_it_was():
+@pytest.mark.parametrize("option, recorded", [("universal_radius", "universal"), ("shared_radius", "shared_rate")])
+def test_radius_zero_is_the_default_bit_for_bit_and_leaves_the_record_as_it_was(option, recorded):
     retain = make_bundle(n_train=32).train
     common = dict(layers="all", init="near", epochs=2, batch_size=16, lr=0.01, blend=0.0, seed=0)
     plain = D3(**common)(FlatHead(), retain, device="cpu", progress=False)
-    off = D3(universal_radius=0.0, **common)(FlatHead(), retain, device="cpu", progress=False)
+    off = D3(**{option: 0.0}, **common)(FlatHead(), retain, device="cpu", progress=False)
     assert all(torch.equal(a, b) for a, b in zip(plain.model.state_dict().values(), off.model.state_dict().values()))
-    assert "universal_radius" not in off.config and "universal" not in off.history[-1]
+    assert option not in off.config and recorded not in off.history[-1]
 
 
 def test_every_preset_leaves_the_perturbation_off():
@@ -54,11 +56,15 @@ def test_every_preset_leaves_the_perturbation_off():
     assert D3().universal_radius == 0.0
 
 
-def test_a_radius_trains_on_each_batch_and_its_perturbed_copy_within_the_bound():
+def plain_and_with(epochs: int, **option: float):
+    """D3 on a tiny model without and with ``option``; the two results."""
     retain = make_bundle(n_train=32).train
-    common = dict(layers="all", init="near", epochs=3, batch_size=16, lr=0.01, blend=0.0, seed=0)
-    plain = D3(**common)(FlatHead(), retain, device="cpu", progress=False)
-    shared = D3(universal_radius=0.05, **common)(FlatHead(), retain, device="cpu", progress=False)
+    common = dict(layers="all", init="near", epochs=epochs, batch_size=16, lr=0.01, blend=0.0, seed=0)
+    return tuple(D3(**extra, **common)(FlatHead(), retain, device="cpu", progress=False) for extra in ({}, option))
+
+
+def test_a_radius_trains_on_each_batch_and_its_perturbed_copy_within_the_bound():
+    plain, shared = plain_and_with(3, universal_radius=0.05)
     assert shared.config["universal_radius"] == 0.05
     sizes = [row["universal"] for row in shared.history]
     assert 0 < sizes[0] <= sizes[-1] <= 0.05 + 1e-6  # δ grows from zero and stays in its box
@@ -76,3 +82,46 @@ def test_a_radius_outside_zero_to_one_is_refused(bad):
 def test_the_perturbation_and_self_distillation_are_not_combined():
     with pytest.raises(DefenseError, match="distill"):
         D3(universal_radius=0.1, distill=0.5)
+
+
+def test_shared_copies_stay_in_the_ball_and_the_datas_range_and_need_the_model():
+    torch.manual_seed(0)
+    x = torch.rand(16, 1, 6, 6) * 2 - 1
+    y = torch.arange(16) % 4
+    suspect = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 4))
+    copies = SharedAdversarialCopies(suspect, x, radius=0.1)
+    assert copies.bound == pytest.approx(0.1 * float(x.max() - x.min()))
+    with torch.no_grad():
+        suspect[1].weight.add_(1.0)  # the copy is frozen where the suspect was
+    assert not torch.equal(copies.suspect[1].weight, suspect[1].weight)
+    assert not any(p.requires_grad for p in copies.suspect.parameters())
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 4)).train()
+    xb, yb = copies.batch_with_perturbed(x, y, model)
+    assert torch.equal(xb[:16], x) and torch.equal(yb, torch.cat([y, y])) and model.training
+    delta = xb[16:] - x
+    assert float(delta.abs().max()) <= copies.bound + 1e-6 and float(delta.abs().max()) > 0
+    assert float(xb.min()) >= float(x.min()) - 1e-7 and float(xb.max()) <= float(x.max()) + 1e-7
+    assert 0.0 <= copies.size() <= 1.0 and not copies.ascend()
+    with pytest.raises(ValueError, match="model being purified"):
+        copies.batch_with_perturbed(x, y)
+
+
+def test_a_shared_radius_trains_on_the_copies_and_no_preset_sets_it():
+    plain, on = plain_and_with(2, shared_radius=0.1)
+    assert on.config["shared_radius"] == 0.1
+    assert all(0.0 <= row["shared_rate"] <= 1.0 and 0.0 <= row["shared_error"] <= 1.0 for row in on.history)
+    assert any(not torch.equal(a, b) for a, b in zip(plain.model.state_dict().values(), on.model.state_dict().values()))
+    from distox.defenses.d3 import PRESETS
+    assert all("shared_radius" not in preset for preset in PRESETS.values()) and D3().shared_radius == 0.0
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, True, "0.1"])
+def test_a_shared_radius_outside_zero_to_one_is_refused(bad):
+    with pytest.raises(DefenseError, match="shared_radius"):
+        D3(shared_radius=bad)
+
+
+@pytest.mark.parametrize("other", [{"distill": 0.5}, {"universal_radius": 0.1}])
+def test_shared_copies_are_not_combined_with_distillation_or_the_universal_perturbation(other):
+    with pytest.raises(DefenseError, match="shared_radius cannot be combined"):
+        D3(shared_radius=0.1, **other)

@@ -67,7 +67,7 @@ from .logit_scale import TEMPERATURE_LIMIT, fit_temperature, scale_classifier, s
 from .probe import layer_input
 from .registry import register
 from .self_distill import SuspectTargets, distillation_loss
-from .universal import UniversalPerturbation
+from .universal import SharedAdversarialCopies, UniversalPerturbation
 from .weight_average import WeightAverage, averaging_start
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ FALLBACK: dict[str, Any] = {
     "head_bias": "keep", "norm_rule": False, "min_steps": 0, "input_prune": False, "classifier_lr": None,
     "bn_recalibrate": False,
     "head_warmup": 0, "sam_rho": None, "logit_scale": False, "average": 0.0, "classifier_weight": 1.0,
-    "universal_radius": 0.0,
+    "universal_radius": 0.0, "shared_radius": 0.0,
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
 LOOP_KEYS = ("epochs", "batch_size", "lr", "augment", "blend")
@@ -462,6 +462,13 @@ class D3(Defense):
             optimiser step (:mod:`distox.defenses.universal`; each step trains on the batch and its
             perturbed copy: twice the images per step; BENCHMARKS.md "Twenty-second round"; an
             option, off in every preset). Not with ``distill``.
+        shared_radius: 0 (the paper) or r in (0, 1): the clean-loss bound also holds on every
+            batch's shared adversarial copy — per image a perturbation, ‖δ‖∞ ≤ r × the retain
+            pixels' range, that fools the model and the frozen suspect into the same class (SAU's
+            shared adversarial examples, two signed-gradient steps per batch;
+            :class:`~distox.defenses.universal.SharedAdversarialCopies`; BENCHMARKS.md
+            "Twenty-third round"; an option, off in every preset). Not with ``distill`` or
+            ``universal_radius``.
         auto: options of ``lmd="auto"`` / ``eps="auto"``, which choose them from the retain data
             (rules in :mod:`distox.defenses.d3_auto`).
         epochs, batch_size, lr, augment, blend, flip, seed: see :class:`Defense` (100, 256, 0.01,
@@ -489,6 +496,7 @@ class D3(Defense):
                  head_warmup: int | None = None, sam_rho: float | None = None,
                  logit_scale: bool | None = None, average: float | None = None,
                  classifier_weight: float | None = None, universal_radius: float | None = None,
+                 shared_radius: float | None = None,
                  **kwargs: Any) -> None:
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
@@ -504,7 +512,7 @@ class D3(Defense):
                      head_bias=head_bias, norm_rule=norm_rule, min_steps=min_steps, input_prune=input_prune,
                      classifier_lr=classifier_lr, bn_recalibrate=bn_recalibrate, head_warmup=head_warmup,
                      sam_rho=sam_rho, logit_scale=logit_scale, average=average, classifier_weight=classifier_weight,
-                     universal_radius=universal_radius)
+                     universal_radius=universal_radius, shared_radius=shared_radius)
         #: the options the caller set (a model-derived rule never overrides them)
         self._explicit = frozenset(explicit | {k for k, val in given.items() if val is not None})
         v = {k: val if val is not None else chosen.get(k, FALLBACK[k]) for k, val in given.items()}
@@ -595,6 +603,13 @@ class D3(Defense):
             raise DefenseError("universal_radius and distill cannot be combined (the suspect's outputs cover the "
                                "retain images only, not their perturbed copies)")
         self.universal_radius = float(r)
+        r = v["shared_radius"]
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= r < 1.0:
+            raise DefenseError(f"shared_radius must be a fraction of the pixels' range in [0, 1) (0: off); got {r!r}")
+        if r and (self.distill or self.universal_radius):
+            raise DefenseError("shared_radius cannot be combined with distill or universal_radius (each batch has "
+                               "one perturbed copy; the suspect's outputs cover the retain images only)")
+        self.shared_radius = float(r)
 
     def warm_up_classifier(self, model: nn.Module, retain: ImageSplit, example: torch.Tensor,
                            device: torch.device) -> None:
@@ -643,6 +658,8 @@ class D3(Defense):
             params.pop("classifier_weight", None)
         if not self.universal_radius:
             params.pop("universal_radius", None)
+        if not self.shared_radius:
+            params.pop("shared_radius", None)
         return params
 
     def fit_adapted(self, adapted: D3, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
@@ -826,6 +843,8 @@ class D3(Defense):
         # lmd_control="loss": the suspect model's own clean loss on the retain data is the bound
         target = auto_eps(model, retain, 0.0, device) if self.lmd_control == "loss" else None
         example = retain.x[:1].to(device)  # finds the forward order of the model's Linear layers
+        # shared_radius: a frozen copy of the suspect, taken before any weight moves
+        shared = SharedAdversarialCopies(model, retain.x, self.shared_radius) if self.shared_radius else None
         named = self.selected(model, example)
         # the suspect's own clean outputs, taken before any weight moves (distill > 0); scored per
         # batch when the loop changes the images, cached per image otherwise
@@ -886,30 +905,32 @@ class D3(Defense):
         else:
             project = lambda m: project_to_norms(weights, norms, self.p)
 
-        # universal_radius: the bound also on the batch under the shared perturbation that raises its loss most
+        # universal_radius: the bound also on the batch under the shared perturbation that raises its loss most;
+        # shared_radius: on its per-image perturbations that fool the model and the suspect alike
         universal = (UniversalPerturbation(retain.x, self.universal_radius, device=device)
                      if self.universal_radius else None)
+        copies = universal or shared
 
         def objective(m: nn.Module, x: torch.Tensor, y: torch.Tensor, ascent: bool = False):
             soft = None
             if targets is not None:  # y: what targets.loop_y batched (image indices when cached)
                 y, soft = targets(x, y)
-            if universal is not None:
-                x, y = universal.batch_with_perturbed(x, y)
+            if copies is not None:
+                x, y = copies.batch_with_perturbed(x, y, m)
             logits = m(x)
             loss, stats = d3_loss(logits, y, weights, init, lmd.value, self.eps, self.p, scales,
                                   soft, self.distill, self.distill_temperature, fused, distance_grad=not ascent,
                                   metric=metric)
-            if universal is not None:  # the perturbed half's error rate: how far δ still gets
-                stats["universal_error"] = universal.error_rate(logits, y)
+            if copies is not None:  # the perturbed half's error rate: how far δ still gets
+                stats["universal_error" if universal is not None else "shared_error"] = copies.error_rate(logits, y)
             if target is not None and (ascent or self.sam_rho is None):  # once a step
                 lmd.value = track_loss_lmd(lmd.value, stats["ce"], target, self.lmd_rate, self.lmd_range)
             return loss, stats
 
         def on_epoch_end(epoch: int, m: nn.Module) -> dict[str, float]:
             row = {"distance": total_distance(weights, init, self.p), "lmd": lmd.value}
-            if universal is not None:
-                row["universal"] = universal.size()
+            if copies is not None:
+                row["universal" if universal is not None else "shared_rate"] = copies.size()
             if chooser is not None:
                 row.update(chooser(epoch, m, row["distance"]))
                 if self.lmd_control == "heldout":

@@ -84,11 +84,13 @@ def init_perturbation(x: torch.Tensor, radius: float, init: str) -> torch.Tensor
     raise DefenseError(f"pgd_init must be one of {PGD_INITS}; got {init!r}")
 
 
-def project(delta: torch.Tensor, x: torch.Tensor, radius: float, clip: bool) -> torch.Tensor:
-    """Onto the L∞ ball of ``radius`` and, with ``clip``, so that x + δ stays in [0, 1]."""
+def project(delta: torch.Tensor, x: torch.Tensor, radius: float, clip: bool | tuple[float, float]) -> torch.Tensor:
+    """Onto the L∞ ball of ``radius`` and, with ``clip``, so that x + δ stays in [0, 1] (or in
+    ``clip``'s (low, high) when it is a pair: images in another range)."""
     delta = delta.clamp(-radius, radius)
-    if clip:
-        delta = (x + delta).clamp(0.0, 1.0) - x
+    if clip is not False:
+        low, high = (0.0, 1.0) if clip is True else clip
+        delta = (x + delta).clamp(low, high) - x
     return delta
 
 
@@ -123,7 +125,7 @@ def _shared_status(model: nn.Module, ref: nn.Module, x_adv: torch.Tensor, y: tor
 
 def shared_pgd(model: nn.Module, ref: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                radius: float = 0.2, step_size: float = 0.2, steps: int = 5, beta1: float = 0.01,
-               beta2: float = 1.0, init: str = "max", clip: bool = True) -> SharedAttack:
+               beta2: float = 1.0, init: str = "max", clip: bool | tuple[float, float] = True) -> SharedAttack:
     """Craft shared adversarial perturbations against ``model`` (f) and ``ref`` (f₀) jointly.
 
     Signed-gradient descent on J = β1·L_adv + β2·L_share (module docstring), projected onto
@@ -133,7 +135,8 @@ def shared_pgd(model: nn.Module, ref: nn.Module, x: torch.Tensor, y: torch.Tenso
     Args:
         model, ref: the current and the frozen original classifier (images in [0, 1]).
         x, y: images (N, C, H, W) and true labels (N,).
-        radius, step_size, steps, beta1, beta2, init, clip: see :class:`SAU`.
+        radius, step_size, steps, beta1, beta2, init, clip: see :class:`SAU` (``clip`` may also be
+            the images' (low, high) range).
     """
     with eval_mode(model, ref):
         x = x.detach()

@@ -1,5 +1,8 @@
-"""A universal perturbation that D3's clean-loss bound must also hold under (an option, off in
-every preset; BENCHMARKS.md "Twenty-second round").
+"""Perturbed copies of the retain batch that D3's clean-loss bound must also hold under (options,
+off in every preset): one perturbation shared by every image (:class:`UniversalPerturbation`,
+``universal_radius``; BENCHMARKS.md "Twenty-second round"), or per image the perturbation that
+fools the model being purified and the suspect alike (:class:`SharedAdversarialCopies`,
+``shared_radius``; "Twenty-third round").
 
 A backdoor trigger is a perturbation shared by every image that sends them all to one class
 (BadNets' patch, Blended's overlay). D3 (Wei et al., ICCV 2025, Eq. "constrained form") bounds
@@ -19,7 +22,12 @@ suspect reaches the target class first on 6 of 9 models).
 """
 from __future__ import annotations
 
+import copy
+
 import torch
+from torch import nn
+
+from .sau import shared_pgd
 
 #: Each step moves δ by this fraction of its radius (20 steps cross the whole box).
 STEP_FRACTION = 0.1
@@ -54,8 +62,10 @@ class UniversalPerturbation:
         self._live = live
         return (x + live).clamp(self.low, self.high)
 
-    def batch_with_perturbed(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch followed by its perturbed copy, and the labels twice."""
+    def batch_with_perturbed(self, x: torch.Tensor, y: torch.Tensor,
+                             model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch followed by its perturbed copy, and the labels twice (``model``: unused;
+        :class:`SharedAdversarialCopies` needs it)."""
         return torch.cat([x, self.perturb(x)]), torch.cat([y, y])
 
     @torch.no_grad()
@@ -88,3 +98,65 @@ class UniversalPerturbation:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.delta = state["delta"].to(self.delta.device, self.delta.dtype).clone()
+
+
+#: :class:`SharedAdversarialCopies`: signed-gradient steps per batch (SAU's reference takes 5; two
+#: keep the run within about twice plain fine-tuning's time per step) and each step's size as a
+#: fraction of the radius (from a uniform start, two half-radius steps reach the ball's faces).
+SHARED_STEPS = 2
+SHARED_STEP_FRACTION = 0.5
+
+
+class SharedAdversarialCopies:
+    """Per image, a perturbation that the model being purified and the frozen suspect both
+    misclassify, into the same class (SAU's shared adversarial examples, Wei et al., NeurIPS 2023,
+    crafted by :func:`distox.defenses.sau.shared_pgd`), asked to keep the true label.
+
+    SAU's argument: an adversarial example the backdoored model shares with the model being
+    purified is where a surviving backdoor acts, so training the model to label those images
+    correctly removes what is left of it; here they join D3's clean-loss bound as the second half
+    of each batch, E[ℓ(f(x), y)] ≤ ε and E[ℓ(f(x + δ_x), y)] ≤ ε (SAU's adversarial-training term,
+    in place of its shared-risk term). Nothing here knows a trigger or a target class.
+
+    Args:
+        suspect: the model before purification (copied, frozen, in eval mode).
+        reference: retain images (N, C, H, W): the range [low, high] every perturbed image stays in.
+        radius: ‖δ‖∞ as a fraction of high − low (> 0).
+        steps: signed-gradient steps per batch (:data:`SHARED_STEPS`).
+    """
+
+    def __init__(self, suspect: nn.Module, reference: torch.Tensor, radius: float, steps: int = SHARED_STEPS) -> None:
+        if not radius > 0:
+            raise ValueError(f"radius must be > 0; got {radius}")
+        self.suspect = copy.deepcopy(suspect).eval()
+        self.suspect.requires_grad_(False)
+        self.low, self.high = float(reference.min()), float(reference.max())
+        self.bound = radius * (self.high - self.low)
+        self.steps = int(steps)
+        self.shared_rate = 0.0
+
+    def batch_with_perturbed(self, x: torch.Tensor, y: torch.Tensor,
+                             model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch followed by its shared adversarial copy against ``model``, labels twice."""
+        if model is None:
+            raise ValueError("shared adversarial copies are crafted against the model being purified")
+        attack = shared_pgd(model, self.suspect, x, y, radius=self.bound, step_size=SHARED_STEP_FRACTION * self.bound,
+                            steps=self.steps, init="uniform", clip=(self.low, self.high))
+        self.shared_rate = float(attack.shared.float().mean())
+        return torch.cat([x, x.detach() + attack.delta]), torch.cat([y, y])
+
+    def ascend(self) -> bool:
+        """Nothing to carry between steps: each batch's perturbations are crafted afresh."""
+        return False
+
+    error_rate = staticmethod(UniversalPerturbation.error_rate)
+
+    def size(self) -> float:
+        """The last batch's share of shared adversarial examples (what the history records)."""
+        return self.shared_rate
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        pass
