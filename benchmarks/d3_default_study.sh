@@ -184,6 +184,7 @@
 #   bash benchmarks/d3_default_study.sh twenty-second-seed1 a|b # twenty-second round: a second retain draw
 #   bash benchmarks/d3_default_study.sh twenty-third-shared a|b # twenty-third round: the bound on shared adversarial
 #                                                  # copies of each batch (SAU's, per image)
+#   bash benchmarks/d3_default_study.sh twenty-third-more a|b # twenty-third round: a second draw, radius 0.03
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -1521,6 +1522,23 @@ PY
         study $RUNS/$run --final-only --seed 0 --out $RUNS/twenty-third-s0.jsonl \
           --candidate 's05=preset:default,epochs:null,shared_radius:0.05'
       done
+    fi
+    ;;
+  twenty-third-more)  # twenty-third round, after twenty-third-shared: radius 0.05 at a second draw (the Adam ResNet-18,
+    # whose default fails there, and the four smaller study models), then radius 0.03 (`s03`); `twenty-third-more a`
+    # and `b` side by side
+    if [ "${2:-a}" = a ]; then
+      user_models purify resnet18-adam --seed 1 --images 3000 --params '{"shared_radius": 0.05}' --label s05
+      for run in cnn-blended-s1 vgg-blended-s0 prn-wanet vgg-a2a-badnets; do  # their default: twenty-second-seed1
+        study $RUNS/$run --final-only --seed 1 --out $RUNS/twenty-third-s1.jsonl \
+          --candidate 's05=preset:default,epochs:null,shared_radius:0.05'
+      done
+    else
+      for run in vgg-blended-s0 vgg-a2a-badnets; do
+        study $RUNS/$run --final-only --seed 0 --out $RUNS/twenty-third-s0.jsonl \
+          --candidate 's03=preset:default,epochs:null,shared_radius:0.03'
+      done
+      user_models purify resnet18 --images 3000 --params '{"shared_radius": 0.03}' --label s03
     fi
     ;;
   twenty-second-universal)  # twenty-second round: the clean-loss bound also under one shared perturbation

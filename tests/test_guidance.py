@@ -119,10 +119,14 @@ def test_backdoor_advice_names_what_cleared_the_default_s_resnets_and_skips_what
     default = " ".join(backdoor_advice("d3", {"preset": "default", "lmd": 10.0}, 3000))
     assert "preset='reference', epochs=12" in default and "layer_weighting='size-median'" in default
     assert "universal_radius=0.1" in default and "more clean images (you gave 3000" in default
+    assert "shared_radius=0.05" in default and default.index("shared_radius") < default.index("universal_radius")
+    shared = " ".join(backdoor_advice("d3", {"preset": "default", "shared_radius": 0.05}, 3000))
+    assert "shared_radius" not in shared and "universal_radius" not in shared  # the two are not combined
     assert "more clean images" not in " ".join(backdoor_advice("d3", {"preset": "default"}, 5000))
     used = " ".join(backdoor_advice("d3", {"preset": "default", "layer_weighting": "size-median",
                                            "universal_radius": 0.1}, 5000))
     assert "size-median'" not in used and "universal_radius" not in used and "preset='reference'" in used
+    assert "shared_radius" not in used
     reference = " ".join(backdoor_advice("d3", {"preset": "reference"}, 5000))
     assert "preset='reference'" not in reference and "size-median" not in reference
     assert "preset='default'" in " ".join(backdoor_advice("d3", {"preset": "paper"}, 5000))
