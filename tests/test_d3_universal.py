@@ -125,3 +125,27 @@ def test_a_shared_radius_outside_zero_to_one_is_refused(bad):
 def test_shared_copies_are_not_combined_with_distillation_or_the_universal_perturbation(other):
     with pytest.raises(DefenseError, match="shared_radius cannot be combined"):
         D3(shared_radius=0.1, **other)
+
+
+def test_a_fraction_of_the_batch_gets_copies_and_the_error_rate_counts_only_them():
+    torch.manual_seed(0)
+    x, y = torch.rand(10, 1, 6, 6), torch.arange(10) % 4
+    suspect = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 4))
+    copies = SharedAdversarialCopies(suspect, x, radius=0.1, steps=1, fraction=0.25)
+    xb, yb = copies.batch_with_perturbed(x, y, torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 4)))
+    assert len(xb) == 13 and torch.equal(yb, torch.cat([y, y[:3]]))  # ⌈0.25 × 10⌉ = 3 copies, of the first three
+    assert float((xb[10:] - x[:3]).abs().max()) <= copies.bound + 1e-6
+    logits = torch.zeros(13, 4)
+    logits[10:, 0] = 1.0  # the copies all predicted class 0: right for image 0 only (labels 0, 1, 2)
+    assert copies.error_rate(logits, yb) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="fraction"):
+        SharedAdversarialCopies(suspect, x, radius=0.1, fraction=0.0)
+
+
+def test_shared_steps_and_fraction_are_recorded_only_when_set_and_checked():
+    assert "shared_steps" not in D3(shared_radius=0.05).get_params() and "shared_fraction" not in D3().get_params()
+    params = D3(shared_radius=0.05, shared_steps=1, shared_fraction=0.5).get_params()
+    assert params["shared_steps"] == 1 and params["shared_fraction"] == 0.5
+    for bad in ({"shared_steps": 0}, {"shared_steps": 1.5}, {"shared_fraction": 0.0}, {"shared_fraction": 1.5}):
+        with pytest.raises(DefenseError, match=next(iter(bad))):
+            D3(shared_radius=0.05, **bad)

@@ -114,7 +114,7 @@ FALLBACK: dict[str, Any] = {
     "head_bias": "keep", "norm_rule": False, "min_steps": 0, "input_prune": False, "classifier_lr": None,
     "bn_recalibrate": False,
     "head_warmup": 0, "sam_rho": None, "logit_scale": False, "average": 0.0, "classifier_weight": 1.0,
-    "universal_radius": 0.0, "shared_radius": 0.0,
+    "universal_radius": 0.0, "shared_radius": 0.0, "shared_steps": 2, "shared_fraction": 1.0,
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
 LOOP_KEYS = ("epochs", "batch_size", "lr", "augment", "blend")
@@ -469,6 +469,9 @@ class D3(Defense):
             :class:`~distox.defenses.universal.SharedAdversarialCopies`; BENCHMARKS.md
             "Twenty-third round"; an option, off in every preset). Not with ``distill`` or
             ``universal_radius``.
+        shared_steps, shared_fraction: with ``shared_radius``, the crafting's signed-gradient steps per
+            batch (2) and the share of each batch that gets a copy (1.0: all of it; a smaller share
+            crafts and trains fewer copies, for less time).
         auto: options of ``lmd="auto"`` / ``eps="auto"``, which choose them from the retain data
             (rules in :mod:`distox.defenses.d3_auto`).
         epochs, batch_size, lr, augment, blend, flip, seed: see :class:`Defense` (100, 256, 0.01,
@@ -496,7 +499,8 @@ class D3(Defense):
                  head_warmup: int | None = None, sam_rho: float | None = None,
                  logit_scale: bool | None = None, average: float | None = None,
                  classifier_weight: float | None = None, universal_radius: float | None = None,
-                 shared_radius: float | None = None,
+                 shared_radius: float | None = None, shared_steps: int | None = None,
+                 shared_fraction: float | None = None,
                  **kwargs: Any) -> None:
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
@@ -512,7 +516,8 @@ class D3(Defense):
                      head_bias=head_bias, norm_rule=norm_rule, min_steps=min_steps, input_prune=input_prune,
                      classifier_lr=classifier_lr, bn_recalibrate=bn_recalibrate, head_warmup=head_warmup,
                      sam_rho=sam_rho, logit_scale=logit_scale, average=average, classifier_weight=classifier_weight,
-                     universal_radius=universal_radius, shared_radius=shared_radius)
+                     universal_radius=universal_radius, shared_radius=shared_radius, shared_steps=shared_steps,
+                     shared_fraction=shared_fraction)
         #: the options the caller set (a model-derived rule never overrides them)
         self._explicit = frozenset(explicit | {k for k, val in given.items() if val is not None})
         v = {k: val if val is not None else chosen.get(k, FALLBACK[k]) for k, val in given.items()}
@@ -610,6 +615,12 @@ class D3(Defense):
             raise DefenseError("shared_radius cannot be combined with distill or universal_radius (each batch has "
                                "one perturbed copy; the suspect's outputs cover the retain images only)")
         self.shared_radius = float(r)
+        steps, fraction = v["shared_steps"], v["shared_fraction"]
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise DefenseError(f"shared_steps must be an integer >= 1; got {steps!r}")
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction <= 1.0:
+            raise DefenseError(f"shared_fraction must be in (0, 1]; got {fraction!r}")
+        self.shared_steps, self.shared_fraction = steps, float(fraction)
 
     def warm_up_classifier(self, model: nn.Module, retain: ImageSplit, example: torch.Tensor,
                            device: torch.device) -> None:
@@ -660,6 +671,10 @@ class D3(Defense):
             params.pop("universal_radius", None)
         if not self.shared_radius:
             params.pop("shared_radius", None)
+        if not self.shared_radius or self.shared_steps == FALLBACK["shared_steps"]:
+            params.pop("shared_steps", None)
+        if not self.shared_radius or self.shared_fraction == FALLBACK["shared_fraction"]:
+            params.pop("shared_fraction", None)
         return params
 
     def fit_adapted(self, adapted: D3, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
@@ -844,7 +859,8 @@ class D3(Defense):
         target = auto_eps(model, retain, 0.0, device) if self.lmd_control == "loss" else None
         example = retain.x[:1].to(device)  # finds the forward order of the model's Linear layers
         # shared_radius: a frozen copy of the suspect, taken before any weight moves
-        shared = SharedAdversarialCopies(model, retain.x, self.shared_radius) if self.shared_radius else None
+        shared = (SharedAdversarialCopies(model, retain.x, self.shared_radius, self.shared_steps, self.shared_fraction)
+                  if self.shared_radius else None)
         named = self.selected(model, example)
         # the suspect's own clean outputs, taken before any weight moves (distill > 0); scored per
         # batch when the loop changes the images, cached per image otherwise

@@ -23,6 +23,7 @@ suspect reaches the target class first on 6 of 9 models).
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -123,9 +124,12 @@ class SharedAdversarialCopies:
         reference: retain images (N, C, H, W): the range [low, high] every perturbed image stays in.
         radius: ‖δ‖∞ as a fraction of high − low (> 0).
         steps: signed-gradient steps per batch (:data:`SHARED_STEPS`).
+        fraction: the share of each batch that gets a copy, its first ⌈fraction × size⌉ images
+            (the loop shuffles the batches; 1: every image).
     """
 
-    def __init__(self, suspect: nn.Module, reference: torch.Tensor, radius: float, steps: int = SHARED_STEPS) -> None:
+    def __init__(self, suspect: nn.Module, reference: torch.Tensor, radius: float, steps: int = SHARED_STEPS,
+                 fraction: float = 1.0) -> None:
         if not radius > 0:
             raise ValueError(f"radius must be > 0; got {radius}")
         self.suspect = copy.deepcopy(suspect).eval()
@@ -133,23 +137,34 @@ class SharedAdversarialCopies:
         self.low, self.high = float(reference.min()), float(reference.max())
         self.bound = radius * (self.high - self.low)
         self.steps = int(steps)
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1]; got {fraction}")
+        self.fraction = float(fraction)
+        self._copies = 0
         self.shared_rate = 0.0
 
     def batch_with_perturbed(self, x: torch.Tensor, y: torch.Tensor,
                              model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch followed by its shared adversarial copy against ``model``, labels twice."""
+        """The batch followed by the shared adversarial copies of its first ⌈fraction × size⌉ images
+        against ``model``, and their labels."""
         if model is None:
             raise ValueError("shared adversarial copies are crafted against the model being purified")
-        attack = shared_pgd(model, self.suspect, x, y, radius=self.bound, step_size=SHARED_STEP_FRACTION * self.bound,
+        k = math.ceil(self.fraction * len(x))
+        xs, ys = x[:k].detach(), y[:k]
+        attack = shared_pgd(model, self.suspect, xs, ys, radius=self.bound, step_size=SHARED_STEP_FRACTION * self.bound,
                             steps=self.steps, init="uniform", clip=(self.low, self.high))
-        self.shared_rate = float(attack.shared.float().mean())
-        return torch.cat([x, x.detach() + attack.delta]), torch.cat([y, y])
+        self.shared_rate, self._copies = float(attack.shared.float().mean()), k
+        return torch.cat([x, xs + attack.delta]), torch.cat([y, ys])
 
     def ascend(self) -> bool:
         """Nothing to carry between steps: each batch's perturbations are crafted afresh."""
         return False
 
-    error_rate = staticmethod(UniversalPerturbation.error_rate)
+    @torch.no_grad()
+    def error_rate(self, logits: torch.Tensor, y: torch.Tensor) -> float:
+        """The share of the last batch's copies (the rows after its plain images) the model gets wrong."""
+        k = self._copies
+        return float((logits[-k:].argmax(1) != y[-k:]).float().mean()) if k else 0.0
 
     def size(self) -> float:
         """The last batch's share of shared adversarial examples (what the history records)."""
