@@ -185,6 +185,7 @@
 #   bash benchmarks/d3_default_study.sh twenty-third-shared a|b # twenty-third round: the bound on shared adversarial
 #                                                  # copies of each batch (SAU's, per image)
 #   bash benchmarks/d3_default_study.sh twenty-third-more a|b # twenty-third round: a second draw, radius 0.03
+#   bash benchmarks/d3_default_study.sh twenty-third-lite a|b # twenty-third round: cheaper copies
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -1539,6 +1540,21 @@ PY
           --candidate 's03=preset:default,epochs:null,shared_radius:0.03'
       done
       user_models purify resnet18 --images 3000 --params '{"shared_radius": 0.03}' --label s03
+    fi
+    ;;
+  twenty-third-lite)  # twenty-third round, last: cheaper copies — one crafting step, copies for a quarter of each
+    # batch (`s05-lite`) — on the three cells the default misses and three smaller study models; `twenty-third-lite a`
+    # and `b` side by side
+    if [ "${2:-a}" = a ]; then
+      user_models purify resnet18 --images 3000 --label s05-lite \
+        --params '{"shared_radius": 0.05, "shared_steps": 1, "shared_fraction": 0.25}'
+      user_models purify resnet18-adam --seed 1 --images 3000 --label s05-lite \
+        --params '{"shared_radius": 0.05, "shared_steps": 1, "shared_fraction": 0.25}'
+    else
+      for run in mnv3l-sig vgg-blended-s0 vgg-a2a-badnets cnn-blended-s1; do
+        study $RUNS/$run --final-only --seed 0 --out $RUNS/twenty-third-s0.jsonl \
+          --candidate 's05-lite=preset:default,epochs:null,shared_radius:0.05,shared_steps:1,shared_fraction:0.25'
+      done
     fi
     ;;
   twenty-second-universal)  # twenty-second round: the clean-loss bound also under one shared perturbation
