@@ -937,7 +937,7 @@ class D3(Defense):
             loss, stats = d3_loss(logits, y, weights, init, lmd.value, self.eps, self.p, scales,
                                   soft, self.distill, self.distill_temperature, fused, distance_grad=not ascent,
                                   metric=metric)
-            if copies is not None:  # the perturbed half's error rate: how far δ still gets
+            if copies is not None:  # the perturbed copies' error rate: how far δ (or the shared copies) still get
                 stats["universal_error" if universal is not None else "shared_error"] = copies.error_rate(logits, y)
             if target is not None and (ascent or self.sam_rho is None):  # once a step
                 lmd.value = track_loss_lmd(lmd.value, stats["ce"], target, self.lmd_rate, self.lmd_range)

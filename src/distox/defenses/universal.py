@@ -101,9 +101,10 @@ class UniversalPerturbation:
         self.delta = state["delta"].to(self.delta.device, self.delta.dtype).clone()
 
 
-#: :class:`SharedAdversarialCopies`: signed-gradient steps per batch (SAU's reference takes 5; two
-#: keep the run within about twice plain fine-tuning's time per step) and each step's size as a
-#: fraction of the radius (from a uniform start, two half-radius steps reach the ball's faces).
+#: :class:`SharedAdversarialCopies`: signed-gradient steps per batch (SAU's reference takes 5; with two,
+#: D3 takes about 6 × plain fine-tuning's time per epoch on small models, BENCHMARKS.md "Twenty-third
+#: round") and each step's size as a fraction of the radius (from a uniform start, two half-radius steps
+#: reach the ball's faces).
 SHARED_STEPS = 2
 SHARED_STEP_FRACTION = 0.5
 
@@ -115,8 +116,8 @@ class SharedAdversarialCopies:
 
     SAU's argument: an adversarial example the backdoored model shares with the model being
     purified is where a surviving backdoor acts, so training the model to label those images
-    correctly removes what is left of it; here they join D3's clean-loss bound as the second half
-    of each batch, E[ℓ(f(x), y)] ≤ ε and E[ℓ(f(x + δ_x), y)] ≤ ε (SAU's adversarial-training term,
+    correctly removes what is left of it; here they join D3's clean-loss bound after the batch's
+    own images, E[ℓ(f(x), y)] ≤ ε and E[ℓ(f(x + δ_x), y)] ≤ ε (SAU's adversarial-training term,
     in place of its shared-risk term). Nothing here knows a trigger or a target class.
 
     Args:
@@ -156,10 +157,6 @@ class SharedAdversarialCopies:
         self.shared_rate, self._copies = float(attack.shared.float().mean()), k
         return torch.cat([x, xs + attack.delta]), torch.cat([y, ys])
 
-    def ascend(self) -> bool:
-        """Nothing to carry between steps: each batch's perturbations are crafted afresh."""
-        return False
-
     @torch.no_grad()
     def error_rate(self, logits: torch.Tensor, y: torch.Tensor) -> float:
         """The share of the last batch's copies (the rows after its plain images) the model gets wrong."""
@@ -169,9 +166,3 @@ class SharedAdversarialCopies:
     def size(self) -> float:
         """The last batch's share of shared adversarial examples (what the history records)."""
         return self.shared_rate
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        pass
