@@ -1550,8 +1550,10 @@ PY
         --params '{"shared_radius": 0.05, "shared_steps": 1, "shared_fraction": 0.25}'
       user_models purify resnet18-adam --seed 1 --images 3000 --label s05-lite \
         --params '{"shared_radius": 0.05, "shared_steps": 1, "shared_fraction": 0.25}'
+      user_models purify mobilenet-v3-small keras-cnn --images 3000 --label s05-lite \
+        --params '{"shared_radius": 0.05, "shared_steps": 1, "shared_fraction": 0.25}'
     else
-      for run in mnv3l-sig vgg-blended-s0 vgg-a2a-badnets cnn-blended-s1; do
+      for run in mnv3l-sig vgg-blended-s0 vgg-a2a-badnets cnn-blended-s1 prn-wanet mnv2-badnets; do
         study $RUNS/$run --final-only --seed 0 --out $RUNS/twenty-third-s0.jsonl \
           --candidate 's05-lite=preset:default,epochs:null,shared_radius:0.05,shared_steps:1,shared_fraction:0.25'
       done
