@@ -1541,6 +1541,9 @@ PY
       done
       user_models purify resnet18 --images 3000 --params '{"shared_radius": 0.03}' --label s03
     fi
+    # last, the MobileNetV3-Large SIG at a second draw, the default and radius 0.05 side by side
+    study $RUNS/mnv3l-sig --final-only --seed 1 --out $RUNS/twenty-third-s1.jsonl \
+      --candidate "$([ "${2:-a}" = a ] && echo 's05=preset:default,epochs:null,shared_radius:0.05' || echo 'default=preset:default,epochs:null')"
     ;;
   twenty-third-lite)  # twenty-third round, last: cheaper copies — one crafting step, copies for a quarter of each
     # batch (`s05-lite`) — on the three cells the default misses and three smaller study models; `twenty-third-lite a`

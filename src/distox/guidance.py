@@ -106,8 +106,8 @@ def backdoor_advice(method: str, config: dict[str, Any], retain_size: int) -> li
                         "at -1.4 to -3.4 ACC points; it costs MobileNets about 2 points more, \"Twenty-first round\")")
         if preset == "default" and not config.get("shared_radius") and not config.get("universal_radius"):
             tips.append("shared_radius=0.05 (the clean-loss bound also on SAU's shared adversarial copies: it cleared "
-                        "the three cells where the default left a backdoor — two user ResNet-18s and a MobileNetV3-Large "
-                        "— at -0.5 to +0.2 ACC points against the default; elsewhere it cost up to 1.9 points more "
+                        "the four cells where the default left a backdoor — two user ResNet-18s and a MobileNetV3-Large "
+                        "at two draws — at -0.9 to +0.2 ACC points against the default; elsewhere it cost up to 1.9 points more "
                         "and it takes 2.5-8 times as long; with shared_steps=1, shared_fraction=0.25 about 2.3 times, "
                         "clearing the two ResNet-18 cells but not the MobileNetV3-Large, \"Twenty-third round\")")
         if not config.get("universal_radius") and not config.get("shared_radius"):
