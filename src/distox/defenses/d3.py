@@ -601,16 +601,16 @@ class D3(Defense):
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
             raise DefenseError(f"classifier_weight must be a number > 0 (1: every weight's distance counts once); got {w!r}")
         self.classifier_weight = float(w)
+        for key in ("universal_radius", "shared_radius"):
+            r = v[key]
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= r < 1.0:
+                raise DefenseError(f"{key} must be a fraction of the pixels' range in [0, 1) (0: off); got {r!r}")
         r = v["universal_radius"]
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= r < 1.0:
-            raise DefenseError(f"universal_radius must be a fraction of the pixels' range in [0, 1) (0: off); got {r!r}")
         if r and self.distill:
             raise DefenseError("universal_radius and distill cannot be combined (the suspect's outputs cover the "
                                "retain images only, not their perturbed copies)")
         self.universal_radius = float(r)
         r = v["shared_radius"]
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= r < 1.0:
-            raise DefenseError(f"shared_radius must be a fraction of the pixels' range in [0, 1) (0: off); got {r!r}")
         if r and (self.distill or self.universal_radius):
             raise DefenseError("shared_radius cannot be combined with distill or universal_radius (each batch has "
                                "one perturbed copy; the suspect's outputs cover the retain images only)")
@@ -938,7 +938,7 @@ class D3(Defense):
                                   soft, self.distill, self.distill_temperature, fused, distance_grad=not ascent,
                                   metric=metric)
             if copies is not None:  # the perturbed copies' error rate: how far δ (or the shared copies) still get
-                stats["universal_error" if universal is not None else "shared_error"] = copies.error_rate(logits, y)
+                stats[copies.ERROR_KEY] = copies.error_rate(logits, y)
             if target is not None and (ascent or self.sam_rho is None):  # once a step
                 lmd.value = track_loss_lmd(lmd.value, stats["ce"], target, self.lmd_rate, self.lmd_range)
             return loss, stats
@@ -946,7 +946,7 @@ class D3(Defense):
         def on_epoch_end(epoch: int, m: nn.Module) -> dict[str, float]:
             row = {"distance": total_distance(weights, init, self.p), "lmd": lmd.value}
             if copies is not None:
-                row["universal" if universal is not None else "shared_rate"] = copies.size()
+                row[copies.SIZE_KEY] = copies.size()
             if chooser is not None:
                 row.update(chooser(epoch, m, row["distance"]))
                 if self.lmd_control == "heldout":

@@ -34,8 +34,19 @@ from .sau import shared_pgd
 STEP_FRACTION = 0.1
 
 
+@torch.no_grad()
+def copies_error_rate(logits: torch.Tensor, y: torch.Tensor, copies: int) -> float:
+    """The share of a batch's last ``copies`` rows (the perturbed copies that follow its own
+    images) the model gets wrong; 0 when there are none."""
+    if not copies:
+        return 0.0
+    return float((logits[-copies:].argmax(1) != y[-copies:]).float().mean())
+
+
 class UniversalPerturbation:
     """One perturbation shared by every image, bounded in L∞ and kept inside the data's range.
+
+    ``SIZE_KEY`` and ``ERROR_KEY`` name what D3's history records of it (:meth:`size`, :meth:`error_rate`).
 
     Args:
         reference: retain images (N, C, H, W) or any batch of them: sets δ's shape (one image's)
@@ -44,6 +55,8 @@ class UniversalPerturbation:
         step_fraction: each ascent step's size as a fraction of the bound.
         device: where δ lives (the reference's device if None).
     """
+
+    SIZE_KEY, ERROR_KEY = "universal", "universal_error"
 
     def __init__(self, reference: torch.Tensor, radius: float, step_fraction: float = STEP_FRACTION,
                  device: torch.device | str | None = None) -> None:
@@ -82,12 +95,10 @@ class UniversalPerturbation:
         return True
 
     @staticmethod
-    @torch.no_grad()
     def error_rate(logits: torch.Tensor, y: torch.Tensor) -> float:
         """The share of the perturbed copies (the second half of a :meth:`batch_with_perturbed`
         batch) the model gets wrong."""
-        half = len(y) // 2
-        return float((logits[half:].argmax(1) != y[half:]).float().mean())
+        return copies_error_rate(logits, y, len(y) - len(y) // 2)
 
     def size(self) -> float:
         """‖δ‖∞ as a fraction of the data's range (what the history records)."""
@@ -129,12 +140,13 @@ class SharedAdversarialCopies:
             (the loop shuffles the batches; 1: every image).
     """
 
+    SIZE_KEY, ERROR_KEY = "shared_rate", "shared_error"
+
     def __init__(self, suspect: nn.Module, reference: torch.Tensor, radius: float, steps: int = SHARED_STEPS,
                  fraction: float = 1.0) -> None:
         if not radius > 0:
             raise ValueError(f"radius must be > 0; got {radius}")
-        self.suspect = copy.deepcopy(suspect).eval()
-        self.suspect.requires_grad_(False)
+        self.suspect = copy.deepcopy(suspect).eval().requires_grad_(False)
         self.low, self.high = float(reference.min()), float(reference.max())
         self.bound = radius * (self.high - self.low)
         self.steps = int(steps)
@@ -157,11 +169,9 @@ class SharedAdversarialCopies:
         self.shared_rate, self._copies = float(attack.shared.float().mean()), k
         return torch.cat([x, xs + attack.delta]), torch.cat([y, ys])
 
-    @torch.no_grad()
     def error_rate(self, logits: torch.Tensor, y: torch.Tensor) -> float:
         """The share of the last batch's copies (the rows after its plain images) the model gets wrong."""
-        k = self._copies
-        return float((logits[-k:].argmax(1) != y[-k:]).float().mean()) if k else 0.0
+        return copies_error_rate(logits, y, self._copies)
 
     def size(self) -> float:
         """The last batch's share of shared adversarial examples (what the history records)."""
