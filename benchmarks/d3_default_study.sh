@@ -186,6 +186,11 @@
 #                                                  # copies of each batch (SAU's, per image)
 #   bash benchmarks/d3_default_study.sh twenty-third-more a|b # twenty-third round: a second draw, radius 0.03
 #   bash benchmarks/d3_default_study.sh twenty-third-lite a|b # twenty-third round: cheaper copies
+#   bash benchmarks/d3_default_study.sh twenty-fourth-once a|b # twenty-fourth round: the shared copies crafted once,
+#                                                  # against the suspect, before any weight moves
+#   bash benchmarks/d3_default_study.sh twenty-fourth-radius a|b # twenty-fourth round, after twenty-fourth-once: radius
+#                                                  # 0.03 and 0.02
+#   bash benchmarks/d3_default_study.sh twenty-fourth-rest a|b # twenty-fourth round, last: radius 0.03 on the other cells
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -1560,6 +1565,50 @@ PY
         study $RUNS/$run --final-only --seed 0 --out $RUNS/twenty-third-s0.jsonl \
           --candidate 's05-lite=preset:default,epochs:null,shared_radius:0.05,shared_steps:1,shared_fraction:0.25'
       done
+    fi
+    ;;
+  twenty-fourth-once)  # twenty-fourth round: every retain image's shared adversarial copy crafted once, before any
+    # weight moves (against the suspect alone; five steps), then reused at every step (`shared_schedule: once`): `o05`
+    # with a copy for every image of a batch (`a`), `o05-half` for half of them (`b`); `twenty-fourth-once a` and `b`
+    # side by side; first the four cells the default misses, then the rest of the twenty-third round's cells
+    label=o05 params='{"shared_radius": 0.05, "shared_schedule": "once", "shared_steps": 5}'
+    cand='preset:default,epochs:null,shared_radius:0.05,shared_schedule:once,shared_steps:5'
+    if [ "${2:-a}" = b ]; then
+      label=o05-half params='{"shared_radius": 0.05, "shared_schedule": "once", "shared_steps": 5, "shared_fraction": 0.5}'
+      cand="$cand,shared_fraction:0.5"
+    fi
+    study $RUNS/mnv3l-sig --final-only --seed 0 --out $RUNS/twenty-fourth-s0.jsonl --candidate "$label=$cand"
+    user_models purify resnet18 --images 3000 --params "$params" --label $label
+    user_models purify resnet18-adam --seed 1 --images 3000 --params "$params" --label $label
+    study $RUNS/mnv3l-sig --final-only --seed 1 --out $RUNS/twenty-fourth-s1.jsonl --candidate "$label=$cand"
+    for run in vgg-blended-s0 vgg-a2a-badnets cnn-blended-s1 prn-wanet rn18-blended mnv2-badnets; do
+      study $RUNS/$run --final-only --seed 0 --out $RUNS/twenty-fourth-s0.jsonl --candidate "$label=$cand"
+    done
+    user_models purify mobilenet-v3-small keras-cnn --images 3000 --params "$params" --label $label
+    ;;
+  twenty-fourth-radius)  # twenty-fourth round, after twenty-fourth-once: smaller radii for the copies crafted once
+    # (`o03` in `a`, `o02` in `b`, side by side), on the cells the default misses and the small study models
+    r=0.03 label=o03
+    if [ "${2:-a}" = b ]; then r=0.02 label=o02; fi
+    params="{\"shared_radius\": $r, \"shared_schedule\": \"once\", \"shared_steps\": 5}"
+    cand="$label=preset:default,epochs:null,shared_radius:$r,shared_schedule:once,shared_steps:5"
+    study $RUNS/mnv3l-sig --final-only --seed 0 --out $RUNS/twenty-fourth-s0.jsonl --candidate "$cand"
+    for run in vgg-blended-s0 cnn-blended-s1 vgg-a2a-badnets prn-wanet; do
+      study $RUNS/$run --final-only --seed 0 --out $RUNS/twenty-fourth-s0.jsonl --candidate "$cand"
+    done
+    user_models purify resnet18 --images 3000 --params "$params" --label $label
+    user_models purify resnet18-adam --seed 1 --images 3000 --params "$params" --label $label
+    study $RUNS/mnv3l-sig --final-only --seed 1 --out $RUNS/twenty-fourth-s1.jsonl --candidate "$cand"
+    ;;
+  twenty-fourth-rest)  # twenty-fourth round, last: `o03` on the twenty-third round's other cells (`a` and `b` side by side)
+    params='{"shared_radius": 0.03, "shared_schedule": "once", "shared_steps": 5}'
+    cand='o03=preset:default,epochs:null,shared_radius:0.03,shared_schedule:once,shared_steps:5'
+    if [ "${2:-a}" = a ]; then
+      study $RUNS/rn18-blended --final-only --seed 0 --out $RUNS/twenty-fourth-s0.jsonl --candidate "$cand"
+      user_models purify keras-cnn --images 3000 --params "$params" --label o03
+    else
+      study $RUNS/mnv2-badnets --final-only --seed 0 --out $RUNS/twenty-fourth-s0.jsonl --candidate "$cand"
+      user_models purify mobilenet-v3-small --images 3000 --params "$params" --label o03
     fi
     ;;
   twenty-second-universal)  # twenty-second round: the clean-loss bound also under one shared perturbation

@@ -203,6 +203,11 @@ def test_no_selection_rule_reads_evaluation_data_or_the_attack():
     copies_watched = distox.purify(_tiny(), bundle.train, epochs=2, batch_size=16, verbose=False, shared_radius=0.1,
                                    eval_data=scrambled, attack=attack)
     assert _digest(copies.model) == _digest(copies_watched.model) != _digest(default.model)
+    # and those crafted once against the suspect (shared_schedule="once")
+    once = dict(epochs=2, batch_size=16, verbose=False, shared_radius=0.1, shared_schedule="once")
+    once_plain = distox.purify(_tiny(), bundle.train, **once)
+    once_watched = distox.purify(_tiny(), bundle.train, **once, eval_data=scrambled, attack=attack)
+    assert _digest(once_plain.model) == _digest(once_watched.model) != _digest(copies.model)
     # input pruning (a model that starts with a Linear) reads the retain set only
     torch.manual_seed(0)
     mlp = create_model("small_mlp", 4, 1, width=8, image_size=16)

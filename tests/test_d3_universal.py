@@ -1,13 +1,15 @@
 """The twenty-second and twenty-third rounds of the default study (BENCHMARKS.md): D3's clean-loss
 bound also on the retain images under one shared perturbation (``universal_radius``) or under per-image
-perturbations shared with the suspect (``shared_radius``), options off in every preset."""
+perturbations shared with the suspect (``shared_radius``), and the twenty-fourth round's copies crafted
+once against the suspect (``shared_schedule="once"``), options off in every preset."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from distox.defenses import D3, DefenseError
-from distox.defenses.universal import STEP_FRACTION, SharedAdversarialCopies, UniversalPerturbation
+from distox.defenses.universal import (STEP_FRACTION, CraftedOnceCopies, SharedAdversarialCopies,
+                                      UniversalPerturbation)
 
 from .conftest import make_bundle
 from .test_d3_eighteenth import FlatHead
@@ -149,3 +151,44 @@ def test_shared_steps_and_fraction_are_recorded_only_when_set_and_checked():
     for bad in ({"shared_steps": 0}, {"shared_steps": 1.5}, {"shared_fraction": 0.0}, {"shared_fraction": 1.5}):
         with pytest.raises(DefenseError, match=next(iter(bad))):
             D3(shared_radius=0.05, **bad)
+
+
+def test_copies_crafted_once_fool_the_suspect_stay_in_the_ball_and_join_by_image_index():
+    torch.manual_seed(0)
+    x, y = torch.rand(40, 1, 6, 6) * 2 - 1, torch.arange(40) % 4
+    suspect = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 4)).train()
+    before = [p.detach().clone() for p in suspect.parameters()]
+    copies = CraftedOnceCopies(suspect, x, y, radius=0.2, steps=3, fraction=0.5, seed=3)
+    assert suspect.training and all(torch.equal(a, b) for a, b in zip(before, suspect.parameters()))
+    bound = 0.2 * float(x.max() - x.min())
+    delta = copies.images - x
+    assert 0 < float(delta.abs().max()) <= bound + 1e-6
+    assert float(copies.images.min()) >= float(x.min()) - 1e-7 and float(copies.images.max()) <= float(x.max()) + 1e-7
+    with torch.no_grad():  # the steps climbed the suspect's loss: its errors on the copies outnumber those on x
+        wrong_clean = float((suspect(x).argmax(1) != y).float().mean())
+        loss_clean = float(torch.nn.functional.cross_entropy(suspect(x), y))
+        loss_copies = float(torch.nn.functional.cross_entropy(suspect(copies.images), y))
+    assert loss_copies > loss_clean and copies.size() >= wrong_clean
+    assert torch.equal(copies.loop_y, torch.arange(40))
+    index = torch.tensor([7, 2, 9, 30])  # the loop batches indices; the labels and copies are looked up
+    xb, yb = copies.batch_with_perturbed(x[index], index)
+    assert torch.equal(xb[:4], x[index]) and torch.equal(xb[4:], copies.images[[7, 2]])  # ⌈0.5 × 4⌉ = 2
+    assert torch.equal(yb, torch.cat([y[index], y[[7, 2]]]))
+    again = CraftedOnceCopies(suspect, x, y, radius=0.2, steps=3, fraction=0.5, seed=3)
+    assert torch.equal(again.images, copies.images)  # seeded: the same copies on a resume
+    assert not torch.equal(CraftedOnceCopies(suspect, x, y, radius=0.2, steps=3, seed=4).images, copies.images)
+
+
+def test_the_once_schedule_trains_on_copies_other_than_the_per_batch_ones_and_is_recorded_only_when_set():
+    _, per_batch = plain_and_with(2, shared_radius=0.1)
+    plain, once = plain_and_with(2, shared_radius=0.1, shared_schedule="once")
+    assert once.config["shared_schedule"] == "once" and "shared_schedule" not in per_batch.config
+    rates = {row["shared_rate"] for row in once.history}
+    assert len(rates) == 1 and 0.0 <= rates.pop() <= 1.0  # crafted once: the same share every epoch
+    assert all(0.0 <= row["shared_error"] <= 1.0 for row in once.history)
+    for other in (plain, per_batch):
+        assert any(not torch.equal(a, b) for a, b in zip(other.model.state_dict().values(),
+                                                          once.model.state_dict().values()))
+    assert "shared_schedule" not in D3(shared_schedule="once").get_params()  # without a radius it does nothing
+    with pytest.raises(DefenseError, match="shared_schedule"):
+        D3(shared_radius=0.05, shared_schedule="epoch")

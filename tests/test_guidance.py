@@ -120,6 +120,7 @@ def test_backdoor_advice_names_what_cleared_the_default_s_resnets_and_skips_what
     assert "preset='reference', epochs=12" in default and "layer_weighting='size-median'" in default
     assert "universal_radius=0.1" in default and "more clean images (you gave 3000" in default
     assert "shared_radius=0.05" in default and default.index("shared_radius") < default.index("universal_radius")
+    assert default.index("shared_radius=0.03, shared_schedule='once'") < default.index("shared_radius=0.05")
     shared = " ".join(backdoor_advice("d3", {"preset": "default", "shared_radius": 0.05}, 3000))
     assert "shared_radius" not in shared and "universal_radius" not in shared  # the two are not combined
     assert "more clean images" not in " ".join(backdoor_advice("d3", {"preset": "default"}, 5000))

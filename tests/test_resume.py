@@ -214,6 +214,7 @@ def trained():
     {"method": "ft", "eval_every": 3},  # epochs 3 and 4 evaluated: the history mixes both kinds of rows
     {"universal_radius": 0.1},  # the shared perturbation δ of epochs 1-3 must come back from the checkpoint
     {"shared_radius": 0.1},  # per-image δ drawn from the global generator: its state must come back
+    {"shared_radius": 0.1, "shared_schedule": "once"},  # copies crafted again from the suspect, the loop batches indices
 ])
 def test_api_resume_restores_every_piece_of_state(tmp_path, ctrl_c_at, trained, params):
     model, b = trained

@@ -67,7 +67,7 @@ from .logit_scale import TEMPERATURE_LIMIT, fit_temperature, scale_classifier, s
 from .probe import layer_input
 from .registry import register
 from .self_distill import SuspectTargets, distillation_loss
-from .universal import SharedAdversarialCopies, UniversalPerturbation
+from .universal import SHARED_SCHEDULES, CraftedOnceCopies, SharedAdversarialCopies, UniversalPerturbation
 from .weight_average import WeightAverage, averaging_start
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ FALLBACK: dict[str, Any] = {
     "head_bias": "keep", "norm_rule": False, "min_steps": 0, "input_prune": False, "classifier_lr": None,
     "bn_recalibrate": False,
     "head_warmup": 0, "sam_rho": None, "logit_scale": False, "average": 0.0, "classifier_weight": 1.0,
-    "universal_radius": 0.0, "shared_radius": 0.0, "shared_steps": 2, "shared_fraction": 1.0,
+    "universal_radius": 0.0, "shared_radius": 0.0, "shared_steps": 2, "shared_fraction": 1.0, "shared_schedule": "batch",
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
 LOOP_KEYS = ("epochs", "batch_size", "lr", "augment", "blend")
@@ -472,6 +472,10 @@ class D3(Defense):
         shared_steps, shared_fraction: with ``shared_radius``, the crafting's signed-gradient steps per
             batch (2) and the share of each batch that gets a copy (1.0: all of it; a smaller share
             crafts and trains fewer copies, for less time).
+        shared_schedule: with ``shared_radius``, ``"batch"`` (each batch's copies crafted against the
+            model as it is then) or ``"once"`` (every retain image's copy crafted before any weight
+            moves, against the suspect alone, ``shared_steps`` steps; then reused at every step:
+            :class:`~distox.defenses.universal.CraftedOnceCopies`, BENCHMARKS.md "Twenty-fourth round").
         auto: options of ``lmd="auto"`` / ``eps="auto"``, which choose them from the retain data
             (rules in :mod:`distox.defenses.d3_auto`).
         epochs, batch_size, lr, augment, blend, flip, seed: see :class:`Defense` (100, 256, 0.01,
@@ -500,7 +504,7 @@ class D3(Defense):
                  logit_scale: bool | None = None, average: float | None = None,
                  classifier_weight: float | None = None, universal_radius: float | None = None,
                  shared_radius: float | None = None, shared_steps: int | None = None,
-                 shared_fraction: float | None = None,
+                 shared_fraction: float | None = None, shared_schedule: str | None = None,
                  **kwargs: Any) -> None:
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
@@ -517,7 +521,7 @@ class D3(Defense):
                      classifier_lr=classifier_lr, bn_recalibrate=bn_recalibrate, head_warmup=head_warmup,
                      sam_rho=sam_rho, logit_scale=logit_scale, average=average, classifier_weight=classifier_weight,
                      universal_radius=universal_radius, shared_radius=shared_radius, shared_steps=shared_steps,
-                     shared_fraction=shared_fraction)
+                     shared_fraction=shared_fraction, shared_schedule=shared_schedule)
         #: the options the caller set (a model-derived rule never overrides them)
         self._explicit = frozenset(explicit | {k for k, val in given.items() if val is not None})
         v = {k: val if val is not None else chosen.get(k, FALLBACK[k]) for k, val in given.items()}
@@ -621,6 +625,9 @@ class D3(Defense):
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction <= 1.0:
             raise DefenseError(f"shared_fraction must be in (0, 1]; got {fraction!r}")
         self.shared_steps, self.shared_fraction = steps, float(fraction)
+        if v["shared_schedule"] not in SHARED_SCHEDULES:
+            raise DefenseError(f"shared_schedule must be one of {SHARED_SCHEDULES}; got {v['shared_schedule']!r}")
+        self.shared_schedule = v["shared_schedule"]
 
     def warm_up_classifier(self, model: nn.Module, retain: ImageSplit, example: torch.Tensor,
                            device: torch.device) -> None:
@@ -675,6 +682,8 @@ class D3(Defense):
             params.pop("shared_steps", None)
         if not self.shared_radius or self.shared_fraction == FALLBACK["shared_fraction"]:
             params.pop("shared_fraction", None)
+        if not self.shared_radius or self.shared_schedule == FALLBACK["shared_schedule"]:
+            params.pop("shared_schedule", None)
         return params
 
     def fit_adapted(self, adapted: D3, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
@@ -858,9 +867,13 @@ class D3(Defense):
         # lmd_control="loss": the suspect model's own clean loss on the retain data is the bound
         target = auto_eps(model, retain, 0.0, device) if self.lmd_control == "loss" else None
         example = retain.x[:1].to(device)  # finds the forward order of the model's Linear layers
-        # shared_radius: a frozen copy of the suspect, taken before any weight moves
-        shared = (SharedAdversarialCopies(model, retain.x, self.shared_radius, self.shared_steps, self.shared_fraction)
-                  if self.shared_radius else None)
+        # shared_radius: a frozen copy of the suspect, or every image's copy crafted against it, before any weight moves
+        shared = None
+        if self.shared_radius and self.shared_schedule == "once":
+            shared = CraftedOnceCopies(model, retain.x, retain.y, self.shared_radius, self.shared_steps,
+                                       self.shared_fraction, device, self.seed)
+        elif self.shared_radius:
+            shared = SharedAdversarialCopies(model, retain.x, self.shared_radius, self.shared_steps, self.shared_fraction)
         named = self.selected(model, example)
         # the suspect's own clean outputs, taken before any weight moves (distill > 0); scored per
         # batch when the loop changes the images, cached per image otherwise
@@ -983,7 +996,10 @@ class D3(Defense):
                 universal.ascend()
             if averaged is not None:
                 averaged(m)
-        state = train(model, retain.x, retain.y if targets is None else targets.loop_y, config, objective=objective,
+        loop_y = retain.y  # what the loop batches beside the images: image indices where a table is looked up
+        if targets is not None or isinstance(shared, CraftedOnceCopies):
+            loop_y = (targets or shared).loop_y
+        state = train(model, retain.x, loop_y, config, objective=objective,
                       optimizer=self.classifier_optimizer(model, config, example), after_step=after_step,
                       on_epoch_end=on_epoch_end, checkpoint=checkpoint, extra_state=extra, device=device,
                       perturb_objective=lambda m, x, y: objective(m, x, y, ascent=True), progress=progress, desc="D3")

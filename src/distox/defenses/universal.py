@@ -2,7 +2,8 @@
 off in every preset): one perturbation shared by every image (:class:`UniversalPerturbation`,
 ``universal_radius``; BENCHMARKS.md "Twenty-second round"), or per image the perturbation that
 fools the model being purified and the suspect alike (:class:`SharedAdversarialCopies`,
-``shared_radius``; "Twenty-third round").
+``shared_radius``; "Twenty-third round"), or those crafted once against the suspect before any weight
+moves (:class:`CraftedOnceCopies`, ``shared_schedule="once"``; "Twenty-fourth round").
 
 A backdoor trigger is a perturbation shared by every image that sends them all to one class
 (BadNets' patch, Blended's overlay). D3 (Wei et al., ICCV 2025, Eq. "constrained form") bounds
@@ -26,9 +27,11 @@ import copy
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .sau import shared_pgd
+from ..utils import eval_mode
+from .sau import project, shared_pgd
 
 #: Each step moves δ by this fraction of its radius (20 steps cross the whole box).
 STEP_FRACTION = 0.1
@@ -175,4 +178,94 @@ class SharedAdversarialCopies:
 
     def size(self) -> float:
         """The last batch's share of shared adversarial examples (what the history records)."""
+        return self.shared_rate
+
+
+#: ``shared_schedule``: ``"batch"`` crafts each batch's copies against the model as it is then
+#: (:class:`SharedAdversarialCopies`); ``"once"`` crafts every retain image's copy before any weight
+#: moves (:class:`CraftedOnceCopies`).
+SHARED_SCHEDULES = ("batch", "once")
+
+
+def suspect_adversarial_images(suspect: nn.Module, x: torch.Tensor, y: torch.Tensor, bound: float, steps: int,
+                               low: float, high: float, generator: torch.Generator,
+                               batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image, ``steps`` signed-gradient steps up the suspect's cross-entropy from a uniform start
+    inside ‖δ‖∞ ≤ ``bound`` (each step :data:`SHARED_STEP_FRACTION` of it), kept in [low, high].
+
+    Returns the perturbed images (x's device and dtype) and whether the suspect misclassifies each.
+    The start is drawn from ``generator`` on the CPU (the same images on every device and on a resume)."""
+    images, wrong = [], []
+    step = SHARED_STEP_FRACTION * bound
+    with eval_mode(suspect):
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            start = (torch.rand(xb.shape, generator=generator, dtype=torch.float32) * 2 - 1) * bound
+            delta = project(start.to(xb.device, xb.dtype), xb, bound, (low, high))
+            for _ in range(steps):
+                delta.requires_grad_(True)
+                loss = F.cross_entropy(suspect(xb + delta).float(), yb)
+                (grad,) = torch.autograd.grad(loss, delta)
+                delta = project(delta.detach() + step * grad.sign(), xb, bound, (low, high))
+            with torch.no_grad():
+                wrong.append(suspect(xb + delta).argmax(1) != yb)
+            images.append((xb + delta).detach())
+    return torch.cat(images), torch.cat(wrong)
+
+
+class CraftedOnceCopies:
+    """``shared_schedule="once"``: every retain image's adversarial copy crafted once, before any weight
+    moves, against the suspect alone — at that moment the model being purified *is* the suspect, so
+    these are SAU's shared adversarial examples (Wei et al., NeurIPS 2023) of the run's first step —
+    then asked to keep their true labels under D3's bound at every step, as
+    :class:`SharedAdversarialCopies` asks of copies it crafts again for every batch.
+
+    The crafting costs ``steps`` forward and backward passes over the retain images once, instead of
+    two models' per batch (BENCHMARKS.md "Twenty-fourth round"). The training loop batches image
+    indices (:attr:`loop_y`), which :meth:`batch_with_perturbed` turns into labels and copies; a copy
+    is the unaltered image's, whatever augmentation the loop applies to the image itself.
+
+    Args:
+        suspect: the model before purification, on ``device`` (its weights are read, not changed; its
+            mode is restored after).
+        x, y: the retain images (N, C, H, W) and labels; [x.min(), x.max()] is the range copies stay in.
+        radius: ‖δ‖∞ as a fraction of that range (> 0).
+        steps: signed-gradient steps per image.
+        fraction: the share of each batch whose copies join it, its first ⌈fraction × size⌉ images.
+        device: where the copies are kept.
+        seed: seeds the crafting's uniform start.
+    """
+
+    SIZE_KEY, ERROR_KEY = "shared_rate", "shared_error"
+
+    def __init__(self, suspect: nn.Module, x: torch.Tensor, y: torch.Tensor, radius: float, steps: int = SHARED_STEPS,
+                 fraction: float = 1.0, device: torch.device | str = "cpu", seed: int = 0) -> None:
+        if not radius > 0:
+            raise ValueError(f"radius must be > 0; got {radius}")
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1]; got {fraction}")
+        low, high = float(x.min()), float(x.max())
+        self.images, wrong = suspect_adversarial_images(suspect, x.to(device), y.to(device), radius * (high - low),
+                                                        int(steps), low, high, torch.Generator().manual_seed(int(seed)))
+        self.labels = y.to(device)
+        self.loop_y = torch.arange(len(y))
+        self.fraction = float(fraction)
+        self.shared_rate = float(wrong.float().mean())
+        self._copies = 0
+
+    def batch_with_perturbed(self, x: torch.Tensor, index: torch.Tensor,
+                             model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch (whose loop targets are image indices) followed by the copies of its first
+        ⌈fraction × size⌉ images, and their labels (``model``: unused)."""
+        index = index.to(self.labels.device)
+        y = self.labels[index]
+        k = self._copies = math.ceil(self.fraction * len(x))
+        return torch.cat([x, self.images[index[:k]].to(x.device, x.dtype)]), torch.cat([y, y[:k]]).to(x.device)
+
+    def error_rate(self, logits: torch.Tensor, y: torch.Tensor) -> float:
+        """The share of the last batch's copies the model gets wrong."""
+        return copies_error_rate(logits, y, self._copies)
+
+    def size(self) -> float:
+        """The share of the copies the suspect misclassifies (fixed: they are crafted once)."""
         return self.shared_rate
