@@ -191,6 +191,9 @@
 #   bash benchmarks/d3_default_study.sh twenty-fourth-radius a|b # twenty-fourth round, after twenty-fourth-once: radius
 #                                                  # 0.03 and 0.02
 #   bash benchmarks/d3_default_study.sh twenty-fourth-rest a|b # twenty-fourth round, last: radius 0.03 on the other cells
+#   bash benchmarks/d3_default_study.sh twenty-fourth-more a|b # twenty-fourth round, after it: radius 0.03 at a second
+#                                                  # draw (a), copies for half of each batch (b)
+#   bash benchmarks/d3_default_study.sh twenty-fourth-half a|b # twenty-fourth round, last: `o03-half` on the other cells
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -1609,6 +1612,39 @@ PY
     else
       study $RUNS/mnv2-badnets --final-only --seed 0 --out $RUNS/twenty-fourth-s0.jsonl --candidate "$cand"
       user_models purify mobilenet-v3-small --images 3000 --params "$params" --label o03
+    fi
+    ;;
+  twenty-fourth-more)  # twenty-fourth round, after twenty-fourth-rest: `o03` at the other draw of the cells whose
+    # default ran at two (`a`), and copies for half of each batch at radius 0.03 (`o03-half`) on the four cells the
+    # default misses (`b`); side by side
+    if [ "${2:-a}" = a ]; then
+      cand='o03=preset:default,epochs:null,shared_radius:0.03,shared_schedule:once,shared_steps:5'
+      params='{"shared_radius": 0.03, "shared_schedule": "once", "shared_steps": 5}'
+      for run in cnn-blended-s1 vgg-blended-s0 prn-wanet vgg-a2a-badnets; do
+        study $RUNS/$run --final-only --seed 1 --out $RUNS/twenty-fourth-s1.jsonl --candidate "$cand"
+      done
+      user_models purify resnet18 --seed 1 --images 3000 --params "$params" --label o03
+      user_models purify resnet18-adam --images 3000 --params "$params" --label o03
+    else
+      cand='o03-half=preset:default,epochs:null,shared_radius:0.03,shared_schedule:once,shared_steps:5,shared_fraction:0.5'
+      params='{"shared_radius": 0.03, "shared_schedule": "once", "shared_steps": 5, "shared_fraction": 0.5}'
+      study $RUNS/mnv3l-sig --final-only --seed 0 --out $RUNS/twenty-fourth-s0.jsonl --candidate "$cand"
+      user_models purify resnet18 --images 3000 --params "$params" --label o03-half
+      user_models purify resnet18-adam --seed 1 --images 3000 --params "$params" --label o03-half
+      study $RUNS/mnv3l-sig --final-only --seed 1 --out $RUNS/twenty-fourth-s1.jsonl --candidate "$cand"
+    fi
+    ;;
+  twenty-fourth-half)  # twenty-fourth round, last: `o03-half` on the twenty-third round's other cells at seed 0 (`a` and
+    # `b` side by side)
+    cand='o03-half=preset:default,epochs:null,shared_radius:0.03,shared_schedule:once,shared_steps:5,shared_fraction:0.5'
+    params='{"shared_radius": 0.03, "shared_schedule": "once", "shared_steps": 5, "shared_fraction": 0.5}'
+    if [ "${2:-a}" = a ]; then
+      for run in cnn-blended-s1 vgg-blended-s0 prn-wanet vgg-a2a-badnets rn18-blended; do
+        study $RUNS/$run --final-only --seed 0 --out $RUNS/twenty-fourth-s0.jsonl --candidate "$cand"
+      done
+    else
+      user_models purify keras-cnn mobilenet-v3-small --images 3000 --params "$params" --label o03-half
+      study $RUNS/mnv2-badnets --final-only --seed 0 --out $RUNS/twenty-fourth-s0.jsonl --candidate "$cand"
     fi
     ;;
   twenty-second-universal)  # twenty-second round: the clean-loss bound also under one shared perturbation

@@ -188,18 +188,19 @@ SHARED_SCHEDULES = ("batch", "once")
 
 
 def suspect_adversarial_images(suspect: nn.Module, x: torch.Tensor, y: torch.Tensor, bound: float, steps: int,
-                               low: float, high: float, generator: torch.Generator,
+                               low: float, high: float, generator: torch.Generator, device: torch.device | str = "cpu",
                                batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image, ``steps`` signed-gradient steps up the suspect's cross-entropy from a uniform start
     inside ‖δ‖∞ ≤ ``bound`` (each step :data:`SHARED_STEP_FRACTION` of it), kept in [low, high].
 
-    Returns the perturbed images (x's device and dtype) and whether the suspect misclassifies each.
-    The start is drawn from ``generator`` on the CPU (the same images on every device and on a resume)."""
+    The suspect runs on ``device``, ``batch_size`` images at a time. Returns the perturbed images (on x's
+    device, in its dtype) and whether the suspect misclassifies each. The start is drawn from ``generator``
+    on the CPU (the same images on every device and on a resume)."""
     images, wrong = [], []
     step = SHARED_STEP_FRACTION * bound
     with eval_mode(suspect):
         for i in range(0, len(x), batch_size):
-            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
             start = (torch.rand(xb.shape, generator=generator, dtype=torch.float32) * 2 - 1) * bound
             delta = project(start.to(xb.device, xb.dtype), xb, bound, (low, high))
             for _ in range(steps):
@@ -208,8 +209,8 @@ def suspect_adversarial_images(suspect: nn.Module, x: torch.Tensor, y: torch.Ten
                 (grad,) = torch.autograd.grad(loss, delta)
                 delta = project(delta.detach() + step * grad.sign(), xb, bound, (low, high))
             with torch.no_grad():
-                wrong.append(suspect(xb + delta).argmax(1) != yb)
-            images.append((xb + delta).detach())
+                wrong.append((suspect(xb + delta).argmax(1) != yb).cpu())
+            images.append((xb + delta).detach().to(x.device))
     return torch.cat(images), torch.cat(wrong)
 
 
@@ -223,7 +224,8 @@ class CraftedOnceCopies:
     The crafting costs ``steps`` forward and backward passes over the retain images once, instead of
     two models' per batch (BENCHMARKS.md "Twenty-fourth round"). The training loop batches image
     indices (:attr:`loop_y`), which :meth:`batch_with_perturbed` turns into labels and copies; a copy
-    is the unaltered image's, whatever augmentation the loop applies to the image itself.
+    is the unaltered image's, whatever augmentation the loop applies to the image itself. The copies are
+    kept where the retain images are (the CPU, as a rule), each batch's moved to the model's device.
 
     Args:
         suspect: the model before purification, on ``device`` (its weights are read, not changed; its
@@ -232,7 +234,7 @@ class CraftedOnceCopies:
         radius: ‖δ‖∞ as a fraction of that range (> 0).
         steps: signed-gradient steps per image.
         fraction: the share of each batch whose copies join it, its first ⌈fraction × size⌉ images.
-        device: where the copies are kept.
+        device: where the suspect runs while they are crafted.
         seed: seeds the crafting's uniform start.
     """
 
@@ -245,9 +247,9 @@ class CraftedOnceCopies:
         if not 0 < fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1]; got {fraction}")
         low, high = float(x.min()), float(x.max())
-        self.images, wrong = suspect_adversarial_images(suspect, x.to(device), y.to(device), radius * (high - low),
-                                                        int(steps), low, high, torch.Generator().manual_seed(int(seed)))
-        self.labels = y.to(device)
+        self.images, wrong = suspect_adversarial_images(suspect, x, y, radius * (high - low), int(steps), low, high,
+                                                        torch.Generator().manual_seed(int(seed)), device)
+        self.labels = y
         self.loop_y = torch.arange(len(y))
         self.fraction = float(fraction)
         self.shared_rate = float(wrong.float().mean())
@@ -258,9 +260,9 @@ class CraftedOnceCopies:
         """The batch (whose loop targets are image indices) followed by the copies of its first
         ⌈fraction × size⌉ images, and their labels (``model``: unused)."""
         index = index.to(self.labels.device)
-        y = self.labels[index]
+        y = self.labels[index].to(x.device)
         k = self._copies = math.ceil(self.fraction * len(x))
-        return torch.cat([x, self.images[index[:k]].to(x.device, x.dtype)]), torch.cat([y, y[:k]]).to(x.device)
+        return torch.cat([x, self.images[index[:k]].to(x.device, x.dtype)]), torch.cat([y, y[:k]])
 
     def error_rate(self, logits: torch.Tensor, y: torch.Tensor) -> float:
         """The share of the last batch's copies the model gets wrong."""
