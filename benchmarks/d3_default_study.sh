@@ -194,6 +194,8 @@
 #   bash benchmarks/d3_default_study.sh twenty-fourth-more a|b # twenty-fourth round, after it: radius 0.03 at a second
 #                                                  # draw (a), copies for half of each batch (b)
 #   bash benchmarks/d3_default_study.sh twenty-fourth-half a|b # twenty-fourth round, last: `o03-half` on the other cells
+#   bash benchmarks/d3_default_study.sh twenty-fourth-third a|b # twenty-fourth round, last: a third draw of the two
+#                                                  # hardest cells, the default and `o03`
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:default,blend:0`;
@@ -1645,6 +1647,18 @@ PY
     else
       user_models purify keras-cnn mobilenet-v3-small --images 3000 --params "$params" --label o03-half
       study $RUNS/mnv2-badnets --final-only --seed 0 --out $RUNS/twenty-fourth-s0.jsonl --candidate "$cand"
+    fi
+    ;;
+  twenty-fourth-third)  # twenty-fourth round, last: seed 2 of the MobileNetV3-Large SIG (`a`) and the user ResNet-18
+    # (`b`), the default and `o03` (side by side)
+    if [ "${2:-a}" = a ]; then
+      study $RUNS/mnv3l-sig --final-only --seed 2 --out $RUNS/twenty-fourth-s2.jsonl \
+        --candidate 'default=preset:default,epochs:null' \
+        --candidate 'o03=preset:default,epochs:null,shared_radius:0.03,shared_schedule:once,shared_steps:5'
+    else
+      user_models purify resnet18 --seed 2 --images 3000
+      user_models purify resnet18 --seed 2 --images 3000 --label o03 \
+        --params '{"shared_radius": 0.03, "shared_schedule": "once", "shared_steps": 5}'
     fi
     ;;
   twenty-second-universal)  # twenty-second round: the clean-loss bound also under one shared perturbation

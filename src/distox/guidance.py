@@ -106,9 +106,9 @@ def backdoor_advice(method: str, config: dict[str, Any], retain_size: int) -> li
                         "at -1.4 to -3.4 ACC points; it costs MobileNets about 2 points more, \"Twenty-first round\")")
         if preset == "default" and not config.get("shared_radius") and not config.get("universal_radius"):
             tips.append("shared_radius=0.03, shared_schedule='once', shared_steps=5 (the clean-loss bound also on "
-                        "adversarial copies of the retain images crafted once against the suspect: it cleared all 18 "
-                        "cells it ran, the four where the default left a backdoor — two user ResNet-18s and a "
-                        "MobileNetV3-Large at two draws — among them, at 0.9 ACC points more than the default on "
+                        "adversarial copies of the retain images crafted once against the suspect: it cleared all 20 "
+                        "cells it ran, the five where the default left a backdoor — two user ResNet-18s and a "
+                        "MobileNetV3-Large at three draws — among them, at 0.9 ACC points more than the default on "
                         "average and about 2.3 times plain fine-tuning's time, \"Twenty-fourth round\"); or "
                         "shared_radius=0.05 with SAU's shared adversarial copies crafted for every batch (all 18 cells "
                         "it ran, at 0.6 points more on average, but 2.5-8 times as long, \"Twenty-third round\")")
