@@ -996,9 +996,10 @@ class D3(Defense):
                 universal.ascend()
             if averaged is not None:
                 averaged(m)
-        loop_y = retain.y  # what the loop batches beside the images: image indices where a table is looked up
-        if targets is not None or isinstance(shared, CraftedOnceCopies):
-            loop_y = (targets or shared).loop_y
+        # what the loop batches beside the images: the labels, or image indices where a table is looked up
+        loop_y = targets.loop_y if targets is not None else retain.y
+        if copies is not None and copies.loop_y is not None:
+            loop_y = copies.loop_y
         state = train(model, retain.x, loop_y, config, objective=objective,
                       optimizer=self.classifier_optimizer(model, config, example), after_step=after_step,
                       on_epoch_end=on_epoch_end, checkpoint=checkpoint, extra_state=extra, device=device,

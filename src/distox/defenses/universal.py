@@ -60,6 +60,8 @@ class UniversalPerturbation:
     """
 
     SIZE_KEY, ERROR_KEY = "universal", "universal_error"
+    #: the loop batches labels (not image indices: nothing is looked up per image)
+    loop_y: torch.Tensor | None = None
 
     def __init__(self, reference: torch.Tensor, radius: float, step_fraction: float = STEP_FRACTION,
                  device: torch.device | str | None = None) -> None:
@@ -123,7 +125,45 @@ SHARED_STEPS = 2
 SHARED_STEP_FRACTION = 0.5
 
 
-class SharedAdversarialCopies:
+class CopiesOfAShare:
+    """What both kinds of adversarial copies share: a copy for the first ⌈fraction × size⌉ images of
+    each batch, joined after the batch's own images; the history records the share of them that fool
+    (``shared_rate``, :meth:`size`) and the share the model being purified gets wrong (:meth:`error_rate`).
+
+    Args:
+        radius: ‖δ‖∞ as a fraction of the retain pixels' range (> 0; checked here, used by the subclass).
+        fraction: the share of each batch that gets a copy (the loop shuffles the batches; 1: every image).
+    """
+
+    SIZE_KEY, ERROR_KEY = "shared_rate", "shared_error"
+    #: what the loop batches beside the images: None for the labels, or the image indices a subclass looks up
+    loop_y: torch.Tensor | None = None
+
+    def __init__(self, radius: float, fraction: float) -> None:
+        if not radius > 0:
+            raise ValueError(f"radius must be > 0; got {radius}")
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1]; got {fraction}")
+        self.fraction = float(fraction)
+        self.shared_rate = 0.0
+        self._copies = 0
+
+    def take_share(self, batch_size: int) -> int:
+        """How many of a batch of ``batch_size`` images get a copy (remembered for :meth:`error_rate`)."""
+        self._copies = math.ceil(self.fraction * batch_size)
+        return self._copies
+
+    def error_rate(self, logits: torch.Tensor, y: torch.Tensor) -> float:
+        """The share of the last batch's copies (the rows after its plain images) the model gets wrong."""
+        return copies_error_rate(logits, y, self._copies)
+
+    def size(self) -> float:
+        """The share of the last copies that fool the suspect — per batch, the model being purified too and
+        into the same class (what the history records)."""
+        return self.shared_rate
+
+
+class SharedAdversarialCopies(CopiesOfAShare):
     """Per image, a perturbation that the model being purified and the frozen suspect both
     misclassify, into the same class (SAU's shared adversarial examples, Wei et al., NeurIPS 2023,
     crafted by :func:`distox.defenses.sau.shared_pgd`), asked to keep the true label.
@@ -139,25 +179,16 @@ class SharedAdversarialCopies:
         reference: retain images (N, C, H, W): the range [low, high] every perturbed image stays in.
         radius: ‖δ‖∞ as a fraction of high − low (> 0).
         steps: signed-gradient steps per batch (:data:`SHARED_STEPS`).
-        fraction: the share of each batch that gets a copy, its first ⌈fraction × size⌉ images
-            (the loop shuffles the batches; 1: every image).
+        fraction: see :class:`CopiesOfAShare`.
     """
-
-    SIZE_KEY, ERROR_KEY = "shared_rate", "shared_error"
 
     def __init__(self, suspect: nn.Module, reference: torch.Tensor, radius: float, steps: int = SHARED_STEPS,
                  fraction: float = 1.0) -> None:
-        if not radius > 0:
-            raise ValueError(f"radius must be > 0; got {radius}")
+        super().__init__(radius, fraction)
         self.suspect = copy.deepcopy(suspect).eval().requires_grad_(False)
         self.low, self.high = float(reference.min()), float(reference.max())
         self.bound = radius * (self.high - self.low)
         self.steps = int(steps)
-        if not 0 < fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1]; got {fraction}")
-        self.fraction = float(fraction)
-        self._copies = 0
-        self.shared_rate = 0.0
 
     def batch_with_perturbed(self, x: torch.Tensor, y: torch.Tensor,
                              model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,20 +196,12 @@ class SharedAdversarialCopies:
         against ``model``, and their labels."""
         if model is None:
             raise ValueError("shared adversarial copies are crafted against the model being purified")
-        k = math.ceil(self.fraction * len(x))
+        k = self.take_share(len(x))
         xs, ys = x[:k].detach(), y[:k]
         attack = shared_pgd(model, self.suspect, xs, ys, radius=self.bound, step_size=SHARED_STEP_FRACTION * self.bound,
                             steps=self.steps, init="uniform", clip=(self.low, self.high))
-        self.shared_rate, self._copies = float(attack.shared.float().mean()), k
+        self.shared_rate = float(attack.shared.float().mean())  # the last batch's share of shared examples
         return torch.cat([x, xs + attack.delta]), torch.cat([y, ys])
-
-    def error_rate(self, logits: torch.Tensor, y: torch.Tensor) -> float:
-        """The share of the last batch's copies (the rows after its plain images) the model gets wrong."""
-        return copies_error_rate(logits, y, self._copies)
-
-    def size(self) -> float:
-        """The last batch's share of shared adversarial examples (what the history records)."""
-        return self.shared_rate
 
 
 #: ``shared_schedule``: ``"batch"`` crafts each batch's copies against the model as it is then
@@ -214,7 +237,7 @@ def suspect_adversarial_images(suspect: nn.Module, x: torch.Tensor, y: torch.Ten
     return torch.cat(images), torch.cat(wrong)
 
 
-class CraftedOnceCopies:
+class CraftedOnceCopies(CopiesOfAShare):
     """``shared_schedule="once"``: every retain image's adversarial copy crafted once, before any weight
     moves, against the suspect alone — at that moment the model being purified *is* the suspect, so
     these are SAU's shared adversarial examples (Wei et al., NeurIPS 2023) of the run's first step —
@@ -233,27 +256,20 @@ class CraftedOnceCopies:
         x, y: the retain images (N, C, H, W) and labels; [x.min(), x.max()] is the range copies stay in.
         radius: ‖δ‖∞ as a fraction of that range (> 0).
         steps: signed-gradient steps per image.
-        fraction: the share of each batch whose copies join it, its first ⌈fraction × size⌉ images.
+        fraction: see :class:`CopiesOfAShare`.
         device: where the suspect runs while they are crafted.
         seed: seeds the crafting's uniform start.
     """
 
-    SIZE_KEY, ERROR_KEY = "shared_rate", "shared_error"
-
     def __init__(self, suspect: nn.Module, x: torch.Tensor, y: torch.Tensor, radius: float, steps: int = SHARED_STEPS,
                  fraction: float = 1.0, device: torch.device | str = "cpu", seed: int = 0) -> None:
-        if not radius > 0:
-            raise ValueError(f"radius must be > 0; got {radius}")
-        if not 0 < fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1]; got {fraction}")
+        super().__init__(radius, fraction)
         low, high = float(x.min()), float(x.max())
         self.images, wrong = suspect_adversarial_images(suspect, x, y, radius * (high - low), int(steps), low, high,
                                                         torch.Generator().manual_seed(int(seed)), device)
         self.labels = y
         self.loop_y = torch.arange(len(y))
-        self.fraction = float(fraction)
-        self.shared_rate = float(wrong.float().mean())
-        self._copies = 0
+        self.shared_rate = float(wrong.float().mean())  # fixed: the copies are crafted once
 
     def batch_with_perturbed(self, x: torch.Tensor, index: torch.Tensor,
                              model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -261,13 +277,5 @@ class CraftedOnceCopies:
         ⌈fraction × size⌉ images, and their labels (``model``: unused)."""
         index = index.to(self.labels.device)
         y = self.labels[index].to(x.device)
-        k = self._copies = math.ceil(self.fraction * len(x))
+        k = self.take_share(len(x))
         return torch.cat([x, self.images[index[:k]].to(x.device, x.dtype)]), torch.cat([y, y[:k]])
-
-    def error_rate(self, logits: torch.Tensor, y: torch.Tensor) -> float:
-        """The share of the last batch's copies the model gets wrong."""
-        return copies_error_rate(logits, y, self._copies)
-
-    def size(self) -> float:
-        """The share of the copies the suspect misclassifies (fixed: they are crafted once)."""
-        return self.shared_rate
