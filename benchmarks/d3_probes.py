@@ -1,6 +1,7 @@
 """Probes of the D3-default study that are not candidate defenses (BENCHMARKS.md, "Fifteenth
 round" and later rounds): each fits or changes something on the study's attack runs and records one JSON line per
-run (and setting) in OUT; a rerun skips what OUT already holds and then prints the table.
+run (and setting) in OUT; a rerun skips what OUT already holds and then prints the table. "The default" below is
+the default when these probes ran (the fifteenth to twenty-first rounds), the ``all-layers`` preset now.
 
     python benchmarks/d3_probes.py clp OUT.jsonl RUN_DIR ...
         Channel Lipschitz pruning (Zheng et al., ECCV 2022), no training: per convolution that a
@@ -249,12 +250,12 @@ def probe_uap(out: Path, run_dirs: Iterable[str]) -> None:
         held = run.retain.x[1500:], run.retain.y[1500:]
         line = {"run": run.path, "target": int(run.backdoor.target[0]), "all2all": run.all2all, "floor": run.floor,
                 "suspect": run.evaluate(run.suspect)}
-        for preset in ("paper", "default"):
+        for tag, preset in (("paper", "paper"), ("default", "all-layers")):  # "default": the default when it ran
             model = run.d3(preset)
-            line[preset] = run.evaluate(model)
+            line[tag] = run.evaluate(model)
             for eps in UAP_EPS:
                 torch.manual_seed(0)
-                line[f"{preset}_{eps}"] = [uap_success(model, *held, c, fit_uap(model, *fit, c, eps)) for c in range(10)]
+                line[f"{tag}_{eps}"] = [uap_success(model, *held, c, fit_uap(model, *fit, c, eps)) for c in range(10)]
         line["s"] = round(time.perf_counter() - t0, 1)
         append(out, line)
     print("| model | target | after `paper`: ACC change / ASR | UAP on it, target's success (median class) at 0.05 · 0.1 "
@@ -290,7 +291,7 @@ def changed_suspects(out: Path, factors: list[float], run_dirs: Iterable[str],
 def probe_rescale(out: Path, factors: list[float], run_dirs: Iterable[str]) -> None:
     for run, c, model, layers in changed_suspects(out, factors, run_dirs, rescale_batchnorm_fed):
         line = {"run": run.path, "c": c, "layers": layers, "floor": run.floor, "suspect": run.evaluate(run.suspect),
-                "rescaled": run.evaluate(model), "default": run.evaluate(run.d3("default", model))}
+                "rescaled": run.evaluate(model), "default": run.evaluate(run.d3("all-layers", model))}
         append(out, line)
     print("| model | C | layers | rescaled suspect ACC / ASR | default after it: ACC change / ASR |")
     print("|---|---|---|---|---|")
@@ -303,8 +304,8 @@ def probe_logits(out: Path, factors: list[float], run_dirs: Iterable[str]) -> No
     for run, c, model, head in changed_suspects(out, factors, run_dirs, scale_logits):
         line = {"run": run.path, "c": c, "head": head, "floor": run.floor, "suspect": run.evaluate(run.suspect),
                 "scaled": run.evaluate(model), "retain_ce": retain_loss(model, run),
-                "default": run.evaluate(run.d3("default", model))}
-        result = create("d3", preset="default", seed=0, logit_scale=True)(model, run.retain, device="cpu", progress=False)
+                "default": run.evaluate(run.d3("all-layers", model))}
+        result = create("d3", preset="all-layers", seed=0, logit_scale=True)(model, run.retain, device="cpu", progress=False)
         line["rule"], line["rule_resolved"] = run.evaluate(result.model), result.config["logit_scale_resolved"]
         append(out, line)
     print("| model | C | suspect's retain CE | its retain temperature | default: ACC change / ASR "
@@ -339,7 +340,7 @@ def probe_momentum(out: Path, momenta: list[float | None], run_dirs: Iterable[st
             line = {"run": run.path, "momentum": momentum, "floor": run.floor, "suspect": run.evaluate(run.suspect),
                     "same_suspect": run.evaluate(model)}
             for tag, option in (("rule", "auto"), ("without", False)):
-                result = create("d3", preset="default", seed=0, bn_recalibrate=option)(
+                result = create("d3", preset="all-layers", seed=0, bn_recalibrate=option)(
                     model, run.retain, device="cpu", progress=False)
                 line[tag] = run.evaluate(result.model)
                 line[f"{tag}_resolved"] = result.config.get("bn_recalibrate_resolved")
@@ -356,7 +357,7 @@ def probe_momentum(out: Path, momenta: list[float | None], run_dirs: Iterable[st
 def probe_angles(out: Path, run_dirs: Iterable[str]) -> None:
     for d, _ in pending(out, run_dirs):
         run = Run(d)
-        model = run.d3("default")
+        model = run.d3("all-layers")
         append(out, {"run": run.path, "floor": run.floor, "suspect": run.evaluate(run.suspect),
                      "default": run.evaluate(model), "angles": weight_angles(run.suspect, model)})
     print("| model | default: ACC change / ASR | degrees turned, each Linear/Conv2d weight in registration order |")
@@ -388,8 +389,8 @@ def probe_norms(out: Path, run_dirs: Iterable[str]) -> None:
 def probe_twice(out: Path, run_dirs: Iterable[str], first: dict[str, Any], then: dict[str, Any]) -> None:
     for d, _ in pending(out, run_dirs):
         run = Run(d)
-        once = run.d3(**{"preset": "default", **first})
-        twice = run.d3(model=once, **{"preset": "default", "seed": 1, **then})
+        once = run.d3(**{"preset": "all-layers", **first})
+        twice = run.d3(model=once, **{"preset": "all-layers", "seed": 1, **then})
         append(out, {"run": run.path, "floor": run.floor, "suspect": run.evaluate(run.suspect), "first": first,
                      "then": then, "once": run.evaluate(once), "twice": run.evaluate(twice)})
     rows = list(records(out))

@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    ap.add_argument("--preset", default="reference", help="D3 preset (reference, paper, default).")
+    ap.add_argument("--preset", default="reference", help="D3 preset (reference, paper, all-layers, default).")
     ap.add_argument("--no-augment", action="store_true", help="No crop augmentation for either method.")
     ap.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16 (both methods).")
     ap.add_argument("--channels-last", action="store_true", help="Channels-last memory order (both methods).")

@@ -348,7 +348,9 @@ def test_defaults_keep_checkpoint_identities_specs_and_bench_keys(monkeypatch):
     (``bn_recalibrate="auto"``, "Fifteenth round"); ``blend=0, norm_rule=False, min_steps=0,
     input_prune=False, bn_recalibrate=False`` is the preset as it was, and keeps its identity.
     D3's revision 3 (its layer selections take ``nn.MultiheadAttention``'s projections, "Seventeenth
-    round") changes its identities and bench keys on purpose: at revision 2 they are as pinned."""
+    round") changes its identities and bench keys on purpose: at revision 2 they are as pinned. Since the
+    twenty-fifth round the default's distance is on the classifier, with adversarial copies: ``layers="all",
+    shared_radius=0`` undo that."""
     from distox import defenses
 
     assert defenses.get("d3").revision == 3
@@ -359,7 +361,7 @@ def test_defaults_keep_checkpoint_identities_specs_and_bench_keys(monkeypatch):
     pinned = {"d3": ("da64492451420395", "7cbad8bd155f7917"), "ft": ("0c53d5ccf49265f6", "c7ee3201fe80ace0"),
               "ft-sam": ("fdcd36569bbfcdda", "667cf127f173f544"), "sau": ("d9419cbdbd4d9eaa", "e4a369b8c64f7c3c")}
     before_overlay = {"d3": {"blend": 0.0, "norm_rule": False, "min_steps": 0, "input_prune": False,
-                             "bn_recalibrate": False}}
+                             "bn_recalibrate": False, "layers": "all", "shared_radius": 0.0}}
     for name, (tracked, untracked) in pinned.items():
         d = create(name, epochs=2, **before_overlay.get(name, {}))
         assert (d.identity(model, retain, True)[:16], d.identity(model, retain, False)[:16]) == (tracked, untracked)

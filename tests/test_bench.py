@@ -245,7 +245,7 @@ def test_clean_reference_shares_one_clean_cell_per_recipe():
      "channels_last, compile, count, epochs, eta, flip, label_smoothing, lr, momentum, precision, ratio, rho, "
      "weight_decay"),
     (lambda d: d["defenses"][2]["options"].update(preset="papr"),
-     "defenses[2] (d3: preset=papr, ratio=0.01): preset must be one of ['default', 'paper', 'reference']"),
+     "defenses[2] (d3: preset=papr, ratio=0.01): preset must be one of ['all-layers', 'default', 'paper', 'reference']"),
     (lambda d: d["attacks"][2]["grid"].update(k=[4, -1]), "attacks[2] (wanet: poison_rate=0.05, k=-1): wanet: k (control grid size) must be >= 2"),
     (lambda d: d["attacks"][2].update(grid={"poison_rate": 0.1}), "attacks[2].grid.poison_rate: "),
 ])

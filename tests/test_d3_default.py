@@ -163,13 +163,34 @@ def test_default_preset_is_what_d3_and_purify_run_and_is_recorded():
     retain = make_bundle(n_train=40).train
     result = distox.purify(_tiny(), retain, epochs=2, batch_size=16, verbose=False)
     assert result.config["preset"] == "default"
-    assert {k: result.config[k] for k in ("layers", "init", "init_layers", "lmd", "epochs", "blend")} == \
-        {"layers": "all", "init": "random", "init_layers": "classifier", "lmd": 10.0, "epochs": 2, "blend": 0.3}
+    assert {k: result.config[k] for k in ("layers", "init", "init_layers", "lmd", "epochs", "blend", "shared_radius",
+                                          "shared_schedule", "shared_steps")} == \
+        {"layers": "auto", "init": "random", "init_layers": "classifier", "lmd": 10.0, "epochs": 2, "blend": 0.3,
+         "shared_radius": 0.03, "shared_schedule": "once", "shared_steps": 5}
     assert D3(preset="default", lmd=3.0).lmd == 3.0  # explicit arguments override the preset
-    # blend=0 is the default preset as it was before the overlay (BENCHMARKS "Fourth round"):
+    # blend=0 is the all-layers preset as it was before the overlay (BENCHMARKS "Fourth round"):
     # its record, and with it its bench cell key, has no blend entry
-    before = D3(preset="default", blend=0).get_params()
+    before = D3(preset="all-layers", blend=0).get_params()
     assert "blend" not in before and before["layers"] == "all" and D3().get_params()["blend"] == 0.3
+
+
+def test_the_default_is_all_layers_with_the_classifier_distance_and_copies_crafted_once():
+    """The default through the twenty-fourth round stays reachable, exactly, as ``all-layers`` (every result
+    recorded before it reproduces), and the default is it with the twenty-fifth round's three changes."""
+    from distox.defenses.d3 import PRESETS
+
+    assert PRESETS["all-layers"] == {"lmd": 10.0, "eps": 0.1, "layers": "all", "init": "random",
+                                     "init_layers": "classifier", "epochs": 12, "batch_size": 32, "augment": False,
+                                     "blend": 0.3, "norm_rule": True, "min_steps": 600, "input_prune": True,
+                                     "bn_recalibrate": "auto"}
+    changed = {k: v for k, v in PRESETS["default"].items() if PRESETS["all-layers"].get(k) != v}
+    assert changed == {"layers": "auto", "shared_radius": 0.03, "shared_schedule": "once", "shared_steps": 5}
+    assert set(PRESETS["all-layers"]) <= set(PRESETS["default"])
+    retain = make_bundle(n_train=40).train
+    explicit = D3(preset="all-layers", layers="auto", shared_radius=0.03, shared_schedule="once", shared_steps=5,
+                  epochs=1, batch_size=16)(_tiny(), retain, device="cpu", progress=False)
+    default = D3(epochs=1, batch_size=16)(_tiny(), retain, device="cpu", progress=False)
+    assert _digest(explicit.model) == _digest(default.model)
 
 
 def test_no_selection_rule_reads_evaluation_data_or_the_attack():
@@ -199,9 +220,9 @@ def test_no_selection_rule_reads_evaluation_data_or_the_attack():
                                    eval_data=scrambled, attack=attack)
     assert _digest(shared.model) == _digest(shared_watched.model) != _digest(default.model)
     # so are the shared adversarial copies (shared_radius): the suspect and the retain images only
-    copies = distox.purify(_tiny(), bundle.train, epochs=2, batch_size=16, verbose=False, shared_radius=0.1)
-    copies_watched = distox.purify(_tiny(), bundle.train, epochs=2, batch_size=16, verbose=False, shared_radius=0.1,
-                                   eval_data=scrambled, attack=attack)
+    per_batch = dict(epochs=2, batch_size=16, verbose=False, shared_radius=0.1, shared_schedule="batch")
+    copies = distox.purify(_tiny(), bundle.train, **per_batch)
+    copies_watched = distox.purify(_tiny(), bundle.train, **per_batch, eval_data=scrambled, attack=attack)
     assert _digest(copies.model) == _digest(copies_watched.model) != _digest(default.model)
     # and those crafted once against the suspect (shared_schedule="once")
     once = dict(epochs=2, batch_size=16, verbose=False, shared_radius=0.1, shared_schedule="once")
@@ -234,7 +255,7 @@ def test_geometric_lmd_schedule_and_classifier_only_warm_start():
                 lmd_range=(1.0, 4.0))(_tiny(), retain, device="cpu", progress=False)
     assert [round(r["lmd"], 6) for r in result.history] == [1.0, 2.0, 4.0]
     model = _tiny()
-    d3 = D3(epochs=1, batch_size=16, lr=1e-9)
+    d3 = D3(preset="all-layers", epochs=1, batch_size=16, lr=1e-9)
     named = d3.selected(model, retain.x[:1])
     assert len(named) == 4 and "net.fc.weight" in named  # every conv and the classifier
     out = d3(model, retain, device="cpu", progress=False).model
@@ -279,6 +300,9 @@ def test_default_preset_leaves_a_convolutional_head_where_it_is(caplog):
     assert (turned.model.head.weight.detach() - other_start).norm() > 0.5 * other_start.norm()
     wider = D3(epochs=1, batch_size=16)(ConvHead(head_channels=6), retain, device="cpu", progress=False)
     assert wider.config["norm_rule_resolved"]["changed"] == {}
+    # no classifier at all: the default's distance goes over every weight (all-layers'), not an error
+    assert wider.config["layers_resolved"] == {"layers": "all", "reason": "no classifier"}
+    assert "layers_resolved" not in result.config
 
 
 def test_faithful_preset_takes_a_convolutional_head_as_its_classifier():
@@ -328,7 +352,7 @@ def test_angle_weighting_scales_each_distance_by_its_norm():
     weighted, _ = d3_loss(logits, y, w, w0, lmd=0.5, eps=10.0, scales=[0.5, 1.5])
     assert float(plain) == pytest.approx(-6.0) and float(weighted) == pytest.approx(-4.0)
     retain = make_bundle(n_train=48).train
-    kw = dict(epochs=1, batch_size=16)
+    kw = dict(preset="all-layers", epochs=1, batch_size=16)
     assert _digest(D3(**kw)(_tiny(), retain, device="cpu", progress=False).model) != \
         _digest(D3(**kw, layer_weighting="angle")(_tiny(), retain, device="cpu", progress=False).model)
     with pytest.raises(DefenseError, match="layer_weighting"):

@@ -67,7 +67,7 @@ def test_d3_returns_the_projected_mean_with_statistics_of_the_averaged_weights()
     fraction of the run, and BatchNorm's running statistics are those of the returned weights on
     the plain retain images."""
     model, retain = tiny_model(), tiny_retain()
-    d3 = D3(epochs=3, batch_size=16, average=0.5)
+    d3 = D3(preset="all-layers", epochs=3, batch_size=16, average=0.5)
     result = d3(model, retain, device="cpu", progress=False)
     assert result.config["average"] == 0.5
     assert result.config["average_resolved"] == {"steps": 5, "batchnorm_reestimated": True}  # ceil(0.5 * 9)
@@ -153,7 +153,8 @@ def test_d3_moves_attention_alike_whether_written_with_linear_layers_or_in_pytor
 
 
 def test_the_default_turns_the_attention_projections_of_a_batchnorm_model():
-    """On a model with BatchNorm the default's distance covers ``in_proj_weight``: pushed, it moves
+    """On a model with BatchNorm the all-layer distance (``all-layers``, the default then) covers
+    ``in_proj_weight``: pushed, it moves
     several times farther than when the same run leaves it out, and keeps its norm (Eq. 2)."""
     from distox.models import create_model
 
@@ -161,12 +162,12 @@ def test_the_default_turns_the_attention_projections_of_a_batchnorm_model():
     model = create_model("hybrid_vit", num_classes=3, in_channels=1, width=8, depth=1, heads=2, image_size=8)
     retain = tiny_retain()
     name = "net.blocks.layers.0.self_attn.in_proj_weight"
-    d3 = D3(epochs=3, batch_size=16, lr=0.2)
+    d3 = D3(preset="all-layers", epochs=3, batch_size=16, lr=0.2)
     result = d3(model, retain, device="cpu", progress=False)
     assert result.config["layers"] == "all" and result.config["norm_rule_resolved"]["batchnorm"]
     assert name in d3.selected(model, retain.x[:1])
     others = [n.removesuffix(".weight") for n in d3.selected(model, retain.x[:1]) if n != name]
-    left_out = D3(epochs=3, batch_size=16, lr=0.2, layers=others)(model, retain, device="cpu", progress=False)
+    left_out = D3(preset="all-layers", epochs=3, batch_size=16, lr=0.2, layers=others)(model, retain, device="cpu", progress=False)
     start = dict(model.named_parameters())[name].detach()
     moved = [float((dict(r.model.named_parameters())[name].detach() - start).norm()) for r in (result, left_out)]
     assert moved[0] > 3 * moved[1]

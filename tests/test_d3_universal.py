@@ -1,18 +1,25 @@
 """The twenty-second and twenty-third rounds of the default study (BENCHMARKS.md): D3's clean-loss
 bound also on the retain images under one shared perturbation (``universal_radius``) or under per-image
 perturbations shared with the suspect (``shared_radius``), and the twenty-fourth round's copies crafted
-once against the suspect (``shared_schedule="once"``), options off in every preset."""
+once against the suspect (``shared_schedule="once"``), options measured with the all-layer distance
+(``all-layers``, the default then: every ``D3`` here runs it unless a test says otherwise). The default since
+the twenty-fifth round has the crafted-once copies on."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from distox.defenses import D3, DefenseError
+from distox.defenses import D3 as D3Defense
+from distox.defenses import DefenseError
 from distox.defenses.universal import (STEP_FRACTION, CraftedOnceCopies, SharedAdversarialCopies,
                                       UniversalPerturbation)
 
 from .conftest import make_bundle
 from .test_d3_eighteenth import FlatHead
+
+
+def D3(**options) -> D3Defense:  # noqa: N802 (the defense's own name, with the preset these options ran with)
+    return D3Defense(**{"preset": "all-layers", **options})
 
 
 def test_the_perturbation_is_one_image_kept_in_the_datas_range_and_climbs_the_loss():
@@ -114,7 +121,12 @@ def test_a_shared_radius_trains_on_the_copies_and_no_preset_sets_it():
     assert all(0.0 <= row["shared_rate"] <= 1.0 and 0.0 <= row["shared_error"] <= 1.0 for row in on.history)
     assert any(not torch.equal(a, b) for a, b in zip(plain.model.state_dict().values(), on.model.state_dict().values()))
     from distox.defenses.d3 import PRESETS
-    assert all("shared_radius" not in preset for preset in PRESETS.values()) and D3().shared_radius == 0.0
+    assert all("shared_radius" not in PRESETS[name] for name in ("reference", "paper", "all-layers"))
+    assert D3().shared_radius == 0.0 and D3Defense().shared_radius == PRESETS["default"]["shared_radius"] == 0.03
+    # the default's copies step aside for a caller's own distill or universal perturbation (one copy per image)
+    assert D3Defense(universal_radius=0.1).shared_radius == 0.0 and D3Defense(distill=0.5).shared_radius == 0.0
+    with pytest.raises(DefenseError, match="cannot be combined"):
+        D3Defense(shared_radius=0.03, distill=0.5)
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, True, "0.1"])

@@ -21,13 +21,15 @@ from .test_experiment import copy_run, finished  # noqa: F401  (module-scoped at
 def test_d3_advice_follows_what_already_ran():
     default = " ".join(accuracy_advice("d3", {"preset": "default", "lmd": 10.0}, 3000))
     assert "preset='paper'" in default and "lmd=40" in default and "more clean images" not in default
-    assert "preset='reference'" in default
+    assert "preset='default'" not in default and "preset='reference'" not in default  # measured against all-layers
+    all_layers = " ".join(accuracy_advice("d3", {"preset": "all-layers", "lmd": 10.0}, 3000))
+    assert all_layers.index("preset='default'") < all_layers.index("preset='reference'") < all_layers.index("paper")
     few = " ".join(accuracy_advice("d3", {"preset": "default", "lmd": 10.0}, 800))
     assert "more clean images (you gave 800" in few
     paper = " ".join(accuracy_advice("d3", {"preset": "paper", "lmd": 40.0}, 3000))
     assert "preset='paper'" not in paper and "lmd=" not in paper
     reference = " ".join(accuracy_advice("d3", {"preset": "reference", "lmd": 0.5}, 3000))
-    assert "preset='default'" in reference
+    assert "preset='all-layers' with blend=0" in reference
     auto = " ".join(accuracy_advice("d3", {"preset": "default", "lmd": "auto"}, 3000))
     assert "lmd=" not in auto
     overlay = " ".join(accuracy_advice("d3", {"preset": "default", "lmd": 10.0, "blend": 0.3}, 3000))
@@ -116,18 +118,22 @@ def test_every_entry_point_defaults_to_the_one_tolerance():
 def test_backdoor_advice_names_what_cleared_the_default_s_resnets_and_skips_what_already_ran():
     from distox.guidance import backdoor_advice
 
-    default = " ".join(backdoor_advice("d3", {"preset": "default", "lmd": 10.0}, 3000))
-    assert "preset='reference', epochs=12" in default and "layer_weighting='size-median'" in default
-    assert "universal_radius=0.1" in default and "more clean images (you gave 3000" in default
-    assert "shared_radius=0.05" in default and default.index("shared_radius") < default.index("universal_radius")
-    assert default.index("shared_radius=0.03, shared_schedule='once'") < default.index("shared_radius=0.05")
-    shared = " ".join(backdoor_advice("d3", {"preset": "default", "shared_radius": 0.05}, 3000))
+    old = " ".join(backdoor_advice("d3", {"preset": "all-layers", "lmd": 10.0}, 3000))
+    assert "preset='reference', epochs=12" in old and "layer_weighting='size-median'" in old
+    assert "universal_radius=0.1" in old and "more clean images (you gave 3000" in old
+    assert old.index("preset='default'") < old.index("shared_radius=0.03, shared_schedule='once'")
+    assert old.index("shared_radius") < old.index("universal_radius")
+    shared = " ".join(backdoor_advice("d3", {"preset": "all-layers", "shared_radius": 0.05}, 3000))
     assert "shared_radius" not in shared and "universal_radius" not in shared  # the two are not combined
-    assert "more clean images" not in " ".join(backdoor_advice("d3", {"preset": "default"}, 5000))
-    used = " ".join(backdoor_advice("d3", {"preset": "default", "layer_weighting": "size-median",
+    assert "more clean images" not in " ".join(backdoor_advice("d3", {"preset": "all-layers"}, 5000))
+    used = " ".join(backdoor_advice("d3", {"preset": "all-layers", "layer_weighting": "size-median",
                                            "universal_radius": 0.1}, 5000))
     assert "size-median'" not in used and "universal_radius" not in used and "preset='reference'" in used
     assert "shared_radius" not in used
+    # the default already has the copies and the classifier's distance: the all-layer distance with them is next
+    default = " ".join(backdoor_advice("d3", {"preset": "default", "layers": "auto", "shared_radius": 0.03}, 3000))
+    assert "preset='all-layers', shared_radius=0.03" in default and "size-median" not in default
+    assert "universal_radius" not in default and "preset='reference', epochs=12" in default
     reference = " ".join(backdoor_advice("d3", {"preset": "reference"}, 5000))
     assert "preset='reference'" not in reference and "size-median" not in reference
     assert "preset='default'" in " ".join(backdoor_advice("d3", {"preset": "paper"}, 5000))

@@ -47,7 +47,8 @@ def test_d3_turns_weights_under_weight_or_spectral_norm(kind):
     bundle = make_bundle(n_train=48)
     model = _parametrized(kind)
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    result = D3(epochs=2, batch_size=16, norm_rule=False)(model, bundle.train, device="cpu", progress=False)
+    result = D3(preset="all-layers", epochs=2, batch_size=16, norm_rule=False)(model, bundle.train, device="cpu",
+                                                                             progress=False)
     assert result.history[-1]["distance"] > 0.5
     moved = {k: w.detach() for k, w in select_weights(result.model, "all").items()}
     original = {k: w.detach() for k, w in select_weights(model, "all").items()}

@@ -95,7 +95,7 @@ def test_twice_runs_the_second_d3_on_the_first_ones_result_with_each_runs_option
     out = tmp_path / "twice.jsonl"
     then = {"preset": "reference", "epochs": 12}
     probes.probe_twice(out, ["m"], {"norm_rule": False}, then)
-    assert calls == [("default", None, 0, {"norm_rule": False}), ("reference", "default@0", 1, {"epochs": 12})]
+    assert calls == [("all-layers", None, 0, {"norm_rule": False}), ("reference", "all-layers@0", 1, {"epochs": 12})]
     line = next(probes.records(out))
     assert line["first"] == {"norm_rule": False} and line["then"] == then and line["twice"]["asr"] == 1.0
     probes.probe_twice(out, ["m"], {"norm_rule": False}, then)  # recorded: skipped, table printed again

@@ -14,18 +14,23 @@ whole-network selections (:func:`~distox.models.selection.attention_projections`
 BatchNorm are trained but not part of the distance.
 
 Presets: ``reference`` and ``paper`` are the reference code's and the paper's settings,
-unchanged. ``default`` (distox's, chosen on five architectures, BENCHMARKS.md "A default that
-purifies any model") applies the same objective to *every* Linear and Conv2d weight — the
+unchanged. ``default`` (distox's, since BENCHMARKS.md "Twenty-fifth round") keeps the paper's distance
+on the final classifier and asks the clean-loss bound also of an adversarial copy of every retain image,
+crafted once against the suspect before any weight moves (``shared_radius=0.03``,
+``shared_schedule="once"``, ``shared_steps=5``: :class:`distox.defenses.universal.CraftedOnceCopies`,
+SAU's shared adversarial examples of the run's first step); everything else is ``all-layers``'s.
+``all-layers`` (the default through the twenty-fourth round, chosen on five architectures, BENCHMARKS.md "A
+default that purifies any model") applies the same objective to *every* Linear and Conv2d weight — the
 paper's argument that the backdoor loss grows with the distance from the poisoned weights,
 applied where a backdoor can live in the features and not only in the classifier — with the
 paper's random warm start on the final classifier only, λ 10, ε 0.1, 12 epochs at batch 32, and
 each retain image overlaid with another one of its batch at a weight up to 0.3, label kept
 (``blend=0.3``, :func:`distox.training.blend_batch`: it made removal reliable across retain
-draws, BENCHMARKS.md "Fourth round"; ``blend=0`` is the default as it was before). On a model
-without any BatchNorm layer the default keeps the distance on the final classifier
+draws, BENCHMARKS.md "Fourth round"; ``blend=0`` is that preset as it was before). On a model
+without any BatchNorm layer both keep the distance on the final classifier
 at learning rate 0.03 (``norm_rule=True``, :data:`WITHOUT_BATCHNORM`; BENCHMARKS.md "Sixth
 round": there the all-layer distance cost accuracy and removed no more). With few retain images
-the default trains at least ``min_steps`` optimiser steps (600; 1,128 on a model without
+both train at least ``min_steps`` optimiser steps (600; 1,128 on a model without
 BatchNorm, "Seventeenth round"): the epochs grow until the run makes that many
 (:meth:`D3.epochs_for`; BENCHMARKS.md "Seventh round"). In a model whose
 classifier is a convolution (no nn.Linear: a 1×1 conv's class maps, averaged), ``layers="auto"``
@@ -75,15 +80,20 @@ log = logging.getLogger(__name__)
 #: Named presets: complete sets of hyper-parameters; an explicit argument overrides its preset.
 #: ``reference`` and ``paper`` are the faithful ones (the reference code's defaults and the
 #: paper's λ = 10) and stay exactly as they are; ``default`` is distox's own (what
-#: ``D3()`` and ``distox.purify`` run), chosen on the model zoo (BENCHMARKS.md "A default that
-#: purifies any model").
+#: ``D3()`` and ``distox.purify`` run): ``all-layers`` (the default through the twenty-fourth round,
+#: BENCHMARKS.md "A default that purifies any model", kept so that every earlier result reproduces)
+#: with the distance on the final classifier and the clean-loss bound also on adversarial copies of
+#: the retain images crafted once against the suspect (BENCHMARKS.md "Twenty-fifth round": on the
+#: study's and the user models it passed every cell at about half the default's accuracy cost).
 PRESETS: dict[str, dict[str, Any]] = {
     "reference": {"lmd": 0.5, "eps": 0.1},
     "paper": {"lmd": 10.0, "eps": 0.1},
-    "default": {"lmd": 10.0, "eps": 0.1, "layers": "all", "init": "random", "init_layers": "classifier",
-                "epochs": 12, "batch_size": 32, "augment": False, "blend": 0.3, "norm_rule": True,
-                "min_steps": 600, "input_prune": True, "bn_recalibrate": "auto"},
+    "all-layers": {"lmd": 10.0, "eps": 0.1, "layers": "all", "init": "random", "init_layers": "classifier",
+                   "epochs": 12, "batch_size": 32, "augment": False, "blend": 0.3, "norm_rule": True,
+                   "min_steps": 600, "input_prune": True, "bn_recalibrate": "auto"},
 }
+PRESETS["default"] = {**PRESETS["all-layers"], "layers": "auto", "shared_radius": 0.03, "shared_schedule": "once",
+                      "shared_steps": 5}
 #: What ``norm_rule=True`` (the ``default`` preset) runs instead on a model without any
 #: BatchNorm layer, for each of these options the caller did not set: the distance on the final
 #: classifier only, at learning rate 0.03. Measured (BENCHMARKS.md "Sixth round": two ViTs, a
@@ -356,8 +366,9 @@ class D3(Defense):
     """Distance-Driven Detoxification.
 
     Args:
-        preset: ``"default"`` (distox's, see :data:`PRESETS`), ``"reference"`` (the reference
-            code: λ 0.5, ε 0.1) or ``"paper"`` (λ 10). A preset fills every argument below left
+        preset: ``"default"`` (distox's, see :data:`PRESETS`), ``"all-layers"`` (distox's default
+            through the twenty-fourth round), ``"reference"`` (the reference code: λ 0.5, ε 0.1) or
+            ``"paper"`` (λ 10). A preset fills every argument below left
             at ``None``; an explicit argument overrides it. The faithful presets reproduce the
             reference exactly.
         lmd: λ, weight of the clean-loss penalty (reference 0.5, paper 10).
@@ -374,8 +385,9 @@ class D3(Defense):
             ``"linear-head"`` (a convolutional network's fully connected head,
             :func:`distox.models.selection.linear_head`: LeNet-5's three Linears; elsewhere the
             nn.Linear classifier, as ``"classifier"``).
-        layers: ``"auto"`` (final classifier, the paper; a last 1×1-conv class head in a model
-            without nn.Linear), ``"all-linear"``, ``"all"`` (every Linear and Conv2d, and every
+        layers: ``"auto"`` (final classifier, the paper and ``default``; a last 1×1-conv class head in a
+            model without nn.Linear; under ``default``, a model with neither gets ``"all"``:
+            :meth:`needs_all_layers`), ``"all-linear"``, ``"all"`` (every Linear and Conv2d, and every
             ``nn.MultiheadAttention``'s own ``in_proj_weight``, a Linear weight in all but name),
             ``"all-but-first"`` (all but the stem, the first layer the input meets),
             ``"batchnorm-fed"`` (those a BatchNorm runs right after, plus the classifier), ``"linear-head"``
@@ -467,15 +479,17 @@ class D3(Defense):
             pixels' range, that fools the model and the frozen suspect into the same class (SAU's
             shared adversarial examples, two signed-gradient steps per batch;
             :class:`~distox.defenses.universal.SharedAdversarialCopies`; BENCHMARKS.md
-            "Twenty-third round"; an option, off in every preset). Not with ``distill`` or
-            ``universal_radius``.
+            "Twenty-third round"). The ``default`` preset sets 0.03 with ``shared_schedule="once"`` and
+            ``shared_steps=5`` ("Twenty-fifth round"); the other presets leave it off. Not with ``distill`` or
+            ``universal_radius`` (under ``default``, setting either turns the preset's copies off).
         shared_steps, shared_fraction: with ``shared_radius``, the crafting's signed-gradient steps per
             batch (2) and the share of each batch that gets a copy (1.0: all of it; a smaller share
             crafts and trains fewer copies, for less time).
         shared_schedule: with ``shared_radius``, ``"batch"`` (each batch's copies crafted against the
             model as it is then) or ``"once"`` (every retain image's copy crafted before any weight
             moves, against the suspect alone, ``shared_steps`` steps; then reused at every step:
-            :class:`~distox.defenses.universal.CraftedOnceCopies`, BENCHMARKS.md "Twenty-fourth round").
+            :class:`~distox.defenses.universal.CraftedOnceCopies`, BENCHMARKS.md "Twenty-fourth round"; the
+            ``default`` preset's).
         auto: options of ``lmd="auto"`` / ``eps="auto"``, which choose them from the retain data
             (rules in :mod:`distox.defenses.d3_auto`).
         epochs, batch_size, lr, augment, blend, flip, seed: see :class:`Defense` (100, 256, 0.01,
@@ -486,7 +500,7 @@ class D3(Defense):
 
     name = "d3"
     #: 2: ``D3()`` without a preset runs the ``default`` preset (it ran ``reference`` before).
-    #: 3: ``layers="all"`` (the default's) and ``"all-but-first"`` take an ``nn.MultiheadAttention``'s own
+    #: 3: ``layers="all"`` (``all-layers``'s) and ``"all-but-first"`` take an ``nn.MultiheadAttention``'s own
     #: ``in_proj_weight`` too (models without one run as before).
     revision = 3
 
@@ -615,6 +629,8 @@ class D3(Defense):
                                "retain images only, not their perturbed copies)")
         self.universal_radius = float(r)
         r = v["shared_radius"]
+        if r and "shared_radius" not in self._explicit and (self.distill or self.universal_radius):
+            r = 0.0  # the preset's copies step aside for the caller's own distill or universal_radius
         if r and (self.distill or self.universal_radius):
             raise DefenseError("shared_radius cannot be combined with distill or universal_radius (each batch has "
                                "one perturbed copy; the suspect's outputs cover the retain images only)")
@@ -778,15 +794,35 @@ class D3(Defense):
                 return {}
         return by_norm
 
+    def needs_all_layers(self, model: nn.Module, retain: ImageSplit, device: torch.device | str | None = None) -> bool:
+        """Whether a preset whose own distance is on the classifier (``default``: ``layers="auto"``, the caller
+        not having set ``layers``) meets a model without one (no nn.Linear, no convolutional class head): then it
+        runs the distance over every Linear and Conv2d weight (``layers="all"``, as ``all-layers``) instead of
+        failing. The faithful presets keep failing there, as the reference code does. Reads the model's modules
+        and one retain image."""
+        if "layers" in self._explicit or self.layers != "auto" or PRESETS[self.preset].get("layers") != "auto":
+            return False
+        if device is None:
+            device = next((t.device for t in model.parameters()), torch.device("cpu"))
+        try:
+            select_weights(model, "auto", retain.x[:1].to(device))
+        except SelectionError:
+            return True
+        return False
+
     def adapted_to(self, model: nn.Module, retain: ImageSplit, device: torch.device | str = "cpu") -> D3:
         """This D3, or a copy with what its model- and data-derived rules change, for every option
-        the caller did not set: under ``norm_rule``, on a model without BatchNorm that has a final
+        the caller did not set: where the preset's classifier distance finds no classifier, the
+        distance over every weight (:meth:`needs_all_layers`; recorded on ``layers_resolved``); under ``norm_rule``, on a model without BatchNorm that has a final
         classifier, :data:`WITHOUT_BATCHNORM` (:meth:`batchnorm_rule`; recorded on
         ``norm_rule_resolved``); under ``min_steps`` (or the rule's), the epochs of :meth:`epochs_for`
         (recorded on ``min_steps_resolved``).
         Reads the model's modules and the retain set's size only (one retain image, to find the
         classifier), never labels or evaluation data."""
         changed: dict[str, Any] = {}
+        if self.needs_all_layers(model, retain, device):
+            changed["layers"] = "all"
+            self.layers_resolved = {"layers": "all", "reason": "no classifier"}
         if self.norm_rule:
             by_norm = self.batchnorm_rule(model, retain, device)
             self.norm_rule_resolved = {"batchnorm": has_batchnorm(model), "changed": by_norm}

@@ -1,5 +1,5 @@
-"""Perturbed copies of the retain batch that D3's clean-loss bound must also hold under (options,
-off in every preset): one perturbation shared by every image (:class:`UniversalPerturbation`,
+"""Perturbed copies of the retain batch that D3's clean-loss bound must also hold under (options; the
+``default`` preset runs the crafted-once copies, BENCHMARKS.md "Twenty-fifth round"): one perturbation shared by every image (:class:`UniversalPerturbation`,
 ``universal_radius``; BENCHMARKS.md "Twenty-second round"), or per image the perturbation that
 fools the model being purified and the suspect alike (:class:`SharedAdversarialCopies`,
 ``shared_radius``; "Twenty-third round"), or those crafted once against the suspect before any weight
