@@ -203,6 +203,8 @@
 #                                                  # check models of earlier rounds (trained here first)
 #   bash benchmarks/d3_default_study.sh twenty-fifth-small # twenty-fifth round: the default and `o03-head` with few
 #                                                  # clean images (500 on study models, 800 on user models)
+#   bash benchmarks/d3_default_study.sh twenty-fifth-der a|b # twenty-fifth round, last: the faithful presets and FT-SAM
+#                                                  # beside the new default on the small study and check models (seed 0)
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Every step ran the default as it was
 # before the twenty-fifth round, which is the `all-layers` preset now: `preset:all-layers` in the study's candidates
@@ -1747,6 +1749,14 @@ PY
     user_models purify --preset all-layers resnet18-adam --seed 2 --images 3000
     user_models purify --preset all-layers resnet18-adam --seed 2 --images 3000 --label o03-head \
       --params '{"shared_radius": 0.03, "shared_schedule": "once", "shared_steps": 5, "layers": "auto"}'
+    ;;
+  twenty-fifth-der)  # twenty-fifth round, last: the issue's DER bar on the small models at seed 0 — the faithful
+    # presets (at the study's 12 epochs of batch 32) and FT-SAM beside the default's lines of twenty-fifth-lighter and
+    # twenty-fifth-check; development models (`a`), check models (`b`), side by side (SAU, 4-30 min a cell, not run)
+    runs="$RUNS/cnn-blended-s1 $RUNS/vgg-blended-s0 $RUNS/prn-wanet $RUNS/vgg-a2a-badnets"
+    if [ "${2:-a}" = b ]; then runs="$RUNS/vit-blended $RUNS/vgg-sam-blended $RUNS/vgg-badnets-aug"; fi
+    study $runs --final-only --seed 0 --out $RUNS/twenty-fifth-der-s0.jsonl "${sixth_reference[@]}" "${sixth_paper[@]}" \
+      --candidate "ft-sam=method:ft-sam,augment:false"
     ;;
   twenty-second-universal)  # twenty-second round: the clean-loss bound also under one shared perturbation
     # (`universal_radius`, a fraction of the pixels' range), with the default's all-layer distance (`u10`, `u20`) and

@@ -303,6 +303,9 @@ def test_default_preset_leaves_a_convolutional_head_where_it_is(caplog):
     # no classifier at all: the default's distance goes over every weight (all-layers'), not an error
     assert wider.config["layers_resolved"] == {"layers": "all", "reason": "no classifier"}
     assert "layers_resolved" not in result.config
+    reused = D3(epochs=1, batch_size=16)
+    reused(ConvHead(head_channels=6), retain, device="cpu", progress=False)
+    assert "layers_resolved" not in reused(ConvHead(), retain, device="cpu", progress=False).config  # not left over
 
 
 def test_faithful_preset_takes_a_convolutional_head_as_its_classifier():

@@ -820,6 +820,7 @@ class D3(Defense):
         Reads the model's modules and the retain set's size only (one retain image, to find the
         classifier), never labels or evaluation data."""
         changed: dict[str, Any] = {}
+        vars(self).pop("layers_resolved", None)  # an earlier model's, when this D3 is reused
         if self.needs_all_layers(model, retain, device):
             changed["layers"] = "all"
             self.layers_resolved = {"layers": "all", "reason": "no classifier"}
