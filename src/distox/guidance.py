@@ -123,7 +123,7 @@ def backdoor_advice(method: str, config: dict[str, Any], retain_size: int) -> li
                         "all-layers alone left a backdoor among them, at 0.9 ACC points more than all-layers on average "
                         "and 1.7 more than the default on the cells both ran, \"Twenty-fourth round\"); or "
                         "shared_radius=0.05 (copies at a larger radius: with the all-layer distance they left less "
-                        "than those at 0.03 in 10 of 12 cells, at 0.8 points more, \"Twenty-fourth round\")")
+                        "than those at 0.03 in 9 of 12 cells, at 0.8 points more, \"Twenty-fourth round\")")
         if not config.get("universal_radius") and not config.get("shared_radius"):
             tips.append("universal_radius=0.1 (on user ResNet-18s: 4 of 4 cells cleared at 3,000 images, at -2.1 to "
                         "-4.3 ACC points; on other models it cost 1.7 points more than the default, "
