@@ -1749,6 +1749,10 @@ PY
     user_models purify --preset all-layers resnet18-adam --seed 2 --images 3000
     user_models purify --preset all-layers resnet18-adam --seed 2 --images 3000 --label o03-head \
       --params '{"shared_radius": 0.03, "shared_schedule": "once", "shared_steps": 5, "layers": "auto"}'
+    # last, after the change: 1,000 images on the four small development models
+    study $RUNS/vgg-blended-s0 $RUNS/cnn-blended-s1 $RUNS/prn-wanet $RUNS/vgg-a2a-badnets --final-only --count 1000 \
+      --seed 0 --out $RUNS/twenty-fifth-1000.jsonl --candidate 'default=preset:all-layers,epochs:null' \
+      --candidate 'o03-head=preset:all-layers,epochs:null,shared_radius:0.03,shared_schedule:once,shared_steps:5,layers:auto'
     ;;
   twenty-fifth-der)  # twenty-fifth round, last: the DER bar on the small models at seed 0 — the faithful
     # presets (at the study's 12 epochs of batch 32) and FT-SAM beside the default's lines of twenty-fifth-lighter and
