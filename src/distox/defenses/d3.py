@@ -182,6 +182,18 @@ def d3_loss(logits: torch.Tensor, y: torch.Tensor, weights: Sequence[torch.Tenso
                   "loss": float(loss.detach())}
 
 
+def has_classifier(model: nn.Module, retain: ImageSplit, device: torch.device | str | None = None) -> bool:
+    """Whether ``layers="auto"`` finds a final classifier in ``model`` (an nn.Linear, or a convolutional class
+    head), found with one retain image on ``device`` (the model's own if None)."""
+    if device is None:
+        device = next((t.device for t in model.parameters()), torch.device("cpu"))
+    try:
+        select_weights(model, "auto", retain.x[:1].to(device))
+    except SelectionError:
+        return False
+    return True
+
+
 @torch.no_grad()
 def warm_start(weights: Sequence[torch.Tensor], method: str, p: float, generator: torch.Generator) -> None:
     """Move each selected weight away from its start before training (SPEC §1 ``init``).
@@ -786,13 +798,8 @@ class D3(Defense):
         if not self.norm_rule or has_batchnorm(model):
             return {}
         by_norm = {k: v for k, v in WITHOUT_BATCHNORM.items() if k not in self._explicit}
-        if by_norm.get("layers") == "auto":
-            if device is None:
-                device = next((t.device for t in model.parameters()), torch.device("cpu"))
-            try:  # an nn.Linear classifier, or a convolutional class head
-                select_weights(model, "auto", retain.x[:1].to(device))
-            except SelectionError:  # no classifier to confine the distance to
-                return {}
+        if by_norm.get("layers") == "auto" and not has_classifier(model, retain, device):
+            return {}  # no classifier to confine the distance to
         return by_norm
 
     def needs_all_layers(self, model: nn.Module, retain: ImageSplit, device: torch.device | str | None = None) -> bool:
@@ -803,13 +810,7 @@ class D3(Defense):
         and one retain image."""
         if "layers" in self._explicit or self.layers != "auto" or PRESETS[self.preset].get("layers") != "auto":
             return False
-        if device is None:
-            device = next((t.device for t in model.parameters()), torch.device("cpu"))
-        try:
-            select_weights(model, "auto", retain.x[:1].to(device))
-        except SelectionError:
-            return True
-        return False
+        return not has_classifier(model, retain, device)
 
     def adapted_to(self, model: nn.Module, retain: ImageSplit, device: torch.device | str = "cpu") -> D3:
         """This D3, or a copy with what its model- and data-derived rules change, for every option
