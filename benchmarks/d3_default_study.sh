@@ -205,6 +205,18 @@
 #                                                  # clean images (500 on study models, 800 on user models)
 #   bash benchmarks/d3_default_study.sh twenty-fifth-der a|b # twenty-fifth round, last: the faithful presets and FT-SAM
 #                                                  # beside the new default on the small study and check models (seed 0)
+#   bash benchmarks/d3_default_study.sh twenty-sixth-check a|b [SEED] # twenty-sixth round: the default and `all-layers`
+#                                                  # once on earlier rounds' models the default never ran on (a: without
+#                                                  # BatchNorm — MLPs, LeNet-5s, tutorial and plain CNNs; b: ViTs,
+#                                                  # ShuffleNetV2, hybrid ViTs, VGG19-BN), trained here first
+#   bash benchmarks/d3_default_study.sh twenty-sixth-small [SEED] # twenty-sixth round: the same check models with 500 clean
+#                                                  # images, the default and `all-layers` (seed 0)
+#   bash benchmarks/d3_default_study.sh twenty-sixth-half-check # twenty-sixth round: `half` once on the check models
+#   bash benchmarks/d3_default_study.sh twenty-sixth-hybrid # twenty-sixth round: what removes the BadNets backdoor
+#                                                  # of the hybrid ViT check model that the default left (a diagnosis)
+#   bash benchmarks/d3_default_study.sh twenty-sixth-half a|b # twenty-sixth round: the default with copies for half
+#                                                  # of each batch (under 2 x plain fine-tuning's time), study models
+#                                                  # (a) and user models (b), seed 0
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Every step ran the default as it was
 # before the twenty-fifth round, which is the `all-layers` preset now: `preset:all-layers` in the study's candidates
@@ -227,6 +239,12 @@ CHECK="$RUNS/rn18-blended $RUNS/vit-blended $RUNS/vgg-sam-blended $RUNS/vgg-badn
 NOBN="$RUNS/cnn-plain-blended $RUNS/cnn-gn-badnets $RUNS/vit-badnets"
 NEW="$RUNS/shufflenet-blended $RUNS/mnv3-lf $RUNS/regnet-badnets"  # seventh round's check models
 CONV="$RUNS/cnn-convhead-blended $RUNS/cnn-convhead-plain-blended"  # eighth round's: a convolutional classifier
+# the seven study models of the twenty-third round on (one process runs them in this order)
+SEVEN=$(printf "$RUNS/%s " mnv3l-sig vgg-blended-s0 cnn-blended-s1 prn-wanet vgg-a2a-badnets rn18-blended mnv2-badnets)
+# the twenty-sixth round's check models (trained by `twenty-sixth-check a` and `b`), cheapest first
+TWENTY_SIXTH_CHECK=$(printf "$RUNS/%s " mlp-plain-badnets mlp-bn-blended mlp-sig-aug mlp-bn-lf mlp-badnets-aug \
+  lenet-badnets lenet-bn-badnets tutorial-badnets tutorial-blended cnn-plain-blended cnn-gn-badnets cnn-plain-badnets-aug \
+  vit-a2a-badnets vit-badnets hybrid-blended hybrid-badnets shufflenet-blended vgg19-wanet)
 sixth_default=(--candidate "default=preset:all-layers,norm_rule:false")
 sixth_reference=(--candidate "d3-reference=preset:reference,augment:false")
 sixth_paper=(--candidate "d3-paper=preset:paper,augment:false")
@@ -1761,6 +1779,58 @@ PY
     if [ "${2:-a}" = b ]; then runs="$RUNS/vit-blended $RUNS/vgg-sam-blended $RUNS/vgg-badnets-aug"; fi
     study $runs --final-only --seed 0 --out $RUNS/twenty-fifth-der-s0.jsonl "${sixth_reference[@]}" "${sixth_paper[@]}" \
       --candidate "ft-sam=method:ft-sam,augment:false"
+    ;;
+  twenty-sixth-check)  # twenty-sixth round: the default (`o03-head` of the twenty-fifth round) and `all-layers` (the
+    # default before it) once, seed 0, 3,000 images, on models of earlier rounds that the default never ran on, trained
+    # here first (their run directories were not on this machine; nothing is tuned on them); then, after
+    # twenty-sixth-small, at a second retain draw (`twenty-sixth-check a 1` and `b 1`). `a`: models without
+    # BatchNorm or with BatchNorm1d (the copies are all the default adds there: their distance was already on the
+    # classifier), `b`: attention models, a ShuffleNetV2 and the paper's VGG19-BN; cheapest first
+    cands=(--candidate 'all-layers=preset:all-layers,epochs:null' --candidate 'default=preset:default,epochs:null')
+    if [ "${2:-a}" = a ]; then
+      names="mlp-plain-badnets mlp-bn-blended mlp-sig-aug mlp-bn-lf mlp-badnets-aug lenet-badnets lenet-bn-badnets
+             tutorial-badnets tutorial-blended cnn-plain-blended cnn-gn-badnets cnn-plain-badnets-aug"
+      steps="mlp-models ninth-models lenet-models tenth-models norm-models"
+    else
+      names="vit-badnets vit-a2a-badnets hybrid-blended hybrid-badnets shufflenet-blended vgg19-wanet"
+      steps="norm-models seventeenth-models new-models fourteenth-models"
+    fi
+    for name in $names; do
+      for step in $steps; do ONLY=$name bash "$0" $step; done
+      study $RUNS/$name --final-only --seed ${3:-0} --out $RUNS/twenty-sixth-check-s${3:-0}.jsonl "${cands[@]}"
+    done
+    ;;
+  twenty-sixth-small)  # twenty-sixth round, after twenty-sixth-check: the same models (trained by it) with 500 clean
+    # images, the default and `all-layers` once (seed 0), cheapest first
+    # (then, last, at a second retain draw: `twenty-sixth-small 1`)
+    study $TWENTY_SIXTH_CHECK --final-only --count 500 --seed ${2:-0} --out $RUNS/twenty-sixth-check-500${2:+-s$2}.jsonl \
+      --candidate 'all-layers=preset:all-layers,epochs:null' --candidate 'default=preset:default,epochs:null'
+    ;;
+  twenty-sixth-half-check)  # twenty-sixth round, after twenty-sixth-half: `half` once (seed 0) on this round's check
+    # models and the twenty-fifth round's four (trained by twenty-sixth-check and twenty-fifth-check)
+    study $TWENTY_SIXTH_CHECK $RUNS/mnv3-lf $RUNS/vit-blended $RUNS/vgg-sam-blended $RUNS/vgg-badnets-aug --final-only \
+      --seed 0 --out $RUNS/twenty-sixth-half-check-s0.jsonl --candidate 'half=preset:default,epochs:null,shared_fraction:0.5'
+    ;;
+  twenty-sixth-hybrid)  # twenty-sixth round, after twenty-sixth-check: a diagnosis on the one check model both the
+    # default and `all-layers` left above its floor (hybrid-badnets, 17.92 and 18.87 % against 2.67): more steps, a
+    # larger radius, the all-layer distance with the copies, the faithful `reference`, FT-SAM (nothing is chosen on it)
+    study $RUNS/hybrid-badnets --final-only --seed 0 --out $RUNS/twenty-sixth-hybrid-s0.jsonl \
+      --candidate 'e24=preset:default,epochs:24' \
+      --candidate 'r05=preset:default,epochs:null,shared_radius:0.05' \
+      --candidate 'o03=preset:all-layers,epochs:null,shared_radius:0.03,shared_schedule:once,shared_steps:5' \
+      "${sixth_reference[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
+    ;;
+  twenty-sixth-half)  # twenty-sixth round: the default with copies for half of each batch (`half`,
+    # `shared_fraction: 0.5`), the one setting measured under the issue's 2 x wall-time bar (twenty-fourth round, with
+    # the all-layer distance: it missed the MobileNetV3-Large SIG at one draw); the seven study models (`a`) and the
+    # four user models (`b`) side by side, seed 0, beside the default's lines of the twenty-fifth round (`o03-head`)
+    if [ "${2:-a}" = a ]; then
+      study $SEVEN --final-only --seed 0 --out $RUNS/twenty-sixth-s0.jsonl \
+        --candidate 'half=preset:default,epochs:null,shared_fraction:0.5'
+    else
+      user_models purify resnet18 resnet18-adam mobilenet-v3-small keras-cnn --images 3000 \
+        --params '{"shared_fraction": 0.5}' --label half
+    fi
     ;;
   twenty-second-universal)  # twenty-second round: the clean-loss bound also under one shared perturbation
     # (`universal_radius`, a fraction of the pixels' range), with the default's all-layer distance (`u10`, `u20`) and

@@ -134,6 +134,14 @@ def test_backdoor_advice_names_what_cleared_the_default_s_resnets_and_skips_what
     default = " ".join(backdoor_advice("d3", {"preset": "default", "layers": "auto", "shared_radius": 0.03}, 3000))
     assert "preset='all-layers', shared_radius=0.03" in default and "size-median" not in default
     assert "universal_radius" not in default and "preset='reference', epochs=12" in default
+    assert "shared_radius=0.05" in default
+    # where the default's distance covered every weight (a model with no classifier) that suggestion is what ran;
+    # where the caller's own option turned the copies off, a larger radius is not what is missing
+    fallback = " ".join(backdoor_advice("d3", {"preset": "default", "layers": "auto", "shared_radius": 0.03,
+                                               "layers_resolved": {"layers": "all", "reason": "no classifier"}}, 3000))
+    assert "preset='all-layers', shared_radius" not in fallback and "shared_radius=0.05" in fallback
+    off = " ".join(backdoor_advice("d3", {"preset": "default", "layers": "auto", "shared_radius": 0.0}, 3000))
+    assert "shared_radius=0.05" not in off
     reference = " ".join(backdoor_advice("d3", {"preset": "reference"}, 5000))
     assert "preset='reference'" not in reference and "size-median" not in reference
     assert "preset='default'" in " ".join(backdoor_advice("d3", {"preset": "paper"}, 5000))

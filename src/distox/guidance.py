@@ -22,6 +22,8 @@ SOURCE = 'BENCHMARKS.md, "A default that purifies any model"'
 #: λ measured to cost less accuracy than the default's 10 (3,000 images, the all-layer distance with the overlay,
 #: "Fifth round").
 LARGER_LMD = 40.0
+#: the copies' radius suggested where the default's (0.03) left a backdoor ("Twenty-fourth round")
+LARGER_SHARED_RADIUS = 0.05
 #: Retain size of the study's main tables; fewer images were measured to cost more accuracy.
 STUDY_RETAIN = 3000
 
@@ -117,13 +119,15 @@ def backdoor_advice(method: str, config: dict[str, Any], retain_size: int) -> li
                         "them, at 0.95 ACC points less on average, \"Twenty-fifth round\"); or shared_radius=0.03, "
                         "shared_schedule='once', shared_steps=5 with this preset's all-layer distance (20 of 20 cells, "
                         "0.9 ACC points more than without, \"Twenty-fourth round\")")
-        if preset == "default" and config.get("layers", "auto") == "auto":
+        ran_all = config.get("layers_resolved", {}).get("layers") == "all"  # a model with no classifier
+        if preset == "default" and config.get("layers", "auto") == "auto" and not ran_all:
             tips.append("preset='all-layers', shared_radius=0.03, shared_schedule='once', shared_steps=5 (the same "
                         "copies with the distance over every Linear and Conv2d weight: 20 of 20 cells, the five where "
                         "all-layers alone left a backdoor among them, at 0.9 ACC points more than all-layers on average "
-                        "and 1.7 more than the default on the cells both ran, \"Twenty-fourth round\"); or "
-                        "shared_radius=0.05 (copies at a larger radius: with the all-layer distance they left less "
-                        "than those at 0.03 in 9 of 12 cells, at 0.8 points more, \"Twenty-fourth round\")")
+                        "and 1.7 more than the default on the cells both ran, \"Twenty-fourth round\")")
+        if preset == "default" and 0 < float(config.get("shared_radius") or 0) < LARGER_SHARED_RADIUS:
+            tips.append(f"shared_radius={LARGER_SHARED_RADIUS} (copies at a larger radius: with the all-layer distance "
+                        "they left less than those at 0.03 in 9 of 12 cells, at 0.8 points more, \"Twenty-fourth round\")")
         if not config.get("universal_radius") and not config.get("shared_radius"):
             tips.append("universal_radius=0.1 (on user ResNet-18s: 4 of 4 cells cleared at 3,000 images, at -2.1 to "
                         "-4.3 ACC points; on other models it cost 1.7 points more than the default, "
