@@ -209,8 +209,8 @@
 #                                                  # once on earlier rounds' models the default never ran on (a: without
 #                                                  # BatchNorm — MLPs, LeNet-5s, tutorial and plain CNNs; b: ViTs,
 #                                                  # ShuffleNetV2, hybrid ViTs, VGG19-BN), trained here first
-#   bash benchmarks/d3_default_study.sh twenty-sixth-small [SEED] # twenty-sixth round: the same check models with 500 clean
-#                                                  # images, the default and `all-layers` (seed 0)
+#   bash benchmarks/d3_default_study.sh twenty-sixth-small [SEED [IMAGES]] # twenty-sixth round: the same check models
+#                                                  # with 500 (or IMAGES) clean images, the default and `all-layers`
 #   bash benchmarks/d3_default_study.sh twenty-sixth-half-check # twenty-sixth round: `half` once on the check models
 #   bash benchmarks/d3_default_study.sh twenty-sixth-hybrid # twenty-sixth round: what removes the BadNets backdoor
 #                                                  # of the hybrid ViT check model that the default left (a diagnosis)
@@ -1802,8 +1802,10 @@ PY
     ;;
   twenty-sixth-small)  # twenty-sixth round, after twenty-sixth-check: the same models (trained by it) with 500 clean
     # images, the default and `all-layers` once (seed 0), cheapest first
-    # (then, last, at a second retain draw: `twenty-sixth-small 1`)
-    study $TWENTY_SIXTH_CHECK --final-only --count 500 --seed ${2:-0} --out $RUNS/twenty-sixth-check-500${2:+-s$2}.jsonl \
+    # (then at a second retain draw, `twenty-sixth-small 1`; last, with 1,000 images at both draws side by side,
+    # `twenty-sixth-small 0 1000` and `twenty-sixth-small 1 1000`)
+    study $TWENTY_SIXTH_CHECK --final-only --count ${3:-500} --seed ${2:-0} \
+      --out $RUNS/twenty-sixth-check-${3:-500}${2:+-s$2}.jsonl \
       --candidate 'all-layers=preset:all-layers,epochs:null' --candidate 'default=preset:default,epochs:null'
     ;;
   twenty-sixth-half-check)  # twenty-sixth round, after twenty-sixth-half: `half` once (seed 0) on this round's check
