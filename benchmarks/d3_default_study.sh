@@ -212,16 +212,21 @@
 #   bash benchmarks/d3_default_study.sh twenty-sixth-small [SEED [IMAGES]] # twenty-sixth round: the same check models
 #                                                  # with 500 (or IMAGES) clean images, the default and `all-layers`
 #   bash benchmarks/d3_default_study.sh twenty-sixth-half-check # twenty-sixth round: `half` once on the check models
+#   bash benchmarks/d3_default_study.sh twenty-sixth-der a|b # twenty-sixth round, last: the faithful presets and FT-SAM
+#                                                  # on the same check models (seed 0), for DER per architecture
 #   bash benchmarks/d3_default_study.sh twenty-sixth-hybrid # twenty-sixth round: what removes the BadNets backdoor
 #                                                  # of the hybrid ViT check model that the default left (a diagnosis)
 #   bash benchmarks/d3_default_study.sh twenty-sixth-half a|b # twenty-sixth round: the default with copies for half
 #                                                  # of each batch (under 2 x plain fine-tuning's time), study models
 #                                                  # (a) and user models (b), seed 0
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
-# Runs go to $RUNS (runs/study); every step skips what is already done. Every step ran the default as it was
-# before the twenty-fifth round, which is the `all-layers` preset now: `preset:all-layers` in the study's candidates
-# and `--preset all-layers` on the user models (the twenty-fifth round's `o03-head`, all-layers with the distance on
-# the classifier and the copies crafted once, is the default since). Steps before the fourth round
+# Runs go to $RUNS (runs/study); every step skips what is already done. Every step before the twenty-sixth round ran
+# the default as it was before the twenty-fifth round, which is the `all-layers` preset now: `preset:all-layers` in
+# the study's candidates and `--preset all-layers` on the user models (the twenty-fifth round's `o03-head`, all-layers
+# with the distance on the classifier and the copies crafted once, is the default since). The twenty-sixth round's
+# steps name that default `preset:default` (and `user_models purify` without --preset): should the default change
+# again, they must be made to name a preset that keeps it, as the twenty-fifth round did for `all-layers`, or their
+# recorded lines stop being what a rerun gives. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:all-layers,blend:0`;
 # steps before the sixth round ran it without its BatchNorm rule, `norm_rule:false`, and the eighth round's MLP
 # steps without the ninth round's input pruning, `input_prune:false` (all spelled out below).
@@ -1807,6 +1812,14 @@ PY
     study $TWENTY_SIXTH_CHECK --final-only --count ${3:-500} --seed ${2:-0} \
       --out $RUNS/twenty-sixth-check-${3:-500}${2:+-s$2}.jsonl \
       --candidate 'all-layers=preset:all-layers,epochs:null' --candidate 'default=preset:default,epochs:null'
+    ;;
+  twenty-sixth-der)  # twenty-sixth round, last: the DER bar on this round's check models (seed 0, 3,000
+    # images): the faithful presets (at the study's 12 epochs of batch 32) and FT-SAM beside the default's lines of
+    # twenty-sixth-check; the twelve without attention (`a`) and the six others (`b`) side by side
+    check=($TWENTY_SIXTH_CHECK)
+    if [ "${2:-a}" = a ]; then runs="${check[*]:0:12}"; else runs="${check[*]:12}"; fi
+    study $runs --final-only --seed 0 --out $RUNS/twenty-sixth-der-s0.jsonl "${sixth_reference[@]}" "${sixth_paper[@]}" \
+      --candidate "ft-sam=method:ft-sam,augment:false"
     ;;
   twenty-sixth-half-check)  # twenty-sixth round, after twenty-sixth-half: `half` once (seed 0) on this round's check
     # models and the twenty-fifth round's four (trained by twenty-sixth-check and twenty-fifth-check)
