@@ -246,10 +246,12 @@ NEW="$RUNS/shufflenet-blended $RUNS/mnv3-lf $RUNS/regnet-badnets"  # seventh rou
 CONV="$RUNS/cnn-convhead-blended $RUNS/cnn-convhead-plain-blended"  # eighth round's: a convolutional classifier
 # the seven study models of the twenty-third round on (one process runs them in this order)
 SEVEN=$(printf "$RUNS/%s " mnv3l-sig vgg-blended-s0 cnn-blended-s1 prn-wanet vgg-a2a-badnets rn18-blended mnv2-badnets)
-# the twenty-sixth round's check models (trained by `twenty-sixth-check a` and `b`), cheapest first
-TWENTY_SIXTH_CHECK=$(printf "$RUNS/%s " mlp-plain-badnets mlp-bn-blended mlp-sig-aug mlp-bn-lf mlp-badnets-aug \
-  lenet-badnets lenet-bn-badnets tutorial-badnets tutorial-blended cnn-plain-blended cnn-gn-badnets cnn-plain-badnets-aug \
-  vit-a2a-badnets vit-badnets hybrid-blended hybrid-badnets shufflenet-blended vgg19-wanet)
+# the twenty-sixth round's check models, cheapest first: without BatchNorm or with BatchNorm1d (trained by
+# `twenty-sixth-check a`), attention models, a ShuffleNetV2 and the VGG19-BN (`twenty-sixth-check b`)
+TWENTY_SIXTH_A="mlp-plain-badnets mlp-bn-blended mlp-sig-aug mlp-bn-lf mlp-badnets-aug lenet-badnets lenet-bn-badnets"
+TWENTY_SIXTH_A+=" tutorial-badnets tutorial-blended cnn-plain-blended cnn-gn-badnets cnn-plain-badnets-aug"
+TWENTY_SIXTH_B="vit-a2a-badnets vit-badnets hybrid-blended hybrid-badnets shufflenet-blended vgg19-wanet"
+TWENTY_SIXTH_CHECK=$(printf "$RUNS/%s " $TWENTY_SIXTH_A $TWENTY_SIXTH_B)
 sixth_default=(--candidate "default=preset:all-layers,norm_rule:false")
 sixth_reference=(--candidate "d3-reference=preset:reference,augment:false")
 sixth_paper=(--candidate "d3-paper=preset:paper,augment:false")
@@ -1792,13 +1794,11 @@ PY
     # BatchNorm or with BatchNorm1d (the copies are all the default adds there: their distance was already on the
     # classifier), `b`: attention models, a ShuffleNetV2 and the paper's VGG19-BN; cheapest first
     cands=(--candidate 'all-layers=preset:all-layers,epochs:null' --candidate 'default=preset:default,epochs:null')
+    # (the first run trained and ran `b`'s ViT BadNets before its all-to-all ViT; the order changes no cell)
     if [ "${2:-a}" = a ]; then
-      names="mlp-plain-badnets mlp-bn-blended mlp-sig-aug mlp-bn-lf mlp-badnets-aug lenet-badnets lenet-bn-badnets
-             tutorial-badnets tutorial-blended cnn-plain-blended cnn-gn-badnets cnn-plain-badnets-aug"
-      steps="mlp-models ninth-models lenet-models tenth-models norm-models"
+      names=$TWENTY_SIXTH_A steps="mlp-models ninth-models lenet-models tenth-models norm-models"
     else
-      names="vit-badnets vit-a2a-badnets hybrid-blended hybrid-badnets shufflenet-blended vgg19-wanet"
-      steps="norm-models seventeenth-models new-models fourteenth-models"
+      names=$TWENTY_SIXTH_B steps="norm-models seventeenth-models new-models fourteenth-models"
     fi
     for name in $names; do
       for step in $steps; do ONLY=$name bash "$0" $step; done
@@ -1816,10 +1816,9 @@ PY
   twenty-sixth-der)  # twenty-sixth round, last: the issue's DER bar on this round's check models (seed 0, 3,000
     # images): the faithful presets (at the study's 12 epochs of batch 32) and FT-SAM beside the default's lines of
     # twenty-sixth-check; the twelve without attention (`a`) and the six others (`b`) side by side
-    check=($TWENTY_SIXTH_CHECK)
-    if [ "${2:-a}" = a ]; then runs="${check[*]:0:12}"; else runs="${check[*]:12}"; fi
-    study $runs --final-only --seed 0 --out $RUNS/twenty-sixth-der-s0.jsonl "${sixth_reference[@]}" "${sixth_paper[@]}" \
-      --candidate "ft-sam=method:ft-sam,augment:false"
+    if [ "${2:-a}" = a ]; then names=$TWENTY_SIXTH_A; else names=$TWENTY_SIXTH_B; fi
+    study $(printf "$RUNS/%s " $names) --final-only --seed 0 --out $RUNS/twenty-sixth-der-s0.jsonl \
+      "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
     ;;
   twenty-sixth-half-check)  # twenty-sixth round, after twenty-sixth-half: `half` once (seed 0) on this round's check
     # models and the twenty-fifth round's four (trained by twenty-sixth-check and twenty-fifth-check)
