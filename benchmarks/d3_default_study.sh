@@ -219,14 +219,27 @@
 #   bash benchmarks/d3_default_study.sh twenty-sixth-half a|b # twenty-sixth round: the default with copies for half
 #                                                  # of each batch (under 2 x plain fine-tuning's time), study models
 #                                                  # (a) and user models (b), seed 0
+#   bash benchmarks/d3_default_study.sh twenty-seventh-dev [SEED [IMAGES]] # twenty-seventh round: on the models
+#                                                  # without BatchNorm of the twenty-sixth round, the copies with the
+#                                                  # restarted classifier's rate kept apart from the rest's
+#   bash benchmarks/d3_default_study.sh twenty-seventh-overlay a|b|c # twenty-seventh round: the default without its
+#                                                  # overlay augmentation (the copies alone), development models
+#   bash benchmarks/d3_default_study.sh twenty-seventh-models a|b # twenty-seventh round: check models without
+#                                                  # BatchNorm, trained here first (earlier rounds' commands)
+#   bash benchmarks/d3_default_study.sh twenty-seventh-check a|b [SEED [IMAGES]] # twenty-seventh round: the default
+#                                                  # and `no-overlay` once on them
+#   bash benchmarks/d3_default_study.sh twenty-seventh-bn-check [SEED] # twenty-seventh round: `no-overlay` once on
+#                                                  # the check models with BatchNorm of the two rounds before
+#   bash benchmarks/d3_default_study.sh twenty-seventh-small # twenty-seventh round: `no-overlay` with 500 clean
+#                                                  # images on the models with BatchNorm of the two rounds before
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Every step before the twenty-sixth round ran
 # the default as it was before the twenty-fifth round, which is the `all-layers` preset now: `preset:all-layers` in
 # the study's candidates and `--preset all-layers` on the user models (the twenty-fifth round's `o03-head`, all-layers
-# with the distance on the classifier and the copies crafted once, is the default since). The twenty-sixth round's
-# steps name that default `preset:default` (and `user_models purify` without --preset): should the default change
-# again, they must be made to name a preset that keeps it, as the twenty-fifth round did for `all-layers`, or their
-# recorded lines stop being what a rerun gives. Steps before the fourth round
+# with the distance on the classifier and the copies crafted once, is the default since). The twenty-sixth and
+# twenty-seventh rounds' steps name that default `preset:default` (and `user_models purify` without --preset): should
+# the default change again, they must be made to name a preset that keeps it, as the twenty-fifth round did for
+# `all-layers`, or their recorded lines stop being what a rerun gives. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:all-layers,blend:0`;
 # steps before the sixth round ran it without its BatchNorm rule, `norm_rule:false`, and the eighth round's MLP
 # steps without the ninth round's input pruning, `input_prune:false` (all spelled out below).
@@ -252,6 +265,28 @@ TWENTY_SIXTH_A="mlp-plain-badnets mlp-bn-blended mlp-sig-aug mlp-bn-lf mlp-badne
 TWENTY_SIXTH_A+=" tutorial-badnets tutorial-blended cnn-plain-blended cnn-gn-badnets cnn-plain-badnets-aug"
 TWENTY_SIXTH_B="vit-a2a-badnets vit-badnets hybrid-blended hybrid-badnets shufflenet-blended vgg19-wanet"
 TWENTY_SIXTH_CHECK=$(printf "$RUNS/%s " $TWENTY_SIXTH_A $TWENTY_SIXTH_B)
+# the twenty-seventh round's development models: the twenty-sixth round's check models without BatchNorm (the rule
+# for such models is what the round studies), cheapest first
+TWENTY_SEVENTH_DEV="mlp-plain-badnets mlp-sig-aug mlp-badnets-aug lenet-badnets cnn-plain-blended cnn-gn-badnets"
+TWENTY_SEVENTH_DEV+=" vit-a2a-badnets vit-badnets tutorial-badnets tutorial-blended cnn-plain-badnets-aug"
+# its check models, all without BatchNorm, of earlier rounds and never run on this machine (`name:step[:arg]`: the
+# step that trains the model; the ViT Blended ran the default in the twenty-fifth round), cheapest first, in two
+# halves side by side
+TWENTY_SEVENTH_A="mlp-wanet:ninth-models mlp-blended-17:seventeenth-models mlp-sig-17:seventeenth-models"
+TWENTY_SEVENTH_A+=" lenet-blended:lenet-models:blended lenet-wanet-18:eighteenth-trigger-models"
+TWENTY_SEVENTH_A+=" cnn-plain-sig-17:seventeenth-models vit-blended:models"
+TWENTY_SEVENTH_B="mlp-badnets-17:seventeenth-models lenet-badnets-17:seventeenth-models"
+TWENTY_SEVENTH_B+=" cnn-plain-blended-ls:sixteenth-models cnn-convhead-plain-blended:conv-models:plain"
+TWENTY_SEVENTH_B+=" tutorial-sig:tenth-models:sig tutorial-a2a:tenth-models:a2a vit-blended-ls:sixteenth-models"
+# the candidate: the default with the features at lr 0.01 and the restarted classifier at 0.03 (`split`; the tenth
+# round's `split-lr`, then without the copies), and the default at 0.01 throughout (`lr01`); after those two cost
+# accuracy, the other way: everything at 0.05 (`lr05`), the classifier alone at 0.1 (`head10`)
+twenty_seventh_split=(--candidate 'split=preset:default,epochs:null,lr:0.01,classifier_lr:0.03')
+twenty_seventh_cands=("${twenty_seventh_split[@]}" --candidate 'lr01=preset:default,epochs:null,lr:0.01'
+                      --candidate 'lr05=preset:default,epochs:null,lr:0.05'
+                      --candidate 'head10=preset:default,epochs:null,classifier_lr:0.1')
+# the default without the fourth round's overlay augmentation: the copies alone
+twenty_seventh_no_overlay=(--candidate 'no-overlay=preset:default,epochs:null,blend:0')
 sixth_default=(--candidate "default=preset:all-layers,norm_rule:false")
 sixth_reference=(--candidate "d3-reference=preset:reference,augment:false")
 sixth_paper=(--candidate "d3-paper=preset:paper,augment:false")
@@ -1845,6 +1880,56 @@ PY
       user_models purify resnet18 resnet18-adam mobilenet-v3-small keras-cnn --images 3000 \
         --params '{"shared_fraction": 0.5}' --label half
     fi
+    ;;
+  twenty-seventh-dev)  # twenty-seventh round: on the twenty-sixth round's check models without BatchNorm (now
+    # development models), seed 0, 3,000 images (then `twenty-seventh-dev 0 500`): the default's features at lr 0.01
+    # with the restarted classifier at 0.03 (`split`), and everything at 0.01 (`lr01`), beside the default's lines of
+    # twenty-sixth-check and twenty-sixth-small
+    study $(printf "$RUNS/%s " $TWENTY_SEVENTH_DEV) --final-only --seed ${2:-0} --count ${3:-3000} \
+      --out $RUNS/twenty-seventh-dev-${3:-3000}-s${2:-0}.jsonl "${twenty_seventh_cands[@]}"
+    ;;
+  twenty-seventh-overlay)  # twenty-seventh round: the default without the fourth round's overlay (`blend: 0`,
+    # `no-overlay`): the copies, crafted from the retain images, may do what the overlay did, at less cost; seed 0,
+    # 3,000 images, on the development models without BatchNorm (`a`), the seven study models (`b`) and the four
+    # user models (`c`); then, after the MobileNetV3-Small kept 44 % without it, that model at other retain draws
+    # (`c1 1` and `c1 2` side by side)
+    case ${2:-a} in
+      a) study $(printf "$RUNS/%s " $TWENTY_SEVENTH_DEV) --final-only --seed 0 \
+           --out $RUNS/twenty-seventh-dev-3000-s0.jsonl "${twenty_seventh_no_overlay[@]}" ;;
+      b) study $SEVEN --final-only --seed 0 --out $RUNS/twenty-seventh-s0.jsonl "${twenty_seventh_no_overlay[@]}" ;;
+      c) user_models purify resnet18 resnet18-adam mobilenet-v3-small keras-cnn --images 3000 \
+           --params '{"blend": 0}' --label no-overlay ;;
+      c1) user_models purify mobilenet-v3-small --images 3000 --params '{"blend": 0}' \
+           --label no-overlay --seed ${3:-1} ;;
+    esac
+    ;;
+  twenty-seventh-bn-check)  # twenty-seventh round, after twenty-seventh-overlay and twenty-seventh-check: `no-overlay`
+    # once (seed 0, then 1) on the check models with BatchNorm of the twenty-fifth and twenty-sixth rounds (trained by
+    # twenty-fifth-check and twenty-sixth-check), beside the default's lines of those rounds
+    study $(printf "$RUNS/%s " mlp-bn-blended mlp-bn-lf lenet-bn-badnets hybrid-blended hybrid-badnets \
+      shufflenet-blended mnv3-lf vgg-sam-blended vgg-badnets-aug vgg19-wanet) --final-only --seed ${2:-0} \
+      --out $RUNS/twenty-seventh-bn-check-s${2:-0}.jsonl "${twenty_seventh_no_overlay[@]}"
+    ;;
+  twenty-seventh-small)  # twenty-seventh round, last: `no-overlay` with 500 clean images (seed 0) on the models
+    # with BatchNorm that ran the default with 500 images in the two rounds before (twenty-fifth-small's four small
+    # study models, twenty-sixth-small's seven), beside the default's lines there
+    study $(printf "$RUNS/%s " cnn-blended-s1 vgg-blended-s0 prn-wanet mnv3l-sig mlp-bn-blended mlp-bn-lf \
+      lenet-bn-badnets hybrid-blended hybrid-badnets shufflenet-blended vgg19-wanet) --final-only --seed 0 --count 500 \
+      --out $RUNS/twenty-seventh-500-s0.jsonl "${twenty_seventh_no_overlay[@]}"
+    ;;
+  twenty-seventh-models)  # twenty-seventh round: its check models (`a` and `b` side by side)
+    if [ "${2:-a}" = a ]; then entries=$TWENTY_SEVENTH_A; else entries=$TWENTY_SEVENTH_B; fi
+    for entry in $entries; do
+      IFS=: read -r name step arg <<< "$entry"
+      ONLY=$name bash "$0" $step $arg
+    done
+    ;;
+  twenty-seventh-check)  # twenty-seventh round, after twenty-seventh-overlay: the default and `no-overlay` once on
+    # the check models (trained by twenty-seventh-models), seed 0, 3,000 images; then `... a|b 1` and `... a|b 0 500`
+    if [ "${2:-a}" = a ]; then entries=$TWENTY_SEVENTH_A; else entries=$TWENTY_SEVENTH_B; fi
+    study $(for entry in $entries; do printf "$RUNS/%s " "${entry%%:*}"; done) --final-only --seed ${3:-0} \
+      --count ${4:-3000} --out $RUNS/twenty-seventh-check-${4:-3000}-s${3:-0}.jsonl \
+      --candidate 'default=preset:default,epochs:null' "${twenty_seventh_no_overlay[@]}"
     ;;
   twenty-second-universal)  # twenty-second round: the clean-loss bound also under one shared perturbation
     # (`universal_radius`, a fraction of the pixels' range), with the default's all-layer distance (`u10`, `u20`) and

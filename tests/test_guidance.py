@@ -34,6 +34,7 @@ def test_d3_advice_follows_what_already_ran():
     assert "lmd=" not in auto
     overlay = " ".join(accuracy_advice("d3", {"preset": "default", "lmd": 10.0, "blend": 0.3}, 3000))
     assert overlay.startswith("blend=0") and "blend=0, no overlay" not in default  # only while it is on
+    assert "MobileNetV3-Small's backdoor stayed" in overlay  # the cost of taking it off is named with it
 
 
 def test_other_methods_get_their_own_advice_or_none():
