@@ -1883,8 +1883,8 @@ PY
     ;;
   twenty-seventh-dev)  # twenty-seventh round: on the twenty-sixth round's check models without BatchNorm (now
     # development models), seed 0, 3,000 images (then `twenty-seventh-dev 0 500`): the default's features at lr 0.01
-    # with the restarted classifier at 0.03 (`split`), and everything at 0.01 (`lr01`), beside the default's lines of
-    # twenty-sixth-check and twenty-sixth-small
+    # with the restarted classifier at 0.03 (`split`), everything at 0.01 (`lr01`) or 0.05 (`lr05`), the classifier
+    # at 0.1 (`head10`), beside the default's lines of twenty-sixth-check and twenty-sixth-small
     study $(printf "$RUNS/%s " $TWENTY_SEVENTH_DEV) --final-only --seed ${2:-0} --count ${3:-3000} \
       --out $RUNS/twenty-seventh-dev-${3:-3000}-s${2:-0}.jsonl "${twenty_seventh_cands[@]}"
     ;;
