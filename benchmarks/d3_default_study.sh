@@ -287,6 +287,8 @@ twenty_seventh_cands=("${twenty_seventh_split[@]}" --candidate 'lr01=preset:defa
                       --candidate 'head10=preset:default,epochs:null,classifier_lr:0.1')
 # the default without the fourth round's overlay augmentation: the copies alone
 twenty_seventh_no_overlay=(--candidate 'no-overlay=preset:default,epochs:null,blend:0')
+# the twenty-sixth round's check models with BatchNorm (or BatchNorm1d), where `no-overlay` differs from the default most
+TWENTY_SIXTH_BN="mlp-bn-blended mlp-bn-lf lenet-bn-badnets hybrid-blended hybrid-badnets shufflenet-blended vgg19-wanet"
 sixth_default=(--candidate "default=preset:all-layers,norm_rule:false")
 sixth_reference=(--candidate "d3-reference=preset:reference,augment:false")
 sixth_paper=(--candidate "d3-paper=preset:paper,augment:false")
@@ -1906,16 +1908,14 @@ PY
   twenty-seventh-bn-check)  # twenty-seventh round, after twenty-seventh-overlay and twenty-seventh-check: `no-overlay`
     # once (seed 0, then 1) on the check models with BatchNorm of the twenty-fifth and twenty-sixth rounds (trained by
     # twenty-fifth-check and twenty-sixth-check), beside the default's lines of those rounds
-    study $(printf "$RUNS/%s " mlp-bn-blended mlp-bn-lf lenet-bn-badnets hybrid-blended hybrid-badnets \
-      shufflenet-blended mnv3-lf vgg-sam-blended vgg-badnets-aug vgg19-wanet) --final-only --seed ${2:-0} \
-      --out $RUNS/twenty-seventh-bn-check-s${2:-0}.jsonl "${twenty_seventh_no_overlay[@]}"
+    study $(printf "$RUNS/%s " $TWENTY_SIXTH_BN mnv3-lf vgg-sam-blended vgg-badnets-aug) --final-only \
+      --seed ${2:-0} --out $RUNS/twenty-seventh-bn-check-s${2:-0}.jsonl "${twenty_seventh_no_overlay[@]}"
     ;;
   twenty-seventh-small)  # twenty-seventh round, last: `no-overlay` with 500 clean images (seed 0) on the models
     # with BatchNorm that ran the default with 500 images in the two rounds before (twenty-fifth-small's four small
     # study models, twenty-sixth-small's seven), beside the default's lines there
-    study $(printf "$RUNS/%s " cnn-blended-s1 vgg-blended-s0 prn-wanet mnv3l-sig mlp-bn-blended mlp-bn-lf \
-      lenet-bn-badnets hybrid-blended hybrid-badnets shufflenet-blended vgg19-wanet) --final-only --seed 0 --count 500 \
-      --out $RUNS/twenty-seventh-500-s0.jsonl "${twenty_seventh_no_overlay[@]}"
+    study $(printf "$RUNS/%s " cnn-blended-s1 vgg-blended-s0 prn-wanet mnv3l-sig $TWENTY_SIXTH_BN) --final-only \
+      --seed 0 --count 500 --out $RUNS/twenty-seventh-500-s0.jsonl "${twenty_seventh_no_overlay[@]}"
     ;;
   twenty-seventh-models)  # twenty-seventh round: its check models (`a` and `b` side by side)
     if [ "${2:-a}" = a ]; then entries=$TWENTY_SEVENTH_A; else entries=$TWENTY_SEVENTH_B; fi
