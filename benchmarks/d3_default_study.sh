@@ -265,10 +265,20 @@ TWENTY_SIXTH_A="mlp-plain-badnets mlp-bn-blended mlp-sig-aug mlp-bn-lf mlp-badne
 TWENTY_SIXTH_A+=" tutorial-badnets tutorial-blended cnn-plain-blended cnn-gn-badnets cnn-plain-badnets-aug"
 TWENTY_SIXTH_B="vit-a2a-badnets vit-badnets hybrid-blended hybrid-badnets shufflenet-blended vgg19-wanet"
 TWENTY_SIXTH_CHECK=$(printf "$RUNS/%s " $TWENTY_SIXTH_A $TWENTY_SIXTH_B)
+# those with BatchNorm (or BatchNorm1d)
+TWENTY_SIXTH_BN="mlp-bn-blended mlp-bn-lf lenet-bn-badnets hybrid-blended hybrid-badnets shufflenet-blended vgg19-wanet"
+# the default since the twenty-fifth round, as the twenty-sixth and twenty-seventh rounds' steps run it (should the
+# default change, this and the other candidates of those steps that spell `preset:default` must name a preset that
+# keeps it), `all-layers` beside it, and `half`
+the_default=(--candidate 'default=preset:default,epochs:null')
+all_layers_now=(--candidate 'all-layers=preset:all-layers,epochs:null')
+twenty_sixth_half=(--candidate 'half=preset:default,epochs:null,shared_fraction:0.5')
 # the twenty-seventh round's development models: the twenty-sixth round's check models without BatchNorm (the rule
-# for such models is what the round studies), cheapest first
-TWENTY_SEVENTH_DEV="mlp-plain-badnets mlp-sig-aug mlp-badnets-aug lenet-badnets cnn-plain-blended cnn-gn-badnets"
-TWENTY_SEVENTH_DEV+=" vit-a2a-badnets vit-badnets tutorial-badnets tutorial-blended cnn-plain-badnets-aug"
+# for such models is what the round studies; it ran them cheapest first, an order that changes no cell)
+TWENTY_SEVENTH_DEV=""
+for name in $TWENTY_SIXTH_A $TWENTY_SIXTH_B; do
+  [[ " $TWENTY_SIXTH_BN " == *" $name "* ]] || TWENTY_SEVENTH_DEV+=" $name"
+done
 # its check models, all without BatchNorm, of earlier rounds and never run on this machine (`name:step[:arg]`: the
 # step that trains the model; the ViT Blended ran the default in the twenty-fifth round), cheapest first, in two
 # halves side by side
@@ -287,11 +297,10 @@ twenty_seventh_cands=("${twenty_seventh_split[@]}" --candidate 'lr01=preset:defa
                       --candidate 'head10=preset:default,epochs:null,classifier_lr:0.1')
 # the default without the fourth round's overlay augmentation: the copies alone
 twenty_seventh_no_overlay=(--candidate 'no-overlay=preset:default,epochs:null,blend:0')
-# the twenty-sixth round's check models with BatchNorm (or BatchNorm1d), where `no-overlay` differs from the default most
-TWENTY_SIXTH_BN="mlp-bn-blended mlp-bn-lf lenet-bn-badnets hybrid-blended hybrid-badnets shufflenet-blended vgg19-wanet"
 sixth_default=(--candidate "default=preset:all-layers,norm_rule:false")
 sixth_reference=(--candidate "d3-reference=preset:reference,augment:false")
 sixth_paper=(--candidate "d3-paper=preset:paper,augment:false")
+sixth_ft_sam=(--candidate "ft-sam=method:ft-sam,augment:false")
 sixth_head=(--candidate "head-blend=preset:all-layers,norm_rule:false,layers:auto,init_layers:selected")
 sixth_cands=("${sixth_default[@]}" "${sixth_reference[@]}" "${sixth_paper[@]}" "${sixth_head[@]}"
              --candidate "ft=method:ft,augment:false")
@@ -410,7 +419,7 @@ case "${1:-}" in
       --candidate "d3-default=preset:all-layers,norm_rule:false,blend:0" \
       --candidate "d3-paper=preset:paper,augment:false" \
       --candidate "d3-reference=preset:reference,augment:false" \
-      --candidate "ft-sam=method:ft-sam,augment:false" \
+      "${sixth_ft_sam[@]}" \
       --candidate "ft=method:ft,augment:false" \
       --candidate "sau=method:sau,augment:false" \
       --candidate "d3-reference-100ep=preset:reference,epochs:100,batch_size:256,augment:true"
@@ -485,7 +494,7 @@ case "${1:-}" in
     ;;
   baselines)  # the faithful presets and FT-SAM on the fourth round's cells (same files, so `table` compares them)
     dev_cands=(--candidate "d3-reference=preset:reference,augment:false" --candidate "d3-paper=preset:paper,augment:false"
-               --candidate "ft-sam=method:ft-sam,augment:false")
+               "${sixth_ft_sam[@]}")
     check_cands=("${dev_cands[@]}")
     fourth_round "${@:2}"
     ;;
@@ -543,7 +552,7 @@ case "${1:-}" in
     study $RUNS/vit-blended --final-only --seed 2 --out $RUNS/fifth-s2.jsonl \
       --candidate "d3-default=preset:all-layers,norm_rule:false,blend:0" --candidate "default-blend=preset:all-layers,norm_rule:false,blend:0.3" \
       --candidate "d3-reference=preset:reference,augment:false" --candidate "d3-paper=preset:paper,augment:false" \
-      --candidate "ft-sam=method:ft-sam,augment:false"
+      "${sixth_ft_sam[@]}"
     ;;
   sau)  # SAU (4-30 min a cell) at seed 0 on the given study runs (default: all eight), beside the fourth round's cells
     runs="${*:2}"
@@ -664,7 +673,7 @@ case "${1:-}" in
         "${seventh_floor[@]}" "${seventh_without[@]}"
     done
     study $NEW --final-only --out $RUNS/seventh-check-3000.jsonl "${seventh_floor[@]}" \
-      "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
+      "${sixth_reference[@]}" "${sixth_paper[@]}" "${sixth_ft_sam[@]}"
     # a second retain draw at 3,000 images, D3 only
     study $NEW --final-only --seed 1 --out $RUNS/seventh-check-3000-s1.jsonl "${seventh_floor[@]}" \
       "${sixth_reference[@]}" "${sixth_paper[@]}"
@@ -710,7 +719,7 @@ case "${1:-}" in
         study $CONV --final-only --seed "$seed" --count $n --out $out "${seventh_floor[@]}" "${before[@]}"
         if [ $n = 3000 ]; then
           study $CONV --final-only --seed "$seed" --out $out "${sixth_reference[@]}" "${sixth_paper[@]}" \
-            --candidate "ft-sam=method:ft-sam,augment:false"
+            "${sixth_ft_sam[@]}"
         fi
       done
     done
@@ -729,7 +738,7 @@ case "${1:-}" in
           --candidate "head-turned=preset:all-layers,epochs:null,init_layers:auto,layers:auto,lr:0.03"
       done
       study $RUNS/cnn-convhead-plain-sig $RUNS/cnn-convhead-plain-lf --final-only --out $RUNS/eighth-check-3000.jsonl \
-        "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
+        "${sixth_reference[@]}" "${sixth_paper[@]}" "${sixth_ft_sam[@]}"
     fi
     ;;
   mlp-models)  # eighth round: check models without any convolution (`mlp-models plain` and `mlp-models bn` can
@@ -744,7 +753,7 @@ case "${1:-}" in
   mlp)  # eighth round, once on the two MLPs
     MLP="$RUNS/mlp-plain-badnets $RUNS/mlp-bn-blended"
     study $MLP --final-only --out $RUNS/mlp-3000.jsonl "${eighth_floor[@]}" "${sixth_reference[@]}" "${sixth_paper[@]}" \
-      --candidate "ft-sam=method:ft-sam,augment:false"
+      "${sixth_ft_sam[@]}"
     study $MLP --final-only --seed 1 --out $RUNS/mlp-3000-s1.jsonl "${eighth_floor[@]}"
     for n in 500 1000; do
       study $MLP --final-only --count $n --out $RUNS/mlp-$n.jsonl "${eighth_floor[@]}"
@@ -764,7 +773,7 @@ case "${1:-}" in
     attack mlp-plain-blended blended --model small_mlp --model-kwarg depth=3 --width 512 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 24 --no-augment
     attack mlp-bn-badnets badnets --model small_mlp --model-kwarg norm=batch --model-kwarg depth=3 --width 512 --epochs 10 --lr 0.05 --batch-size 64 --train-subset 30000 --test-subset 2000 --seed 25 --no-augment
     study $RUNS/mlp-plain-blended $RUNS/mlp-bn-badnets --final-only --out $RUNS/mlp-check.jsonl "${eighth_floor[@]}" \
-      "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
+      "${sixth_reference[@]}" "${sixth_paper[@]}" "${sixth_ft_sam[@]}"
     ;;
   mlp-rule)  # eighth round: a rule for models without convolution, on the four MLPs (development models now)
     for seed in 0 1 2; do
@@ -872,7 +881,7 @@ PY
       study $MLPCHECK --final-only --seed $seed --out $RUNS/ninth-check-s$seed.jsonl "${ninth_cands[@]}"
     done
     study $MLPCHECK --final-only --out $RUNS/ninth-check-s0.jsonl "${sixth_reference[@]}" "${sixth_paper[@]}" \
-      --candidate "ft-sam=method:ft-sam,augment:false"
+      "${sixth_ft_sam[@]}"
     for n in 500 1000; do study $MLPCHECK --final-only --count $n --out $RUNS/ninth-check-$n.jsonl "${ninth_cands[@]}"; done
     ;;
   lenet-models)  # ninth round: LeNet-5 (conv stages, then a Linear over the flattened map), without and with BatchNorm
@@ -890,7 +899,7 @@ PY
     LENET="$RUNS/lenet-badnets $RUNS/lenet-bn-badnets"
     for seed in 0 1 2; do study $LENET --final-only --seed $seed --out $RUNS/lenet-s$seed.jsonl "${seventh_floor[@]}"; done
     study $LENET --final-only --out $RUNS/lenet-s0.jsonl "${sixth_reference[@]}" "${sixth_paper[@]}" \
-      --candidate "ft-sam=method:ft-sam,augment:false"
+      "${sixth_ft_sam[@]}"
     for n in 500 1000; do study $LENET --final-only --count $n --out $RUNS/lenet-$n.jsonl "${seventh_floor[@]}"; done
     ;;
   lenet-blended)  # ninth round, once: the default, the faithful presets and the head-only distance on the Blended LeNets
@@ -991,7 +1000,7 @@ PY
     case ${2:-3000} in
       3000)
         study $TWELFTH --final-only --out $RUNS/twelfth-3000.jsonl "${seventh_floor[@]}" \
-          "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
+          "${sixth_reference[@]}" "${sixth_paper[@]}" "${sixth_ft_sam[@]}"
         study $TWELFTH --final-only --seed 1 --out $RUNS/twelfth-3000-s1.jsonl "${seventh_floor[@]}" ;;
       500|1000) study $TWELFTH --final-only --count $2 --out $RUNS/twelfth-$2.jsonl "${seventh_floor[@]}" ;;
       *) echo "twelfth takes 3000, 500 or 1000; got '$2'" >&2; exit 2 ;;
@@ -1185,7 +1194,7 @@ PY
   fourteenth)  # fourteenth round, once on the VGG19-BN: the default, the faithful presets and FT-SAM (seed 0, 3,000
     # images); the default at retain seed 1, and with 500 images (seed 0)
     study $RUNS/vgg19-wanet --final-only --out $RUNS/fourteenth-3000.jsonl "${seventh_floor[@]}" \
-      "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
+      "${sixth_reference[@]}" "${sixth_paper[@]}" "${sixth_ft_sam[@]}"
     study $RUNS/vgg19-wanet --final-only --seed 1 --out $RUNS/fourteenth-3000-s1.jsonl "${seventh_floor[@]}"
     study $RUNS/vgg19-wanet --final-only --count 500 --out $RUNS/fourteenth-500.jsonl "${seventh_floor[@]}"
     ;;
@@ -1243,7 +1252,7 @@ PY
   fifteenth)  # fifteenth round, once on each: the default (seeds 0, 1), the faithful presets and FT-SAM (seed 0,
     # 3,000 images); the default with 500 images (seed 0); `fifteenth RUN_DIR...`
     study "${@:2}" --final-only --out $RUNS/fifteenth-3000.jsonl "${seventh_floor[@]}" \
-      "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
+      "${sixth_reference[@]}" "${sixth_paper[@]}" "${sixth_ft_sam[@]}"
     study "${@:2}" --final-only --seed 1 --out $RUNS/fifteenth-3000-s1.jsonl "${seventh_floor[@]}"
     study "${@:2}" --final-only --count 500 --out $RUNS/fifteenth-500.jsonl "${seventh_floor[@]}"
     ;;
@@ -1300,7 +1309,7 @@ PY
     # (its distance without nn.MultiheadAttention's in_proj_weight; seeds 0, 1), the faithful presets and FT-SAM
     # (seed 0, 3,000 images); the default with 500 images (seed 0); `seventeenth RUN_DIR...`
     study "${@:2}" --final-only --out $RUNS/seventeenth-3000.jsonl "${seventh_floor[@]}" "${seventeenth_linear[@]}" \
-      "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
+      "${sixth_reference[@]}" "${sixth_paper[@]}" "${sixth_ft_sam[@]}"
     study "${@:2}" --final-only --seed 1 --out $RUNS/seventeenth-3000-s1.jsonl "${seventh_floor[@]}" "${seventeenth_linear[@]}"
     study "${@:2}" --final-only --count 500 --out $RUNS/seventeenth-500.jsonl "${seventh_floor[@]}"
     ;;
@@ -1352,7 +1361,7 @@ PY
   seventeenth-late)  # seventeenth round, last: the six late models without BatchNorm at 3,000 images, once: the
     # default (seeds 0, 1), the faithful presets and FT-SAM (seed 0); `seventeenth-late RUN_DIR...`
     study "${@:2}" --final-only --out $RUNS/seventeenth-late-3000.jsonl "${seventh_floor[@]}" \
-      "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
+      "${sixth_reference[@]}" "${sixth_paper[@]}" "${sixth_ft_sam[@]}"
     study "${@:2}" --final-only --seed 1 --out $RUNS/seventeenth-late-3000-s1.jsonl "${seventh_floor[@]}"
     ;;
   eighteenth-diagnose)  # eighteenth round, first: where the LeNet-5 BadNets backdoor (seventeenth-late) lives, seeds 0, 1:
@@ -1822,7 +1831,7 @@ PY
     runs="$RUNS/cnn-blended-s1 $RUNS/vgg-blended-s0 $RUNS/prn-wanet $RUNS/vgg-a2a-badnets"
     if [ "${2:-a}" = b ]; then runs="$RUNS/vit-blended $RUNS/vgg-sam-blended $RUNS/vgg-badnets-aug"; fi
     study $runs --final-only --seed 0 --out $RUNS/twenty-fifth-der-s0.jsonl "${sixth_reference[@]}" "${sixth_paper[@]}" \
-      --candidate "ft-sam=method:ft-sam,augment:false"
+      "${sixth_ft_sam[@]}"
     ;;
   twenty-sixth-check)  # twenty-sixth round: the default (`o03-head` of the twenty-fifth round) and `all-layers` (the
     # default before it) once, seed 0, 3,000 images, on models of earlier rounds that the default never ran on, trained
@@ -1830,7 +1839,7 @@ PY
     # twenty-sixth-small, at a second retain draw (`twenty-sixth-check a 1` and `b 1`). `a`: models without
     # BatchNorm or with BatchNorm1d (the copies are all the default adds there: their distance was already on the
     # classifier), `b`: attention models, a ShuffleNetV2 and the paper's VGG19-BN; cheapest first
-    cands=(--candidate 'all-layers=preset:all-layers,epochs:null' --candidate 'default=preset:default,epochs:null')
+    cands=("${all_layers_now[@]}" "${the_default[@]}")
     # (the first run trained and ran `b`'s ViT BadNets before its all-to-all ViT; the order changes no cell)
     if [ "${2:-a}" = a ]; then
       names=$TWENTY_SIXTH_A steps="mlp-models ninth-models lenet-models tenth-models norm-models"
@@ -1848,19 +1857,19 @@ PY
     # `twenty-sixth-small 0 1000` and `twenty-sixth-small 1 1000`)
     study $TWENTY_SIXTH_CHECK --final-only --count ${3:-500} --seed ${2:-0} \
       --out $RUNS/twenty-sixth-check-${3:-500}${2:+-s$2}.jsonl \
-      --candidate 'all-layers=preset:all-layers,epochs:null' --candidate 'default=preset:default,epochs:null'
+      "${all_layers_now[@]}" "${the_default[@]}"
     ;;
   twenty-sixth-der)  # twenty-sixth round, last: the issue's DER bar on this round's check models (seed 0, 3,000
     # images): the faithful presets (at the study's 12 epochs of batch 32) and FT-SAM beside the default's lines of
     # twenty-sixth-check; the twelve without attention (`a`) and the six others (`b`) side by side
     if [ "${2:-a}" = a ]; then names=$TWENTY_SIXTH_A; else names=$TWENTY_SIXTH_B; fi
     study $(printf "$RUNS/%s " $names) --final-only --seed 0 --out $RUNS/twenty-sixth-der-s0.jsonl \
-      "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
+      "${sixth_reference[@]}" "${sixth_paper[@]}" "${sixth_ft_sam[@]}"
     ;;
   twenty-sixth-half-check)  # twenty-sixth round, after twenty-sixth-half: `half` once (seed 0) on this round's check
     # models and the twenty-fifth round's four (trained by twenty-sixth-check and twenty-fifth-check)
     study $TWENTY_SIXTH_CHECK $RUNS/mnv3-lf $RUNS/vit-blended $RUNS/vgg-sam-blended $RUNS/vgg-badnets-aug --final-only \
-      --seed 0 --out $RUNS/twenty-sixth-half-check-s0.jsonl --candidate 'half=preset:default,epochs:null,shared_fraction:0.5'
+      --seed 0 --out $RUNS/twenty-sixth-half-check-s0.jsonl "${twenty_sixth_half[@]}"
     ;;
   twenty-sixth-hybrid)  # twenty-sixth round, after twenty-sixth-check: a diagnosis on the one check model both the
     # default and `all-layers` left above its floor (hybrid-badnets, 17.92 and 18.87 % against 2.67): more steps, a
@@ -1869,7 +1878,7 @@ PY
       --candidate 'e24=preset:default,epochs:24' \
       --candidate 'r05=preset:default,epochs:null,shared_radius:0.05' \
       --candidate 'o03=preset:all-layers,epochs:null,shared_radius:0.03,shared_schedule:once,shared_steps:5' \
-      "${sixth_reference[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
+      "${sixth_reference[@]}" "${sixth_ft_sam[@]}"
     ;;
   twenty-sixth-half)  # twenty-sixth round: the default with copies for half of each batch (`half`,
     # `shared_fraction: 0.5`), the one setting measured under the issue's 2 x wall-time bar (twenty-fourth round, with
@@ -1877,7 +1886,7 @@ PY
     # four user models (`b`) side by side, seed 0, beside the default's lines of the twenty-fifth round (`o03-head`)
     if [ "${2:-a}" = a ]; then
       study $SEVEN --final-only --seed 0 --out $RUNS/twenty-sixth-s0.jsonl \
-        --candidate 'half=preset:default,epochs:null,shared_fraction:0.5'
+        "${twenty_sixth_half[@]}"
     else
       user_models purify resnet18 resnet18-adam mobilenet-v3-small keras-cnn --images 3000 \
         --params '{"shared_fraction": 0.5}' --label half
@@ -1929,7 +1938,7 @@ PY
     if [ "${2:-a}" = a ]; then entries=$TWENTY_SEVENTH_A; else entries=$TWENTY_SEVENTH_B; fi
     study $(for entry in $entries; do printf "$RUNS/%s " "${entry%%:*}"; done) --final-only --seed ${3:-0} \
       --count ${4:-3000} --out $RUNS/twenty-seventh-check-${4:-3000}-s${3:-0}.jsonl \
-      --candidate 'default=preset:default,epochs:null' "${twenty_seventh_no_overlay[@]}"
+      "${the_default[@]}" "${twenty_seventh_no_overlay[@]}"
     ;;
   twenty-second-universal)  # twenty-second round: the clean-loss bound also under one shared perturbation
     # (`universal_radius`, a fraction of the pixels' range), with the default's all-layer distance (`u10`, `u20`) and
@@ -2043,7 +2052,7 @@ PY
     # trigger-form model (`eighteenth-trigger RUN_DIR...`): the default (seeds 0, 1; 500 images at seed 0), the
     # faithful presets and FT-SAM (seed 0, 3,000 images)
     study "${@:2}" --final-only --out $RUNS/$1-3000.jsonl "${seventh_floor[@]}" \
-      "${sixth_reference[@]}" "${sixth_paper[@]}" --candidate "ft-sam=method:ft-sam,augment:false"
+      "${sixth_reference[@]}" "${sixth_paper[@]}" "${sixth_ft_sam[@]}"
     study "${@:2}" --final-only --seed 1 --out $RUNS/$1-3000-s1.jsonl "${seventh_floor[@]}"
     study "${@:2}" --final-only --count 500 --out $RUNS/$1-500.jsonl "${seventh_floor[@]}"
     ;;
@@ -2093,7 +2102,7 @@ PY
     study "${@:2}" --final-only --seed 1 --out $RUNS/sixteenth-3000-s1.jsonl "${seventh_floor[@]}" "${sixteenth_scaled[@]}"
     study "${@:2}" --final-only --count 500 --out $RUNS/sixteenth-500.jsonl "${seventh_floor[@]}" "${sixteenth_scaled[@]}"
     study "${@:2}" --final-only --out $RUNS/sixteenth-3000.jsonl "${sixth_reference[@]}" "${sixth_paper[@]}" \
-      --candidate "ft-sam=method:ft-sam,augment:false"
+      "${sixth_ft_sam[@]}"
     ;;
   fifteenth-probes)  # fifteenth round: channel Lipschitz pruning, universal perturbations fitted on the purified
     # models, a function-identical rescaling and the angles the default turns each weight by, on the BatchNorm study
