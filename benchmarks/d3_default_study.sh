@@ -232,12 +232,20 @@
 #                                                  # the check models with BatchNorm of the two rounds before
 #   bash benchmarks/d3_default_study.sh twenty-seventh-small # twenty-seventh round: `no-overlay` with 500 clean
 #                                                  # images on the models with BatchNorm of the two rounds before
+#   bash benchmarks/d3_default_study.sh twenty-eighth-dev eps-auto|lmd30|ft|where|warmup [SEED [IMAGES]] # twenty-eighth
+#                                                  # round: on the development models without BatchNorm, the hinge's
+#                                                  # bound at the suspect's own retain loss, or a weaker distance; then
+#                                                  # where the accuracy goes (the distance, the restart, the rest)
+#   bash benchmarks/d3_default_study.sh twenty-eighth-ft-check a|b [SEED [IMAGES]] # twenty-eighth round: plain
+#                                                  # fine-tuning on the twenty-seventh round's check models
+#   bash benchmarks/d3_default_study.sh twenty-eighth-curve # twenty-eighth round: test accuracy after every epoch,
+#                                                  # the default and fine-tuning alone, two models, 500 images
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Every step before the twenty-sixth round ran
 # the default as it was before the twenty-fifth round, which is the `all-layers` preset now: `preset:all-layers` in
 # the study's candidates and `--preset all-layers` on the user models (the twenty-fifth round's `o03-head`, all-layers
-# with the distance on the classifier and the copies crafted once, is the default since). The twenty-sixth and
-# twenty-seventh rounds' steps name that default `preset:default` (and `user_models purify` without --preset): should
+# with the distance on the classifier and the copies crafted once, is the default since). The twenty-sixth to
+# twenty-eighth rounds' steps name that default `preset:default` (and `user_models purify` without --preset): should
 # the default change again, they must be made to name a preset that keeps it, as the twenty-fifth round did for
 # `all-layers`, or their recorded lines stop being what a rerun gives. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:all-layers,blend:0`;
@@ -267,7 +275,7 @@ TWENTY_SIXTH_B="vit-a2a-badnets vit-badnets hybrid-blended hybrid-badnets shuffl
 TWENTY_SIXTH_CHECK=$(printf "$RUNS/%s " $TWENTY_SIXTH_A $TWENTY_SIXTH_B)
 # those with BatchNorm (or BatchNorm1d)
 TWENTY_SIXTH_BN="mlp-bn-blended mlp-bn-lf lenet-bn-badnets hybrid-blended hybrid-badnets shufflenet-blended vgg19-wanet"
-# the default since the twenty-fifth round, as the twenty-sixth and twenty-seventh rounds' steps run it (should the
+# the default since the twenty-fifth round, as the twenty-sixth to twenty-eighth rounds' steps run it (should the
 # default change, this and the other candidates of those steps that spell `preset:default` must name a preset that
 # keeps it), `all-layers` beside it, and `half`
 the_default=(--candidate 'default=preset:default,epochs:null')
@@ -297,6 +305,25 @@ twenty_seventh_cands=("${twenty_seventh_split[@]}" --candidate 'lr01=preset:defa
                       --candidate 'head10=preset:default,epochs:null,classifier_lr:0.1')
 # the default without the fourth round's overlay augmentation: the copies alone
 twenty_seventh_no_overlay=(--candidate 'no-overlay=preset:default,epochs:null,blend:0')
+# the twenty-eighth round's candidates, each a single change to the default on models without BatchNorm: the
+# hinge's bound ε at the suspect's own mean loss on the retain images (`eps-auto`, `eps:auto`, the twentieth round's
+# rule, then tried on BatchNorm models only) and a weaker pull of the distance against the bound (`lmd30`, λ 30)
+twenty_eighth_cands=(--candidate 'eps-auto=preset:default,epochs:null,eps:auto'
+                     --candidate 'lmd30=preset:default,epochs:null,lmd:30')
+# and plain fine-tuning as the study runs it (`ft`: lr 0.01, 12 epochs of batch 32, weight decay 5e-4), what any
+# fine-tuning on the retain images costs;
+twenty_eighth_cands+=(--candidate 'ft=method:ft')
+# and, after both cost accuracy, where the default's accuracy goes on those models: the distance's pull made
+# negligible (λ 10⁶, `nodist`: the restarted classifier trained on the bound alone, with the overlay and the copies),
+# the classifier not restarted either (`nodist-near`: fine-tuning on the bound), and without the overlay and the
+# copies (`nodist-plain`: fine-tuning on the bound at the default's rate and steps)
+twenty_eighth_where=(--candidate 'nodist=preset:default,epochs:null,lmd:1000000'
+                     --candidate 'nodist-near=preset:default,epochs:null,lmd:1000000,init:near'
+                     --candidate 'nodist-plain=preset:default,epochs:null,lmd:1000000,init:near,blend:0,shared_radius:0')
+# and, after `nodist-plain` showed fine-tuning alone at the default's rate losing 7 points in its first epoch on an
+# MLP and 42 on a LeNet-5 (500 images), the rate ramped up linearly over the first tenth or quarter of the steps
+twenty_eighth_warmup=(--candidate 'wu10=preset:default,epochs:null,warmup:0.1'
+                      --candidate 'wu25=preset:default,epochs:null,warmup:0.25')
 sixth_default=(--candidate "default=preset:all-layers,norm_rule:false")
 sixth_reference=(--candidate "d3-reference=preset:reference,augment:false")
 sixth_paper=(--candidate "d3-paper=preset:paper,augment:false")
@@ -1932,6 +1959,31 @@ PY
       IFS=: read -r name step arg <<< "$entry"
       ONLY=$name bash "$0" $step $arg
     done
+    ;;
+  twenty-eighth-dev)  # twenty-eighth round: on the twenty-seventh round's development models without BatchNorm,
+    # one candidate per process (`eps-auto` and `lmd30` side by side; `where`: the three diagnostic candidates), seed
+    # 0, 3,000 images (then `... 0 500`),
+    # beside the default's lines of twenty-sixth-check and twenty-sixth-small
+    local_cand=()
+    for ((i = 0; i < ${#twenty_eighth_cands[@]}; i += 2)); do
+      [[ "${twenty_eighth_cands[i+1]}" == "${2:?eps-auto or lmd30}="* ]] && local_cand=(--candidate "${twenty_eighth_cands[i+1]}")
+    done
+    [ "$2" = where ] && local_cand=("${twenty_eighth_where[@]}")
+    [ "$2" = warmup ] && local_cand=("${twenty_eighth_warmup[@]}")
+    [ ${#local_cand[@]} -gt 0 ] || { echo "twenty-eighth-dev: no candidate named $2" >&2; exit 2; }
+    study $(printf "$RUNS/%s " $TWENTY_SEVENTH_DEV) --final-only --seed ${3:-0} --count ${4:-3000} \
+      --out $RUNS/twenty-eighth-dev-${4:-3000}-s${3:-0}.jsonl "${local_cand[@]}"
+    ;;
+  twenty-eighth-ft-check)  # twenty-eighth round: plain fine-tuning (`ft`) on the twenty-seventh round's check models
+    # (`a` and `b` side by side), seed 0, 3,000 images (then `... a|b 0 500`), beside the default's lines there
+    if [ "${2:-a}" = a ]; then entries=$TWENTY_SEVENTH_A; else entries=$TWENTY_SEVENTH_B; fi
+    study $(for entry in $entries; do printf "$RUNS/%s " "${entry%%:*}"; done) --final-only --seed ${3:-0} \
+      --count ${4:-3000} --out $RUNS/twenty-eighth-check-${4:-3000}-s${3:-0}.jsonl --candidate "${twenty_eighth_cands[5]}"
+    ;;
+  twenty-eighth-curve)  # twenty-eighth round: the default and `nodist-plain` on the MLP and the LeNet-5 BadNets with
+    # 500 images, seed 0, test accuracy after every epoch (the per-epoch history of the lines; for the report only)
+    study $RUNS/mlp-plain-badnets $RUNS/lenet-badnets --seed 0 --count 500 --out $RUNS/twenty-eighth-curve-500-s0.jsonl \
+      "${the_default[@]}" --candidate "${twenty_eighth_where[5]}"
     ;;
   twenty-seventh-check)  # twenty-seventh round, after twenty-seventh-overlay: the default and `no-overlay` once on
     # the check models (trained by twenty-seventh-models), seed 0, 3,000 images; then `... a|b 1` and `... a|b 0 500`

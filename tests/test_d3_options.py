@@ -273,3 +273,29 @@ def test_head_warmup_trains_only_the_classifier_and_leaves_batchnorm_statistics(
     for bad in (-1, 1.5, True):
         with pytest.raises(DefenseError, match="head_warmup"):
             D3(head_warmup=bad)
+
+
+def test_warmup_ramps_that_fraction_of_the_runs_steps_and_is_unrecorded_when_off(monkeypatch):
+    """``warmup``: the loop's rate ramps up linearly over that fraction of the optimiser steps the run
+    makes (``LoopConfig.warmup_steps``); 0 leaves the run and its record as before the option existed."""
+    import distox.defenses.d3 as d3mod
+
+    retain = tiny_retain(n=48)  # 3 batches of 16 an epoch
+    assert D3(warmup=0.25, epochs=4, batch_size=16).warmup_steps(retain) == 3
+    assert D3(warmup=0.01, epochs=4, batch_size=16).warmup_steps(retain) == 1
+    assert D3().warmup_steps(retain) == 0
+    assert "warmup" not in D3().get_params() and D3(warmup=0.1).get_params()["warmup"] == 0.1
+    seen = []
+    real = d3mod.train
+    monkeypatch.setattr(d3mod, "train", lambda *a, **kw: (seen.append(a[3].warmup_steps), real(*a, **kw))[1])
+
+    def weights(**kw):
+        out = D3(epochs=2, batch_size=16, lr=0.02, **kw)(tiny_model(), retain, device="cpu", progress=False).model
+        return [p.detach().clone() for p in out.parameters()]
+
+    plain, ramped = weights(), weights(warmup=0.5)
+    assert seen == [0, 3]
+    assert not all(torch.equal(a, b) for a, b in zip(plain, ramped))
+    for bad in (-0.1, 1.0, "slow", True):
+        with pytest.raises(DefenseError, match="warmup must be a fraction"):
+            D3(warmup=bad)

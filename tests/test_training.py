@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from distox.models import create_model
-from distox.training import Batches, LoopConfig, TrainingDiverged, augment_batch, train
+from distox.training import Batches, LoopConfig, TrainingDiverged, augment_batch, train, warm_up
 
 from .conftest import make_bundle
 
@@ -15,9 +15,11 @@ def _model():
     return create_model("small_cnn", 4, 1, width=4)
 
 
-def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("warmup_steps", [0, 5])
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, warmup_steps):
     data = make_bundle(n_train=48).train
-    cfg = LoopConfig(epochs=3, batch_size=16, augment=True, seed=2)
+    # 3 steps an epoch: a warm-up of 5 steps is still ramping when the run is interrupted
+    cfg = LoopConfig(epochs=3, batch_size=16, augment=True, seed=2, warmup_steps=warmup_steps)
     ref = _model()
     train(ref, data.x, data.y, cfg, device="cpu", progress=False)
 
@@ -79,7 +81,8 @@ def test_cosine_schedule_and_bad_config():
     data = make_bundle(n_train=16).train
     st = train(_model(), data.x, data.y, LoopConfig(epochs=4, batch_size=16, lr=0.1), device="cpu", progress=False)
     assert [round(r["lr"], 6) for r in st.history] == [0.1, 0.085355, 0.05, 0.014645]
-    for bad in ({"epochs": 0}, {"optimizer": "lion"}, {"scheduler": "step"}, {"sam_rho": -1.0}):
+    for bad in ({"epochs": 0}, {"optimizer": "lion"}, {"scheduler": "step"}, {"sam_rho": -1.0}, {"warmup_steps": -1},
+                {"warmup_steps": 0.5}):
         with pytest.raises(ValueError):
             LoopConfig(**bad)
 
@@ -89,3 +92,30 @@ def test_the_trained_model_carries_no_gradients():
     model = _model()
     train(model, data.x, data.y, LoopConfig(epochs=1, batch_size=16), device="cpu", progress=False)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_warm_up_scales_the_first_steps_rates_and_returns_the_schedules():
+    opt = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))]},
+                           {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.4}], lr=0.2)
+    assert warm_up(opt, 0, 4) == [0.2, 0.4]
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.05, 0.1])
+    opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = 0.2, 0.4
+    warm_up(opt, 2, 4)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.15, 0.3])
+    opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = 0.2, 0.4
+    assert warm_up(opt, 4, 4) == [0.2, 0.4] and [g["lr"] for g in opt.param_groups] == [0.2, 0.4]
+
+
+def test_a_warm_up_step_moves_the_weights_by_its_fraction_and_the_schedule_stays():
+    data = make_bundle(n_train=16).train
+    moved = {}
+    for steps in (0, 4):
+        model = _model()
+        start = [p.detach().clone() for p in model.parameters()]
+        cfg = LoopConfig(epochs=1, batch_size=16, lr=0.1, momentum=0.0, weight_decay=0.0, scheduler="constant",
+                         warmup_steps=steps)
+        state = train(model, data.x, data.y, cfg, device="cpu", progress=False)
+        moved[steps] = [p.detach() - s for p, s in zip(model.parameters(), start)]
+        assert state.history[0]["lr"] == 0.1
+    for full, ramped in zip(moved[0], moved[4]):  # one step, a quarter of the rate
+        assert torch.allclose(ramped, full / 4, atol=1e-7)

@@ -128,6 +128,7 @@ class LoopConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     scheduler: str = "cosine"  # "cosine" | "constant"
     cos_t_max: int | None = None  # None: anneal over the run (T_max = epochs)
+    warmup_steps: int = 0  # the first optimiser steps' rate ramps linearly up to the schedule's (0: off)
     augment: bool = False
     crop_padding: int = 4
     flip: bool = True
@@ -153,6 +154,8 @@ class LoopConfig:
             raise ValueError(f"optimizer must be 'sgd' or 'adam'; got {self.optimizer!r}")
         if self.scheduler not in ("cosine", "constant"):
             raise ValueError(f"scheduler must be 'cosine' or 'constant'; got {self.scheduler!r}")
+        if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= 0):
+            raise ValueError(f"warmup_steps must be an integer >= 0; got {self.warmup_steps!r}")
         if self.sam_rho is not None and self.sam_rho <= 0:
             raise ValueError(f"sam_rho must be > 0; got {self.sam_rho}")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -412,11 +415,14 @@ def train(
                     state.compiled = net is not model
                 else:
                     stats, ok = gradients(net, xb, yb, epoch, step)
+                scheduled = warm_up(opt, epoch * len(batches) + step, config.warmup_steps)
                 if scaler is not None:
                     scaler.step(opt)
                     scaler.update()
                 elif ok:
                     opt.step()
+                for group, rate in zip(opt.param_groups, scheduled):
+                    group["lr"] = rate
                 if after_step is not None:
                     after_step(model)
                 k = len(yb)
@@ -449,6 +455,20 @@ def train(
         p.grad = None
     state.seconds = time.perf_counter() - t0
     return state
+
+
+def warm_up(optimizer: torch.optim.Optimizer, global_step: int, warmup_steps: int) -> list[float]:
+    """Scale each parameter group's rate for optimiser step ``global_step`` (0-based) by
+    ``(global_step + 1) / warmup_steps`` while it is below ``warmup_steps`` (a linear warm-up, Goyal
+    et al. 2017, "Accurate, large minibatch SGD"); returns the rates the schedule had set, which
+    the caller puts back after the step (the schedule itself, and so a resumed run, never sees the
+    scaling)."""
+    scheduled = [group["lr"] for group in optimizer.param_groups]
+    if global_step < warmup_steps:
+        factor = (global_step + 1) / warmup_steps
+        for group in optimizer.param_groups:
+            group["lr"] = group["lr"] * factor
+    return scheduled
 
 
 def _finite_grads(params: list[nn.Parameter]) -> bool:

@@ -126,6 +126,7 @@ FALLBACK: dict[str, Any] = {
     "bn_recalibrate": False,
     "head_warmup": 0, "sam_rho": None, "logit_scale": False, "average": 0.0, "classifier_weight": 1.0,
     "universal_radius": 0.0, "shared_radius": 0.0, "shared_steps": 2, "shared_fraction": 1.0, "shared_schedule": "batch",
+    "warmup": 0.0,
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
 LOOP_KEYS = ("epochs", "batch_size", "lr", "augment", "blend")
@@ -503,6 +504,10 @@ class D3(Defense):
             moves, against the suspect alone, ``shared_steps`` steps; then reused at every step:
             :class:`~distox.defenses.universal.CraftedOnceCopies`, BENCHMARKS.md "Twenty-fourth round"; the
             ``default`` preset's).
+        warmup: 0 (the paper: the schedule's rate from the first step) or a fraction in [0, 1) of the
+            run's optimiser steps over which the rate ramps up linearly to the schedule's
+            (:func:`distox.training.warm_up`; BENCHMARKS.md "Twenty-eighth round": on the models without
+            BatchNorm whose first epoch at lr 0.03 costs most, it kept no accuracy).
         auto: options of ``lmd="auto"`` / ``eps="auto"``, which choose them from the retain data
             (rules in :mod:`distox.defenses.d3_auto`).
         epochs, batch_size, lr, augment, blend, flip, seed: see :class:`Defense` (100, 256, 0.01,
@@ -532,6 +537,7 @@ class D3(Defense):
                  classifier_weight: float | None = None, universal_radius: float | None = None,
                  shared_radius: float | None = None, shared_steps: int | None = None,
                  shared_fraction: float | None = None, shared_schedule: str | None = None,
+                 warmup: float | None = None,
                  **kwargs: Any) -> None:
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
@@ -548,7 +554,8 @@ class D3(Defense):
                      classifier_lr=classifier_lr, bn_recalibrate=bn_recalibrate, head_warmup=head_warmup,
                      sam_rho=sam_rho, logit_scale=logit_scale, average=average, classifier_weight=classifier_weight,
                      universal_radius=universal_radius, shared_radius=shared_radius, shared_steps=shared_steps,
-                     shared_fraction=shared_fraction, shared_schedule=shared_schedule)
+                     shared_fraction=shared_fraction, shared_schedule=shared_schedule,
+                     warmup=warmup)
         #: the options the caller set (a model-derived rule never overrides them)
         self._explicit = frozenset(explicit | {k for k, val in given.items() if val is not None})
         v = {k: val if val is not None else chosen.get(k, FALLBACK[k]) for k, val in given.items()}
@@ -657,6 +664,10 @@ class D3(Defense):
         if v["shared_schedule"] not in SHARED_SCHEDULES:
             raise DefenseError(f"shared_schedule must be one of {SHARED_SCHEDULES}; got {v['shared_schedule']!r}")
         self.shared_schedule = v["shared_schedule"]
+        w = v["warmup"]
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w < 1.0:
+            raise DefenseError(f"warmup must be a fraction of the run's steps in [0, 1) (0: off); got {w!r}")
+        self.warmup = float(w)
 
     def warm_up_classifier(self, model: nn.Module, retain: ImageSplit, example: torch.Tensor,
                            device: torch.device) -> None:
@@ -672,6 +683,13 @@ class D3(Defense):
                                   momentum=self.momentum, weight_decay=0.0)
         train(model, retain.x, retain.y, config, params=list(layer.parameters()), device=device, progress=False,
               desc="D3 classifier warm-up")
+
+    def warmup_steps(self, retain: ImageSplit) -> int:
+        """``warmup``'s optimiser steps: that fraction of the steps the run makes on ``retain``."""
+        if not self.warmup:
+            return 0
+        per_epoch = len(Batches(retain.y, retain.y, self.batch_size))
+        return max(1, round(self.warmup * self.epochs * per_epoch))
 
     def get_params(self, retain: ImageSplit | None = None) -> dict[str, Any]:
         """As :meth:`Defense.get_params`, without the distillation settings while ``distill`` is 0
@@ -713,6 +731,8 @@ class D3(Defense):
             params.pop("shared_fraction", None)
         if not self.shared_radius or self.shared_schedule == FALLBACK["shared_schedule"]:
             params.pop("shared_schedule", None)
+        if not self.warmup:
+            params.pop("warmup", None)
         return params
 
     def fit_adapted(self, adapted: D3, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
@@ -964,7 +984,8 @@ class D3(Defense):
         lmd = Lambda(self.lmd_range[0] if self.lmd_control == "geometric" else self.lmd)  # changed between epochs
 
         sam = {} if self.sam_rho is None else {"sam_rho": self.sam_rho, "sam_adaptive": True, "sam_eta": 0.0}
-        config = self.loop_config(retain, momentum=self.momentum, weight_decay=0.0, bn_eval=self.freeze_bn, **sam)
+        config = self.loop_config(retain, momentum=self.momentum, weight_decay=0.0, bn_eval=self.freeze_bn,
+                                  warmup_steps=self.warmup_steps(retain), **sam)
         # bf16/fp16 steps are short enough for the per-weight distance and projection to show:
         # fused there (d3_kernels); fp32 keeps the per-weight code and its exact results
         fused = use_fused(resolve_precision(config.precision, device, config.amp).name, self.p)
