@@ -25,7 +25,10 @@ def test_d3_advice_follows_what_already_ran():
     all_layers = " ".join(accuracy_advice("d3", {"preset": "all-layers", "lmd": 10.0}, 3000))
     assert all_layers.index("preset='default'") < all_layers.index("preset='reference'") < all_layers.index("paper")
     few = " ".join(accuracy_advice("d3", {"preset": "default", "lmd": 10.0}, 800))
-    assert "more clean images (you gave 800" in few
+    assert "more clean images (you gave 800; the default's mean ACC change" in few  # the default's own record
+    assert "-9.01 points with 500 images, -6.10 with 1,000 and -3.00 with 3,000" in few
+    few_all = " ".join(accuracy_advice("d3", {"preset": "all-layers", "lmd": 10.0}, 800))
+    assert "more clean images (you gave 800; the all-layers preset's worst" in few_all
     paper = " ".join(accuracy_advice("d3", {"preset": "paper", "lmd": 40.0}, 3000))
     assert "preset='paper'" not in paper and "lmd=" not in paper
     reference = " ".join(accuracy_advice("d3", {"preset": "reference", "lmd": 0.5}, 3000))
