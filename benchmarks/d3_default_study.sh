@@ -314,14 +314,16 @@ twenty_eighth_cands=(--candidate 'eps-auto=preset:default,epochs:null,eps:auto'
                      --candidate 'lmd30=preset:default,epochs:null,lmd:30')
 # and plain fine-tuning as the study runs it (`ft`: lr 0.01, 12 epochs of batch 32, weight decay 5e-4), what any
 # fine-tuning on the retain images costs;
-twenty_eighth_cands+=(--candidate 'ft=method:ft')
+twenty_eighth_ft=(--candidate 'ft=method:ft')
+twenty_eighth_cands+=("${twenty_eighth_ft[@]}")
 # and, after both cost accuracy, where the default's accuracy goes on those models: the distance's pull made
 # negligible (λ 10⁶, `nodist`: the restarted classifier trained on the bound alone, with the overlay and the copies),
 # the classifier not restarted either (`nodist-near`: fine-tuning on the bound), and without the overlay and the
 # copies (`nodist-plain`: fine-tuning on the bound at the default's rate and steps)
+twenty_eighth_nodist_plain=(--candidate 'nodist-plain=preset:default,epochs:null,lmd:1000000,init:near,blend:0,shared_radius:0')
 twenty_eighth_where=(--candidate 'nodist=preset:default,epochs:null,lmd:1000000'
                      --candidate 'nodist-near=preset:default,epochs:null,lmd:1000000,init:near'
-                     --candidate 'nodist-plain=preset:default,epochs:null,lmd:1000000,init:near,blend:0,shared_radius:0')
+                     "${twenty_eighth_nodist_plain[@]}")
 # and, after `nodist-plain` showed fine-tuning alone at the default's rate losing 7 points in its first epoch on an
 # MLP and 42 on a LeNet-5 (500 images), the rate ramped up linearly over the first tenth or quarter of the steps
 twenty_eighth_warmup=(--candidate 'wu10=preset:default,epochs:null,warmup:0.1'
@@ -1963,12 +1965,12 @@ PY
     done
     ;;
   twenty-eighth-dev)  # twenty-eighth round: on the twenty-seventh round's development models without BatchNorm,
-    # one candidate per process (`eps-auto` and `lmd30` side by side; `where`: the three diagnostic candidates), seed
-    # 0, 3,000 images (then `... 0 500`),
-    # beside the default's lines of twenty-sixth-check and twenty-sixth-small
+    # one candidate per process (`eps-auto`, `lmd30` or `ft`; `where`: the three diagnostic candidates; `warmup`: both
+    # warm-ups), seed 0, 3,000 images (then `... 0 500`), beside the default's lines of twenty-sixth-check and
+    # twenty-sixth-small
     local_cand=()
     for ((i = 0; i < ${#twenty_eighth_cands[@]}; i += 2)); do
-      [[ "${twenty_eighth_cands[i+1]}" == "${2:?eps-auto or lmd30}="* ]] && local_cand=(--candidate "${twenty_eighth_cands[i+1]}")
+      [[ "${twenty_eighth_cands[i+1]}" == "${2:?eps-auto, lmd30, ft, where or warmup}="* ]] && local_cand=(--candidate "${twenty_eighth_cands[i+1]}")
     done
     [ "$2" = where ] && local_cand=("${twenty_eighth_where[@]}")
     [ "$2" = warmup ] && local_cand=("${twenty_eighth_warmup[@]}")
@@ -1980,7 +1982,7 @@ PY
     # (`a` and `b` side by side), seed 0, 3,000 images (then `... a|b 0 500`), beside the default's lines there
     if [ "${2:-a}" = a ]; then entries=$TWENTY_SEVENTH_A; else entries=$TWENTY_SEVENTH_B; fi
     study $(for entry in $entries; do printf "$RUNS/%s " "${entry%%:*}"; done) --final-only --seed ${3:-0} \
-      --count ${4:-3000} --out $RUNS/twenty-eighth-check-${4:-3000}-s${3:-0}.jsonl --candidate "${twenty_eighth_cands[5]}"
+      --count ${4:-3000} --out $RUNS/twenty-eighth-check-${4:-3000}-s${3:-0}.jsonl "${twenty_eighth_ft[@]}"
     ;;
   twenty-eighth-der)  # twenty-eighth round, last: the DER bar on the twenty-seventh round's check models
     # (seed 0, 3,000 images): the faithful presets (at the study's 12 epochs of batch 32) and FT-SAM beside the
@@ -1992,7 +1994,7 @@ PY
   twenty-eighth-curve)  # twenty-eighth round: the default and `nodist-plain` on the MLP and the LeNet-5 BadNets with
     # 500 images, seed 0, test accuracy after every epoch (the per-epoch history of the lines; for the report only)
     study $RUNS/mlp-plain-badnets $RUNS/lenet-badnets --seed 0 --count 500 --out $RUNS/twenty-eighth-curve-500-s0.jsonl \
-      "${the_default[@]}" --candidate "${twenty_eighth_where[5]}"
+      "${the_default[@]}" "${twenty_eighth_nodist_plain[@]}"
     ;;
   twenty-seventh-check)  # twenty-seventh round, after twenty-seventh-overlay: the default and `no-overlay` once on
     # the check models (trained by twenty-seventh-models), seed 0, 3,000 images; then `... a|b 1` and `... a|b 0 500`
