@@ -232,7 +232,7 @@
 #                                                  # the check models with BatchNorm of the two rounds before
 #   bash benchmarks/d3_default_study.sh twenty-seventh-small # twenty-seventh round: `no-overlay` with 500 clean
 #                                                  # images on the models with BatchNorm of the two rounds before
-#   bash benchmarks/d3_default_study.sh twenty-eighth-dev eps-auto|lmd30|ft|where|warmup [SEED [IMAGES]] # twenty-eighth
+#   bash benchmarks/d3_default_study.sh twenty-eighth-dev eps-auto|lmd30|ft|where|warmup|head-first [SEED [IMAGES]] # twenty-eighth
 #                                                  # round: on the development models without BatchNorm, the hinge's
 #                                                  # bound at the suspect's own retain loss, or a weaker distance; then
 #                                                  # where the accuracy goes (the distance, the restart, the rest)
@@ -328,6 +328,11 @@ twenty_eighth_where=(--candidate 'nodist=preset:default,epochs:null,lmd:1000000'
 # MLP and 42 on a LeNet-5 (500 images), the rate ramped up linearly over the first tenth or quarter of the steps
 twenty_eighth_warmup=(--candidate 'wu10=preset:default,epochs:null,warmup:0.1'
                       --candidate 'wu25=preset:default,epochs:null,warmup:0.25')
+# and last, with 500 images, the restarted classifier re-fitted first on its own (20 epochs of plain cross-entropy,
+# the eleventh round's `head_warmup`), then the default's run (`hw20`) or one of 600 steps (`hw20-600`): fewer steps
+# through the features once the classifier no longer needs them to re-fit
+twenty_eighth_head_first=(--candidate 'hw20=preset:default,epochs:null,head_warmup:20'
+                          --candidate 'hw20-600=preset:default,epochs:null,head_warmup:20,min_steps:600')
 sixth_default=(--candidate "default=preset:all-layers,norm_rule:false")
 sixth_reference=(--candidate "d3-reference=preset:reference,augment:false")
 sixth_paper=(--candidate "d3-paper=preset:paper,augment:false")
@@ -1966,14 +1971,15 @@ PY
     ;;
   twenty-eighth-dev)  # twenty-eighth round: on the twenty-seventh round's development models without BatchNorm,
     # one candidate per process (`eps-auto`, `lmd30` or `ft`; `where`: the three diagnostic candidates; `warmup`: both
-    # warm-ups), seed 0, 3,000 images (then `... 0 500`), beside the default's lines of twenty-sixth-check and
+    # warm-ups; `head-first`: both classifier-first runs, with 500 images), seed 0, 3,000 images (then `... 0 500`), beside the default's lines of twenty-sixth-check and
     # twenty-sixth-small
     local_cand=()
     for ((i = 0; i < ${#twenty_eighth_cands[@]}; i += 2)); do
-      [[ "${twenty_eighth_cands[i+1]}" == "${2:?eps-auto, lmd30, ft, where or warmup}="* ]] && local_cand=(--candidate "${twenty_eighth_cands[i+1]}")
+      [[ "${twenty_eighth_cands[i+1]}" == "${2:?eps-auto, lmd30, ft, where, warmup or head-first}="* ]] && local_cand=(--candidate "${twenty_eighth_cands[i+1]}")
     done
     [ "$2" = where ] && local_cand=("${twenty_eighth_where[@]}")
     [ "$2" = warmup ] && local_cand=("${twenty_eighth_warmup[@]}")
+    [ "$2" = head-first ] && local_cand=("${twenty_eighth_head_first[@]}")
     [ ${#local_cand[@]} -gt 0 ] || { echo "twenty-eighth-dev: no candidate named $2" >&2; exit 2; }
     study $(printf "$RUNS/%s " $TWENTY_SEVENTH_DEV) --final-only --seed ${3:-0} --count ${4:-3000} \
       --out $RUNS/twenty-eighth-dev-${4:-3000}-s${3:-0}.jsonl "${local_cand[@]}"
