@@ -238,8 +238,8 @@
 #                                                  # where the accuracy goes (the distance, the restart, the rest)
 #   bash benchmarks/d3_default_study.sh twenty-eighth-ft-check a|b [SEED [IMAGES]] # twenty-eighth round: plain
 #                                                  # fine-tuning on the twenty-seventh round's check models
-#   bash benchmarks/d3_default_study.sh twenty-eighth-der a|b # twenty-eighth round, last: the faithful presets and
-#                                                  # FT-SAM on the twenty-seventh round's check models (seed 0)
+#   bash benchmarks/d3_default_study.sh twenty-eighth-der a|b [SEED] # twenty-eighth round, last: the faithful
+#                                                  # presets and FT-SAM on the twenty-seventh round's check models
 #   bash benchmarks/d3_default_study.sh twenty-eighth-curve # twenty-eighth round: test accuracy after every epoch,
 #                                                  # the default and fine-tuning alone, two models, 500 images
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
@@ -1992,10 +1992,10 @@ PY
     ;;
   twenty-eighth-der)  # twenty-eighth round, last: the DER bar on the twenty-seventh round's check models
     # (seed 0, 3,000 images): the faithful presets (at the study's 12 epochs of batch 32) and FT-SAM beside the
-    # default's lines of twenty-seventh-check (`a` and `b` side by side)
+    # default's lines of twenty-seventh-check (`a` and `b` side by side); then `a 1` and `b 1`, a second retain draw
     if [ "${2:-a}" = a ]; then entries=$TWENTY_SEVENTH_A; else entries=$TWENTY_SEVENTH_B; fi
-    study $(for entry in $entries; do printf "$RUNS/%s " "${entry%%:*}"; done) --final-only --seed 0 \
-      --out $RUNS/twenty-eighth-der-s0.jsonl "${sixth_reference[@]}" "${sixth_paper[@]}" "${sixth_ft_sam[@]}"
+    study $(for entry in $entries; do printf "$RUNS/%s " "${entry%%:*}"; done) --final-only --seed ${3:-0} \
+      --out $RUNS/twenty-eighth-der-s${3:-0}.jsonl "${sixth_reference[@]}" "${sixth_paper[@]}" "${sixth_ft_sam[@]}"
     ;;
   twenty-eighth-curve)  # twenty-eighth round: the default and `nodist-plain` on the MLP and the LeNet-5 BadNets with
     # 500 images, seed 0, test accuracy after every epoch (the per-epoch history of the lines; for the report only)
