@@ -310,12 +310,11 @@ twenty_seventh_no_overlay=(--candidate 'no-overlay=preset:default,epochs:null,bl
 # the twenty-eighth round's candidates, each a single change to the default on models without BatchNorm: the
 # hinge's bound ε at the suspect's own mean loss on the retain images (`eps-auto`, `eps:auto`, the twentieth round's
 # rule, then tried on BatchNorm models only) and a weaker pull of the distance against the bound (`lmd30`, λ 30)
-twenty_eighth_cands=(--candidate 'eps-auto=preset:default,epochs:null,eps:auto'
-                     --candidate 'lmd30=preset:default,epochs:null,lmd:30')
+twenty_eighth_eps_auto=(--candidate 'eps-auto=preset:default,epochs:null,eps:auto')
+twenty_eighth_lmd30=(--candidate 'lmd30=preset:default,epochs:null,lmd:30')
 # and plain fine-tuning as the study runs it (`ft`: lr 0.01, 12 epochs of batch 32, weight decay 5e-4), what any
 # fine-tuning on the retain images costs;
 twenty_eighth_ft=(--candidate 'ft=method:ft')
-twenty_eighth_cands+=("${twenty_eighth_ft[@]}")
 # and, after both cost accuracy, where the default's accuracy goes on those models: the distance's pull made
 # negligible (λ 10⁶, `nodist`: the restarted classifier trained on the bound alone, with the overlay and the copies),
 # the classifier not restarted either (`nodist-near`: fine-tuning on the bound), and without the overlay and the
@@ -369,6 +368,12 @@ attack() {  # attack NAME ATTACK OPTIONS...: one backdoored model and its clean 
 }
 
 study() { $PY benchmarks/d3_study.py "$@"; }
+# the twenty-seventh round's check entries (`name:step[:arg]`) of half a (or b), and those models' run directories
+twenty_seventh_entries() { if [ "${1:-a}" = a ]; then echo $TWENTY_SEVENTH_A; else echo $TWENTY_SEVENTH_B; fi; }
+twenty_seventh_runs() {
+  local entry
+  for entry in $(twenty_seventh_entries "$1"); do printf "$RUNS/%s " "${entry%%:*}"; done
+}
 
 USER_RUNS=${USER_RUNS:-runs/user}
 user_models() { $PY benchmarks/user_models.py "$@" --out $USER_RUNS; }  # user_models COMMAND ARGS...
@@ -1963,38 +1968,36 @@ PY
       --seed 0 --count 500 --out $RUNS/twenty-seventh-500-s0.jsonl "${twenty_seventh_no_overlay[@]}"
     ;;
   twenty-seventh-models)  # twenty-seventh round: its check models (`a` and `b` side by side)
-    if [ "${2:-a}" = a ]; then entries=$TWENTY_SEVENTH_A; else entries=$TWENTY_SEVENTH_B; fi
-    for entry in $entries; do
+    for entry in $(twenty_seventh_entries "${2:-a}"); do
       IFS=: read -r name step arg <<< "$entry"
       ONLY=$name bash "$0" $step $arg
     done
     ;;
   twenty-eighth-dev)  # twenty-eighth round: on the twenty-seventh round's development models without BatchNorm,
     # one candidate per process (`eps-auto`, `lmd30` or `ft`; `where`: the three diagnostic candidates; `warmup`: both
-    # warm-ups; `head-first`: both classifier-first runs, with 500 images), seed 0, 3,000 images (then `... 0 500`), beside the default's lines of twenty-sixth-check and
-    # twenty-sixth-small
-    local_cand=()
-    for ((i = 0; i < ${#twenty_eighth_cands[@]}; i += 2)); do
-      [[ "${twenty_eighth_cands[i+1]}" == "${2:?eps-auto, lmd30, ft, where, warmup or head-first}="* ]] && local_cand=(--candidate "${twenty_eighth_cands[i+1]}")
-    done
-    [ "$2" = where ] && local_cand=("${twenty_eighth_where[@]}")
-    [ "$2" = warmup ] && local_cand=("${twenty_eighth_warmup[@]}")
-    [ "$2" = head-first ] && local_cand=("${twenty_eighth_head_first[@]}")
-    [ ${#local_cand[@]} -gt 0 ] || { echo "twenty-eighth-dev: no candidate named $2" >&2; exit 2; }
+    # warm-ups; `head-first`: both classifier-first runs, with 500 images), seed 0, 3,000 images (then `... 0 500`),
+    # beside the default's lines of twenty-sixth-check and twenty-sixth-small
+    case ${2:?eps-auto, lmd30, ft, where, warmup or head-first} in
+      eps-auto) picked=("${twenty_eighth_eps_auto[@]}") ;;
+      lmd30) picked=("${twenty_eighth_lmd30[@]}") ;;
+      ft) picked=("${twenty_eighth_ft[@]}") ;;
+      where) picked=("${twenty_eighth_where[@]}") ;;
+      warmup) picked=("${twenty_eighth_warmup[@]}") ;;
+      head-first) picked=("${twenty_eighth_head_first[@]}") ;;
+      *) echo "twenty-eighth-dev: no candidate named $2" >&2; exit 2 ;;
+    esac
     study $(printf "$RUNS/%s " $TWENTY_SEVENTH_DEV) --final-only --seed ${3:-0} --count ${4:-3000} \
-      --out $RUNS/twenty-eighth-dev-${4:-3000}-s${3:-0}.jsonl "${local_cand[@]}"
+      --out $RUNS/twenty-eighth-dev-${4:-3000}-s${3:-0}.jsonl "${picked[@]}"
     ;;
   twenty-eighth-ft-check)  # twenty-eighth round: plain fine-tuning (`ft`) on the twenty-seventh round's check models
     # (`a` and `b` side by side), seed 0, 3,000 images (then `... a|b 0 500`), beside the default's lines there
-    if [ "${2:-a}" = a ]; then entries=$TWENTY_SEVENTH_A; else entries=$TWENTY_SEVENTH_B; fi
-    study $(for entry in $entries; do printf "$RUNS/%s " "${entry%%:*}"; done) --final-only --seed ${3:-0} \
+    study $(twenty_seventh_runs "${2:-a}") --final-only --seed ${3:-0} \
       --count ${4:-3000} --out $RUNS/twenty-eighth-check-${4:-3000}-s${3:-0}.jsonl "${twenty_eighth_ft[@]}"
     ;;
   twenty-eighth-der)  # twenty-eighth round, last: the issue's DER bar on the twenty-seventh round's check models
     # (seed 0, 3,000 images): the faithful presets (at the study's 12 epochs of batch 32) and FT-SAM beside the
     # default's lines of twenty-seventh-check (`a` and `b` side by side); then `a 1` and `b 1`, a second retain draw
-    if [ "${2:-a}" = a ]; then entries=$TWENTY_SEVENTH_A; else entries=$TWENTY_SEVENTH_B; fi
-    study $(for entry in $entries; do printf "$RUNS/%s " "${entry%%:*}"; done) --final-only --seed ${3:-0} \
+    study $(twenty_seventh_runs "${2:-a}") --final-only --seed ${3:-0} \
       --out $RUNS/twenty-eighth-der-s${3:-0}.jsonl "${sixth_reference[@]}" "${sixth_paper[@]}" "${sixth_ft_sam[@]}"
     ;;
   twenty-eighth-curve)  # twenty-eighth round: the default and `nodist-plain` on the MLP and the LeNet-5 BadNets with
@@ -2004,8 +2007,7 @@ PY
     ;;
   twenty-seventh-check)  # twenty-seventh round, after twenty-seventh-overlay: the default and `no-overlay` once on
     # the check models (trained by twenty-seventh-models), seed 0, 3,000 images; then `... a|b 1` and `... a|b 0 500`
-    if [ "${2:-a}" = a ]; then entries=$TWENTY_SEVENTH_A; else entries=$TWENTY_SEVENTH_B; fi
-    study $(for entry in $entries; do printf "$RUNS/%s " "${entry%%:*}"; done) --final-only --seed ${3:-0} \
+    study $(twenty_seventh_runs "${2:-a}") --final-only --seed ${3:-0} \
       --count ${4:-3000} --out $RUNS/twenty-seventh-check-${4:-3000}-s${3:-0}.jsonl \
       "${the_default[@]}" "${twenty_seventh_no_overlay[@]}"
     ;;
