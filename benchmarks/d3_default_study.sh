@@ -242,6 +242,9 @@
 #                                                  # presets and FT-SAM on the twenty-seventh round's check models
 #   bash benchmarks/d3_default_study.sh twenty-eighth-curve # twenty-eighth round: test accuracy after every epoch,
 #                                                  # the default and fine-tuning alone, two models, 500 images
+#   bash benchmarks/d3_default_study.sh twenty-ninth-models a|b # twenty-ninth round: train its development models
+#   bash benchmarks/d3_default_study.sh twenty-ninth-dev [SEED [IMAGES]] # twenty-ninth round: the weights outside
+#                                                  # the distance pulled toward the suspect's, development models
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Every step before the twenty-sixth round ran
 # the default as it was before the twenty-fifth round, which is the `all-layers` preset now: `preset:all-layers` in
@@ -332,6 +335,10 @@ twenty_eighth_warmup=(--candidate 'wu10=preset:default,epochs:null,warmup:0.1'
 # through the features once the classifier no longer needs them to re-fit
 twenty_eighth_head_first=(--candidate 'hw20=preset:default,epochs:null,head_warmup:20'
                           --candidate 'hw20-600=preset:default,epochs:null,head_warmup:20,min_steps:600')
+# the twenty-ninth round's candidates: the weights outside the distance pulled back toward the suspect's (L2-SP,
+# `anchor` α: α · Σ ‖W − W⁰‖² / ‖W⁰‖² in the loss), weak and strong
+twenty_ninth_anchor=(--candidate 'anchor01=preset:default,epochs:null,anchor:0.1'
+                     --candidate 'anchor1=preset:default,epochs:null,anchor:1')
 sixth_default=(--candidate "default=preset:all-layers,norm_rule:false")
 sixth_reference=(--candidate "d3-reference=preset:reference,augment:false")
 sixth_paper=(--candidate "d3-paper=preset:paper,augment:false")
@@ -369,6 +376,12 @@ attack() {  # attack NAME ATTACK OPTIONS...: one backdoored model and its clean 
 
 study() { $PY benchmarks/d3_study.py "$@"; }
 # the twenty-seventh round's check entries (`name:step[:arg]`) of half a (or b), and those models' run directories
+# train one of the twenty-sixth round's check models (run directory $RUNS/NAME) with the steps that hold its half
+train_twenty_sixth_model() {
+  local steps="norm-models seventeenth-models new-models fourteenth-models" step
+  [[ " $TWENTY_SIXTH_A " == *" $1 "* ]] && steps="mlp-models ninth-models lenet-models tenth-models norm-models"
+  for step in $steps; do ONLY=$1 bash "$0" $step; done
+}
 twenty_seventh_entries() { if [ "${1:-a}" = a ]; then echo $TWENTY_SEVENTH_A; else echo $TWENTY_SEVENTH_B; fi; }
 twenty_seventh_runs() {
   local entry
@@ -1882,13 +1895,9 @@ PY
     # classifier), `b`: attention models, a ShuffleNetV2 and the paper's VGG19-BN; cheapest first
     cands=("${all_layers_now[@]}" "${the_default[@]}")
     # (the first run trained and ran `b`'s ViT BadNets before its all-to-all ViT; the order changes no cell)
-    if [ "${2:-a}" = a ]; then
-      names=$TWENTY_SIXTH_A steps="mlp-models ninth-models lenet-models tenth-models norm-models"
-    else
-      names=$TWENTY_SIXTH_B steps="norm-models seventeenth-models new-models fourteenth-models"
-    fi
+    if [ "${2:-a}" = a ]; then names=$TWENTY_SIXTH_A; else names=$TWENTY_SIXTH_B; fi
     for name in $names; do
-      for step in $steps; do ONLY=$name bash "$0" $step; done
+      train_twenty_sixth_model $name
       study $RUNS/$name --final-only --seed ${3:-0} --out $RUNS/twenty-sixth-check-s${3:-0}.jsonl "${cands[@]}"
     done
     ;;
@@ -1988,6 +1997,19 @@ PY
     esac
     study $(printf "$RUNS/%s " $TWENTY_SEVENTH_DEV) --final-only --seed ${3:-0} --count ${4:-3000} \
       --out $RUNS/twenty-eighth-dev-${4:-3000}-s${3:-0}.jsonl "${picked[@]}"
+    ;;
+  twenty-ninth-models)  # twenty-ninth round, first: train the twenty-seventh round's development models (as
+    # twenty-sixth-check does, no defense run), `a` the nine without attention and `b` the two ViTs side by side
+    if [ "${2:-a}" = a ]; then names=$TWENTY_SIXTH_A; else names=$TWENTY_SIXTH_B; fi
+    for name in $TWENTY_SEVENTH_DEV; do
+      [[ " $names " == *" $name "* ]] && train_twenty_sixth_model $name
+    done
+    ;;
+  twenty-ninth-dev)  # twenty-ninth round: the default and the anchored candidates on the twenty-seventh round's
+    # development models without BatchNorm (trained by twenty-ninth-models a and b, or twenty-sixth-check; the default
+    # beside them, since the suspects were retrained), seed 0, 3,000 images (then `0 500`)
+    study $(printf "$RUNS/%s " $TWENTY_SEVENTH_DEV) --final-only --seed ${2:-0} --count ${3:-3000} \
+      --out $RUNS/twenty-ninth-dev-${3:-3000}-s${2:-0}.jsonl "${the_default[@]}" "${twenty_ninth_anchor[@]}"
     ;;
   twenty-eighth-ft-check)  # twenty-eighth round: plain fine-tuning (`ft`) on the twenty-seventh round's check models
     # (`a` and `b` side by side), seed 0, 3,000 images (then `... a|b 0 500`), beside the default's lines there

@@ -264,6 +264,8 @@ def spy(monkeypatch):
     fp32 eagerly whatever it was, so that any machine runs these tests."""
     seen = {"precision": [], "compile": 0, "channels_last": 0}
     real_resolve, real_cl = training.resolve_precision, training.to_channels_last
+    # a defense refuses bf16 up front on a CPU without native bf16 (AVX2-only CPUs): any CI CPU passes here
+    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: True)
 
     def resolve(precision, device, amp=True):
         seen["precision"].append(precision)

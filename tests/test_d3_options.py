@@ -299,3 +299,52 @@ def test_warmup_ramps_that_fraction_of_the_runs_steps_and_is_unrecorded_when_off
     for bad in (-0.1, 1.0, "slow", True):
         with pytest.raises(DefenseError, match="warmup must be a fraction"):
             D3(warmup=bad)
+
+
+def test_anchor_penalty_is_the_relative_squared_drift_of_the_weights_outside_the_distance():
+    """``Anchor`` (L2-SP): α · Σ ‖W − W⁰‖² / ‖W⁰‖² over tensors of two or more dimensions that are
+    not left out and not all zeros; biases and left-out weights are never pulled."""
+    from distox.defenses.anchor import Anchor
+
+    model = tiny_model()
+    with torch.no_grad():
+        model[5].weight.zero_()  # an all-zero matrix: no size to be relative to
+    pull = Anchor(model, leave_out=[model[7].weight], strength=0.5)
+    assert [w is model[0].weight for w in pull.weights] == [True]
+    assert float(pull.penalty()) == 0.0 and pull.drift() == 0.0
+    w0 = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.mul_(1.2)  # 20 % drift
+        model[0].bias.add_(5.0)
+        model[7].weight.add_(5.0)
+    assert math.isclose(float(pull.penalty()), 0.5 * 0.2 ** 2, rel_tol=1e-5)
+    assert math.isclose(pull.drift(), 0.2, rel_tol=1e-5)
+    assert torch.equal(pull.start[0], w0)
+    with pytest.raises(ValueError, match="strength"):
+        Anchor(model, [], 0.0)
+
+
+def test_anchor_keeps_the_weights_outside_the_distance_nearer_the_suspect_and_is_unrecorded_when_off():
+    """D3's ``anchor``: with the distance on the classifier alone, the other weights end nearer
+    their start than without it (the classifier still moves); 0 leaves the run and its record as before."""
+    retain = tiny_retain(n=48)
+    suspect = tiny_model()
+    assert "anchor" not in D3().get_params() and D3(anchor=2.0).get_params()["anchor"] == 2.0
+
+    def drift(**kw):
+        res = D3(epochs=3, batch_size=16, lr=0.05, layers="auto", freeze_bn=True, **kw)(
+            suspect, retain, device="cpu", progress=False)
+        conv = float((res.model[0].weight - suspect[0].weight).norm() / suspect[0].weight.norm())
+        return conv, res
+
+    free, plain = drift()
+    pulled, anchored = drift(anchor=1.0)
+    assert 0 < pulled < free
+    assert "anchor_drift" in anchored.history[-1] and "anchor_drift" not in plain.history[-1]
+    assert math.isclose(anchored.history[-1]["anchor_drift"], max(
+        float((anchored.model[i].weight - suspect[i].weight).norm() / suspect[i].weight.norm()) for i in (0, 5)),
+        rel_tol=1e-4)
+    assert not torch.equal(anchored.model[7].weight, suspect[7].weight)
+    for bad in (-1.0, float("inf"), "strong", True):
+        with pytest.raises(DefenseError, match="anchor must be"):
+            D3(anchor=bad)

@@ -62,6 +62,7 @@ from ..models.selection import (SelectionError, classifier_name, linear_forward_
 from ..training import Batches, Checkpoint, LoopConfig, TrainingDiverged, TrainState, make_optimizer, saved_identity, train
 from ..utils import copy_state_into, eval_mode, has_batchnorm
 from .base import Defense, DefenseError
+from .anchor import Anchor
 from .bn_stats import STALE_SHARE, reestimate_batchnorm, stale_share
 from .d3_auto import auto_eps, auto_or_float, check_auto, fit_auto
 from .d3_kernels import fused_distances, fused_project, use_fused
@@ -126,7 +127,7 @@ FALLBACK: dict[str, Any] = {
     "bn_recalibrate": False,
     "head_warmup": 0, "sam_rho": None, "logit_scale": False, "average": 0.0, "classifier_weight": 1.0,
     "universal_radius": 0.0, "shared_radius": 0.0, "shared_steps": 2, "shared_fraction": 1.0, "shared_schedule": "batch",
-    "warmup": 0.0,
+    "warmup": 0.0, "anchor": 0.0,
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
 LOOP_KEYS = ("epochs", "batch_size", "lr", "augment", "blend")
@@ -508,6 +509,9 @@ class D3(Defense):
             run's optimiser steps over which the rate ramps up linearly to the schedule's
             (:func:`distox.training.warm_up`; BENCHMARKS.md "Twenty-eighth round": on the models without
             BatchNorm whose first epoch at lr 0.03 costs most, it kept no accuracy).
+        anchor: 0 (the paper) or α > 0: the weight matrices and kernels outside the distance are
+            pulled back toward the suspect's, α · Σ ‖W − W⁰‖² / ‖W⁰‖² added to the loss
+            (:class:`~distox.defenses.anchor.Anchor`, L2-SP).
         auto: options of ``lmd="auto"`` / ``eps="auto"``, which choose them from the retain data
             (rules in :mod:`distox.defenses.d3_auto`).
         epochs, batch_size, lr, augment, blend, flip, seed: see :class:`Defense` (100, 256, 0.01,
@@ -537,7 +541,7 @@ class D3(Defense):
                  classifier_weight: float | None = None, universal_radius: float | None = None,
                  shared_radius: float | None = None, shared_steps: int | None = None,
                  shared_fraction: float | None = None, shared_schedule: str | None = None,
-                 warmup: float | None = None,
+                 warmup: float | None = None, anchor: float | None = None,
                  **kwargs: Any) -> None:
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
@@ -555,7 +559,7 @@ class D3(Defense):
                      sam_rho=sam_rho, logit_scale=logit_scale, average=average, classifier_weight=classifier_weight,
                      universal_radius=universal_radius, shared_radius=shared_radius, shared_steps=shared_steps,
                      shared_fraction=shared_fraction, shared_schedule=shared_schedule,
-                     warmup=warmup)
+                     warmup=warmup, anchor=anchor)
         #: the options the caller set (a model-derived rule never overrides them)
         self._explicit = frozenset(explicit | {k for k, val in given.items() if val is not None})
         v = {k: val if val is not None else chosen.get(k, FALLBACK[k]) for k, val in given.items()}
@@ -668,6 +672,10 @@ class D3(Defense):
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w < 1.0:
             raise DefenseError(f"warmup must be a fraction of the run's steps in [0, 1) (0: off); got {w!r}")
         self.warmup = float(w)
+        a = v["anchor"]
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 <= a < math.inf:
+            raise DefenseError(f"anchor must be a strength >= 0 (0: off); got {a!r}")
+        self.anchor = float(a)
 
     def warm_up_classifier(self, model: nn.Module, retain: ImageSplit, example: torch.Tensor,
                            device: torch.device) -> None:
@@ -733,6 +741,8 @@ class D3(Defense):
             params.pop("shared_schedule", None)
         if not self.warmup:
             params.pop("warmup", None)
+        if not self.anchor:
+            params.pop("anchor", None)
         return params
 
     def fit_adapted(self, adapted: D3, model: nn.Module, retain: ImageSplit, *, evaluator: Evaluator | None,
@@ -805,9 +815,11 @@ class D3(Defense):
                         len(retain), min_steps)
 
     def steps_per_epoch(self, retain: ImageSplit) -> int:
-        """Optimiser steps in one epoch over ``retain`` (less the held-out part with ``select="heldout"``)."""
-        trained = len(split_retain(retain, self.val_fraction, self.seed)[0]) if self.select == "heldout" else len(retain)
-        return math.ceil(trained / self.batch_size)
+        """Optimiser steps in one epoch over ``retain`` (less the held-out part with ``select="heldout"``),
+        counted as the loop batches them (:class:`~distox.training.Batches`: a trailing batch of one
+        image joins the one before)."""
+        trained = split_retain(retain, self.val_fraction, self.seed)[0] if self.select == "heldout" else retain
+        return len(Batches(trained.y, trained.y, self.batch_size))
 
     def batchnorm_rule(self, model: nn.Module, retain: ImageSplit, device: torch.device | str | None = None
                        ) -> dict[str, Any]:
@@ -1000,6 +1012,8 @@ class D3(Defense):
         universal = (UniversalPerturbation(retain.x, self.universal_radius, device=device)
                      if self.universal_radius else None)
         copies = universal or shared
+        # anchor: the weights outside the distance pulled back toward the suspect's (L2-SP), read before any step
+        pull = Anchor(model, weights, self.anchor) if self.anchor else None
 
         def objective(m: nn.Module, x: torch.Tensor, y: torch.Tensor, ascent: bool = False):
             soft = None
@@ -1011,6 +1025,10 @@ class D3(Defense):
             loss, stats = d3_loss(logits, y, weights, init, lmd.value, self.eps, self.p, scales,
                                   soft, self.distill, self.distill_temperature, fused, distance_grad=not ascent,
                                   metric=metric)
+            if pull is not None:
+                penalty = pull.penalty()
+                loss = loss + penalty
+                stats["anchor"] = float(penalty.detach())
             if copies is not None:  # the perturbed copies' error rate: how far δ (or the shared copies) still get
                 stats[copies.ERROR_KEY] = copies.error_rate(logits, y)
             if target is not None and (ascent or self.sam_rho is None):  # once a step
@@ -1021,6 +1039,8 @@ class D3(Defense):
             row = {"distance": total_distance(weights, init, self.p), "lmd": lmd.value}
             if copies is not None:
                 row[copies.SIZE_KEY] = copies.size()
+            if pull is not None:
+                row["anchor_drift"] = pull.drift()
             if chooser is not None:
                 row.update(chooser(epoch, m, row["distance"]))
                 if self.lmd_control == "heldout":
