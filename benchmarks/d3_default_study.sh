@@ -243,8 +243,11 @@
 #   bash benchmarks/d3_default_study.sh twenty-eighth-curve # twenty-eighth round: test accuracy after every epoch,
 #                                                  # the default and fine-tuning alone, two models, 500 images
 #   bash benchmarks/d3_default_study.sh twenty-ninth-models a|b # twenty-ninth round: train its development models
-#   bash benchmarks/d3_default_study.sh twenty-ninth-dev [SEED [IMAGES]] # twenty-ninth round: the weights outside
-#                                                  # the distance pulled toward the suspect's, development models
+#   bash benchmarks/d3_default_study.sh twenty-ninth-dev anchor|distill [SEED [IMAGES]] # twenty-ninth round: the
+#                                                  # weights outside the distance pulled toward the suspect's, then
+#                                                  # the suspect's soft targets, development models
+#   bash benchmarks/d3_default_study.sh twenty-ninth-check a|b [SEED [IMAGES]] # twenty-ninth round: the default
+#                                                  # and distill05 once on the twenty-seventh round's check models
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Every step before the twenty-sixth round ran
 # the default as it was before the twenty-fifth round, which is the `all-layers` preset now: `preset:all-layers` in
@@ -339,6 +342,12 @@ twenty_eighth_head_first=(--candidate 'hw20=preset:default,epochs:null,head_warm
 # `anchor` α: α · Σ ‖W − W⁰‖² / ‖W⁰‖² in the loss), weak and strong
 twenty_ninth_anchor=(--candidate 'anchor01=preset:default,epochs:null,anchor:0.1'
                      --candidate 'anchor1=preset:default,epochs:null,anchor:1')
+# and, after the pull showed the restarted classifier's re-fit to be the cost, that re-fit given the suspect's own
+# clean outputs as soft targets (the third round's `distill` α at temperature 4, now beside the default's copies,
+# each copy with its original's target): α 0.5 and 0.9
+twenty_ninth_distill05=(--candidate 'distill05=preset:default,epochs:null,distill:0.5,shared_radius:0.03')
+twenty_ninth_distill=("${twenty_ninth_distill05[@]}"
+                      --candidate 'distill09=preset:default,epochs:null,distill:0.9,shared_radius:0.03')
 sixth_default=(--candidate "default=preset:all-layers,norm_rule:false")
 sixth_reference=(--candidate "d3-reference=preset:reference,augment:false")
 sixth_paper=(--candidate "d3-paper=preset:paper,augment:false")
@@ -2005,11 +2014,22 @@ PY
       [[ " $names " == *" $name "* ]] && train_twenty_sixth_model $name
     done
     ;;
-  twenty-ninth-dev)  # twenty-ninth round: the default and the anchored candidates on the twenty-seventh round's
-    # development models without BatchNorm (trained by twenty-ninth-models a and b, or twenty-sixth-check; the default
-    # beside them, since the suspects were retrained), seed 0, 3,000 images (then `0 500`)
-    study $(printf "$RUNS/%s " $TWENTY_SEVENTH_DEV) --final-only --seed ${2:-0} --count ${3:-3000} \
-      --out $RUNS/twenty-ninth-dev-${3:-3000}-s${2:-0}.jsonl "${the_default[@]}" "${twenty_ninth_anchor[@]}"
+  twenty-ninth-dev)  # twenty-ninth round: on the twenty-seventh round's development models without BatchNorm
+    # (trained by twenty-ninth-models a and b, or twenty-sixth-check), seed 0, 3,000 images (then `... 0 500`), the
+    # anchored candidates with the default beside them (`anchor`: the suspects were retrained), then `distill`
+    case ${2:?anchor or distill} in
+      anchor) picked=("${the_default[@]}" "${twenty_ninth_anchor[@]}") ;;
+      distill) picked=("${twenty_ninth_distill[@]}") ;;
+      *) echo "twenty-ninth-dev: no candidate named $2" >&2; exit 2 ;;
+    esac
+    study $(printf "$RUNS/%s " $TWENTY_SEVENTH_DEV) --final-only --seed ${3:-0} --count ${4:-3000} \
+      --out $RUNS/twenty-ninth-dev-${4:-3000}-s${3:-0}.jsonl "${picked[@]}"
+    ;;
+  twenty-ninth-check)  # twenty-ninth round, after twenty-ninth-dev distill: the default and `distill05` once on the
+    # twenty-seventh round's check models (retrained here by twenty-seventh-models a and b), seed 0, 3,000 images
+    # (`a` and `b` side by side; then `... a|b 0 500`)
+    study $(twenty_seventh_runs "${2:-a}") --final-only --seed ${3:-0} --count ${4:-3000} \
+      --out $RUNS/twenty-ninth-check-${4:-3000}-s${3:-0}.jsonl "${the_default[@]}" "${twenty_ninth_distill05[@]}"
     ;;
   twenty-eighth-ft-check)  # twenty-eighth round: plain fine-tuning (`ft`) on the twenty-seventh round's check models
     # (`a` and `b` side by side), seed 0, 3,000 images (then `... a|b 0 500`), beside the default's lines there

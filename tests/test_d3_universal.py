@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
+from distox.data.core import ImageSplit
 from distox.defenses import D3 as D3Defense
 from distox.defenses import DefenseError
 from distox.defenses.universal import (STEP_FRACTION, CraftedOnceCopies, SharedAdversarialCopies,
@@ -125,8 +127,9 @@ def test_a_shared_radius_trains_on_the_copies_and_no_preset_sets_it():
     assert D3().shared_radius == 0.0 and D3Defense().shared_radius == PRESETS["default"]["shared_radius"] == 0.03
     # the default's copies step aside for a caller's own distill or universal perturbation (one copy per image)
     assert D3Defense(universal_radius=0.1).shared_radius == 0.0 and D3Defense(distill=0.5).shared_radius == 0.0
+    assert D3Defense(shared_radius=0.03, distill=0.5).shared_radius == 0.03  # asked for both: both
     with pytest.raises(DefenseError, match="cannot be combined"):
-        D3Defense(shared_radius=0.03, distill=0.5)
+        D3Defense(shared_radius=0.03, universal_radius=0.1)
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, True, "0.1"])
@@ -135,10 +138,34 @@ def test_a_shared_radius_outside_zero_to_one_is_refused(bad):
         D3(shared_radius=bad)
 
 
-@pytest.mark.parametrize("other", [{"distill": 0.5}, {"universal_radius": 0.1}])
-def test_shared_copies_are_not_combined_with_distillation_or_the_universal_perturbation(other):
+def test_shared_copies_are_not_combined_with_the_universal_perturbation():
     with pytest.raises(DefenseError, match="shared_radius cannot be combined"):
-        D3(shared_radius=0.1, **other)
+        D3(shared_radius=0.1, universal_radius=0.1)
+
+
+@pytest.mark.parametrize("schedule", ["once", "batch"])
+def test_with_distillation_each_copy_keeps_the_soft_target_of_the_image_it_was_made_from(monkeypatch, schedule):
+    """``distill`` with ``shared_radius``: the copies (of a batch's first images) get the suspect's
+    outputs on their originals, so the soft targets line up with the labels the loss sees."""
+    import distox.defenses.d3 as d3mod
+
+    seen = []
+    real = d3mod.d3_loss
+
+    def spy(logits, y, *args, **kw):
+        soft = args[6] if len(args) > 6 else kw.get("soft")
+        seen.append((len(logits), len(y), None if soft is None else soft.detach().clone()))
+        return real(logits, y, *args, **kw)
+
+    monkeypatch.setattr(d3mod, "d3_loss", spy)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 3))
+    g = torch.Generator().manual_seed(0)
+    retain = ImageSplit(torch.rand(32, 1, 8, 8, generator=g), torch.randint(0, 3, (32,), generator=g), dataset="toy")
+    D3(epochs=1, batch_size=16, blend=0.0, augment=False, distill=0.5, shared_radius=0.1, shared_fraction=0.5,
+       shared_schedule=schedule)(model, retain, device="cpu", progress=False)
+    assert seen and all(n == m == len(soft) == 24 for n, m, soft in seen)  # 16 images and copies of the first 8
+    assert all(torch.equal(soft[16:], soft[:8]) for _, _, soft in seen)
 
 
 def test_a_fraction_of_the_batch_gets_copies_and_the_error_rate_counts_only_them():

@@ -495,8 +495,10 @@ class D3(Defense):
             shared adversarial examples, two signed-gradient steps per batch;
             :class:`~distox.defenses.universal.SharedAdversarialCopies`; BENCHMARKS.md
             "Twenty-third round"). The ``default`` preset sets 0.03 with ``shared_schedule="once"`` and
-            ``shared_steps=5`` ("Twenty-fifth round"); the other presets leave it off. Not with ``distill`` or
-            ``universal_radius`` (under ``default``, setting either turns the preset's copies off).
+            ``shared_steps=5`` ("Twenty-fifth round"); the other presets leave it off. Not with
+            ``universal_radius``; under ``default``, setting it or ``distill`` turns the preset's copies off
+            unless ``shared_radius`` is given too (with ``distill``, a copy's soft target is the suspect's
+            output on the retain image it was made from).
         shared_steps, shared_fraction: with ``shared_radius``, the crafting's signed-gradient steps per
             batch (2) and the share of each batch that gets a copy (1.0: all of it; a smaller share
             crafts and trains fewer copies, for less time).
@@ -655,9 +657,9 @@ class D3(Defense):
         r = v["shared_radius"]
         if r and "shared_radius" not in self._explicit and (self.distill or self.universal_radius):
             r = 0.0  # the preset's copies step aside for the caller's own distill or universal_radius
-        if r and (self.distill or self.universal_radius):
-            raise DefenseError("shared_radius cannot be combined with distill or universal_radius (each batch has "
-                               "one perturbed copy; the suspect's outputs cover the retain images only)")
+        if r and self.universal_radius:
+            raise DefenseError("shared_radius cannot be combined with universal_radius (each batch has one "
+                               "perturbed copy)")
         self.shared_radius = float(r)
         steps, fraction = v["shared_steps"], v["shared_fraction"]
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -949,8 +951,10 @@ class D3(Defense):
         named = self.selected(model, example)
         # the suspect's own clean outputs, taken before any weight moves (distill > 0); scored per
         # batch when the loop changes the images, cached per image otherwise
-        targets = (SuspectTargets(model, retain.x, retain.y, device, cache=not self.alters_images)
-                   if self.distill else None)
+        # (not cached where the copies are looked up by image index: the suspect then scores each batch, and the
+        # loop's targets pass through it to the copies)
+        cache = not self.alters_images and getattr(shared, "loop_y", None) is None
+        targets = SuspectTargets(model, retain.x, retain.y, device, cache=cache) if self.distill else None
         weights = list(named.values())
         init = [w.detach().clone() for w in weights]
         norms = [lp_norm(w0, self.p) for w0 in init]
@@ -1021,6 +1025,8 @@ class D3(Defense):
                 y, soft = targets(x, y)
             if copies is not None:
                 x, y = copies.batch_with_perturbed(x, y, m)
+                if soft is not None:  # the copies, of the batch's first images, keep their originals' targets
+                    soft = torch.cat([soft, soft[:len(y) - len(soft)]])
             logits = m(x)
             loss, stats = d3_loss(logits, y, weights, init, lmd.value, self.eps, self.p, scales,
                                   soft, self.distill, self.distill_temperature, fused, distance_grad=not ascent,
