@@ -243,7 +243,7 @@
 #   bash benchmarks/d3_default_study.sh twenty-eighth-curve # twenty-eighth round: test accuracy after every epoch,
 #                                                  # the default and fine-tuning alone, two models, 500 images
 #   bash benchmarks/d3_default_study.sh twenty-ninth-models a|b # twenty-ninth round: train its development models
-#   bash benchmarks/d3_default_study.sh twenty-ninth-dev anchor|distill [SEED [IMAGES]] # twenty-ninth round: the
+#   bash benchmarks/d3_default_study.sh twenty-ninth-dev anchor|distill|distill-retain [SEED [IMAGES]] # 29th round: the
 #                                                  # weights outside the distance pulled toward the suspect's, then
 #                                                  # the suspect's soft targets, development models
 #   bash benchmarks/d3_default_study.sh twenty-ninth-check a|b [SEED [IMAGES]] # twenty-ninth round: the default
@@ -348,6 +348,9 @@ twenty_ninth_anchor=(--candidate 'anchor01=preset:default,epochs:null,anchor:0.1
 twenty_ninth_distill05=(--candidate 'distill05=preset:default,epochs:null,distill:0.5,shared_radius:0.03')
 twenty_ninth_distill=("${twenty_ninth_distill05[@]}"
                       --candidate 'distill09=preset:default,epochs:null,distill:0.9,shared_radius:0.03')
+# and, after both left Blended backdoors, the soft targets taken on the plain retain images instead of the overlaid
+# batches the loop trains on (`distill_source: retain`)
+twenty_ninth_distill_retain=(--candidate 'distill05-retain=preset:default,epochs:null,distill:0.5,shared_radius:0.03,distill_source:retain')
 sixth_default=(--candidate "default=preset:all-layers,norm_rule:false")
 sixth_reference=(--candidate "d3-reference=preset:reference,augment:false")
 sixth_paper=(--candidate "d3-paper=preset:paper,augment:false")
@@ -2016,10 +2019,12 @@ PY
     ;;
   twenty-ninth-dev)  # twenty-ninth round: on the twenty-seventh round's development models without BatchNorm
     # (trained by twenty-ninth-models a and b, or twenty-sixth-check), seed 0, 3,000 images (then `... 0 500`), the
-    # anchored candidates with the default beside them (`anchor`: the suspects were retrained), then `distill`
-    case ${2:?anchor or distill} in
+    # anchored candidates with the default beside them (`anchor`: the suspects were retrained), then `distill`, then
+    # `distill-retain` (first run on the Blended and LeNet-5 models, then the rest; the order changes no cell)
+    case ${2:?anchor, distill or distill-retain} in
       anchor) picked=("${the_default[@]}" "${twenty_ninth_anchor[@]}") ;;
       distill) picked=("${twenty_ninth_distill[@]}") ;;
+      distill-retain) picked=("${twenty_ninth_distill_retain[@]}") ;;
       *) echo "twenty-ninth-dev: no candidate named $2" >&2; exit 2 ;;
     esac
     study $(printf "$RUNS/%s " $TWENTY_SEVENTH_DEV) --final-only --seed ${3:-0} --count ${4:-3000} \

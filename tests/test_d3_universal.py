@@ -231,3 +231,35 @@ def test_the_once_schedule_trains_on_copies_other_than_the_per_batch_ones_and_is
     assert "shared_schedule" not in D3(shared_schedule="once").get_params()  # without a radius it does nothing
     with pytest.raises(DefenseError, match="shared_schedule"):
         D3(shared_radius=0.05, shared_schedule="epoch")
+
+
+@pytest.mark.parametrize("source", ["batch", "retain"])
+def test_distill_source_retain_takes_the_suspects_outputs_on_the_plain_retain_images(monkeypatch, source):
+    """``distill_source="retain"``: under the overlay (and with the copies looked up by index) every
+    soft target is the suspect's output on a plain retain image; ``"batch"`` scores the overlaid batch."""
+    import distox.defenses.d3 as d3mod
+    from distox.metrics import logits as model_logits
+
+    seen = []
+    real = d3mod.d3_loss
+
+    def spy(logits, y, *args, **kw):
+        seen.append(args[6].detach().clone())
+        return real(logits, y, *args, **kw)
+
+    monkeypatch.setattr(d3mod, "d3_loss", spy)
+    torch.manual_seed(0)
+    # a convolution first: nothing (no MLP's input pruning) changes the suspect before it scores the retain images
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3))
+    g = torch.Generator().manual_seed(0)
+    retain = ImageSplit(torch.rand(32, 1, 8, 8, generator=g), torch.randint(0, 3, (32,), generator=g), dataset="toy")
+    table = model_logits(model, retain.x, device="cpu")
+    d3 = D3Defense(epochs=1, batch_size=16, distill=0.5, shared_radius=0.1, distill_source=source)
+    assert d3.blend > 0 and d3.shared_schedule == "once"  # the default's overlay and copies looked up by index
+    d3(model, retain, device="cpu", progress=False)
+    rows = torch.cat(seen)
+    on_plain = [bool(torch.isclose(row, table, atol=1e-5).all(1).any()) for row in rows]
+    assert all(on_plain) if source == "retain" else not all(on_plain)  # (an overlay may be faint)
+    assert ("distill_source" in d3.get_params()) == (source == "retain")
+    with pytest.raises(DefenseError, match="distill_source"):
+        D3Defense(distill=0.5, distill_source="teacher")

@@ -122,7 +122,7 @@ FALLBACK: dict[str, Any] = {
     "lmd": 0.5, "eps": 0.1, "p": 2.0, "init": "random", "layers": "auto", "freeze_bn": False, "momentum": 0.9,
     "select": "last", "val_fraction": 0.2, "tolerance": "auto", "min_tolerance": 0.5,
     "lmd_control": "constant", "lmd_range": (0.5, 10.0), "init_layers": "selected", "lmd_rate": 0.05,
-    "layer_weighting": "sum", "distill": 0.0, "distill_temperature": 4.0,
+    "layer_weighting": "sum", "distill": 0.0, "distill_temperature": 4.0, "distill_source": "batch",
     "head_bias": "keep", "norm_rule": False, "min_steps": 0, "input_prune": False, "classifier_lr": None,
     "bn_recalibrate": False,
     "head_warmup": 0, "sam_rho": None, "logit_scale": False, "average": 0.0, "classifier_weight": 1.0,
@@ -141,6 +141,9 @@ LAYER_WEIGHTINGS = ("sum", "angle", "fisher", "size", "size-median")
 #: models' (BENCHMARKS.md "Twentieth round").
 REFERENCE_NORM = 5.06
 HEAD_BIASES = ("keep", "zero")
+#: ``distill_source``: the suspect scores the images the loop trains on (``"batch"``: overlaid, augmented) or
+#: its outputs on the plain retain images are looked up by index (``"retain"``).
+DISTILL_SOURCES = ("batch", "retain")
 
 
 def lp_norm(t: torch.Tensor, p: float) -> torch.Tensor:
@@ -432,7 +435,9 @@ class D3(Defense):
             that median: no weight is pushed harder than a median-sized one).
         distill: weight α of the suspect model's own clean outputs in the clean loss (0: off, the
             paper): per sample (1 − α)·CE + α·T²·KL(suspect ‖ model) at temperature
-            ``distill_temperature`` T (4) — :mod:`distox.defenses.self_distill`.
+            ``distill_temperature`` T (4) — :mod:`distox.defenses.self_distill`. ``distill_source``:
+            the suspect scores the images the loop trains on (``"batch"``, overlaid and augmented) or
+            its outputs on the plain retain images are looked up by index (``"retain"``).
         head_bias: ``"keep"`` (the paper) or ``"zero"``: also zero the final classifier's bias.
         norm_rule: False (the faithful presets) or True (the ``default`` preset): on a model without
             any BatchNorm layer, the options in :data:`WITHOUT_BATCHNORM` that the caller did not
@@ -535,7 +540,8 @@ class D3(Defense):
                  min_tolerance: float | None = None, lmd_control: str | None = None,
                  lmd_range: Sequence[float] | None = None, init_layers: str | None = None,
                  lmd_rate: float | None = None, layer_weighting: str | None = None, distill: float | None = None,
-                 distill_temperature: float | None = None, head_bias: str | None = None,
+                 distill_temperature: float | None = None, distill_source: str | None = None,
+                 head_bias: str | None = None,
                  norm_rule: bool | None = None, min_steps: int | None = None, input_prune: bool | None = None,
                  classifier_lr: float | None = None, bn_recalibrate: bool | None = None,
                  head_warmup: int | None = None, sam_rho: float | None = None,
@@ -556,6 +562,7 @@ class D3(Defense):
                      select=select, val_fraction=val_fraction, tolerance=tolerance, min_tolerance=min_tolerance,
                      lmd_control=lmd_control, lmd_range=lmd_range, init_layers=init_layers, lmd_rate=lmd_rate,
                      layer_weighting=layer_weighting, distill=distill, distill_temperature=distill_temperature,
+                     distill_source=distill_source,
                      head_bias=head_bias, norm_rule=norm_rule, min_steps=min_steps, input_prune=input_prune,
                      classifier_lr=classifier_lr, bn_recalibrate=bn_recalibrate, head_warmup=head_warmup,
                      sam_rho=sam_rho, logit_scale=logit_scale, average=average, classifier_weight=classifier_weight,
@@ -607,6 +614,9 @@ class D3(Defense):
         if not float(v["distill_temperature"]) > 0:
             raise DefenseError(f"distill_temperature must be > 0; got {v['distill_temperature']}")
         self.distill, self.distill_temperature = float(v["distill"]), float(v["distill_temperature"])
+        if v["distill_source"] not in DISTILL_SOURCES:
+            raise DefenseError(f"distill_source must be one of {DISTILL_SOURCES}; got {v['distill_source']!r}")
+        self.distill_source = v["distill_source"]
         if v["head_bias"] not in HEAD_BIASES:
             raise DefenseError(f"head_bias must be one of {HEAD_BIASES}; got {v['head_bias']!r}")
         self.head_bias = v["head_bias"]
@@ -709,6 +719,8 @@ class D3(Defense):
         if not self.distill:
             params.pop("distill", None)
             params.pop("distill_temperature", None)
+        if not self.distill or self.distill_source == FALLBACK["distill_source"]:
+            params.pop("distill_source", None)
         if self.head_bias == "keep":
             params.pop("head_bias", None)
         if not self.norm_rule:
@@ -951,9 +963,9 @@ class D3(Defense):
         named = self.selected(model, example)
         # the suspect's own clean outputs, taken before any weight moves (distill > 0); scored per
         # batch when the loop changes the images, cached per image otherwise
-        # (not cached where the copies are looked up by image index: the suspect then scores each batch, and the
-        # loop's targets pass through it to the copies)
-        cache = not self.alters_images and getattr(shared, "loop_y", None) is None
+        # (distill_source "retain": the suspect's outputs on the plain retain images, looked up by index whatever the
+        # loop does to the images)
+        cache = self.distill_source == "retain" or not self.alters_images
         targets = SuspectTargets(model, retain.x, retain.y, device, cache=cache) if self.distill else None
         weights = list(named.values())
         init = [w.detach().clone() for w in weights]
@@ -1022,7 +1034,9 @@ class D3(Defense):
         def objective(m: nn.Module, x: torch.Tensor, y: torch.Tensor, ascent: bool = False):
             soft = None
             if targets is not None:  # y: what targets.loop_y batched (image indices when cached)
-                y, soft = targets(x, y)
+                labels, soft = targets(x, y)
+                if copies is None or copies.loop_y is None:  # copies looked up by image index keep the indices
+                    y = labels
             if copies is not None:
                 x, y = copies.batch_with_perturbed(x, y, m)
                 if soft is not None:  # the copies, of the batch's first images, keep their originals' targets
