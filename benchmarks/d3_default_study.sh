@@ -246,8 +246,8 @@
 #   bash benchmarks/d3_default_study.sh twenty-ninth-dev anchor|distill|distill-retain [SEED [IMAGES]] # 29th round: the
 #                                                  # weights outside the distance pulled toward the suspect's, then
 #                                                  # the suspect's soft targets, development models
-#   bash benchmarks/d3_default_study.sh twenty-ninth-check a|b [SEED [IMAGES]] # twenty-ninth round: the default
-#                                                  # and distill05 once on the twenty-seventh round's check models
+#   bash benchmarks/d3_default_study.sh twenty-ninth-distill025 [SEED [IMAGES]] # twenty-ninth round: α 0.25 on the
+#                                                  # plain images, three development models, 500 images
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Every step before the twenty-sixth round ran
 # the default as it was before the twenty-fifth round, which is the `all-layers` preset now: `preset:all-layers` in
@@ -345,12 +345,13 @@ twenty_ninth_anchor=(--candidate 'anchor01=preset:default,epochs:null,anchor:0.1
 # and, after the pull showed the restarted classifier's re-fit to be the cost, that re-fit given the suspect's own
 # clean outputs as soft targets (the third round's `distill` α at temperature 4, now beside the default's copies,
 # each copy with its original's target): α 0.5 and 0.9
-twenty_ninth_distill05=(--candidate 'distill05=preset:default,epochs:null,distill:0.5,shared_radius:0.03')
-twenty_ninth_distill=("${twenty_ninth_distill05[@]}"
+twenty_ninth_distill=(--candidate 'distill05=preset:default,epochs:null,distill:0.5,shared_radius:0.03'
                       --candidate 'distill09=preset:default,epochs:null,distill:0.9,shared_radius:0.03')
 # and, after both left Blended backdoors, the soft targets taken on the plain retain images instead of the overlaid
 # batches the loop trains on (`distill_source: retain`)
 twenty_ninth_distill_retain=(--candidate 'distill05-retain=preset:default,epochs:null,distill:0.5,shared_radius:0.03,distill_source:retain')
+# and last, on the three models the soft targets left above their floors or nearest them, a weaker weight (α 0.25)
+twenty_ninth_distill025=(--candidate 'distill025-retain=preset:default,epochs:null,distill:0.25,shared_radius:0.03,distill_source:retain')
 sixth_default=(--candidate "default=preset:all-layers,norm_rule:false")
 sixth_reference=(--candidate "d3-reference=preset:reference,augment:false")
 sixth_paper=(--candidate "d3-paper=preset:paper,augment:false")
@@ -2030,11 +2031,10 @@ PY
     study $(printf "$RUNS/%s " $TWENTY_SEVENTH_DEV) --final-only --seed ${3:-0} --count ${4:-3000} \
       --out $RUNS/twenty-ninth-dev-${4:-3000}-s${3:-0}.jsonl "${picked[@]}"
     ;;
-  twenty-ninth-check)  # twenty-ninth round, after twenty-ninth-dev distill: the default and `distill05` once on the
-    # twenty-seventh round's check models (retrained here by twenty-seventh-models a and b), seed 0, 3,000 images
-    # (`a` and `b` side by side; then `... a|b 0 500`)
-    study $(twenty_seventh_runs "${2:-a}") --final-only --seed ${3:-0} --count ${4:-3000} \
-      --out $RUNS/twenty-ninth-check-${4:-3000}-s${3:-0}.jsonl "${the_default[@]}" "${twenty_ninth_distill05[@]}"
+  twenty-ninth-distill025)  # twenty-ninth round, last: `distill025-retain` on the LeNet-5 BadNets, the tutorial CNN
+    # Blended and the ViT BadNets, seed 0, 500 images (then `... 0 3000` if wanted)
+    study $RUNS/lenet-badnets $RUNS/tutorial-blended $RUNS/vit-badnets --final-only --seed ${2:-0} --count ${3:-500} \
+      --out $RUNS/twenty-ninth-dev-${3:-500}-s${2:-0}.jsonl "${twenty_ninth_distill025[@]}"
     ;;
   twenty-eighth-ft-check)  # twenty-eighth round: plain fine-tuning (`ft`) on the twenty-seventh round's check models
     # (`a` and `b` side by side), seed 0, 3,000 images (then `... a|b 0 500`), beside the default's lines there
