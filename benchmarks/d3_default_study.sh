@@ -388,13 +388,13 @@ attack() {  # attack NAME ATTACK OPTIONS...: one backdoored model and its clean 
 }
 
 study() { $PY benchmarks/d3_study.py "$@"; }
-# the twenty-seventh round's check entries (`name:step[:arg]`) of half a (or b), and those models' run directories
 # train one of the twenty-sixth round's check models (run directory $RUNS/NAME) with the steps that hold its half
 train_twenty_sixth_model() {
   local steps="norm-models seventeenth-models new-models fourteenth-models" step
   [[ " $TWENTY_SIXTH_A " == *" $1 "* ]] && steps="mlp-models ninth-models lenet-models tenth-models norm-models"
   for step in $steps; do ONLY=$1 bash "$0" $step; done
 }
+# the twenty-seventh round's check entries (`name:step[:arg]`) of half a (or b), and those models' run directories
 twenty_seventh_entries() { if [ "${1:-a}" = a ]; then echo $TWENTY_SEVENTH_A; else echo $TWENTY_SEVENTH_B; fi; }
 twenty_seventh_runs() {
   local entry

@@ -38,8 +38,8 @@ from torch import nn
 
 class Anchor:
     """The squared relative drift of a model's weight tensors from their values at construction,
-    scaled by ``strength`` (α above); tensors in ``leave_out``, of fewer than two dimensions or of
-    zero size are not pulled."""
+    scaled by ``strength`` (α above); tensors in ``leave_out``, of fewer than two dimensions or all
+    zeros (no size to be relative to) are not pulled."""
 
     def __init__(self, model: nn.Module, leave_out: Iterable[torch.Tensor], strength: float) -> None:
         if not strength > 0:
@@ -59,15 +59,17 @@ class Anchor:
             self.start.append(w.detach().clone())
             self.inverse_sizes.append(1.0 / size)
 
+    def squared_drifts(self) -> list[torch.Tensor]:
+        """‖W − W⁰‖² / ‖W⁰‖² per pulled tensor."""
+        return [s * (w - w0).pow(2).sum() for w, w0, s in zip(self.weights, self.start, self.inverse_sizes)]
+
     def penalty(self) -> torch.Tensor:
         """α · Σ ‖W − W⁰‖² / ‖W⁰‖² (0 when nothing is pulled)."""
         if not self.weights:
             return torch.zeros(())
-        total = sum(s * (w - w0).pow(2).sum() for w, w0, s in zip(self.weights, self.start, self.inverse_sizes))
-        return self.strength * total
+        return self.strength * sum(self.squared_drifts())
 
     @torch.no_grad()
     def drift(self) -> float:
         """The largest relative drift ‖W − W⁰‖ / ‖W⁰‖ over the pulled tensors (0 when none)."""
-        return max((float((w - w0).pow(2).sum() * s) ** 0.5
-                    for w, w0, s in zip(self.weights, self.start, self.inverse_sizes)), default=0.0)
+        return max((float(d) ** 0.5 for d in self.squared_drifts()), default=0.0)
