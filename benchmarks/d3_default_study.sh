@@ -248,14 +248,26 @@
 #                                                  # the suspect's soft targets, development models
 #   bash benchmarks/d3_default_study.sh twenty-ninth-distill025 [SEED [IMAGES]] # twenty-ninth round: α 0.25 on the
 #                                                  # plain images, three development models, 500 images
+#   bash benchmarks/d3_default_study.sh thirtieth-leak decay|t1|scaled [SEED [IMAGES]] # thirtieth round: the soft targets
+#                                                  # fading out, at T 1 or scaled, on the three models they left, 500 images
+#   bash benchmarks/d3_default_study.sh thirtieth-dev NAME [SEED [IMAGES]] # thirtieth round: the default and a
+#                                                  # soft-target candidate (distill-retain, decay) on development models
+#   bash benchmarks/d3_default_study.sh thirtieth-check-new [SEED [NAME...]] # thirtieth round: the default before
+#                                                  # it and the soft targets on the four check models the 29th left
+#   bash benchmarks/d3_default_study.sh thirtieth-control [SEED] # thirtieth round: the default before it, 500
+#                                                  # images, on the three models the soft targets left
+#   bash benchmarks/d3_default_study.sh thirtieth-new-default # thirtieth round: the new default on two models
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Every step before the twenty-sixth round ran
 # the default as it was before the twenty-fifth round, which is the `all-layers` preset now: `preset:all-layers` in
 # the study's candidates and `--preset all-layers` on the user models (the twenty-fifth round's `o03-head`, all-layers
-# with the distance on the classifier and the copies crafted once, is the default since). The twenty-sixth to
-# twenty-eighth rounds' steps name that default `preset:default` (and `user_models purify` without --preset): should
-# the default change again, they must be made to name a preset that keeps it, as the twenty-fifth round did for
-# `all-layers`, or their recorded lines stop being what a rerun gives. Steps before the fourth round
+# with the distance on the classifier and the copies crafted once, was the default from then to the twenty-ninth
+# round). The twenty-fifth to thirtieth rounds' steps ran that default: it is the `copies` preset now (the thirtieth
+# round gave the default's BatchNorm rule the suspect's soft targets), `preset:copies` in their candidates (their
+# recorded lines, spelled `preset:default` then, count as `copies`: d3_study.py reads a line without a
+# `revision` that way); their `user_models purify` calls without --preset run models with BatchNorm, where the
+# default is what it was. Should the default change again, the steps that spell `preset:default` must be made to
+# name a preset that keeps it, or their recorded lines stop being what a rerun gives. Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:all-layers,blend:0`;
 # steps before the sixth round ran it without its BatchNorm rule, `norm_rule:false`, and the eighth round's MLP
 # steps without the ninth round's input pruning, `input_prune:false` (all spelled out below).
@@ -283,12 +295,11 @@ TWENTY_SIXTH_B="vit-a2a-badnets vit-badnets hybrid-blended hybrid-badnets shuffl
 TWENTY_SIXTH_CHECK=$(printf "$RUNS/%s " $TWENTY_SIXTH_A $TWENTY_SIXTH_B)
 # those with BatchNorm (or BatchNorm1d)
 TWENTY_SIXTH_BN="mlp-bn-blended mlp-bn-lf lenet-bn-badnets hybrid-blended hybrid-badnets shufflenet-blended vgg19-wanet"
-# the default since the twenty-fifth round, as the twenty-sixth to twenty-eighth rounds' steps run it (should the
-# default change, this and the other candidates of those steps that spell `preset:default` must name a preset that
-# keeps it), `all-layers` beside it, and `half`
-the_default=(--candidate 'default=preset:default,epochs:null')
+# the default from the twenty-fifth to the twenty-ninth round (`copies`), as the twenty-sixth to thirtieth rounds'
+# steps run it, `all-layers` beside it, and `half`
+the_default=(--candidate 'default=preset:copies,epochs:null')
 all_layers_now=(--candidate 'all-layers=preset:all-layers,epochs:null')
-twenty_sixth_half=(--candidate 'half=preset:default,epochs:null,shared_fraction:0.5')
+twenty_sixth_half=(--candidate 'half=preset:copies,epochs:null,shared_fraction:0.5')
 # the twenty-seventh round's development models: the twenty-sixth round's check models without BatchNorm (the rule
 # for such models is what the round studies; it ran them cheapest first, an order that changes no cell)
 TWENTY_SEVENTH_DEV=""
@@ -307,17 +318,17 @@ TWENTY_SEVENTH_B+=" tutorial-sig:tenth-models:sig tutorial-a2a:tenth-models:a2a 
 # the candidate: the default with the features at lr 0.01 and the restarted classifier at 0.03 (`split`; the tenth
 # round's `split-lr`, then without the copies), and the default at 0.01 throughout (`lr01`); after those two cost
 # accuracy, the other way: everything at 0.05 (`lr05`), the classifier alone at 0.1 (`head10`)
-twenty_seventh_split=(--candidate 'split=preset:default,epochs:null,lr:0.01,classifier_lr:0.03')
-twenty_seventh_cands=("${twenty_seventh_split[@]}" --candidate 'lr01=preset:default,epochs:null,lr:0.01'
-                      --candidate 'lr05=preset:default,epochs:null,lr:0.05'
-                      --candidate 'head10=preset:default,epochs:null,classifier_lr:0.1')
+twenty_seventh_split=(--candidate 'split=preset:copies,epochs:null,lr:0.01,classifier_lr:0.03')
+twenty_seventh_cands=("${twenty_seventh_split[@]}" --candidate 'lr01=preset:copies,epochs:null,lr:0.01'
+                      --candidate 'lr05=preset:copies,epochs:null,lr:0.05'
+                      --candidate 'head10=preset:copies,epochs:null,classifier_lr:0.1')
 # the default without the fourth round's overlay augmentation: the copies alone
-twenty_seventh_no_overlay=(--candidate 'no-overlay=preset:default,epochs:null,blend:0')
+twenty_seventh_no_overlay=(--candidate 'no-overlay=preset:copies,epochs:null,blend:0')
 # the twenty-eighth round's candidates, each a single change to the default on models without BatchNorm: the
 # hinge's bound ε at the suspect's own mean loss on the retain images (`eps-auto`, `eps:auto`, the twentieth round's
 # rule, then tried on BatchNorm models only) and a weaker pull of the distance against the bound (`lmd30`, λ 30)
-twenty_eighth_eps_auto=(--candidate 'eps-auto=preset:default,epochs:null,eps:auto')
-twenty_eighth_lmd30=(--candidate 'lmd30=preset:default,epochs:null,lmd:30')
+twenty_eighth_eps_auto=(--candidate 'eps-auto=preset:copies,epochs:null,eps:auto')
+twenty_eighth_lmd30=(--candidate 'lmd30=preset:copies,epochs:null,lmd:30')
 # and plain fine-tuning as the study runs it (`ft`: lr 0.01, 12 epochs of batch 32, weight decay 5e-4), what any
 # fine-tuning on the retain images costs;
 twenty_eighth_ft=(--candidate 'ft=method:ft')
@@ -325,33 +336,50 @@ twenty_eighth_ft=(--candidate 'ft=method:ft')
 # negligible (λ 10⁶, `nodist`: the restarted classifier trained on the bound alone, with the overlay and the copies),
 # the classifier not restarted either (`nodist-near`: fine-tuning on the bound), and without the overlay and the
 # copies (`nodist-plain`: fine-tuning on the bound at the default's rate and steps)
-twenty_eighth_nodist_plain=(--candidate 'nodist-plain=preset:default,epochs:null,lmd:1000000,init:near,blend:0,shared_radius:0')
-twenty_eighth_where=(--candidate 'nodist=preset:default,epochs:null,lmd:1000000'
-                     --candidate 'nodist-near=preset:default,epochs:null,lmd:1000000,init:near'
+twenty_eighth_nodist_plain=(--candidate 'nodist-plain=preset:copies,epochs:null,lmd:1000000,init:near,blend:0,shared_radius:0')
+twenty_eighth_where=(--candidate 'nodist=preset:copies,epochs:null,lmd:1000000'
+                     --candidate 'nodist-near=preset:copies,epochs:null,lmd:1000000,init:near'
                      "${twenty_eighth_nodist_plain[@]}")
 # and, after `nodist-plain` showed fine-tuning alone at the default's rate losing 7 points in its first epoch on an
 # MLP and 42 on a LeNet-5 (500 images), the rate ramped up linearly over the first tenth or quarter of the steps
-twenty_eighth_warmup=(--candidate 'wu10=preset:default,epochs:null,warmup:0.1'
-                      --candidate 'wu25=preset:default,epochs:null,warmup:0.25')
+twenty_eighth_warmup=(--candidate 'wu10=preset:copies,epochs:null,warmup:0.1'
+                      --candidate 'wu25=preset:copies,epochs:null,warmup:0.25')
 # and last, with 500 images, the restarted classifier re-fitted first on its own (20 epochs of plain cross-entropy,
 # the eleventh round's `head_warmup`), then the default's run (`hw20`) or one of 600 steps (`hw20-600`): fewer steps
 # through the features once the classifier no longer needs them to re-fit
-twenty_eighth_head_first=(--candidate 'hw20=preset:default,epochs:null,head_warmup:20'
-                          --candidate 'hw20-600=preset:default,epochs:null,head_warmup:20,min_steps:600')
+twenty_eighth_head_first=(--candidate 'hw20=preset:copies,epochs:null,head_warmup:20'
+                          --candidate 'hw20-600=preset:copies,epochs:null,head_warmup:20,min_steps:600')
 # the twenty-ninth round's candidates: the weights outside the distance pulled back toward the suspect's (L2-SP,
 # `anchor` α: α · Σ ‖W − W⁰‖² / ‖W⁰‖² in the loss), weak and strong
-twenty_ninth_anchor=(--candidate 'anchor01=preset:default,epochs:null,anchor:0.1'
-                     --candidate 'anchor1=preset:default,epochs:null,anchor:1')
+twenty_ninth_anchor=(--candidate 'anchor01=preset:copies,epochs:null,anchor:0.1'
+                     --candidate 'anchor1=preset:copies,epochs:null,anchor:1')
 # and, after the pull showed the restarted classifier's re-fit to be the cost, that re-fit given the suspect's own
 # clean outputs as soft targets (the third round's `distill` α at temperature 4, now beside the default's copies,
 # each copy with its original's target): α 0.5 and 0.9
-twenty_ninth_distill=(--candidate 'distill05=preset:default,epochs:null,distill:0.5,shared_radius:0.03'
-                      --candidate 'distill09=preset:default,epochs:null,distill:0.9,shared_radius:0.03')
+twenty_ninth_distill=(--candidate 'distill05=preset:copies,epochs:null,distill:0.5,shared_radius:0.03'
+                      --candidate 'distill09=preset:copies,epochs:null,distill:0.9,shared_radius:0.03')
 # and, after both left Blended backdoors, the soft targets taken on the plain retain images instead of the overlaid
 # batches the loop trains on (`distill_source: retain`)
-twenty_ninth_distill_retain=(--candidate 'distill05-retain=preset:default,epochs:null,distill:0.5,shared_radius:0.03,distill_source:retain')
+twenty_ninth_distill_retain=(--candidate 'distill05-retain=preset:copies,epochs:null,distill:0.5,shared_radius:0.03,distill_source:retain')
 # and last, on the three models the soft targets left above their floors or nearest them, a weaker weight (α 0.25)
-twenty_ninth_distill025=(--candidate 'distill025-retain=preset:default,epochs:null,distill:0.25,shared_radius:0.03,distill_source:retain')
+twenty_ninth_distill025=(--candidate 'distill025-retain=preset:copies,epochs:null,distill:0.25,shared_radius:0.03,distill_source:retain')
+# the thirtieth round's: the soft targets' weight falling linearly to 0 over the run (`distill_schedule: decay`), and
+# the soft targets at T 1 instead of 4 (less of the suspect's small outputs)
+thirtieth_decay=(--candidate 'distill05-retain-decay=preset:copies,epochs:null,distill:0.5,shared_radius:0.03,distill_source:retain,distill_schedule:decay')
+thirtieth_t1=(--candidate 'distill05-retain-t1=preset:copies,epochs:null,distill:0.5,shared_radius:0.03,distill_source:retain,distill_temperature:1')
+# and the soft targets' weight scaled down where the steps floor repeats the images beyond the preset's 12 epochs
+# (α · 12 / E: 0.5 at 3,000 images, 0.17 at 1,000, 0.08 at 500; `distill_scaled`)
+thirtieth_scaled=(--candidate 'distill05-retain-scaled=preset:copies,epochs:null,distill:0.5,shared_radius:0.03,distill_source:retain,distill_scaled:true')
+thirtieth_pick() {  # the thirtieth round's candidate arrays by name, into `picked`
+  case $1 in
+    decay) picked=("${thirtieth_decay[@]}") ;;
+    t1) picked=("${thirtieth_t1[@]}") ;;
+    scaled) picked=("${thirtieth_scaled[@]}") ;;
+    distill-retain) picked=("${twenty_ninth_distill_retain[@]}") ;;
+    default) picked=("${the_default[@]}") ;;
+    *) echo "thirtieth: no candidate named $1" >&2; exit 2 ;;
+  esac
+}
 sixth_default=(--candidate "default=preset:all-layers,norm_rule:false")
 sixth_reference=(--candidate "d3-reference=preset:reference,augment:false")
 sixth_paper=(--candidate "d3-paper=preset:paper,augment:false")
@@ -1938,8 +1966,8 @@ PY
     # default and `all-layers` left above its floor (hybrid-badnets, 17.92 and 18.87 % against 2.67): more steps, a
     # larger radius, the all-layer distance with the copies, the faithful `reference`, FT-SAM (nothing is chosen on it)
     study $RUNS/hybrid-badnets --final-only --seed 0 --out $RUNS/twenty-sixth-hybrid-s0.jsonl \
-      --candidate 'e24=preset:default,epochs:24' \
-      --candidate 'r05=preset:default,epochs:null,shared_radius:0.05' \
+      --candidate 'e24=preset:copies,epochs:24' \
+      --candidate 'r05=preset:copies,epochs:null,shared_radius:0.05' \
       --candidate 'o03=preset:all-layers,epochs:null,shared_radius:0.03,shared_schedule:once,shared_steps:5' \
       "${sixth_reference[@]}" "${sixth_ft_sam[@]}"
     ;;
@@ -2035,6 +2063,38 @@ PY
     # Blended and the ViT BadNets, seed 0, 500 images (then `... 0 3000` if wanted)
     study $RUNS/lenet-badnets $RUNS/tutorial-blended $RUNS/vit-badnets --final-only --seed ${2:-0} --count ${3:-500} \
       --out $RUNS/twenty-ninth-dev-${3:-500}-s${2:-0}.jsonl "${twenty_ninth_distill025[@]}"
+    ;;
+  thirtieth-leak)  # thirtieth round, first: on the three development models `distill05-retain` left above their
+    # floors with 500 images (LeNet-5 BadNets, tutorial CNN Blended, ViT BadNets), the soft targets fading out (`decay`)
+    # or at T 1 (`t1`), or scaled by the floor's repeats (`scaled`), seed 0, 500 images
+    thirtieth_pick ${2:?decay, t1 or scaled}
+    study $RUNS/lenet-badnets $RUNS/tutorial-blended $RUNS/vit-badnets --final-only --seed ${3:-0} --count ${4:-500} \
+      --out $RUNS/thirtieth-dev-${4:-500}-s${3:-0}.jsonl "${picked[@]}"
+    ;;
+  thirtieth-dev)  # thirtieth round: one candidate (default, distill-retain, decay, t1, scaled) on the twenty-seventh round's
+    # development models without BatchNorm, seed 0, 3,000 images unless given
+    thirtieth_pick ${2:?default, distill-retain, decay, t1 or scaled}
+    study $(printf "$RUNS/%s " $TWENTY_SEVENTH_DEV) --final-only --seed ${3:-0} --count ${4:-3000} \
+      --out $RUNS/thirtieth-dev-${4:-3000}-s${3:-0}.jsonl "${picked[@]}"
+    ;;
+  thirtieth-check-new)  # thirtieth round: the default as it was (`copies`) and `distill05-retain` (3,000 images, the
+    # same as the default since this round) on the four check models the twenty-ninth round left untrained (trained by
+    # twenty-seventh-models a and b), seed 0; then `... 1 vit-blended vit-blended-ls`
+    names=${*:3}
+    study $(printf "$RUNS/%s " ${names:-vit-blended vit-blended-ls tutorial-sig tutorial-a2a}) --final-only \
+      --seed ${2:-0} --out $RUNS/thirtieth-check-3000-s${2:-0}.jsonl "${the_default[@]}" "${twenty_ninth_distill_retain[@]}"
+    ;;
+  thirtieth-control)  # thirtieth round: the default as it was, 500 images, another retain draw (seed 1), on the three
+    # development models the soft targets left above their floors at seed 0
+    study $RUNS/lenet-badnets $RUNS/vit-badnets $RUNS/tutorial-blended --final-only --seed ${2:-1} --count 500 \
+      --out $RUNS/thirtieth-dev-500-s${2:-1}.jsonl "${the_default[@]}"
+    ;;
+  thirtieth-new-default)  # thirtieth round, last: the default as it is now (`default30`) on the MLP and LeNet-5
+    # BadNets at 500, 1,000 and 3,000 images: the same numbers as the candidate it was made of
+    for n in 500 1000 3000; do
+      study $RUNS/mlp-plain-badnets $RUNS/lenet-badnets --final-only --seed 0 --count $n \
+        --out $RUNS/thirtieth-dev-$n-s0.jsonl --candidate 'default30=preset:default,epochs:null'
+    done
     ;;
   twenty-eighth-ft-check)  # twenty-eighth round: plain fine-tuning (`ft`) on the twenty-seventh round's check models
     # (`a` and `b` side by side), seed 0, 3,000 images (then `... a|b 0 500`), beside the default's lines there

@@ -68,12 +68,30 @@ def done_lines(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
             for r in map(json.loads, path.read_text().splitlines()) if r}
 
 
+#: D3's ``default`` preset before revision 4 is the ``copies`` preset now (the thirtieth round gave the default's
+#: BatchNorm rule the suspect's soft targets); lines before then record no revision.
+RENAMED_PRESETS = {("d3", "default"): (4, "copies")}
+
+
+def recorded_params(line: dict[str, Any]) -> dict[str, Any] | None:
+    """A line's options as this code spells them: a preset renamed since the line's defense revision
+    (:data:`RENAMED_PRESETS`; a line without ``revision`` predates them all) under its name now."""
+    params = line.get("params")
+    if not isinstance(params, dict):
+        return params
+    renamed = RENAMED_PRESETS.get((line.get("method", "d3"), params.get("preset")))
+    if renamed and line.get("revision", 0) < renamed[0]:
+        return {**params, "preset": renamed[1]}
+    return params
+
+
 def differs(line: dict[str, Any], params: dict[str, Any], args: argparse.Namespace) -> str | None:
     """What a done line ran with that this invocation would not (its options, or its retain size
     under ``--count``), or None: a label reused with other settings is skipped, but not silently."""
     _, opts, _ = defense_of(params, args)
-    if json.loads(json.dumps(opts)) != line.get("params"):
-        return f"options {line.get('params')} (now {opts})"
+    recorded = recorded_params(line)
+    if json.loads(json.dumps(opts)) != recorded:
+        return f"options {recorded} (now {opts})"
     if not args.ratio and line.get("count") not in (None, args.count):
         return f"{line['count']} retain images (now {args.count})"
     return None
@@ -137,8 +155,8 @@ def run_one(run_dir: Path, label: str, params: dict[str, Any], args: argparse.Na
     seconds = time.perf_counter() - t0
     after = evaluate(result.model, run.data.test.x, run.data.test.y, backdoor, device="cpu")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"run": str(run_dir), "candidate": label, "params": opts, "method": method, "count": len(retain),
-            "before": before,
+    return {"run": str(run_dir), "candidate": label, "params": opts, "method": method,
+            "revision": type(defense).revision, "count": len(retain), "before": before,
             "after": after, "floor": floor_of(metrics), "clean_asr": metrics.get("clean_asr"),
             "selection": result.config.get("selection_resolved"), "seconds": round(seconds, 2),
             "resolved": {k: v for k, v in result.config.items() if k.endswith("_resolved") and k != "selection_resolved"},

@@ -128,7 +128,8 @@ def test_revision_one_keeps_the_keys_of_before(monkeypatch):
 
     # pinned from the code before revisions existed, after the per-dataset flip of issue 17
     # (which changed the keys of every non-CIFAR-10 attack cell; BENCHMARKS.md says so)
-    assert defenses.get("d3").revision == 3  # D3() runs the default preset (2); attention projections (3)
+    # D3() runs the default preset (2); attention projections (3); the default's soft targets without BatchNorm (4)
+    assert defenses.get("d3").revision == 4
     d3_keys = {c.key for c in expand(cfg_of()).defenses if c.column.startswith("d3")}
     monkeypatch.setattr(defenses.get("d3"), "revision", 1)
     grid = expand(cfg_of())
@@ -144,18 +145,18 @@ def test_bumping_a_revision_changes_only_its_cells(monkeypatch, tmp_path):
     from distox import attacks, defenses
 
     base = _keys_by_label(expand(cfg_of()))
-    monkeypatch.setattr(defenses.get("d3"), "revision", 4)
+    monkeypatch.setattr(defenses.get("d3"), "revision", 5)
     grid = expand(cfg_of())
     bumped = _keys_by_label(grid)
     diff = {k for k in base if base[k] != bumped[k]}
     assert diff == {k for k in base if k[1].startswith("d3")} and len(diff) == 8 * 2
     d3 = next(c for c in grid.defenses if c.column.startswith("d3"))
-    assert d3.revisions == {"attack": 1, "defense": 4}
+    assert d3.revisions == {"attack": 1, "defense": 5}
     # the revision a cell ran with is in its record and in the manifest
     grid, cache = prepare(cfg_of(seeds=[0]), str(tmp_path))
     execute(grid, cache, cell_fn=FakeCells(), progress=False)
     d3 = next(c for c in grid.defenses if c.column.startswith("d3"))
-    assert cache.load(d3.key)["revisions"] == {"attack": 1, "defense": 4}
+    assert cache.load(d3.key)["revisions"] == {"attack": 1, "defense": 5}
     assert cache.read_manifest()[1].defenses[0].revisions == grid.defenses[0].revisions
     monkeypatch.undo()
     assert _keys_by_label(expand(cfg_of())) == base
@@ -239,13 +240,13 @@ def test_clean_reference_shares_one_clean_cell_per_recipe():
      "valid: groups, norm_layer, replace_stride_with_dilation, width_per_group, zero_init_residual"),
     (lambda d: d.update(models=["torchvision:resnet1800"]), "models[0].kwargs: unknown torchvision model 'resnet1800'"),
     (lambda d: d["defense_settings"].update(params={"d3": {"lmdd": 1}}),
-     "defense_settings.params.d3.lmdd: unknown option for defense 'd3'; valid: anchor, augment, auto, average, batch_size, blend, bn_recalibrate, channels_last, classifier_lr, classifier_weight, compile, distill, distill_source, distill_temperature, epochs, eps,"),
+     "defense_settings.params.d3.lmdd: unknown option for defense 'd3'; valid: anchor, augment, auto, average, batch_size, blend, bn_recalibrate, channels_last, classifier_lr, classifier_weight, compile, distill, distill_scaled, distill_schedule, distill_source, distill_temperature, epochs, eps,"),
     (lambda d: d["defenses"].append({"name": "ft-sam", "options": {"lmd": 10}}),  # FTSAM -> FT -> Defense
      "defenses[3].options.lmd: unknown option for defense 'ft-sam'; valid: adaptive, augment, batch_size, blend, "
      "channels_last, compile, count, epochs, eta, flip, label_smoothing, lr, momentum, precision, ratio, rho, "
      "weight_decay"),
     (lambda d: d["defenses"][2]["options"].update(preset="papr"),
-     "defenses[2] (d3: preset=papr, ratio=0.01): preset must be one of ['all-layers', 'default', 'paper', 'reference']"),
+     "defenses[2] (d3: preset=papr, ratio=0.01): preset must be one of ['all-layers', 'copies', 'default', 'paper', 'reference']"),
     (lambda d: d["attacks"][2]["grid"].update(k=[4, -1]), "attacks[2] (wanet: poison_rate=0.05, k=-1): wanet: k (control grid size) must be >= 2"),
     (lambda d: d["attacks"][2].update(grid={"poison_rate": 0.1}), "attacks[2].grid.poison_rate: "),
 ])

@@ -10,6 +10,7 @@ from torch import nn
 
 from distox.data.core import ImageSplit
 from distox.defenses import D3, DefenseError
+from distox.defenses.d3 import SOFT_TARGETS
 from distox.defenses.heldout import EpochChooser, resolve_tolerance, split_retain, standard_error_points
 from distox.models import create_model
 
@@ -299,7 +300,8 @@ def test_default_preset_leaves_a_convolutional_head_where_it_is(caplog):
     with caplog.at_level("WARNING"):
         result = D3(epochs=1, batch_size=16)(model, retain, device="cpu", progress=False)
     assert "no nn.Linear classifier to warm-start" in caplog.text and len(result.history) == 1
-    assert result.config["norm_rule_resolved"]["changed"] == {"layers": "auto", "lr": 0.03, "min_steps": 1128}
+    assert result.config["norm_rule_resolved"]["changed"] == {"layers": "auto", "lr": 0.03, "min_steps": 1128,
+                                                              **SOFT_TARGETS}
     assert (result.model.head.weight.detach() - start).norm() < 0.5 * start.norm()  # not restarted
     assert list(D3.selected_in(model, "auto", retain.x[:1])) == ["head.weight"]
     # init_layers="auto" (the eighth round's rejected variant) turns the conv head instead
@@ -384,20 +386,27 @@ def _purified(model: nn.Module, **kw) -> tuple[str, dict]:
 
 def test_default_on_a_model_without_batchnorm_runs_the_batchnorm_free_settings():
     """The default preset's norm rule (BENCHMARKS "Sixth round"): on a model with no BatchNorm
-    the options in WITHOUT_BATCHNORM take their values — the same weights as setting them by hand,
-    other weights than the preset without the rule — and the choice is recorded."""
+    the options in WITHOUT_BATCHNORM and, since the thirtieth round, the soft targets (SOFT_TARGETS)
+    take their values — the same weights as setting them by hand (the preset's copies named, as
+    ``distill`` alone turns them off), other weights than the preset without the rule — and the
+    choice is recorded. ``copies``, the default as it was, runs WITHOUT_BATCHNORM alone."""
     from distox.defenses.d3 import WITHOUT_BATCHNORM
 
+    rule = {**WITHOUT_BATCHNORM, **SOFT_TARGETS}
     digest, config = _purified(_no_bn())
     assert config["norm_rule"] is True
-    assert config["norm_rule_resolved"] == {"batchnorm": False, "changed": WITHOUT_BATCHNORM}
-    by_hand, _ = _purified(_no_bn(), norm_rule=False, **WITHOUT_BATCHNORM)
+    assert config["norm_rule_resolved"] == {"batchnorm": False, "changed": rule}
+    by_hand, _ = _purified(_no_bn(), norm_rule=False, shared_radius=0.03, **rule)
     without_rule, off_config = _purified(_no_bn(), norm_rule=False)
     assert digest == by_hand != without_rule
     assert "norm_rule" not in off_config and "norm_rule_resolved" not in off_config
+    assert D3(universal_radius=0.1).norm_rule_options() == WITHOUT_BATCHNORM  # distill does not combine with it
+    before, copies = _purified(_no_bn(), preset="copies")
+    assert copies["norm_rule_resolved"]["changed"] == WITHOUT_BATCHNORM and "distill" not in copies
+    assert before == _purified(_no_bn(), norm_rule=False, **WITHOUT_BATCHNORM)[0] != digest
     # what the adapted run resolves (here the held-out epoch) reaches the record
     _, heldout = _purified(_no_bn(), select="heldout")
-    assert heldout["norm_rule_resolved"]["changed"] == WITHOUT_BATCHNORM and "chosen_epoch" in heldout["selection_resolved"]
+    assert heldout["norm_rule_resolved"]["changed"] == rule and "chosen_epoch" in heldout["selection_resolved"]
 
 
 def test_norm_rule_leaves_batchnorm_models_explicit_options_and_faithful_presets_alone():
@@ -407,7 +416,7 @@ def test_norm_rule_leaves_batchnorm_models_explicit_options_and_faithful_presets
     assert config["norm_rule_resolved"] == {"batchnorm": True, "changed": {}}
     assert digest == _purified(_tiny(), norm_rule=False)[0]
     # an option the caller set is never overridden by the rule
-    explicit = {k: D3().get_params()[k] for k in WITHOUT_BATCHNORM}
+    explicit = {k: getattr(D3(), k) for k in {**WITHOUT_BATCHNORM, **SOFT_TARGETS}}
     digest, config = _purified(_no_bn(), **explicit)
     assert config["norm_rule_resolved"]["changed"] == {}
     assert digest == _purified(_no_bn(), norm_rule=False)[0]
@@ -536,7 +545,8 @@ def test_a_run_that_diverges_at_the_batchnorm_rules_rate_runs_again_at_the_calle
         result = D3(epochs=2, batch_size=16)(plain(), retain, device="cpu", progress=False)
     assert "running again from the start at lr 0.01" in caplog.text
     resolved = result.config["norm_rule_resolved"]
-    assert resolved["diverged_lr"] == float("inf") and resolved["changed"] == {"layers": "auto", "min_steps": 1128}
+    assert resolved["diverged_lr"] == float("inf")
+    assert resolved["changed"] == {"layers": "auto", "min_steps": 1128, **SOFT_TARGETS}
     direct = D3(epochs=2, batch_size=16, lr=0.01)(plain(), retain, device="cpu", progress=False)
     assert _digest(result.model) == _digest(direct.model)
     # the faithful presets have no such rule: their divergence is the caller's to see

@@ -233,26 +233,37 @@ def test_the_once_schedule_trains_on_copies_other_than_the_per_batch_ones_and_is
         D3(shared_radius=0.05, shared_schedule="epoch")
 
 
+def _spy_on_d3_loss(monkeypatch, pick) -> list:
+    """What ``pick`` takes from the positional arguments after (logits, y) of every D3 batch loss."""
+    import distox.defenses.d3 as d3mod
+
+    seen, real = [], d3mod.d3_loss
+
+    def spy(logits, y, *args, **kw):
+        seen.append(pick(args))
+        return real(logits, y, *args, **kw)
+
+    monkeypatch.setattr(d3mod, "d3_loss", spy)
+    return seen
+
+
+def _toy_conv_and_retain() -> tuple[nn.Module, ImageSplit]:
+    """A convolution first (no MLP's input pruning changes the suspect before it scores the retain images), 32 images."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3))
+    g = torch.Generator().manual_seed(0)
+    retain = ImageSplit(torch.rand(32, 1, 8, 8, generator=g), torch.randint(0, 3, (32,), generator=g), dataset="toy")
+    return model, retain
+
+
 @pytest.mark.parametrize("source", ["batch", "retain"])
 def test_distill_source_retain_takes_the_suspects_outputs_on_the_plain_retain_images(monkeypatch, source):
     """``distill_source="retain"``: under the overlay (and with the copies looked up by index) every
     soft target is the suspect's output on a plain retain image; ``"batch"`` scores the overlaid batch."""
-    import distox.defenses.d3 as d3mod
     from distox.metrics import logits as model_logits
 
-    seen = []
-    real = d3mod.d3_loss
-
-    def spy(logits, y, *args, **kw):
-        seen.append(args[6].detach().clone())
-        return real(logits, y, *args, **kw)
-
-    monkeypatch.setattr(d3mod, "d3_loss", spy)
-    torch.manual_seed(0)
-    # a convolution first: nothing (no MLP's input pruning) changes the suspect before it scores the retain images
-    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3))
-    g = torch.Generator().manual_seed(0)
-    retain = ImageSplit(torch.rand(32, 1, 8, 8, generator=g), torch.randint(0, 3, (32,), generator=g), dataset="toy")
+    seen = _spy_on_d3_loss(monkeypatch, lambda args: args[6].detach().clone())
+    model, retain = _toy_conv_and_retain()
     table = model_logits(model, retain.x, device="cpu")
     d3 = D3Defense(epochs=1, batch_size=16, distill=0.5, shared_radius=0.1, distill_source=source)
     assert d3.blend > 0 and d3.shared_schedule == "once"  # the default's overlay and copies looked up by index
@@ -263,3 +274,53 @@ def test_distill_source_retain_takes_the_suspects_outputs_on_the_plain_retain_im
     assert ("distill_source" in d3.get_params()) == (source == "retain")
     with pytest.raises(DefenseError, match="distill_source"):
         D3Defense(distill=0.5, distill_source="teacher")
+
+
+def test_the_decay_schedule_lowers_the_soft_targets_weight_each_epoch_to_zero_and_is_recorded_only_when_set(
+        monkeypatch):
+    """``distill_schedule="decay"``: epoch k + 1 of E trains with α · (1 − k/E) (so the last epochs come
+    near the labels alone), recorded per epoch; ``"constant"`` keeps α and stays out of the record."""
+    weights = _spy_on_d3_loss(monkeypatch, lambda args: args[7])  # α, as each batch's loss gets it
+    model, retain = _toy_conv_and_retain()
+    d3 = D3Defense(epochs=4, batch_size=16, min_steps=0, distill=0.8, distill_source="retain",
+                   distill_schedule="decay")
+    result = d3(model, retain, device="cpu", progress=False)
+    assert weights == pytest.approx([0.8, 0.8, 0.6, 0.6, 0.4, 0.4, 0.2, 0.2])  # two batches an epoch
+    assert [row["distill_alpha"] for row in result.history] == pytest.approx([0.8, 0.6, 0.4, 0.2])
+    assert d3.get_params()["distill_schedule"] == "decay"
+    weights.clear()
+    constant = D3Defense(epochs=2, batch_size=16, min_steps=0, distill=0.8, distill_source="retain")
+    result = constant(model, retain, device="cpu", progress=False)
+    assert weights == pytest.approx([0.8] * 4) and "distill_alpha" not in result.history[-1]
+    assert "distill_schedule" not in constant.get_params()
+    assert "distill_schedule" not in D3Defense(distill_schedule="decay").get_params()  # without distill: nothing
+    with pytest.raises(DefenseError, match="distill_schedule"):
+        D3Defense(distill=0.5, distill_schedule="cosine")
+
+
+def test_distill_scaled_lowers_the_weight_by_the_epochs_the_steps_floor_adds_and_only_then():
+    """``distill_scaled``: where ``min_steps`` lengthens the run from the preset's E₀ epochs to E, the
+    soft targets weigh α · E₀ / E (recorded); where the floor adds nothing, α; off, or without
+    ``distill``, the record is as before."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    g = torch.Generator().manual_seed(0)
+
+    def retain(n):
+        return ImageSplit(torch.rand(n, 1, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g), dataset="toy")
+
+    few, many = retain(500), retain(3000)
+    scaled = D3Defense(distill=0.5, shared_radius=0.03, distill_source="retain", distill_scaled=True)
+    ran = scaled.adapted_to(model, few)
+    assert scaled.epochs == 12 and ran.epochs == 71  # 1,128 steps over 16 batches of 32
+    assert ran.distill == pytest.approx(0.5 * 12 / 71) and scaled.min_steps_resolved["distill"] == ran.distill
+    ran = scaled.adapted_to(model, many)
+    assert ran.epochs == 12 and ran.distill == 0.5 and "distill" not in scaled.min_steps_resolved
+    plain = D3Defense(distill=0.5, shared_radius=0.03, distill_source="retain", distill_scaled=False)
+    assert plain.adapted_to(model, few).distill == 0.5 and "distill_scaled" not in plain.get_params()
+    # the default's BatchNorm rule (no BatchNorm here) scales its soft targets so; `copies`, the default before, has none
+    assert D3Defense().adapted_to(model, few).distill == pytest.approx(0.5 * 12 / 71)
+    assert D3Defense(preset="copies").adapted_to(model, few).distill == 0.0
+    assert scaled.get_params()["distill_scaled"] is True
+    assert "distill_scaled" not in D3Defense(distill_scaled=True).get_params()
+    with pytest.raises(DefenseError, match="distill_scaled"):
+        D3Defense(distill=0.5, distill_scaled="yes")

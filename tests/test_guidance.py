@@ -26,7 +26,7 @@ def test_d3_advice_follows_what_already_ran():
     assert all_layers.index("preset='default'") < all_layers.index("preset='reference'") < all_layers.index("paper")
     few = " ".join(accuracy_advice("d3", {"preset": "default", "lmd": 10.0}, 800))
     assert "more clean images (you gave 800; the default's mean ACC change" in few  # the default's own record
-    assert "-9.01 points with 500 images, -6.10 with 1,000 and -3.00 with 3,000" in few
+    assert "-5.80 points with 500 images, -3.40 with 1,000 and -1.24 with 3,000" in few
     few_all = " ".join(accuracy_advice("d3", {"preset": "all-layers", "lmd": 10.0}, 800))
     assert "more clean images (you gave 800; the all-layers preset's worst" in few_all
     paper = " ".join(accuracy_advice("d3", {"preset": "paper", "lmd": 40.0}, 3000))
@@ -146,6 +146,11 @@ def test_backdoor_advice_names_what_cleared_the_default_s_resnets_and_skips_what
     assert "preset='all-layers', shared_radius" not in fallback and "shared_radius=0.05" in fallback
     off = " ".join(backdoor_advice("d3", {"preset": "default", "layers": "auto", "shared_radius": 0.0}, 3000))
     assert "shared_radius=0.05" not in off
+    # on a model without BatchNorm the default's rule added the soft targets: running without them is named
+    soft = {"preset": "default", "layers": "auto", "shared_radius": 0.03,
+            "norm_rule_resolved": {"batchnorm": False, "changed": {"distill": 0.5, "distill_source": "retain"}}}
+    assert "distill=0 (" in " ".join(backdoor_advice("d3", soft, 3000))
+    assert "distill=0" not in default and "distill=0" not in old
     reference = " ".join(backdoor_advice("d3", {"preset": "reference"}, 5000))
     assert "preset='reference'" not in reference and "size-median" not in reference
     assert "preset='default'" in " ".join(backdoor_advice("d3", {"preset": "paper"}, 5000))

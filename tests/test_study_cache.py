@@ -14,7 +14,7 @@ def test_done_lines_match_any_spelling_and_differs_names_what_changed(tmp_path, 
     (tmp_path / "runs" / "m").mkdir(parents=True)
     args = argparse.Namespace(epochs=12, batch_size=32, seed=0, ratio=None, count=500)
     _, opts, _ = study.defense_of({"preset": "default"}, args)
-    line = {"run": "runs/m", "candidate": "default", "params": opts, "count": 500}
+    line = {"run": "runs/m", "candidate": "default", "params": opts, "revision": 4, "count": 500}
     out = tmp_path / "cells.jsonl"
     out.write_text(json.dumps(line) + "\n")
     done = study.done_lines(out)
@@ -23,3 +23,19 @@ def test_done_lines_match_any_spelling_and_differs_names_what_changed(tmp_path, 
     assert "preset': 'paper'" in study.differs(line, {"preset": "paper"}, args)
     assert "500 retain images (now 1000)" in study.differs(line, {"preset": "default"},
                                                           argparse.Namespace(**{**vars(args), "count": 1000}))
+
+
+def test_a_line_before_the_default_became_what_it_is_counts_under_the_presets_name_now():
+    """A D3 line that ran ``preset: default`` before revision 4 (no ``revision`` recorded) ran what the
+    ``copies`` preset is now: a step spelling ``preset:copies`` finds it done, one spelling ``default`` does not."""
+    study = load_benchmark("d3_study")
+    args = argparse.Namespace(epochs=None, batch_size=32, seed=0, ratio=None, count=3000)
+    _, opts, _ = study.defense_of({"preset": "default"}, args)
+    old = {"run": "runs/m", "candidate": "default", "params": opts, "method": "d3", "count": 3000}
+    assert study.differs(old, {"preset": "copies"}, args) is None
+    assert "copies" in study.differs(old, {"preset": "default"}, args)
+    new = {**old, "revision": 4}
+    assert study.differs(new, {"preset": "default"}, args) is None
+    assert study.differs(new, {"preset": "copies"}, args) is not None
+    ft = {**old, "method": "ft", "params": {**opts, "preset": "default"}}  # only D3's preset was renamed
+    assert study.recorded_params(ft) == ft["params"]
