@@ -137,8 +137,8 @@ def backdoor_advice(method: str, config: dict[str, Any], retain_size: int) -> li
             tips.append("distill=0 (the default without the suspect's soft targets on a model without BatchNorm, "
                         "the preset 'copies': with 500 images it left 1 of 11 development backdoors above the bar "
                         "where the soft targets left 2, and at 3,000 images it cleared a ViT Blended with label "
-                        "smoothing the soft targets left at 2.11 % against 2.06, at 1-2 accuracy points less on "
-                        "average, \"Thirtieth round\")")
+                        "smoothing the soft targets left at 2.11 % against 2.06, at 0.25 (3,000 images) to 1.34 (500) "
+                        "accuracy points less on average, \"Thirtieth round\")")
         if preset == "default" and 0 < float(config.get("shared_radius") or 0) < LARGER_SHARED_RADIUS:
             tips.append(f"shared_radius={LARGER_SHARED_RADIUS} (copies at a larger radius: with the all-layer distance "
                         "they left less than those at 0.03 in 9 of 12 cells, at 0.8 points more, \"Twenty-fourth round\")")

@@ -131,8 +131,9 @@ WITHOUT_BATCHNORM: dict[str, Any] = {"layers": "auto", "lr": 0.03, "min_steps": 
 #: "Twenty-ninth round", "Thirtieth round"; models without BatchNorm, Fashion-MNIST): at 3,000 images 32 of 35
 #: cells under the ASR bar as without it (development at two draws, check once), mean ACC change −1.58 against
 #: −1.83 and worst −4.45 against −5.40 (1.6 points kept where the rule without it lost most, 0.8 lost where it
-#: lost little); with 1,000 images 11 of 11 development cells as before at −3.40 against −4.44; with 500, 9 of 11
-#: against 10 at −5.80 against −7.14. Not applied beside a ``universal_radius``.
+#: lost little); with 1,000 images 11 of 11 development cells as before at −3.40 against −4.44 and 13 of 14 check
+#: cells as before at −3.93 against −5.87; with 500, 9 of 11 against 10 at −5.80 against −7.14 and 13 of 14
+#: against 14 at −6.83 against −8.48. Not applied beside a ``universal_radius``.
 SOFT_TARGETS: dict[str, Any] = {"distill": 0.5, "distill_source": "retain", "distill_scaled": True}
 #: The options a preset's BatchNorm rule adds to :data:`WITHOUT_BATCHNORM` (read when a run starts).
 RULE_EXTRAS: dict[str, dict[str, Any]] = {"default": SOFT_TARGETS}

@@ -19,7 +19,9 @@ targets are computed once for the whole set and looked up by index; when it chan
 "Twenty-ninth round"): scored on the default's overlaid batches — another image blended in at up
 to 0.3, close to a Blended trigger's form — the suspect's answers carried Blended backdoors back
 (20.98 % on a plain CNN with 500 images); taken on the plain images they did not, while keeping
-3–8 accuracy points with 500 images on models without BatchNorm.
+3–8 accuracy points with 500 images on models without BatchNorm. Since the thirtieth round the
+``default`` preset's BatchNorm rule runs it on such models, on the plain images, its weight scaled by
+the epochs the steps floor adds (``distox.defenses.d3.SOFT_TARGETS``).
 """
 from __future__ import annotations
 
