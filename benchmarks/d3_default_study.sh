@@ -257,8 +257,8 @@
 #   bash benchmarks/d3_default_study.sh thirtieth-control [SEED] # thirtieth round: the default before it, 500
 #                                                  # images, on the three models the soft targets left
 #   bash benchmarks/d3_default_study.sh thirtieth-new-default # thirtieth round: the new default on two models
-#   bash benchmarks/d3_default_study.sh thirtieth-check-small a|b IMAGES # thirtieth round, after the default changed:
-#                                                  # the default before and now on the check models, 1,000 or 500 images
+#   bash benchmarks/d3_default_study.sh thirtieth-check-small a|b IMAGES [SEED] # thirtieth round, after the default
+#                                                  # changed: the default before and now on the check models
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Every step before the twenty-sixth round ran
 # the default as it was before the twenty-fifth round, which is the `all-layers` preset now: `preset:all-layers` in
@@ -2092,9 +2092,10 @@ PY
       --out $RUNS/thirtieth-dev-500-s${2:-1}.jsonl "${the_default[@]}"
     ;;
   thirtieth-check-small)  # thirtieth round, after the default changed: the default before (`copies`) and now
-    # (`default30`) on the twenty-seventh round's check models (`a` and `b` side by side), seed 0, 1,000 or 500 images
-    study $(twenty_seventh_runs "${2:?a or b}") --final-only --seed 0 --count ${3:?1000 or 500} \
-      --out $RUNS/thirtieth-check-${3}-s0.jsonl "${the_default[@]}" --candidate 'default30=preset:default,epochs:null'
+    # (`default30`) on the twenty-seventh round's check models (`a` and `b` side by side), seed 0, 1,000 or 500 images;
+    # then `... a|b 3000 1`, a second retain draw at 3,000 images
+    study $(twenty_seventh_runs "${2:?a or b}") --final-only --seed ${4:-0} --count ${3:?1000, 500 or 3000} \
+      --out $RUNS/thirtieth-check-${3}-s${4:-0}.jsonl "${the_default[@]}" --candidate 'default30=preset:default,epochs:null'
     ;;
   thirtieth-new-default)  # thirtieth round, last: the default as it is now (`default30`) on the MLP and LeNet-5
     # BadNets at 500, 1,000 and 3,000 images: the same numbers as the candidate it was made of

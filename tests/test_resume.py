@@ -215,6 +215,8 @@ def trained():
     {"universal_radius": 0.1},  # the shared perturbation δ of epochs 1-3 must come back from the checkpoint
     {"shared_radius": 0.1},  # per-image δ drawn from the global generator: its state must come back
     {"shared_radius": 0.1, "shared_schedule": "once"},  # copies crafted again from the suspect, the loop batches indices
+    # the soft targets' α as the decay left it must come back from the checkpoint
+    {"distill": 0.5, "distill_source": "retain", "distill_schedule": "decay"},
 ])
 def test_api_resume_restores_every_piece_of_state(tmp_path, ctrl_c_at, trained, params):
     model, b = trained

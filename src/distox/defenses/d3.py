@@ -128,10 +128,10 @@ WITHOUT_BATCHNORM: dict[str, Any] = {"layers": "auto", "lr": 0.03, "min_steps": 
 #: (``distill=0.5``, ``distill_source="retain"``, :mod:`distox.defenses.self_distill`), the half scaled
 #: down where the steps floor repeats fewer images over more epochs (``distill_scaled``: 0.5 · 12 / E, so
 #: each image is fitted to the suspect's outputs as often as in a 3,000-image run). Measured (BENCHMARKS.md
-#: "Twenty-ninth round", "Thirtieth round"; models without BatchNorm, Fashion-MNIST): at 3,000 images 32 of 35
-#: cells under the ASR bar as without it (development at two draws, check once), mean ACC change −1.58 against
-#: −1.83 and worst −4.45 against −5.40 (1.6 points kept where the rule without it lost most, 0.8 lost where it
-#: lost little); with 1,000 images 11 of 11 development cells as before at −3.40 against −4.44 and 13 of 14 check
+#: "Twenty-ninth round", "Thirtieth round"; models without BatchNorm, Fashion-MNIST): at 3,000 images 43 of 47
+#: cells under the ASR bar as without it (development and check models at two draws), mean ACC change −1.83
+#: against −2.17 and worst −4.45 against −5.80 (1.55 points kept where the rule without it lost most, 0.9 lost
+#: where it lost little); with 1,000 images 11 of 11 development cells as before at −3.40 against −4.44 and 13 of 14 check
 #: cells as before at −3.93 against −5.87; with 500, 9 of 11 against 10 at −5.80 against −7.14 and 13 of 14
 #: against 14 at −6.83 against −8.48. Not applied beside a ``universal_radius``.
 SOFT_TARGETS: dict[str, Any] = {"distill": 0.5, "distill_source": "retain", "distill_scaled": True}
@@ -391,8 +391,9 @@ def control_lmd(lmd: float, within: bool, bounds: tuple[float, float], factor: f
 
 
 class Lambda:
-    """λ as the controller (``lmd_control``) leaves it after each epoch; saved in the loop's
-    checkpoint so that a resumed run continues with the λ it had reached."""
+    """λ as the controller (``lmd_control``) leaves it after each epoch (and the soft targets' α as
+    ``distill_schedule="decay"`` does); saved in the loop's checkpoint so that a resumed run continues
+    with the value it had reached."""
 
     def __init__(self, value: float) -> None:
         self.value = float(value)
