@@ -754,8 +754,7 @@ class D3(Defense):
         """``warmup``'s optimiser steps: that fraction of the steps the run makes on ``retain``."""
         if not self.warmup:
             return 0
-        per_epoch = len(Batches(retain.y, retain.y, self.batch_size))
-        return max(1, round(self.warmup * self.epochs * per_epoch))
+        return max(1, round(self.warmup * self.epochs * self.batches_per_epoch(retain)))
 
     def get_params(self, retain: ImageSplit | None = None) -> dict[str, Any]:
         """As :meth:`Defense.get_params`, without the distillation settings while ``distill`` is 0
@@ -765,12 +764,9 @@ class D3(Defense):
         if not self.distill:
             params.pop("distill", None)
             params.pop("distill_temperature", None)
-        if not self.distill or self.distill_source == FALLBACK["distill_source"]:
-            params.pop("distill_source", None)
-        if not self.distill or self.distill_schedule == FALLBACK["distill_schedule"]:
-            params.pop("distill_schedule", None)
-        if not self.distill or not self.distill_scaled:
-            params.pop("distill_scaled", None)
+        for key in ("distill_source", "distill_schedule", "distill_scaled"):  # recorded only when they change a run
+            if not self.distill or getattr(self, key) == FALLBACK[key]:
+                params.pop(key, None)
         if self.head_bias == "keep":
             params.pop("head_bias", None)
         if not self.norm_rule:
@@ -883,6 +879,11 @@ class D3(Defense):
         counted as the loop batches them (:class:`~distox.training.Batches`: a trailing batch of one
         image joins the one before)."""
         trained = split_retain(retain, self.val_fraction, self.seed)[0] if self.select == "heldout" else retain
+        return self.batches_per_epoch(trained)
+
+    def batches_per_epoch(self, trained: ImageSplit) -> int:
+        """The batches the loop makes in one epoch over the images it trains on (``trained``, already
+        without any held-out part), counted as :class:`~distox.training.Batches` makes them."""
         return len(Batches(trained.y, trained.y, self.batch_size))
 
     def norm_rule_options(self) -> dict[str, Any]:
