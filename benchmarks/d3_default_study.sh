@@ -259,6 +259,11 @@
 #   bash benchmarks/d3_default_study.sh thirtieth-new-default # thirtieth round: the new default on two models
 #   bash benchmarks/d3_default_study.sh thirtieth-check-small a|b IMAGES [SEED] # thirtieth round, after the default
 #                                                  # changed: the default before and now on the check models
+#   bash benchmarks/d3_default_study.sh thirty-first-bn dev|check|check-small [SEED [IMAGES [NAME...]]] # thirty-first round: the default
+#                                                  # and its soft targets on models with BatchNorm (trains them first)
+#   bash benchmarks/d3_default_study.sh thirty-first-new-default # thirty-first round: the new default on a model
+#                                                  # with BatchNorm
+#   bash benchmarks/d3_default_study.sh thirty-first-demo # thirty-first round: the soft targets on the README demo
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Every step before the twenty-sixth round ran
 # the default as it was before the twenty-fifth round, which is the `all-layers` preset now: `preset:all-layers` in
@@ -269,7 +274,12 @@
 # recorded lines, spelled `preset:default` then, count as `copies`: d3_study.py reads a line without a
 # `revision` that way); their `user_models purify` calls without --preset run models with BatchNorm, where the
 # default is what it was. Should the default change again, the steps that spell `preset:default` must be made to
-# name a preset that keeps it, or their recorded lines stop being what a rerun gives. Steps before the fourth round
+# name a preset that keeps it, or their recorded lines stop being what a rerun gives. (The thirty-first round gave
+# the soft targets to models with BatchNorm too, and scaled them under epochs a caller sets above 12: the thirtieth
+# round's `preset:default` steps ran models without BatchNorm at the preset's epochs, where nothing changed, and
+# the user models' `purify` calls of the twenty-sixth and twenty-seventh rounds, which ran the default then on
+# models with BatchNorm, now name `--preset copies`; benchmarks/user_models.py reads a recorded D3 line without a
+# `revision` whose preset is `default` as `copies`.) Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:all-layers,blend:0`;
 # steps before the sixth round ran it without its BatchNorm rule, `norm_rule:false`, and the eighth round's MLP
 # steps without the ninth round's input pruning, `input_prune:false` (all spelled out below).
@@ -1981,7 +1991,7 @@ PY
       study $SEVEN --final-only --seed 0 --out $RUNS/twenty-sixth-s0.jsonl \
         "${twenty_sixth_half[@]}"
     else
-      user_models purify resnet18 resnet18-adam mobilenet-v3-small keras-cnn --images 3000 \
+      user_models purify --preset copies resnet18 resnet18-adam mobilenet-v3-small keras-cnn --images 3000 \
         --params '{"shared_fraction": 0.5}' --label half
     fi
     ;;
@@ -2001,9 +2011,9 @@ PY
       a) study $(printf "$RUNS/%s " $TWENTY_SEVENTH_DEV) --final-only --seed 0 \
            --out $RUNS/twenty-seventh-dev-3000-s0.jsonl "${twenty_seventh_no_overlay[@]}" ;;
       b) study $SEVEN --final-only --seed 0 --out $RUNS/twenty-seventh-s0.jsonl "${twenty_seventh_no_overlay[@]}" ;;
-      c) user_models purify resnet18 resnet18-adam mobilenet-v3-small keras-cnn --images 3000 \
+      c) user_models purify --preset copies resnet18 resnet18-adam mobilenet-v3-small keras-cnn --images 3000 \
            --params '{"blend": 0}' --label no-overlay ;;
-      c1) user_models purify mobilenet-v3-small --images 3000 --params '{"blend": 0}' \
+      c1) user_models purify --preset copies mobilenet-v3-small --images 3000 --params '{"blend": 0}' \
            --label no-overlay --seed ${3:-1} ;;
     esac
     ;;
@@ -2103,6 +2113,41 @@ PY
       study $RUNS/mlp-plain-badnets $RUNS/lenet-badnets --final-only --seed 0 --count $n \
         --out $RUNS/thirtieth-dev-$n-s0.jsonl --candidate 'default30=preset:default,epochs:null'
     done
+    ;;
+  thirty-first-bn)  # thirty-first round: the default (on a model with BatchNorm the same as `copies`) and the soft
+    # targets its rule gives a model without BatchNorm (`scaled`) on models with BatchNorm: development (`dev`: small
+    # CNN and VGG Blended, VGG BadNets all-to-all, the twelfth round's VGG Blended with target 5; the PreAct-ResNet18
+    # WaNet, retrained here, came out with BatchNorm statistics that send 97 % of clean test images to its target,
+    # ACC 12.20, so it is left out) or check (`check`: SAM-trained VGG Blended, augmented VGG BadNets, ResNet-18
+    # Blended; `check-small`: the twenty-sixth round's MLPs with BatchNorm1d, Blended and LF, and LeNet-5 with
+    # BatchNorm BadNets), trained first; seed 0, 3,000 images unless given
+    case ${2:?dev, check or check-small} in
+      dev) names="cnn-blended-s1 vgg-blended-s0 vgg-a2a-badnets vgg-blended-t5" ;;
+      check) names="vgg-sam-blended vgg-badnets-aug rn18-blended" ;;
+      check-small) names="mlp-bn-blended mlp-bn-lf lenet-bn-badnets" ;;
+      *) echo "thirty-first-bn: dev, check or check-small, not $2" >&2; exit 2 ;;
+    esac
+    [ $# -gt 4 ] && names="${*:5}"  # `... check 1 3000 vgg-badnets-aug`: those of the part only
+    if [ $2 = check-small ]; then
+      for name in $names; do train_twenty_sixth_model $name; done
+    else
+      ONLY="$names" bash "$0" models
+      ONLY="$names" bash "$0" twelfth-models b
+    fi
+    study $(printf "$RUNS/%s " $names) --final-only --seed ${3:-0} --count ${4:-3000} \
+      --out $RUNS/thirty-first-bn-$2-${4:-3000}-s${3:-0}.jsonl "${the_default[@]}" "${thirtieth_scaled[@]}"
+    ;;
+  thirty-first-new-default)  # thirty-first round, last: the default as it is now (`default31`) on the VGG Blended
+    # with target 5 at 500 and 3,000 images: the same numbers as the soft targets it was made of (`scaled`)
+    for n in 500 3000; do
+      study $RUNS/vgg-blended-t5 --final-only --seed 0 --count $n --out $RUNS/thirty-first-bn-dev-$n-s0.jsonl \
+        --candidate 'default31=preset:default,epochs:null'
+    done
+    ;;
+  thirty-first-demo)  # thirty-first round: the README demo (a small CNN with BatchNorm, 67 images, 60 epochs) at
+    # seeds 0-2: the default now (α scaled by 12 / 60), its soft targets unscaled, and `copies`
+    demo_table "D3 on the demo (60 epochs)" '{"default31": {}, "soft, α 0.5 unscaled": {"distill_scaled": false},
+      "copies": {"preset": "copies"}}'
     ;;
   twenty-eighth-ft-check)  # twenty-eighth round: plain fine-tuning (`ft`) on the twenty-seventh round's check models
     # (`a` and `b` side by side), seed 0, 3,000 images (then `... a|b 0 500`), beside the default's lines there

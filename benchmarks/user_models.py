@@ -66,6 +66,9 @@ from torch import nn
 import distox
 from distox.bench.summary import asr_floor
 from distox.data.idx import load_idx_bundle
+from distox.defenses.d3 import D3
+
+D3_REVISION = D3.revision
 
 
 @lru_cache(maxsize=1)
@@ -271,9 +274,21 @@ def run_key(args: argparse.Namespace, name: str) -> dict:
     return dict(zip(RUN_FIELDS, (name, args.images, args.method, args.preset, args.epochs, args.seed, args.label)))
 
 
+#: D3's ``default`` preset of a line recorded before D3 revision 5 (lines without ``revision``) ran what the
+#: ``copies`` preset runs now on these models, which all have BatchNorm (the thirty-first round gave the default's
+#: soft targets to such models)
+RENAMED_BEFORE = {"default": (5, "copies")}
+
+
 def recorded(out: Path) -> list[dict]:
+    """The recorded runs, a preset renamed since a line's D3 revision under its name now (:data:`RENAMED_BEFORE`)."""
     path = out / "results.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    for r in lines:
+        renamed = RENAMED_BEFORE.get(r.get("preset")) if r.get("method") == "d3" else None
+        if renamed and r.get("revision", 0) < renamed[0]:
+            r["preset"] = renamed[1]
+    return lines
 
 
 def cmd_purify(args: argparse.Namespace) -> None:
@@ -313,7 +328,8 @@ def cmd_purify(args: argparse.Namespace) -> None:
         if args.angles:
             from d3_probes import weight_angles  # the study's probe (benchmarks/ is the script's directory)
             extra["angles"] = weight_angles(suspect, result.model)
-        record = {**key, "params": given, **extra, **evaluate(name, result.model), "seconds": round(seconds, 1)}
+        record = {**key, "params": given, **extra, **evaluate(name, result.model), "seconds": round(seconds, 1),
+                  **({"revision": D3_REVISION} if args.method == "d3" else {})}
         with open(args.out / "results.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         print(record, flush=True)

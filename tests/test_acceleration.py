@@ -351,12 +351,13 @@ def test_defaults_keep_checkpoint_identities_specs_and_bench_keys(monkeypatch):
     input_prune=False, bn_recalibrate=False`` is the preset as it was, and keeps its identity.
     D3's revision 3 (its layer selections take ``nn.MultiheadAttention``'s projections, "Seventeenth
     round") changes its identities and bench keys on purpose: at revision 2 they are as pinned; so does
-    revision 4 (the default's soft targets on models without BatchNorm, "Thirtieth round"). Since the
+    revision 4 (the default's soft targets on models without BatchNorm, "Thirtieth round") and revision 5 (with
+    BatchNorm too, "Thirty-first round"). Since the
     twenty-fifth round the default's distance is on the classifier, with adversarial copies: ``layers="all",
     shared_radius=0`` undo that."""
     from distox import defenses
 
-    assert defenses.get("d3").revision == 4
+    assert defenses.get("d3").revision == 5
     monkeypatch.setattr(defenses.get("d3"), "revision", 2)
     torch.manual_seed(1)
     model = create_model("small_cnn", 4, 1, (0.5,), (0.5,), width=4)
@@ -383,7 +384,7 @@ def test_defaults_keep_checkpoint_identities_specs_and_bench_keys(monkeypatch):
     assert [c.key for c in expand(load_config("smoke")).cells] == [
         "d6e5e77d8483b271", "e784ee8deae4ee21", "467f22af347fa4cb", "a0496aee914602d2", "cf32d4986da924db",
         "65eb573e474ebca9"]
-    monkeypatch.undo()  # revision 4: D3's identity changes, nothing else's
+    monkeypatch.undo()  # revision 5: D3's identity changes, nothing else's
     assert create("d3", epochs=2, **before_overlay["d3"]).identity(model, retain, True)[:16] != pinned["d3"][0]
     assert create("ft", epochs=2).identity(model, retain, True)[:16] == pinned["ft"][0]
 

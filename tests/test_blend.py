@@ -79,6 +79,6 @@ def test_distillation_scores_overlaid_batches_instead_of_cached_clean_outputs(mo
     real = d3mod.SuspectTargets
     monkeypatch.setattr(d3mod, "SuspectTargets",
                         lambda *a, cache: caches.append(cache) or real(*a, cache=cache))
-    weights_after("d3", distill=0.5, blend=0.3)
-    weights_after("d3", distill=0.5, blend=0.0)
+    weights_after("d3", distill=0.5, distill_source="batch", blend=0.3)
+    weights_after("d3", distill=0.5, distill_source="batch", blend=0.0)
     assert caches == [False, True]

@@ -186,7 +186,8 @@ def test_default_preset_is_what_d3_and_purify_run_and_is_recorded():
 
 def test_the_default_is_all_layers_with_the_classifier_distance_and_copies_crafted_once():
     """The default through the twenty-fourth round stays reachable, exactly, as ``all-layers`` (every result
-    recorded before it reproduces), and the default is it with the twenty-fifth round's three changes."""
+    recorded before it reproduces), and the default is it with the twenty-fifth round's three changes and
+    its rule's soft targets (thirty-first round: on a model with BatchNorm too)."""
     from distox.defenses.d3 import PRESETS
 
     assert PRESETS["all-layers"] == {"lmd": 10.0, "eps": 0.1, "layers": "all", "init": "random",
@@ -198,7 +199,7 @@ def test_the_default_is_all_layers_with_the_classifier_distance_and_copies_craft
     assert set(PRESETS["all-layers"]) <= set(PRESETS["default"])
     retain = make_bundle(n_train=40).train
     explicit = D3(preset="all-layers", layers="auto", shared_radius=0.03, shared_schedule="once", shared_steps=5,
-                  epochs=1, batch_size=16)(_tiny(), retain, device="cpu", progress=False)
+                  epochs=1, batch_size=16, **SOFT_TARGETS)(_tiny(), retain, device="cpu", progress=False)
     default = D3(epochs=1, batch_size=16)(_tiny(), retain, device="cpu", progress=False)
     assert _digest(explicit.model) == _digest(default.model)
 
@@ -310,7 +311,7 @@ def test_default_preset_leaves_a_convolutional_head_where_it_is(caplog):
     turned = D3(epochs=1, batch_size=16, init_layers="auto")(other, retain, device="cpu", progress=False)
     assert (turned.model.head.weight.detach() - other_start).norm() > 0.5 * other_start.norm()
     wider = D3(epochs=1, batch_size=16)(ConvHead(head_channels=6), retain, device="cpu", progress=False)
-    assert wider.config["norm_rule_resolved"]["changed"] == {}
+    assert wider.config["norm_rule_resolved"]["changed"] == SOFT_TARGETS  # what the rule sets on every model
     # no classifier at all: the default's distance goes over every weight (all-layers'), not an error
     assert wider.config["layers_resolved"] == {"layers": "all", "reason": "no classifier"}
     assert "layers_resolved" not in result.config
@@ -409,12 +410,20 @@ def test_default_on_a_model_without_batchnorm_runs_the_batchnorm_free_settings()
     assert heldout["norm_rule_resolved"]["changed"] == rule and "chosen_epoch" in heldout["selection_resolved"]
 
 
-def test_norm_rule_leaves_batchnorm_models_explicit_options_and_faithful_presets_alone():
+def test_norm_rule_gives_batchnorm_models_the_soft_targets_alone_and_leaves_explicit_options_alone():
+    """On a model with BatchNorm the default's rule sets the soft targets (BENCHMARKS "Thirty-first
+    round") and nothing of WITHOUT_BATCHNORM: the same weights as setting them by hand; ``copies`` (the
+    default as it was) changes nothing there."""
     from distox.defenses.d3 import WITHOUT_BATCHNORM
 
     digest, config = _purified(_tiny())  # small_cnn with BatchNorm
-    assert config["norm_rule_resolved"] == {"batchnorm": True, "changed": {}}
-    assert digest == _purified(_tiny(), norm_rule=False)[0]
+    assert config["norm_rule_resolved"] == {"batchnorm": True, "changed": SOFT_TARGETS}
+    assert digest == _purified(_tiny(), norm_rule=False, shared_radius=0.03, **SOFT_TARGETS)[0]
+    copies, copies_config = _purified(_tiny(), preset="copies")
+    assert copies_config["norm_rule_resolved"] == {"batchnorm": True, "changed": {}} and "distill" not in copies_config
+    assert copies == _purified(_tiny(), norm_rule=False)[0] != digest
+    _, universal = _purified(_tiny(), universal_radius=0.1)  # distill does not combine with it
+    assert universal["norm_rule_resolved"]["changed"] == {}
     # an option the caller set is never overridden by the rule
     explicit = {k: getattr(D3(), k) for k in {**WITHOUT_BATCHNORM, **SOFT_TARGETS}}
     digest, config = _purified(_no_bn(), **explicit)
@@ -463,9 +472,12 @@ def test_min_steps_runs_exactly_the_explicit_epochs_it_resolves_and_records_them
     retain = make_bundle(n_train=48).train  # batch 16: 3 steps an epoch; a floor of 45 steps: 15 epochs
     kw = dict(batch_size=16, verbose=False, seed=0, label_check="off")
     floored = distox.purify(_tiny(), retain, min_steps=45, **kw)
-    by_hand = distox.purify(_tiny(), retain, epochs=15, min_steps=0, **kw)
+    # the rule's soft targets scaled by the epochs over the preset's, the floor's or the caller's: 0.5 · 12 / 15 (the
+    # preset's copies named, as ``distill`` alone turns them off)
+    by_hand = distox.purify(_tiny(), retain, epochs=15, min_steps=0, distill=0.5, shared_radius=0.03, **kw)
     assert _digest(floored.model) == _digest(by_hand.model)
     assert floored.config["min_steps"] == 45 and floored.config["min_steps_resolved"] == {"epochs": 15}
+    assert floored.config["distill_resolved"] == {"distill": 0.4, "epochs": 15, "of": 12}
     assert len(floored.history) == 15 and "min_steps_resolved" not in by_hand.config
     assert distox.purify(_tiny(), retain, min_steps=30, **kw).config["min_steps_resolved"] == {"epochs": 12}
     held = make_bundle(n_train=48, n_test=24).test

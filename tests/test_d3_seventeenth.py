@@ -198,7 +198,8 @@ def test_without_batchnorm_the_default_makes_as_many_steps_as_on_3000_images():
     d3.adapted_to(plain, images(500))
     assert d3.norm_rule_resolved["changed"]["min_steps"] == 1128
     # the default's soft targets (thirtieth round) weigh 0.5 · 12 / 71 where the floor makes 71 epochs of 12
-    assert d3.min_steps_resolved == {"epochs": 71, "distill": 0.5 * 12 / 71}
+    assert d3.min_steps_resolved == {"epochs": 71}
+    assert d3.distill_resolved == {"distill": 0.5 * 12 / 71, "epochs": 71, "of": 12}
 
 
 def test_an_evaluator_ends_on_the_epoch_the_models_rule_resolves(monkeypatch):
@@ -216,7 +217,8 @@ def test_an_evaluator_ends_on_the_epoch_the_models_rule_resolves(monkeypatch):
     retain, held = make_bundle(n_train=48).train, make_bundle(n_train=48, n_test=24).test
     result = distox.purify(model, retain, batch_size=16, verbose=False, label_check="off", eval_data=(held.x, held.y),
                            eval_every=4)
-    assert result.config["min_steps_resolved"] == {"epochs": 15, "distill": 0.5 * 12 / 15} and len(result.history) == 15
+    assert result.config["min_steps_resolved"] == {"epochs": 15} and len(result.history) == 15
+    assert result.config["distill_resolved"] == {"distill": 0.5 * 12 / 15, "epochs": 15, "of": 12}
     assert [i + 1 for i, row in enumerate(result.history) if "acc" in row] == [4, 8, 12, 15]
 
 

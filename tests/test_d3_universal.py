@@ -298,10 +298,10 @@ def test_the_decay_schedule_lowers_the_soft_targets_weight_each_epoch_to_zero_an
         D3Defense(distill=0.5, distill_schedule="cosine")
 
 
-def test_distill_scaled_lowers_the_weight_by_the_epochs_the_steps_floor_adds_and_only_then():
-    """``distill_scaled``: where ``min_steps`` lengthens the run from the preset's E₀ epochs to E, the
-    soft targets weigh α · E₀ / E (recorded); where the floor adds nothing, α; off, or without
-    ``distill``, the record is as before."""
+def test_distill_scaled_lowers_the_weight_by_the_epochs_over_the_presets_and_only_then():
+    """``distill_scaled``: where the run makes E epochs, more than the preset's E₀ (the steps floor's or
+    the caller's), the soft targets weigh α · E₀ / E (recorded, and scaled once: the copy that runs does
+    not scale again); where E ≤ E₀, α; off, or without ``distill``, the record is as before."""
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
     g = torch.Generator().manual_seed(0)
 
@@ -312,9 +312,16 @@ def test_distill_scaled_lowers_the_weight_by_the_epochs_the_steps_floor_adds_and
     scaled = D3Defense(distill=0.5, shared_radius=0.03, distill_source="retain", distill_scaled=True)
     ran = scaled.adapted_to(model, few)
     assert scaled.epochs == 12 and ran.epochs == 71  # 1,128 steps over 16 batches of 32
-    assert ran.distill == pytest.approx(0.5 * 12 / 71) and scaled.min_steps_resolved["distill"] == ran.distill
+    assert ran.distill == pytest.approx(0.5 * 12 / 71)
+    assert scaled.distill_resolved == {"distill": ran.distill, "epochs": 71, "of": 12}
+    assert ran.adapted_to(model, few).distill == ran.distill  # not scaled twice
     ran = scaled.adapted_to(model, many)
-    assert ran.epochs == 12 and ran.distill == 0.5 and "distill" not in scaled.min_steps_resolved
+    assert ran.epochs == 12 and ran.distill == 0.5 and not hasattr(scaled, "distill_resolved")
+    # epochs the caller set count as the floor's: 60 epochs of the preset's 12
+    longer = D3Defense(distill=0.5, shared_radius=0.03, distill_source="retain", distill_scaled=True, epochs=60)
+    assert longer.adapted_to(model, many).distill == pytest.approx(0.1) and longer.distill_resolved["epochs"] == 60
+    shorter = D3Defense(distill=0.5, shared_radius=0.03, distill_source="retain", distill_scaled=True, epochs=5)
+    assert shorter.adapted_to(model, few).distill == 0.5
     plain = D3Defense(distill=0.5, shared_radius=0.03, distill_source="retain", distill_scaled=False)
     assert plain.adapted_to(model, few).distill == 0.5 and "distill_scaled" not in plain.get_params()
     # the default's BatchNorm rule (no BatchNorm here) scales its soft targets so; `copies`, the default before, has none

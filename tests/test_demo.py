@@ -105,3 +105,17 @@ def test_readme_block_replacement_keeps_the_rest_of_the_file():
     assert mod.replace_block(text, f"{mod.BEGIN}\nnew\n{mod.END}") == f"intro\n{mod.BEGIN}\nnew\n{mod.END}\noutro\n"
     table = "method           ACC     ASR      RA     DER  seconds\n---\nno defense     98.67   97.04    2.96              9.4\n"
     assert mod.table_cells(table) == [["no defense", "98.67", "97.04", "2.96"]]
+
+
+def test_the_demo_turns_off_the_steps_floor_of_any_preset_that_has_one():
+    """The demo's 60 epochs are its budget: under ``default``, ``copies`` and ``all-layers`` (which have a steps
+    floor) D3 gets ``min_steps=0`` so that it does not warn about the 180 steps it makes; the faithful presets
+    have no floor and get nothing."""
+    from distox.demo import defense_options
+
+    for preset in ("default", "copies", "all-layers"):
+        assert defense_options(DemoConfig(preset=preset), "d3")["min_steps"] == 0
+        assert defense_options(DemoConfig(d3_options={"preset": preset}), "d3")["min_steps"] == 0
+    assert "min_steps" not in defense_options(DemoConfig(preset="paper"), "d3")
+    assert "min_steps" not in defense_options(DemoConfig(), "ft")
+    assert defense_options(DemoConfig(d3_options={"lr": 0.03}), "d3")["lr"] == 0.03

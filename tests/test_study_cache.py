@@ -39,3 +39,18 @@ def test_a_line_before_the_default_became_what_it_is_counts_under_the_presets_na
     assert study.differs(new, {"preset": "copies"}, args) is not None
     ft = {**old, "method": "ft", "params": {**opts, "preset": "default"}}  # only D3's preset was renamed
     assert study.recorded_params(ft) == ft["params"]
+
+
+def test_a_user_model_line_before_revision_5_counts_its_default_as_copies(tmp_path):
+    """benchmarks/user_models.py: a D3 line recorded with ``preset: default`` and no ``revision`` ran what ``copies``
+    runs now on those models (all with BatchNorm: the thirty-first round gave the default's soft targets to them), so
+    a step naming ``--preset copies`` finds it done; a new line records the revision and keeps its preset; another
+    method's preset field is left alone."""
+    users = load_benchmark("user_models")
+    old = {"model": "resnet18", "images": 3000, "method": "d3", "preset": "default", "epochs": None, "seed": 0,
+           "label": "half", "params": {"shared_fraction": 0.5}}
+    new = {**old, "seed": 1, "revision": 5}
+    ft_sam = {**old, "method": "ft-sam", "label": None}
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (old, new, ft_sam)))
+    assert [r["preset"] for r in users.recorded(tmp_path)] == ["copies", "default", "default"]
+    assert users.D3_REVISION == 5

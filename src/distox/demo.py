@@ -16,6 +16,7 @@ from typing import Any
 from .attacks import create as create_attack
 from .data import load_dataset, select_retain
 from .defenses import create as create_defense
+from .defenses.d3 import PRESETS
 from .metrics import Evaluator, der, evaluate
 from .models import create_model
 from .training import LoopConfig
@@ -48,6 +49,19 @@ class DemoConfig:
     #: torch CPU threads: 1 gives the same numbers on any number of cores (float sums depend on
     #: the thread count) and is the fastest for models this small; None leaves torch's setting.
     threads: int | None = 1
+
+
+def defense_options(cfg: DemoConfig, method: str) -> dict[str, Any]:
+    """The options the demo runs ``method`` with: its loop settings, and for D3 the preset and
+    ``d3_options`` over them (e.g. ``{"lr": 0.03}``). The demo's epochs are its budget: a preset's
+    steps floor (which explicit epochs override anyway) is off, so that D3 does not warn about the
+    180 steps it makes."""
+    opts: dict[str, Any] = dict(epochs=cfg.defense_epochs, batch_size=cfg.defense_batch, lr=cfg.defense_lr,
+                                augment=cfg.augment, seed=cfg.seed)
+    if method == "d3":
+        floor = PRESETS.get(cfg.d3_options.get("preset", cfg.preset), {}).get("min_steps")
+        opts.update({"preset": cfg.preset, **({"min_steps": 0} if floor else {}), **cfg.d3_options})
+    return opts
 
 
 @dataclass
@@ -96,13 +110,7 @@ def _run(cfg: DemoConfig, progress: bool) -> DemoReport:
     report.retain_size = len(retain)
     evaluator = Evaluator(data.test.x, data.test.y, backdoor, device=cfg.device)
     for method in cfg.methods:
-        opts = dict(epochs=cfg.defense_epochs, batch_size=cfg.defense_batch, lr=cfg.defense_lr,
-                    augment=cfg.augment, seed=cfg.seed)
-        if method == "d3":  # d3_options win over the demo's loop settings (e.g. {"lr": 0.03})
-            # the demo's epochs are its budget: the preset's steps floor (which an explicit epochs
-            # overrides anyway) is off, so that D3 does not warn about the 180 steps it makes
-            opts.update({"preset": cfg.preset, **({"min_steps": 0} if cfg.preset == "default" else {}), **cfg.d3_options})
-        defense = create_defense(method, **opts)
+        defense = create_defense(method, **defense_options(cfg, method))
         result = defense(model, retain, device=cfg.device, progress=progress)
         after = evaluator(cfg.defense_epochs, result.model)
         report.rows.append({"method": method, **after, "der": der(before, after), "seconds": result.seconds})

@@ -219,8 +219,10 @@ class Defense:
     #: Code revision: bump it when a change to the defense alters the models it produces, so
     #: that ``distox bench`` recomputes its cached cells (1 keeps the keys they had before).
     revision: ClassVar[int] = 1
+    #: The epochs a defense runs unless told otherwise.
+    default_epochs: ClassVar[int] = 100
 
-    def __init__(self, epochs: int = 100, batch_size: int = 256, lr: float = 0.01,
+    def __init__(self, epochs: int = default_epochs, batch_size: int = 256, lr: float = 0.01,
                  augment: bool = True, flip: bool | None = None, seed: int = 0, precision: str = "auto",
                  channels_last: bool = False, compile: bool = False, blend: float = 0.0) -> None:
         if int(epochs) < 1:

@@ -19,8 +19,9 @@ on the final classifier and asks the clean-loss bound also of an adversarial cop
 crafted once against the suspect before any weight moves (``shared_radius=0.03``,
 ``shared_schedule="once"``, ``shared_steps=5``: :class:`distox.defenses.universal.CraftedOnceCopies`,
 SAU's shared adversarial examples of the run's first step); everything else is ``all-layers``'s. Since
-the thirtieth round, on a model without BatchNorm its restarted classifier also re-fits to the suspect's own
-outputs on the clean retain images (:data:`SOFT_TARGETS`); ``copies`` is the default as it was before.
+the thirtieth round its restarted classifier also re-fits to the suspect's own outputs on the clean retain
+images (:data:`SOFT_TARGETS`; on models without BatchNorm, and since the thirty-first round on every model);
+``copies`` is the default as it was before.
 ``all-layers`` (the default through the twenty-fourth round, chosen on five architectures, BENCHMARKS.md "A
 default that purifies any model") applies the same objective to *every* Linear and Conv2d weight — the
 paper's argument that the backdoor loss grows with the distance from the poisoned weights,
@@ -88,8 +89,8 @@ log = logging.getLogger(__name__)
 #: with the distance on the final classifier and the clean-loss bound also on adversarial copies of
 #: the retain images crafted once against the suspect (BENCHMARKS.md "Twenty-fifth round": on 26 cells of
 #: study and user models 24 under the ASR bar against all-layers' 21, at −2.11 ACC points on average against
-#: −3.06; 12 of 12 check cells against 11); since the thirtieth round its BatchNorm rule adds the suspect's
-#: soft targets (:data:`SOFT_TARGETS`).
+#: −3.06; 12 of 12 check cells against 11); since the thirtieth round its rule adds the suspect's soft targets
+#: (:data:`SOFT_TARGETS`; since the thirty-first round on models with BatchNorm too).
 PRESETS: dict[str, dict[str, Any]] = {
     "reference": {"lmd": 0.5, "eps": 0.1},
     "paper": {"lmd": 10.0, "eps": 0.1},
@@ -122,20 +123,26 @@ PRESETS["copies"] = dict(PRESETS["default"])
 #: cells against 11, though 15 of 24 against 17 on six MLPs, LeNet-5s and a CNN run after it was chosen; on
 #: BatchNorm models, whose features D3 turns, more steps were a trade).
 WITHOUT_BATCHNORM: dict[str, Any] = {"layers": "auto", "lr": 0.03, "min_steps": 1128}
-#: What the ``default`` preset's BatchNorm rule runs beside :data:`WITHOUT_BATCHNORM` since the thirtieth
-#: round (``copies`` and ``all-layers`` keep the rule without it): the suspect's own outputs on the plain
-#: retain images as soft targets for the restarted classifier's re-fit, half the per-image clean loss
-#: (``distill=0.5``, ``distill_source="retain"``, :mod:`distox.defenses.self_distill`), the half scaled
-#: down where the steps floor repeats fewer images over more epochs (``distill_scaled``: 0.5 · 12 / E, so
-#: each image is fitted to the suspect's outputs as often as in a 3,000-image run). Measured (BENCHMARKS.md
+#: What the ``default`` preset's rule runs on every model since the thirty-first round (on models without
+#: BatchNorm, beside :data:`WITHOUT_BATCHNORM`, since the thirtieth; ``copies`` and ``all-layers`` keep the rule
+#: without it): the suspect's own outputs on the plain retain images as soft targets for the restarted
+#: classifier's re-fit, half the per-image clean loss (``distill=0.5``, ``distill_source="retain"``,
+#: :mod:`distox.defenses.self_distill`), the half scaled down where a run repeats the images over more epochs
+#: than the preset's 12 (``distill_scaled``: 0.5 · 12 / E, so each image is fitted to the suspect's outputs as
+#: often as in a 12-epoch run; the steps floor's epochs with few images, or the caller's). Measured (BENCHMARKS.md
 #: "Twenty-ninth round", "Thirtieth round"; models without BatchNorm, Fashion-MNIST): at 3,000 images 43 of 47
 #: cells under the ASR bar as without it (development and check models at two draws), mean ACC change −1.83
 #: against −2.17 and worst −4.45 against −5.80 (1.55 points kept where the rule without it lost most, 0.9 lost
 #: where it lost little); with 1,000 images 11 of 11 development cells as before at −3.40 against −4.44 and 13 of 14 check
 #: cells as before at −3.93 against −5.87; with 500, 9 of 11 against 10 at −5.80 against −7.14 and 13 of 14
-#: against 14 at −6.83 against −8.48. Not applied beside a ``universal_radius``.
+#: against 14 at −6.83 against −8.48. On models with BatchNorm (BENCHMARKS.md "Thirty-first round", where the
+#: default's rule changed nothing before): at 3,000 images 16 of 18 cells under the ASR bar
+#: against 18 (four development models at two draws, 8 of 8; six check models, 8 of 10: a VGG BadNets trained with
+#: augmentation keeps 5.5–5.9 % against 3.94 at both draws), mean ACC change −1.70 against −2.81, worst −5.45 against
+#: −7.65; with 500 images 8 of 10 against 7 at −5.33 against −7.33. Not applied beside a ``universal_radius``.
 SOFT_TARGETS: dict[str, Any] = {"distill": 0.5, "distill_source": "retain", "distill_scaled": True}
-#: The options a preset's BatchNorm rule adds to :data:`WITHOUT_BATCHNORM` (read when a run starts).
+#: The options a preset's rule sets on every model, with or without BatchNorm (beside :data:`WITHOUT_BATCHNORM`
+#: on one without; read when a run starts).
 RULE_EXTRAS: dict[str, dict[str, Any]] = {"default": SOFT_TARGETS}
 DEFAULT_PRESET = "default"
 #: What a preset leaves unset (the reference code's values).
@@ -470,15 +477,15 @@ class D3(Defense):
             with 500 images left 3 of 11; on the overlaid batches it carried Blended backdoors back.
             ``distill_schedule``: α in every epoch (``"constant"``) or α · (1 − k/E) after k of the
             run's E epochs (``"decay"``: the last epochs train on the labels alone; "Thirtieth round":
-            it left as many backdoors with 500 images). ``distill_scaled``: where ``min_steps``
-            lengthens the run from ``epochs`` to E (few images, each seen E times), α · epochs / E
-            instead of α (recorded in ``min_steps_resolved``). The ``default`` preset's BatchNorm rule
-            sets α 0.5 on the plain images, scaled (:data:`SOFT_TARGETS`); off in every other preset.
+            it left as many backdoors with 500 images). ``distill_scaled``: where the run makes E epochs,
+            more than the preset's E₀ (:attr:`preset_epochs`; E set by ``min_steps`` with few images, or by
+            the caller), α · E₀ / E instead of α (recorded in ``distill_resolved``). The ``default`` preset's rule sets α 0.5
+            on the plain images, scaled, on every model (:data:`SOFT_TARGETS`); off in every other preset.
         head_bias: ``"keep"`` (the paper) or ``"zero"``: also zero the final classifier's bias.
         norm_rule: False (the faithful presets) or True (the ``default`` preset): on a model without
-            any BatchNorm layer, the options in :data:`WITHOUT_BATCHNORM` (and, under ``default``,
-            :data:`SOFT_TARGETS`: :meth:`norm_rule_options`) that the caller did not
-            set take those values (recorded in ``config["norm_rule_resolved"]``); a run that
+            any BatchNorm layer, the options in :data:`WITHOUT_BATCHNORM` (:meth:`norm_rule_options`), and
+            on every model the preset's :data:`RULE_EXTRAS` (``default``: :data:`SOFT_TARGETS`), that the
+            caller did not set take those values (recorded in ``config["norm_rule_resolved"]``); a run that
             diverges at the rule's learning rate runs again at the caller's (``"diverged_lr"``).
         min_steps: 0 (off; the faithful presets) or a floor on the optimiser steps (the
             ``default`` preset: 600, and 1,128 on a model without BatchNorm by its ``norm_rule``
@@ -570,7 +577,8 @@ class D3(Defense):
     #: ``in_proj_weight`` too (models without one run as before).
     #: 4: the ``default`` preset's BatchNorm rule adds the suspect's soft targets (:data:`SOFT_TARGETS`); the
     #: default as it was is ``copies``.
-    revision = 4
+    #: 5: ... on models with BatchNorm too (:data:`RULE_EXTRAS`; models without BatchNorm run as before).
+    revision = 5
 
     def __init__(self, lmd: float | str | None = None, eps: float | str | None = None, p: float | None = None,
                  init: str | None = None, layers: str | Sequence[str] | None = None, freeze_bn: bool | None = None,
@@ -886,27 +894,32 @@ class D3(Defense):
         without any held-out part), counted as :class:`~distox.training.Batches` makes them."""
         return len(Batches(trained.y, trained.y, self.batch_size))
 
-    def norm_rule_options(self) -> dict[str, Any]:
-        """The options this preset's BatchNorm rule sets on a model without BatchNorm:
-        :data:`WITHOUT_BATCHNORM` and the preset's :data:`RULE_EXTRAS` (``default``: the soft targets,
-        left out beside a ``universal_radius``, which ``distill`` does not combine with)."""
+    def rule_extras(self) -> dict[str, Any]:
+        """The options this preset's rule sets on every model: its :data:`RULE_EXTRAS` (``default``: the
+        soft targets, left out beside a ``universal_radius``, which ``distill`` does not combine with)."""
         extras = RULE_EXTRAS.get(self.preset, {})
         if self.universal_radius:
             extras = {k: v for k, v in extras.items() if not k.startswith("distill")}
-        return {**WITHOUT_BATCHNORM, **extras}
+        return dict(extras)
+
+    def norm_rule_options(self) -> dict[str, Any]:
+        """The options this preset's rule sets on a model without BatchNorm: :data:`WITHOUT_BATCHNORM`
+        and :meth:`rule_extras`."""
+        return {**WITHOUT_BATCHNORM, **self.rule_extras()}
 
     def batchnorm_rule(self, model: nn.Module, retain: ImageSplit, device: torch.device | str | None = None
                        ) -> dict[str, Any]:
-        """What ``norm_rule`` changes on ``model``: :meth:`norm_rule_options` less the options the
-        caller set, on a model without BatchNorm that has a final classifier (``layers="auto"``: an
-        nn.Linear, or a convolutional class head); ``{}`` otherwise, or without ``norm_rule``.
-        Reads the model's modules and one retain image (to find the classifier)."""
-        if not self.norm_rule or has_batchnorm(model):
+        """What ``norm_rule`` changes on ``model``, less the options the caller set: on a model without
+        BatchNorm that has a final classifier (``layers="auto"``: an nn.Linear, or a convolutional class
+        head) :meth:`norm_rule_options`; on any other model :meth:`rule_extras` (``copies``, ``all-layers``:
+        nothing); ``{}`` without ``norm_rule``. Reads the model's modules and one retain image (to find the
+        classifier)."""
+        if not self.norm_rule:
             return {}
-        rule = self.norm_rule_options()
+        rule = self.rule_extras() if has_batchnorm(model) else self.norm_rule_options()
         by_norm = {k: v for k, v in rule.items() if k not in self._explicit}
         if by_norm.get("layers") == "auto" and not has_classifier(model, retain, device):
-            return {}  # no classifier to confine the distance to
+            by_norm = {k: v for k, v in by_norm.items() if k not in WITHOUT_BATCHNORM}  # no classifier to confine to
         return by_norm
 
     def needs_all_layers(self, model: nn.Module, retain: ImageSplit, device: torch.device | str | None = None) -> bool:
@@ -924,8 +937,8 @@ class D3(Defense):
         the caller did not set: where the preset's classifier distance finds no classifier, the
         distance over every weight (:meth:`needs_all_layers`; recorded on ``layers_resolved``); under
         ``norm_rule``, on a model without BatchNorm that has a final
-        classifier, :data:`WITHOUT_BATCHNORM` (:meth:`batchnorm_rule`; recorded on
-        ``norm_rule_resolved``); under ``min_steps`` (or the rule's), the epochs of :meth:`epochs_for`
+        classifier, :data:`WITHOUT_BATCHNORM`, and on every model the preset's :data:`RULE_EXTRAS`
+        (:meth:`batchnorm_rule`; recorded on ``norm_rule_resolved``); under ``min_steps`` (or the rule's), the epochs of :meth:`epochs_for`
         (recorded on ``min_steps_resolved``).
         Reads the model's modules and the retain set's size only (one retain image, to find the
         classifier), never labels or evaluation data."""
@@ -946,10 +959,19 @@ class D3(Defense):
             self.min_steps_resolved = {"epochs": epochs}
             if epochs != self.epochs:
                 changed["epochs"] = epochs
-                distill = changed.get("distill", self.distill)
-                if distill and changed.get("distill_scaled", self.distill_scaled):
-                    changed["distill"] = self.min_steps_resolved["distill"] = distill * self.epochs / epochs
+        vars(self).pop("distill_resolved", None)
+        distill, epochs = changed.get("distill", self.distill), changed.get("epochs", self.epochs)
+        if distill and changed.get("distill_scaled", self.distill_scaled) and epochs > self.preset_epochs:
+            changed["distill"] = distill * self.preset_epochs / epochs
+            changed["distill_scaled"] = False  # scaled once: the copy that runs does not scale again
+            self.distill_resolved = {"distill": changed["distill"], "epochs": epochs, "of": self.preset_epochs}
         return self.with_options(**changed, norm_rule=False, min_steps=0) if changed else self
+
+    @property
+    def preset_epochs(self) -> int:
+        """The epochs this D3's preset runs (``default``: 12; the faithful presets: :class:`Defense`'s 100),
+        whatever the caller or the steps floor set: ``distill_scaled`` scales α by it."""
+        return int(PRESETS[self.preset].get("epochs", self.default_epochs))
 
     def classifier_optimizer(self, model: nn.Module, config: LoopConfig, example: torch.Tensor) -> torch.optim.Optimizer | None:
         """With ``classifier_lr``: the loop's optimiser with the final classifier's parameters

@@ -20,8 +20,9 @@ targets are computed once for the whole set and looked up by index; when it chan
 to 0.3, close to a Blended trigger's form — the suspect's answers carried Blended backdoors back
 (20.98 % on a plain CNN with 500 images); taken on the plain images they did not, while keeping
 3–8 accuracy points with 500 images on models without BatchNorm. Since the thirtieth round the
-``default`` preset's BatchNorm rule runs it on such models, on the plain images, its weight scaled by
-the epochs the steps floor adds (``distox.defenses.d3.SOFT_TARGETS``).
+``default`` preset's rule runs it on such models, and since the thirty-first on every model ("Thirty-first
+round": 1–2 points kept on models with BatchNorm), on the plain images, its weight scaled by the epochs a
+run makes over the preset's 12 (``distox.defenses.d3.SOFT_TARGETS``).
 """
 from __future__ import annotations
 
