@@ -100,8 +100,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 PRESETS["default"] = {**PRESETS["all-layers"], "layers": "auto", "shared_radius": 0.03, "shared_schedule": "once",
                       "shared_steps": 5}
-#: ``copies``: the default from the twenty-fifth through the twenty-ninth round, kept so that those rounds'
-#: results reproduce: the same options, its BatchNorm rule without the soft targets (:data:`RULE_EXTRAS`).
+#: ``copies``: the default from the twenty-fifth through the twenty-ninth round (on models with BatchNorm through
+#: the thirtieth), kept so that those rounds' results reproduce: the same options, its rule without the soft
+#: targets (:data:`RULE_EXTRAS`).
 PRESETS["copies"] = dict(PRESETS["default"])
 #: What ``norm_rule=True`` (the ``default`` preset) runs instead on a model without any
 #: BatchNorm layer, for each of these options the caller did not set: the distance on the final
@@ -136,10 +137,10 @@ WITHOUT_BATCHNORM: dict[str, Any] = {"layers": "auto", "lr": 0.03, "min_steps": 
 #: where it lost little); with 1,000 images 11 of 11 development cells as before at −3.40 against −4.44 and 13 of 14 check
 #: cells as before at −3.93 against −5.87; with 500, 9 of 11 against 10 at −5.80 against −7.14 and 13 of 14
 #: against 14 at −6.83 against −8.48. On models with BatchNorm (BENCHMARKS.md "Thirty-first round", where the
-#: default's rule changed nothing before): at 3,000 images 16 of 18 cells under the ASR bar
-#: against 18 (four development models at two draws, 8 of 8; six check models, 8 of 10: a VGG BadNets trained with
-#: augmentation keeps 5.5–5.9 % against 3.94 at both draws), mean ACC change −1.70 against −2.81, worst −5.45 against
-#: −7.65; with 500 images 8 of 10 against 7 at −5.33 against −7.33. Not applied beside a ``universal_radius``.
+#: default's rule changed nothing before): at 3,000 images 18 of 20 cells under the ASR bar against 20 (four
+#: development models and six check models, each at two draws: a VGG BadNets trained with augmentation keeps
+#: 5.5–5.9 % against 3.94 at both), mean ACC change −1.21 against −2.25, worst −5.45 against −7.65; with 500
+#: images 12 of 14 against 11 at −5.90 against −7.79. Not applied beside a ``universal_radius``.
 SOFT_TARGETS: dict[str, Any] = {"distill": 0.5, "distill_source": "retain", "distill_scaled": True}
 #: The options a preset's rule sets on every model, with or without BatchNorm (beside :data:`WITHOUT_BATCHNORM`
 #: on one without; read when a run starts).
@@ -479,8 +480,9 @@ class D3(Defense):
             run's E epochs (``"decay"``: the last epochs train on the labels alone; "Thirtieth round":
             it left as many backdoors with 500 images). ``distill_scaled``: where the run makes E epochs,
             more than the preset's E₀ (:attr:`preset_epochs`; E set by ``min_steps`` with few images, or by
-            the caller), α · E₀ / E instead of α (recorded in ``distill_resolved``). The ``default`` preset's rule sets α 0.5
-            on the plain images, scaled, on every model (:data:`SOFT_TARGETS`); off in every other preset.
+            the caller), α · E₀ / E instead of α (recorded in ``distill_resolved``). The ``default``
+            preset's rule sets α 0.5 on the plain images, scaled, on every model (:data:`SOFT_TARGETS`);
+            off in every other preset.
         head_bias: ``"keep"`` (the paper) or ``"zero"``: also zero the final classifier's bias.
         norm_rule: False (the faithful presets) or True (the ``default`` preset): on a model without
             any BatchNorm layer, the options in :data:`WITHOUT_BATCHNORM` (:meth:`norm_rule_options`), and
