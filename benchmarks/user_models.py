@@ -68,8 +68,6 @@ from distox.bench.summary import asr_floor
 from distox.data.idx import load_idx_bundle
 from distox.defenses.d3 import D3
 
-D3_REVISION = D3.revision
-
 
 @lru_cache(maxsize=1)
 def _bundle():
@@ -329,7 +327,7 @@ def cmd_purify(args: argparse.Namespace) -> None:
             from d3_probes import weight_angles  # the study's probe (benchmarks/ is the script's directory)
             extra["angles"] = weight_angles(suspect, result.model)
         record = {**key, "params": given, **extra, **evaluate(name, result.model), "seconds": round(seconds, 1),
-                  **({"revision": D3_REVISION} if args.method == "d3" else {})}
+                  **({"revision": D3.revision} if args.method == "d3" else {})}
         with open(args.out / "results.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         print(record, flush=True)

@@ -53,4 +53,4 @@ def test_a_user_model_line_before_revision_5_counts_its_default_as_copies(tmp_pa
     ft_sam = {**old, "method": "ft-sam", "label": None}
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (old, new, ft_sam)))
     assert [r["preset"] for r in users.recorded(tmp_path)] == ["copies", "default", "default"]
-    assert users.D3_REVISION == 5
+    assert users.D3.revision == 5
