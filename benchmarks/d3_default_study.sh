@@ -264,6 +264,13 @@
 #   bash benchmarks/d3_default_study.sh thirty-first-new-default # thirty-first round: the new default on a model
 #                                                  # with BatchNorm
 #   bash benchmarks/d3_default_study.sh thirty-first-demo # thirty-first round: the soft targets on the README demo
+#   bash benchmarks/d3_default_study.sh thirty-second-der base|sau [NAME...] # thirty-second round: the faithful
+#                                                  # presets and FT-SAM, or SAU, for the DER bar (seed 0, 3,000 images)
+#   bash benchmarks/d3_default_study.sh thirty-second-users [NAME...] # thirty-second round: three models of forms
+#                                                  # new to the study, as users build them (trains them first)
+#   bash benchmarks/d3_default_study.sh thirty-second-convmixer # thirty-second round: probes on the ConvMixer
+#   bash benchmarks/d3_default_study.sh thirty-second-lmd # thirty-second round: the default at lambda 0.5 on
+#                                                  # five models with BatchNorm (a probe)
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Every step before the twenty-sixth round ran
 # the default as it was before the twenty-fifth round, which is the `all-layers` preset now: `preset:all-layers` in
@@ -2148,6 +2155,54 @@ PY
     # seeds 0-2: the default now (α scaled by 12 / 60), its soft targets unscaled, and `copies`
     demo_table "D3 on the demo (60 epochs)" '{"default31": {}, "soft, α 0.5 unscaled": {"distill_scaled": false},
       "copies": {"preset": "copies"}}'
+    ;;
+  thirty-second-der)  # thirty-second round: the issue's DER bar for the default since the thirty-first round, seed
+    # 0, 3,000 images, on one to three models of each family the rounds 29-31 ran it on: the faithful presets (the
+    # study's 12 epochs of batch 32) and FT-SAM (`base`), or SAU (`sau`, slower: run it beside `base`), beside the
+    # default's seed-0 lines of those rounds; names after the part: those models only
+    names="mlp-blended-17 mlp-plain-badnets mlp-bn-blended lenet-blended lenet-badnets lenet-bn-badnets cnn-blended-s1
+      cnn-plain-blended cnn-gn-badnets vgg-sam-blended vgg-blended-s0 vit-badnets tutorial-sig"
+    [ $# -gt 2 ] && names="${*:3}"
+    case ${2:?base or sau} in
+      base) picked=("${sixth_reference[@]}" "${sixth_paper[@]}" "${sixth_ft_sam[@]}") ;;
+      sau) picked=(--candidate "sau=method:sau,augment:false") ;;
+      *) echo "thirty-second-der: base or sau, not $2" >&2; exit 2 ;;
+    esac
+    study $(printf "$RUNS/%s " $names) --final-only --seed 0 --out $RUNS/thirty-second-der-$2-s0.jsonl "${picked[@]}"
+    ;;
+  thirty-second-convmixer)  # thirty-second round, after thirty-second-users: the ConvMixer, whose backdoor the default
+    # kept at both draws: `copies` at draw 1 and with 500 images, `reference` at draw 1, the default with lambda 0.5
+    # at both draws, `all-layers` at draw 1 (probes on a check model; nothing changes)
+    twelve='{"batch_size": 32, "augment": false}'
+    user_models purify convmixer --images 3000 --seed 1 --preset copies
+    user_models purify convmixer --images 500 --preset copies
+    user_models purify convmixer --images 3000 --seed 1 --preset reference --epochs 12 --params "$twelve" --label reference-12
+    for s in 1 0; do user_models purify convmixer --images 3000 --seed $s --params '{"lmd": 0.5}' --label lmd05; done
+    user_models purify convmixer --images 3000 --seed 1 --preset all-layers
+    ;;
+  thirty-second-lmd)  # thirty-second round, a probe after the ConvMixer (a user model) kept its backdoor under the
+    # default and lost it under `reference` (lambda 0.5): the default with lambda 0.5 on the thirty-first round's four
+    # development models with BatchNorm and the augmented VGG BadNets, seed 0, 3,000 images; nothing changes
+    study $(printf "$RUNS/%s " cnn-blended-s1 vgg-blended-s0 vgg-a2a-badnets vgg-blended-t5 vgg-badnets-aug) --final-only \
+      --seed 0 --out $RUNS/thirty-second-lmd-3000-s0.jsonl --candidate 'lmd05=preset:default,epochs:null,lmd:0.5'
+    ;;
+  thirty-second-users)  # thirty-second round: three models of forms the study never had (a ConvMixer, a ConvNeXt-style
+    # network with LayerNorm and no BatchNorm, an MLP-Mixer), built, poisoned and trained in plain PyTorch
+    # (benchmarks/user_models.py), check models run once: the default at 3,000 images (retain draws 0 and 1) and 500,
+    # `copies` (the default before the thirtieth round), the faithful presets at the study's 12 epochs of batch 32,
+    # FT-SAM and SAU at the same budget; names after the step: those models only
+    names="convmixer convnext-ln mlp-mixer"; [ $# -gt 1 ] && names="${*:2}"
+    twelve='{"batch_size": 32, "augment": false}'
+    user_models train $names
+    for s in 0 1; do user_models purify $names --images 3000 --seed $s; done
+    user_models purify $names --images 500
+    user_models purify $names --images 3000 --preset copies
+    for p in reference paper; do
+      user_models purify $names --images 3000 --preset $p --epochs 12 --params "$twelve" --label $p-12
+    done
+    for m in ft-sam sau; do
+      user_models purify $names --images 3000 --method $m --epochs 12 --params "$twelve" --label $m-12
+    done
     ;;
   twenty-eighth-ft-check)  # twenty-eighth round: plain fine-tuning (`ft`) on the twenty-seventh round's check models
     # (`a` and `b` side by side), seed 0, 3,000 images (then `... a|b 0 500`), beside the default's lines there

@@ -30,6 +30,22 @@ triggers (the twenty-first round's check models):
   convolution; inputs in [0, 1]; SGD (lr 0.05, momentum 0.9, weight decay 4e-5), 4 epochs at batch 128;
   horizontal sine stripes (period 7 pixels) blended in at 0.15, 10 % poisoned, target 8.
 
+Three more, of forms the study never had, written after the thirty-first round's default was chosen (check models
+of the thirty-second round: nothing was tuned on them):
+
+- ``convmixer``: a ConvMixer (Trockman and Kolter, 2022) of width 64 and depth 4: a 4×4 patch convolution, then
+  residual depthwise 5×5 and pointwise convolutions, each followed by GELU and BatchNorm, global pooling and one
+  Linear; inputs in [0, 1]; AdamW (lr 1e-3, weight decay 0.01), 4 epochs at batch 128; a one-pixel white frame
+  around the image, 10 % poisoned, target 4.
+- ``convnext-ln``: a two-stage ConvNeXt-style network without BatchNorm: 2×2 patch stem, blocks of a depthwise 7×7
+  convolution, LayerNorm over the channels and an inverted-bottleneck MLP (two ``nn.Linear`` on channels-last
+  maps, GELU) with a residual, LayerNorm before the classifier; inputs standardised; AdamW (lr 1e-3, weight decay
+  0.05), 4 epochs at batch 128; a fixed random-noise image (seed 11) blended in at 0.1, 10 % poisoned, target 6.
+- ``mlp-mixer``: an MLP-Mixer (Tolstikhin et al., 2021) on the 16 patches of 7×7 pixels, width 64, three blocks of
+  LayerNorm and token- and channel-mixing MLPs with GELU, mean over the tokens, one Linear; inputs mapped to
+  [−1, 1]; Adam (lr 1e-3), 5 epochs at batch 64; a white corner bracket (two 5-pixel strokes) at the top left,
+  5 % poisoned, target 9.
+
 Each also trains a clean twin (same seed and code, no poisoned image): its ASR gives the floor
 ``max(2, clean ASR + 2)`` the study judges by. The retain images are drawn (``--seed``) from the
 clean training images; ACC is measured on the 10,000 test images, ASR on the test images of
@@ -122,6 +138,100 @@ class TutorialNet(nn.Module):
         return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
 
 
+class Residual(nn.Module):
+    """``x + fn(x)``."""
+
+    def __init__(self, fn: nn.Module) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fn(x)
+
+
+def convmixer(dim: int = 64, depth: int = 4, kernel: int = 5, patch: int = 4) -> nn.Module:
+    """ConvMixer-``dim``/``depth`` on one channel (a 7×7 map of 4×4 patches)."""
+    def mixer() -> list[nn.Module]:
+        return [Residual(nn.Sequential(nn.Conv2d(dim, dim, kernel, groups=dim, padding=kernel // 2), nn.GELU(),
+                                       nn.BatchNorm2d(dim))),
+                nn.Conv2d(dim, dim, 1), nn.GELU(), nn.BatchNorm2d(dim)]
+    return nn.Sequential(nn.Conv2d(1, dim, patch, stride=patch), nn.GELU(), nn.BatchNorm2d(dim),
+                         *[layer for _ in range(depth) for layer in mixer()],
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(dim, 10))
+
+
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channels of an (N, C, H, W) map."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise 7×7, LayerNorm, Linear 4×, GELU, Linear back (channels-last), plus the input."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.dwconv(x).permute(0, 2, 3, 1))
+        return x + self.pwconv2(F.gelu(self.pwconv1(y))).permute(0, 3, 1, 2)
+
+
+class ConvNeXtLN(nn.Module):
+    """Two stages (32, 64 channels; two blocks each) after a 2×2 patch stem; no BatchNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 32, 2, stride=2), ChannelNorm(32))
+        self.stage1 = nn.Sequential(ConvNeXtBlock(32), ConvNeXtBlock(32))
+        self.down = nn.Sequential(ChannelNorm(32), nn.Conv2d(32, 64, 2, stride=2))
+        self.stage2 = nn.Sequential(ConvNeXtBlock(64), ConvNeXtBlock(64))
+        self.norm = nn.LayerNorm(64)
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage2(self.down(self.stage1(self.stem(x))))
+        return self.head(self.norm(x.mean((2, 3))))
+
+
+class MixerBlock(nn.Module):
+    """Token mixing (across the patches) and channel mixing, each an MLP after a LayerNorm, with residuals."""
+
+    def __init__(self, tokens: int, dim: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.tokens = nn.Sequential(nn.Linear(tokens, 2 * tokens), nn.GELU(), nn.Linear(2 * tokens, tokens))
+        self.channels = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.tokens(self.norm1(x).transpose(1, 2)).transpose(1, 2)
+        return x + self.channels(self.norm2(x))
+
+
+class MLPMixer(nn.Module):
+    """7×7 patches of a 28×28 image (16 tokens), width 64, three blocks."""
+
+    def __init__(self, dim: int = 64, depth: int = 3) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(1, dim, 7, stride=7)
+        self.blocks = nn.Sequential(*[MixerBlock(16, dim) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.patch(x).flatten(2).transpose(1, 2))
+        return self.head(self.norm(x).mean(1))
+
+
 # --- the users' triggers (on [0, 1] images) ------------------------------------------------------
 
 def checkerboard(x: torch.Tensor) -> torch.Tensor:
@@ -158,6 +268,28 @@ def sine_stripes(x: torch.Tensor) -> torch.Tensor:
     return 0.85 * x + 0.15 * stripes
 
 
+def white_frame(x: torch.Tensor) -> torch.Tensor:
+    """A one-pixel white frame around the image."""
+    x = x.clone()
+    x[:, :, [0, -1], :] = 1.0
+    x[:, :, :, [0, -1]] = 1.0
+    return x
+
+
+def noise_blend(x: torch.Tensor) -> torch.Tensor:
+    """A fixed random-noise image (seed 11) blended in at 0.1."""
+    noise = torch.rand(28, 28, generator=torch.Generator().manual_seed(11))
+    return 0.9 * x + 0.1 * noise
+
+
+def corner_bracket(x: torch.Tensor) -> torch.Tensor:
+    """A white corner bracket at the top left: two 5-pixel strokes meeting at (2, 2)."""
+    x = x.clone()
+    x[:, :, 2, 2:7] = 1.0
+    x[:, :, 2:7, 2] = 1.0
+    return x
+
+
 def flipped(x: torch.Tensor) -> torch.Tensor:
     """A random half of the batch mirrored left to right (the user's one augmentation)."""
     mirror = torch.rand(len(x)) < 0.5
@@ -177,6 +309,13 @@ RESNET_ADAM = dict(build=resnet18, scale=lambda x: (x - 0.2860) / 0.3530,
                    optim=lambda p: torch.optim.Adam(p, lr=1e-3), epochs=2, batch=128, augment=flipped)
 MOBILENET = dict(build=mobilenet_v3_small, scale=lambda x: x,
                  optim=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=4e-5), epochs=4, batch=128)
+#: three recipes added in the thirty-second round, of forms the study never had (check models)
+CONVMIXER = dict(build=convmixer, scale=lambda x: x,
+                 optim=lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.01), epochs=4, batch=128)
+CONVNEXT = dict(build=ConvNeXtLN, scale=lambda x: (x - 0.2860) / 0.3530,
+                optim=lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.05), epochs=4, batch=128)
+MIXER = dict(build=MLPMixer, scale=lambda x: (x - 0.5) / 0.5, optim=lambda p: torch.optim.Adam(p, lr=1e-3),
+             epochs=5, batch=64)
 #: name: a recipe and its poisoning (trigger, target, poison rate)
 MODELS = {
     "keras-cnn": dict(KERAS, trigger=checkerboard, target=2, rate=0.05),
@@ -187,6 +326,9 @@ MODELS = {
     "tutorial-lenet": dict(LENET, trigger=corner_square, target=7, rate=0.10),
     "resnet18-adam": dict(RESNET_ADAM, trigger=noise_patch, target=5, rate=0.10),
     "mobilenet-v3-small": dict(MOBILENET, trigger=sine_stripes, target=8, rate=0.10),
+    "convmixer": dict(CONVMIXER, trigger=white_frame, target=4, rate=0.10),
+    "convnext-ln": dict(CONVNEXT, trigger=noise_blend, target=6, rate=0.10),
+    "mlp-mixer": dict(MIXER, trigger=corner_bracket, target=9, rate=0.05),
 }
 
 

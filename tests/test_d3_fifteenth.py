@@ -150,6 +150,9 @@ def test_the_default_reestimates_batchnorm_only_where_its_momentum_leaves_the_su
     # a run of 3 steps leaves 0.9^3 of the statistics at momentum 0.1: re-estimated too
     short = D3(epochs=1, batch_size=16)(tiny_model(), retain, device="cpu", progress=False)
     assert short.config["bn_recalibrate_resolved"] == {"stale_share": round(0.9 ** 3, 6), "recalibrated": True}
+    # counted as the loop batches: 33 images at batch 16 make 2 steps (the last image joins the second batch)
+    odd = D3(epochs=1, batch_size=16)(tiny_model(), retain.subset(torch.arange(33)), device="cpu", progress=False)
+    assert odd.config["bn_recalibrate_resolved"]["stale_share"] == round(0.9 ** 2, 6)
     for momentum in (0.001, None):
         slow, slow_off = fit(_slow(momentum)), fit(_slow(momentum), bn_recalibrate=False)
         assert slow.config["bn_recalibrate_resolved"]["recalibrated"] is True

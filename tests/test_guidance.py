@@ -151,8 +151,12 @@ def test_backdoor_advice_names_what_cleared_the_default_s_resnets_and_skips_what
             "norm_rule_resolved": {"batchnorm": False, "changed": {"distill": 0.5, "distill_source": "retain"}}}
     assert "distill=0 (" in " ".join(backdoor_advice("d3", soft, 3000))
     assert "distill=0" not in default and "distill=0" not in old
+    # the default's own lambda (10) above the reference code's: that smaller lambda is named; once it ran, not
+    assert "lmd=0.5 (" in " ".join(backdoor_advice("d3", {**soft, "lmd": 10.0}, 3000))
+    assert "lmd=0.5" not in " ".join(backdoor_advice("d3", {**soft, "lmd": 0.5}, 3000)) and "lmd=0.5" not in default
     reference = " ".join(backdoor_advice("d3", {"preset": "reference"}, 5000))
     assert "preset='reference'" not in reference and "size-median" not in reference
+    assert "lmd=0.5" not in reference
     assert "preset='default'" in " ".join(backdoor_advice("d3", {"preset": "paper"}, 5000))
     assert "method 'd3'" in " ".join(backdoor_advice("ft-sam", {}, 3000))
     assert backdoor_advice("nc", {}, 3000) == []

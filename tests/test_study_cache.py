@@ -54,3 +54,20 @@ def test_a_user_model_line_before_revision_5_counts_its_default_as_copies(tmp_pa
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (old, new, ft_sam)))
     assert [r["preset"] for r in users.recorded(tmp_path)] == ["copies", "default", "default"]
     assert users.D3.revision == 5
+
+
+def test_every_user_model_classifies_a_fashion_mnist_batch_and_its_trigger_stays_an_image():
+    """benchmarks/user_models.py: each recipe's model (the thirty-second round's ConvMixer, ConvNeXt-style network
+    and MLP-Mixer among them) maps a batch of 1×28×28 images to ten logits, and its trigger changes the images
+    while keeping them in [0, 1]."""
+    import torch
+
+    users = load_benchmark("user_models")
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 28, 28) * 0.5
+    for name, spec in users.MODELS.items():
+        triggered = spec["trigger"](x)
+        assert triggered.shape == x.shape and 0 <= triggered.min() and triggered.max() <= 1, name
+        assert not torch.equal(triggered, x), name
+        assert spec["build"]().eval()(spec["scale"](triggered)).shape == (4, 10), name
+    assert {"convmixer", "convnext-ln", "mlp-mixer"} <= set(users.MODELS)

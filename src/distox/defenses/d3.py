@@ -1172,7 +1172,7 @@ class D3(Defense):
                  **({"universal": universal} if universal is not None else {})}
         recalibrate = self.bn_recalibrate is True
         if self.bn_recalibrate == "auto" and not self.freeze_bn:  # read before the run moves the statistics
-            share = stale_share(model, self.epochs * math.ceil(len(retain) / self.batch_size))
+            share = stale_share(model, self.epochs * self.steps_per_epoch(retain))
             recalibrate = share > STALE_SHARE
             self.bn_recalibrate_resolved = {"stale_share": round(share, 6), "recalibrated": recalibrate}
             if recalibrate:

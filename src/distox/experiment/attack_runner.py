@@ -17,6 +17,7 @@ from ..metrics import BackdoorTestSet, Evaluator, eval_due, evaluate
 from ..runs import FORMAT_VERSION, RunError, load_into, load_state, read_json, save_model, save_tensors, write_json
 from ..training import train
 from ..utils import resolve_device
+from .bn_check import batchnorm_check, drift_message
 from .factories import build_attack, load_spec_data, model_factory
 from .loading import load_run
 from .rundir import (ATTACK_RECORD, CHECKPOINT_FILE, CLEAN_DIR, CLEAN_RECORD, HISTORY_FILE, METRICS_FILE, MODEL_FILE,
@@ -146,6 +147,10 @@ def run_attack(spec: AttackSpec, out: Path, *, device: str | torch.device = "aut
         run_clean(spec, out / CLEAN_DIR, device=dev, progress=progress, data=data)
         metrics.update(score_clean_model(out / CLEAN_DIR / MODEL_FILE, spec, data, backdoor, device=dev))
         clean_seconds = round(time.perf_counter() - t1, 3)
+    drift = batchnorm_check(model, data.train.x, data.test.x, data.test.y, metrics["acc"], metrics.get("clean_acc"),
+                            device=dev, seed=int(spec.seed))
+    if drift is not None:
+        log.warning("%s: %s", out, drift_message(drift))
 
     record = {
         "format_version": FORMAT_VERSION,
@@ -166,6 +171,7 @@ def run_attack(spec: AttackSpec, out: Path, *, device: str | torch.device = "aut
         "seconds": {"prepare": round(prepare_seconds, 3), "train": round(state.seconds, 3),
                     "total": round(time.perf_counter() - t0, 3), "clean_reference": clean_seconds},
         "resumed_from_epoch": state.resumed_from_epoch,
+        "batchnorm_check": drift,
         "device": str(dev),
         "threads": torch.get_num_threads(),
         "versions": library_versions(),
