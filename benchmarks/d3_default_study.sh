@@ -269,7 +269,7 @@
 #   bash benchmarks/d3_default_study.sh thirty-second-users [NAME...] # thirty-second round: three models of forms
 #                                                  # new to the study, as users build them (trains them first)
 #   bash benchmarks/d3_default_study.sh thirty-second-convmixer # thirty-second round: probes on the ConvMixer
-#   bash benchmarks/d3_default_study.sh thirty-second-lmd # thirty-second round: the default at lambda 0.5 on
+#   bash benchmarks/d3_default_study.sh thirty-second-lmd [LMD] # thirty-second round: the default at lambda 0.5 on
 #                                                  # five models with BatchNorm (a probe)
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Every step before the twenty-sixth round ran
@@ -2179,12 +2179,16 @@ PY
     user_models purify convmixer --images 3000 --seed 1 --preset reference --epochs 12 --params "$twelve" --label reference-12
     for s in 1 0; do user_models purify convmixer --images 3000 --seed $s --params '{"lmd": 0.5}' --label lmd05; done
     user_models purify convmixer --images 3000 --seed 1 --preset all-layers
+    # then, after the round's text was written: lambda 2 at both draws
+    for s in 0 1; do user_models purify convmixer --images 3000 --seed $s --params '{"lmd": 2}' --label lmd2; done
     ;;
   thirty-second-lmd)  # thirty-second round, a probe after the ConvMixer (a user model) kept its backdoor under the
     # default and lost it under `reference` (lambda 0.5): the default with lambda 0.5 on the thirty-first round's four
     # development models with BatchNorm and the augmented VGG BadNets, seed 0, 3,000 images; nothing changes
+    # (`thirty-second-lmd 2`: lambda 2 instead, after the round's text was written)
+    lmd=${2:-0.5}
     study $(printf "$RUNS/%s " cnn-blended-s1 vgg-blended-s0 vgg-a2a-badnets vgg-blended-t5 vgg-badnets-aug) --final-only \
-      --seed 0 --out $RUNS/thirty-second-lmd-3000-s0.jsonl --candidate 'lmd05=preset:default,epochs:null,lmd:0.5'
+      --seed 0 --out $RUNS/thirty-second-lmd-3000-s0.jsonl --candidate "lmd${lmd//./}=preset:default,epochs:null,lmd:$lmd"
     ;;
   thirty-second-users)  # thirty-second round: three models of forms the study never had (a ConvMixer, a ConvNeXt-style
     # network with LayerNorm and no BatchNorm, an MLP-Mixer), built, poisoned and trained in plain PyTorch
