@@ -7,8 +7,8 @@ clean images to one class: a PreAct-ResNet18 at width 0.125 trained with WaNet o
 out at 12.20 % clean accuracy in evaluation mode, against 89.35 % for its clean twin and 87.25 % once
 its statistics were gathered again over 2,000 clean training images. Too few training steps for a
 layer's momentum leave the same mismatch (statistics still near their initial zero mean and unit
-variance). Such a suspect is not what its
-recipe means to produce, and a defense's accuracy change measured from it says nothing.
+variance). Such a suspect is not what its recipe means to produce, and a defense's accuracy change
+measured from it says nothing.
 
 :func:`batchnorm_check` runs only where that failure is plausible (the model has BatchNorm layers
 that track statistics, its clean reference is known, and its accuracy is more than :data:`GAP` points
