@@ -244,6 +244,12 @@ def summary(rows: list[dict[str, Any]], check: set[str]) -> str:
     return "\n".join(out)
 
 
+def split_table_args(runs: list[Path], table: list[Path]) -> tuple[list[Path], list[Path]]:
+    """``--table``'s arguments split into result files and run directories (a directory given after the files,
+    which ``--table``'s ``nargs`` also takes, restricts the table as one given before ``--table`` does)."""
+    return runs + [p for p in table if p.is_dir()], [p for p in table if not p.is_dir()]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="*", type=Path)
@@ -271,6 +277,8 @@ def main() -> None:
     ap.add_argument("--as", dest="renames", action="extend", nargs="+", default=[], metavar="NEW=OLD,OLD",
                     help="With --table: table the lines of candidates OLD under the label NEW.")
     args = ap.parse_args()
+    if args.table:  # run directories written after --table's files: its nargs took them too
+        args.runs, args.table = split_table_args(args.runs, args.table)
     if args.table is not None:
         rows = read_rows(args.table or [args.out], None if args.only is None else set(args.only),
                          parse_renames(args.renames))

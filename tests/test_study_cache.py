@@ -71,3 +71,17 @@ def test_every_user_model_classifies_a_fashion_mnist_batch_and_its_trigger_stays
         assert not torch.equal(triggered, x), name
         assert spec["build"]().eval()(spec["scale"](triggered)).shape == (4, 10), name
     assert {"convmixer", "convnext-ln", "mlp-mixer"} <= set(users.MODELS)
+
+
+def test_table_run_directories_count_after_the_result_files_too(tmp_path):
+    """benchmarks/d3_study.py: ``--table FILE ... RUN_DIR ...`` restricts the table to those runs, as
+    ``RUN_DIR ... --table FILE ...`` does (``--table`` takes every argument after it)."""
+    from pathlib import Path
+
+    study = load_benchmark("d3_study")
+    (tmp_path / "run-a").mkdir()
+    cells = tmp_path / "cells.jsonl"
+    cells.write_text("")
+    runs, files = study.split_table_args([Path("before")], [cells, tmp_path / "run-a"])
+    assert runs == [Path("before"), tmp_path / "run-a"] and files == [cells]
+    assert study.split_table_args([], [cells]) == ([], [cells])
