@@ -449,6 +449,9 @@ twenty_seventh_runs() {
 }
 
 USER_RUNS=${USER_RUNS:-runs/user}
+# the faithful presets and the baselines as the study runs them on the user models (with `--epochs 12`): batch 32, no
+# augmentation
+TWELVE='{"batch_size": 32, "augment": false}'
 user_models() { $PY benchmarks/user_models.py "$@" --out $USER_RUNS; }  # user_models COMMAND ARGS...
 
 dev_or_check() {  # dev_or_check NAME "DEV RUNS" "CHECK RUNS" CANDIDATE PART SEED...: one candidate on the
@@ -1509,12 +1512,11 @@ PY
   nineteenth-user)  # nineteenth round, once on each: `distox.purify` with the default at 800 (the issue's example),
     # 3,000 and 4,000 images, seeds 0 and 1 at 800 and 3,000, `epochs=5` at 800; the faithful presets at the study's
     # 12 epochs of batch 32; `nineteenth-user MODEL...`
-    twelve='{"batch_size": 32, "augment": false}'
     for n in 800 3000; do for s in 0 1; do user_models purify --preset all-layers "${@:2}" --images $n --seed $s; done; done
     user_models purify --preset all-layers "${@:2}" --images 4000
     user_models purify --preset all-layers "${@:2}" --images 800 --epochs 5
-    for s in 0 1; do user_models purify "${@:2}" --images 3000 --preset paper --epochs 12 --params "$twelve" --label paper-12 --seed $s; done
-    user_models purify "${@:2}" --images 3000 --preset reference --epochs 12 --params "$twelve" --label reference-12
+    for s in 0 1; do user_models purify "${@:2}" --images 3000 --preset paper --epochs 12 --params "$TWELVE" --label paper-12 --seed $s; done
+    user_models purify "${@:2}" --images 3000 --preset reference --epochs 12 --params "$TWELVE" --label reference-12
     ;;
   nineteenth-user-shipped)  # nineteenth round: the faithful presets as distox ships them (100 epochs at batch 256 with
     # augmentation) and FT-SAM, on the two small user models (on the ResNet-18 each would take about 40 min)
@@ -1556,14 +1558,13 @@ PY
     ;;
   nineteenth-user-swapped)  # nineteenth round, last, once on `resnet18-patch` and `keras-cnn-x`: the default at 3,000
     # images (seeds 0, 1) and 800, the faithful presets at the study's 12 epochs of batch 32
-    twelve='{"batch_size": 32, "augment": false}'
     for m in resnet18-patch keras-cnn-x; do
       for s in 0 1; do user_models purify --preset all-layers $m --images 3000 --seed $s; done
       user_models purify --preset all-layers $m --images 800
-      user_models purify $m --images 3000 --preset reference --epochs 12 --params "$twelve" --label reference-12
-      user_models purify $m --images 3000 --preset paper --epochs 12 --params "$twelve" --label paper-12
+      user_models purify $m --images 3000 --preset reference --epochs 12 --params "$TWELVE" --label reference-12
+      user_models purify $m --images 3000 --preset paper --epochs 12 --params "$TWELVE" --label paper-12
     done
-    user_models purify keras-cnn-x --images 3000 --preset reference --epochs 12 --params "$twelve" --label reference-12 --seed 1
+    user_models purify keras-cnn-x --images 3000 --preset reference --epochs 12 --params "$TWELVE" --label reference-12 --seed 1
     ;;
   nineteenth-table)  # nineteenth round's tables
     user_models table
@@ -1689,12 +1690,11 @@ PY
     ;;
   twenty-first-check)  # twenty-first round, once on each check model: the default and `size-median` (seeds 0, 1),
     # `reference` at 12 epochs (seed 0); `twenty-first-check MODEL...`
-    twelve='{"batch_size": 32, "augment": false}'
     for s in 0 1; do
       user_models purify --preset all-layers "${@:2}" --images 3000 --seed $s
       user_models purify --preset all-layers "${@:2}" --images 3000 --seed $s --params '{"layer_weighting": "size-median"}' --label size-median
     done
-    user_models purify "${@:2}" --images 3000 --preset reference --epochs 12 --params "$twelve" --label reference-12
+    user_models purify "${@:2}" --images 3000 --preset reference --epochs 12 --params "$TWELVE" --label reference-12
     ;;
   twenty-first-diagnose)  # twenty-first round, after `twenty-first-check` (a diagnosis on a check model: nothing
     # chosen from it): where the default's 6 points go on the MobileNetV3-Small, without the overlay and with the
@@ -2173,10 +2173,9 @@ PY
   thirty-second-convmixer)  # thirty-second round, after thirty-second-users: the ConvMixer, whose backdoor the default
     # kept at both draws: `copies` at draw 1 and with 500 images, `reference` at draw 1, the default with lambda 0.5
     # at both draws, `all-layers` at draw 1 (probes on a check model; nothing changes)
-    twelve='{"batch_size": 32, "augment": false}'
     user_models purify convmixer --images 3000 --seed 1 --preset copies
     user_models purify convmixer --images 500 --preset copies
-    user_models purify convmixer --images 3000 --seed 1 --preset reference --epochs 12 --params "$twelve" --label reference-12
+    user_models purify convmixer --images 3000 --seed 1 --preset reference --epochs 12 --params "$TWELVE" --label reference-12
     for s in 1 0; do user_models purify convmixer --images 3000 --seed $s --params '{"lmd": 0.5}' --label lmd05; done
     user_models purify convmixer --images 3000 --seed 1 --preset all-layers
     # then, after the round's text was written: lambda 2 at both draws
@@ -2196,16 +2195,15 @@ PY
     # `copies` (the default before the thirtieth round), the faithful presets at the study's 12 epochs of batch 32,
     # FT-SAM and SAU at the same budget; names after the step: those models only
     names="convmixer convnext-ln mlp-mixer"; [ $# -gt 1 ] && names="${*:2}"
-    twelve='{"batch_size": 32, "augment": false}'
     user_models train $names
     for s in 0 1; do user_models purify $names --images 3000 --seed $s; done
     user_models purify $names --images 500
     user_models purify $names --images 3000 --preset copies
     for p in reference paper; do
-      user_models purify $names --images 3000 --preset $p --epochs 12 --params "$twelve" --label $p-12
+      user_models purify $names --images 3000 --preset $p --epochs 12 --params "$TWELVE" --label $p-12
     done
     for m in ft-sam sau; do
-      user_models purify $names --images 3000 --method $m --epochs 12 --params "$twelve" --label $m-12
+      user_models purify $names --images 3000 --method $m --epochs 12 --params "$TWELVE" --label $m-12
     done
     ;;
   twenty-eighth-ft-check)  # twenty-eighth round: plain fine-tuning (`ft`) on the twenty-seventh round's check models
@@ -2305,11 +2303,11 @@ PY
     # default, `size-median` and `reference` at 12 epochs
     user_models purify --preset all-layers resnet18 --images 800
     user_models purify --preset all-layers resnet18 --images 800 --params '{"layer_weighting": "size-median"}' --label size-median
-    user_models purify resnet18 --images 800 --preset reference --epochs 12 --params '{"batch_size": 32, "augment": false}' \
+    user_models purify resnet18 --images 800 --preset reference --epochs 12 --params "$TWELVE" \
       --label reference-12
     # and `reference` at 12 epochs with 3,000 images on this round's retrained user models (the ResNet-18, the Keras CNN)
     user_models purify resnet18 keras-cnn --images 3000 --preset reference --epochs 12 \
-      --params '{"batch_size": 32, "augment": false}' --label reference-12
+      --params "$TWELVE" --label reference-12
     ;;
   twentieth-augment)  # twentieth round, after twentieth-resnet (random crops cleared the user ResNet-18): the default
     # with the reference code's crop augmentation (`augment: true`) on the dev part, seed 0 (stopped there: it lost

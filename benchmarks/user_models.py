@@ -296,25 +296,35 @@ def flipped(x: torch.Tensor) -> torch.Tensor:
     return torch.where(mirror.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
+def standardised(x: torch.Tensor) -> torch.Tensor:
+    """Inputs standardised by the Fashion-MNIST training images' mean and std."""
+    return (x - 0.2860) / 0.3530
+
+
+def symmetric(x: torch.Tensor) -> torch.Tensor:
+    """Inputs mapped from [0, 1] to [-1, 1]."""
+    return (x - 0.5) / 0.5
+
+
 #: a user's recipe: model, input scaling, optimiser, epochs, batch
-KERAS = dict(build=keras_cnn, scale=lambda x: (x - 0.2860) / 0.3530, optim=lambda p: torch.optim.Adam(p, lr=1e-3),
+KERAS = dict(build=keras_cnn, scale=standardised, optim=lambda p: torch.optim.Adam(p, lr=1e-3),
              epochs=5, batch=128)
 RESNET = dict(build=resnet18, scale=lambda x: x,
               optim=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=5e-4), epochs=2, batch=128)
-LENET = dict(build=TutorialNet, scale=lambda x: (x - 0.5) / 0.5,
+LENET = dict(build=TutorialNet, scale=symmetric,
              optim=lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9), epochs=5, batch=32)
 #: two recipes added in the twenty-first round, after its candidate was chosen (check models: nothing was tuned
 #: on them): a ResNet-18 as an Adam user trains it (standardised inputs, mirrored images), a MobileNetV3-Small
-RESNET_ADAM = dict(build=resnet18, scale=lambda x: (x - 0.2860) / 0.3530,
+RESNET_ADAM = dict(build=resnet18, scale=standardised,
                    optim=lambda p: torch.optim.Adam(p, lr=1e-3), epochs=2, batch=128, augment=flipped)
 MOBILENET = dict(build=mobilenet_v3_small, scale=lambda x: x,
                  optim=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=4e-5), epochs=4, batch=128)
 #: three recipes added in the thirty-second round, of forms the study never had (check models)
 CONVMIXER = dict(build=convmixer, scale=lambda x: x,
                  optim=lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.01), epochs=4, batch=128)
-CONVNEXT = dict(build=ConvNeXtLN, scale=lambda x: (x - 0.2860) / 0.3530,
+CONVNEXT = dict(build=ConvNeXtLN, scale=standardised,
                 optim=lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.05), epochs=4, batch=128)
-MIXER = dict(build=MLPMixer, scale=lambda x: (x - 0.5) / 0.5, optim=lambda p: torch.optim.Adam(p, lr=1e-3),
+MIXER = dict(build=MLPMixer, scale=symmetric, optim=lambda p: torch.optim.Adam(p, lr=1e-3),
              epochs=5, batch=64)
 #: name: a recipe and its poisoning (trigger, target, poison rate)
 MODELS = {

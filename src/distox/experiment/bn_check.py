@@ -53,7 +53,7 @@ def batchnorm_check(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tenso
         None when nothing was checked or the re-gathered statistics do not gain more than
         :data:`GAP` points; otherwise ``{"acc", "clean_acc", "acc_reestimated", "images"}``.
     """
-    tracked = [m for _, m in batchnorm_modules(model) if m.track_running_stats and m.running_mean is not None]
+    tracked = any(m.track_running_stats and m.running_mean is not None for _, m in batchnorm_modules(model))
     if not tracked or clean_acc is None or acc >= clean_acc - GAP:
         return None
     gen = torch.Generator().manual_seed(seed)
