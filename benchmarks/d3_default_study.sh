@@ -271,6 +271,17 @@
 #   bash benchmarks/d3_default_study.sh thirty-second-convmixer # thirty-second round: probes on the ConvMixer
 #   bash benchmarks/d3_default_study.sh thirty-second-lmd [LMD] # thirty-second round: the default at lambda 0.5 on
 #                                                  # five models with BatchNorm (a probe)
+#   bash benchmarks/d3_default_study.sh thirty-third-rise users|dev|check|check-small [SEED [IMAGES [NAME...]]]
+#                                                  # thirty-third round: lambda rising 0.5 -> 10 (LOW=2: from 2)
+#   bash benchmarks/d3_default_study.sh thirty-third-screen SEED # thirty-third round: options on the ConvMixer
+#   bash benchmarks/d3_default_study.sh thirty-third-fooled [RUN_DIR|user:NAME...] # thirty-third round: how many
+#                                                  # retain images the copies fool at radius 0.03-0.06 (a probe)
+#   bash benchmarks/d3_default_study.sh thirty-third-bn r05|lr03|esc2 dev|check|check-small [SEED [IMAGES [NAME...]]]
+#                                                  # thirty-third round: one option on the default of then
+#   bash benchmarks/d3_default_study.sh thirty-third-users [NAME...] # thirty-third round: two user models with
+#                                                  # BatchNorm (trains them first), the default now and `soft`
+#   bash benchmarks/d3_default_study.sh thirty-third-convmixer # thirty-third round: the ConvMixer, default now
+#   bash benchmarks/d3_default_study.sh thirty-third-new-default # thirty-third round: the default now on one model
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Every step before the twenty-sixth round ran
 # the default as it was before the twenty-fifth round, which is the `all-layers` preset now: `preset:all-layers` in
@@ -286,7 +297,11 @@
 # round's `preset:default` steps ran models without BatchNorm at the preset's epochs, where nothing changed, and
 # the user models' `purify` calls of the twenty-sixth and twenty-seventh rounds, which ran the default then on
 # models with BatchNorm, now name `--preset copies`; benchmarks/user_models.py reads a recorded D3 line without a
-# `revision` whose preset is `default` as `copies`.) Steps before the fourth round
+# `revision` whose preset is `default` as `copies`. The thirty-third round gave models with BatchNorm lr 0.03 under
+# the default: the steps of the thirty-first and thirty-second rounds, and the thirty-third's before the change, that
+# ran the default of then on such models now name `preset:soft` / `--preset soft` (`soft_where_batchnorm` where a
+# step's user models have BatchNorm or not); both scripts read a D3 line of revision 5 whose preset is `default` on a
+# model with BatchNorm as `soft`, `distox.defenses.d3.preset_now`.) Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:all-layers,blend:0`;
 # steps before the sixth round ran it without its BatchNorm rule, `norm_rule:false`, and the eighth round's MLP
 # steps without the ninth round's input pruning, `input_prune:false` (all spelled out below).
@@ -453,6 +468,19 @@ USER_RUNS=${USER_RUNS:-runs/user}
 # augmentation
 TWELVE='{"batch_size": 32, "augment": false}'
 user_models() { $PY benchmarks/user_models.py "$@" --out $USER_RUNS; }  # user_models COMMAND ARGS...
+#: the user models with BatchNorm, whose default before the thirty-third round is the `soft` preset now
+USER_BATCHNORM="keras-cnn keras-cnn-x resnet18 resnet18-patch resnet18-adam mobilenet-v3-small convmixer
+  efficientnet-lite densenet-lite"
+soft_where_batchnorm() {  # soft_where_batchnorm NAME... -- ARGS...: `user_models purify` as the default ran in the
+  # thirty-first and thirty-second rounds: `--preset soft` on a model with BatchNorm, the default on one without
+  local names=()
+  while [ "$1" != -- ]; do names+=("$1"); shift; done
+  shift
+  for name in "${names[@]}"; do
+    if [[ " $(echo $USER_BATCHNORM) " == *" $name "* ]]; then user_models purify $name --preset soft "$@"
+    else user_models purify $name "$@"; fi
+  done
+}
 
 dev_or_check() {  # dev_or_check NAME "DEV RUNS" "CHECK RUNS" CANDIDATE PART SEED...: one candidate on the
   # development or the check part, a file per seed ($RUNS/NAME-PART-sSEED.jsonl)
@@ -2148,13 +2176,102 @@ PY
     # with target 5 at 500 and 3,000 images: the same numbers as the soft targets it was made of (`scaled`)
     for n in 500 3000; do
       study $RUNS/vgg-blended-t5 --final-only --seed 0 --count $n --out $RUNS/thirty-first-bn-dev-$n-s0.jsonl \
-        --candidate 'default31=preset:default,epochs:null'
+        --candidate 'default31=preset:soft,epochs:null'
     done
     ;;
   thirty-first-demo)  # thirty-first round: the README demo (a small CNN with BatchNorm, 67 images, 60 epochs) at
     # seeds 0-2: the default now (α scaled by 12 / 60), its soft targets unscaled, and `copies`
     demo_table "D3 on the demo (60 epochs)" '{"default31": {}, "soft, α 0.5 unscaled": {"distill_scaled": false},
       "copies": {"preset": "copies"}}'
+    ;;
+  thirty-third-rise)  # thirty-third round: lambda rising from the reference's 0.5 to the paper's 10 over the run
+    # (`lmd_control: geometric`, `lmd_range: [0.5, 10]`) on top of the default, on models with BatchNorm: `users` the
+    # ConvMixer (a user model whose backdoor the default keeps at both draws), or the thirty-first round's parts
+    # (`dev`, `check`, `check-small`); seed 0, 3,000 images unless given; names after them: those models only;
+    # LOW=2 before the command: from 2 instead (`rise2`)
+    low=${LOW:-0.5}; label=rise${LOW:+$low}; label=${label//./}
+    rise='{"lmd_control": "geometric", "lmd_range": ['$low', 10]}'
+    case ${2:?users, dev, check or check-small} in
+      users) names=convmixer ;;
+      dev) names="cnn-blended-s1 vgg-blended-s0 vgg-a2a-badnets vgg-blended-t5" ;;
+      check) names="vgg-badnets-aug vgg-sam-blended rn18-blended" ;;
+      check-small) names="mlp-bn-blended mlp-bn-lf lenet-bn-badnets" ;;
+      *) echo "thirty-third-rise: users, dev, check or check-small, not $2" >&2; exit 2 ;;
+    esac
+    [ $# -gt 4 ] && names="${*:5}"
+    if [ $2 = users ]; then
+      user_models purify $names --images ${4:-3000} --seed ${3:-0} --preset soft --params "$rise" --label $label
+    else
+      study $(printf "$RUNS/%s " $names) --final-only --seed ${3:-0} --count ${4:-3000} \
+        --out $RUNS/thirty-third-rise-$2-${4:-3000}-s${3:-0}.jsonl \
+        --candidate "$label=preset:soft,epochs:null,lmd_control:geometric,lmd_range:[$low,10]"
+    fi
+    ;;
+  thirty-third-screen)  # thirty-third round: single options on top of the default on the ConvMixer (a development
+    # model from this round on), at retain draw $2 (0 or 1): a larger copy radius, lr 0.03, each copy crafted again at
+    # up to twice the radius until it fools the suspect (`esc2`, after the other two), twice the epochs
+    for cand in 'r05={"shared_radius": 0.05}' 'lr03={"lr": 0.03}' 'esc2={"shared_escalate": 2}'; do
+      user_models purify convmixer --images 3000 --seed ${2:-0} --preset soft --params "${cand#*=}" --label ${cand%%=*}
+    done
+    user_models purify convmixer --images 3000 --seed ${2:-0} --preset soft --epochs 24
+    ;;
+  thirty-third-bn)  # thirty-third round: one option on top of the default (LABEL: `r05` copies at radius 0.05,
+    # `lr03` lr 0.03, `esc2` each copy crafted again at up to twice the radius until it fools the suspect) on the
+    # thirty-first round's parts (`dev`, `check`, `check-small`), seed 0, 3,000 images unless given; names after
+    # them: those models only. `thirty-third-bn LABEL PART [SEED [COUNT [NAME...]]]`
+    case ${2:?r05, lr03 or esc2} in
+      r05) option=shared_radius:0.05 ;;
+      lr03) option=lr:0.03 ;;
+      esc2) option=shared_escalate:2 ;;
+      *) echo "thirty-third-bn: r05, lr03 or esc2, not $2" >&2; exit 2 ;;
+    esac
+    case ${3:?dev, check or check-small} in
+      dev) names="cnn-blended-s1 vgg-blended-s0 vgg-a2a-badnets vgg-blended-t5" ;;
+      check) names="vgg-badnets-aug vgg-sam-blended rn18-blended" ;;
+      check-small) names="mlp-bn-blended mlp-bn-lf lenet-bn-badnets" ;;
+      *) echo "thirty-third-bn: dev, check or check-small, not $3" >&2; exit 2 ;;
+    esac
+    [ $# -gt 5 ] && names="${*:6}"
+    study $(printf "$RUNS/%s " $names) --final-only --seed ${4:-0} --count ${5:-3000} \
+      --out $RUNS/thirty-third-$2-$3-${5:-3000}-s${4:-0}.jsonl --candidate "$2=preset:soft,epochs:null,$option"
+    ;;
+  thirty-third-fooled)  # thirty-third round: how many retain images the default's copies fool at radius 0.03-0.06
+    # (crafted once against the suspect, no training) on the models with BatchNorm of the thirty-first round and the
+    # ConvMixer (names after the step: those only; `user:NAME` for a user model)
+    names="cnn-blended-s1 vgg-blended-s0 vgg-a2a-badnets vgg-blended-t5 vgg-badnets-aug vgg-sam-blended rn18-blended
+      mlp-bn-blended mlp-bn-lf lenet-bn-badnets"
+    targets="$(printf "$RUNS/%s " $names) user:convmixer"; [ $# -gt 1 ] && targets="${*:2}"
+    $PY benchmarks/d3_probes.py fooled $RUNS/thirty-third-fooled.jsonl $targets
+    ;;
+  thirty-third-users)  # thirty-third round, after the change: two user models with BatchNorm written for it (an
+    # EfficientNet-like and a DenseNet-like network; check models, run once): the default (lr 0.03 on them) and `soft`
+    # (the default before, lr 0.01) at retain draws 0 and 1 with 3,000 images and with 500, the faithful presets at the
+    # study's 12 epochs; then the ConvMixer under the default now (names after the step: those models only)
+    names="efficientnet-lite densenet-lite"; [ $# -gt 1 ] && names="${*:2}"
+    user_models train $names
+    for s in 0 1; do
+      user_models purify $names --images 3000 --seed $s
+      user_models purify $names --images 3000 --seed $s --preset soft
+    done
+    user_models purify $names --images 500
+    user_models purify $names --images 500 --preset soft
+    for p in reference paper; do
+      user_models purify $names --images 3000 --preset $p --epochs 12 --params "$TWELVE" --label $p-12
+    done
+    ;;
+  thirty-third-convmixer)  # thirty-third round, after the change: the ConvMixer under the default now (lr 0.03), both
+    # draws and 500 images
+    for s in 0 1; do user_models purify convmixer --images 3000 --seed $s; done
+    user_models purify convmixer --images 500
+    ;;
+  thirty-third-new-default)  # thirty-third round, after the change: the default now on one development model, seed
+    # 0, 3,000 images (the `lr03` line's numbers)
+    study $RUNS/vgg-blended-t5 --final-only --seed 0 --out $RUNS/thirty-third-lr03-dev-3000-s0.jsonl \
+      --candidate 'default33=preset:default,epochs:null'
+    ;;
+  thirty-third-demo)  # thirty-third round: the README demo (a small CNN with BatchNorm, 67 images, 60 epochs) at
+    # seeds 0-2 with D3 at the rate the default's rule now gives models with BatchNorm and at the demo's lr 0.01
+    demo_table "D3 on the demo (60 epochs)" '{"lr 0.03": {"lr": 0.03}, "lr 0.01 (the demo until now)": {}}'
     ;;
   thirty-second-der)  # thirty-second round: the issue's DER bar for the default since the thirty-first round, seed
     # 0, 3,000 images, on one to three models of each family the rounds 29-31 ran it on: the faithful presets (the
@@ -2176,10 +2293,10 @@ PY
     user_models purify convmixer --images 3000 --seed 1 --preset copies
     user_models purify convmixer --images 500 --preset copies
     user_models purify convmixer --images 3000 --seed 1 --preset reference --epochs 12 --params "$TWELVE" --label reference-12
-    for s in 1 0; do user_models purify convmixer --images 3000 --seed $s --params '{"lmd": 0.5}' --label lmd05; done
+    for s in 1 0; do user_models purify convmixer --images 3000 --seed $s --preset soft --params '{"lmd": 0.5}' --label lmd05; done
     user_models purify convmixer --images 3000 --seed 1 --preset all-layers
     # then, after the round's text was written: lambda 2 at both draws
-    for s in 0 1; do user_models purify convmixer --images 3000 --seed $s --params '{"lmd": 2}' --label lmd2; done
+    for s in 0 1; do user_models purify convmixer --images 3000 --seed $s --preset soft --params '{"lmd": 2}' --label lmd2; done
     ;;
   thirty-second-lmd)  # thirty-second round, a probe after the ConvMixer (a user model) kept its backdoor under the
     # default and lost it under `reference` (lambda 0.5): the default with lambda 0.5 on the thirty-first round's four
@@ -2187,7 +2304,7 @@ PY
     # (`thirty-second-lmd 2`: lambda 2 instead, after the round's text was written)
     lmd=${2:-0.5}
     study $(printf "$RUNS/%s " cnn-blended-s1 vgg-blended-s0 vgg-a2a-badnets vgg-blended-t5 vgg-badnets-aug) --final-only \
-      --seed 0 --out $RUNS/thirty-second-lmd-3000-s0.jsonl --candidate "lmd${lmd//./}=preset:default,epochs:null,lmd:$lmd"
+      --seed 0 --out $RUNS/thirty-second-lmd-3000-s0.jsonl --candidate "lmd${lmd//./}=preset:soft,epochs:null,lmd:$lmd"
     ;;
   thirty-second-users)  # thirty-second round: three models of forms the study never had (a ConvMixer, a ConvNeXt-style
     # network with LayerNorm and no BatchNorm, an MLP-Mixer), built, poisoned and trained in plain PyTorch
@@ -2196,8 +2313,8 @@ PY
     # FT-SAM and SAU at the same budget; names after the step: those models only
     names="convmixer convnext-ln mlp-mixer"; [ $# -gt 1 ] && names="${*:2}"
     user_models train $names
-    for s in 0 1; do user_models purify $names --images 3000 --seed $s; done
-    user_models purify $names --images 500
+    for s in 0 1; do soft_where_batchnorm $names -- --images 3000 --seed $s; done
+    soft_where_batchnorm $names -- --images 500
     user_models purify $names --images 3000 --preset copies
     for p in reference paper; do
       user_models purify $names --images 3000 --preset $p --epochs 12 --params "$TWELVE" --label $p-12

@@ -43,6 +43,10 @@ the default when these probes ran (the fifteenth to twenty-first rounds), the ``
         suspect, then seed 1 on its result (the same retain images). ``--first`` / ``--then``: D3
         options for either run instead of the default's (e.g. ``{"norm_rule": false}``, or
         ``{"preset": "reference", "epochs": 12, "batch_size": 32, "augment": false}``); one OUT per pair.
+    python benchmarks/d3_probes.py fooled OUT.jsonl RUN_DIR|user:NAME ...
+        How many of the retain images the default's copies fool, crafted once against the suspect
+        (``CraftedOnceCopies``, 5 steps) at L∞ radius 0.03 (the default's), 0.04, 0.05 and 0.06; no training.
+        ``user:NAME``: a model of benchmarks/user_models.py (its file under runs/user, its retain draw 0).
 
 Retain set: 3,000 images, seed 0; D3 at seed 0; one torch thread, CPU. Test data and the attack's
 triggered test set are read for the report only.
@@ -424,10 +428,43 @@ def probe_flat_prune(out: Path, run_dirs: Iterable[str]) -> None:
               f"{rep['features']} | {cell(r['pruned'], r['suspect'], r['floor'])} |")
 
 
+FOOLED_RADII = (0.03, 0.04, 0.05, 0.06)
+
+
+def suspect_and_retain(target: str) -> tuple[str, nn.Module, torch.Tensor, torch.Tensor]:
+    """(key, suspect, retain images, labels) of a study run directory or of ``user:NAME`` (a user model of
+    benchmarks/user_models.py, 3,000 retain images of its draw 0)."""
+    if target.startswith("user:"):
+        import user_models  # benchmarks/ is the script's directory
+        name = target[len("user:"):]
+        x, y = user_models.fashion("train")
+        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:3000]
+        suspect = user_models.load(Path("runs/user"), name)
+        return target, suspect.eval(), user_models.MODELS[name]["scale"](x[idx]), y[idx]
+    run = Run(target)
+    return run.path, run.suspect, run.retain.x, run.retain.y
+
+
+def probe_fooled(out: Path, targets: Iterable[str], radii: Sequence[float] = FOOLED_RADII) -> None:
+    from distox.defenses.universal import CraftedOnceCopies
+    done = done_keys(out, lambda r: r["run"])
+    for target in targets:
+        if target in done or (not target.startswith("user:") and str(Path(target).resolve()) in done):
+            continue
+        key, suspect, x, y = suspect_and_retain(target)
+        shares = {str(r): round(CraftedOnceCopies(suspect, x, y, r, steps=5).shared_rate, 4) for r in radii}
+        append(out, {"run": key, "batchnorm": has_batchnorm(suspect), "fooled": shares})
+    print("| model | BatchNorm | " + " | ".join(f"fooled at {r}" for r in radii) + " |")
+    print("|---|---|" + "---|" * len(radii))
+    for r in records(out):
+        print(f"| {Path(r['run']).name} | {'yes' if r['batchnorm'] else 'no'} | "
+              + " | ".join(f"{100 * r['fooled'][str(v)]:.1f}" for v in radii) + " |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="probe", required=True)
-    for name in ("clp", "uap", "angles", "temperature", "flat-prune", "twice", "norms"):
+    for name in ("clp", "uap", "angles", "temperature", "flat-prune", "twice", "norms", "fooled"):
         p = sub.add_parser(name)
         p.add_argument("out", type=Path)
         p.add_argument("runs", nargs="*", help="attack runs to probe (none: print the table of OUT)")
@@ -464,6 +501,8 @@ def main(argv: list[str] | None = None) -> None:
         probe_flat_prune(args.out, args.runs)
     elif args.probe == "norms":
         probe_norms(args.out, args.runs)
+    elif args.probe == "fooled":
+        probe_fooled(args.out, args.runs)
     elif args.probe == "twice":
         probe_twice(args.out, args.runs, args.first, args.then)
     else:

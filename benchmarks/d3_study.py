@@ -48,6 +48,7 @@ import torch
 from distox.bench.summary import asr_floor
 from distox.cli.app import parse_params
 from distox.defenses import create
+from distox.defenses.d3 import preset_now
 from distox.experiment import load_run
 from distox.metrics import Evaluator, der, evaluate
 
@@ -68,21 +69,16 @@ def done_lines(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
             for r in map(json.loads, path.read_text().splitlines()) if r}
 
 
-#: D3's ``default`` preset before revision 4 is the ``copies`` preset now (the thirtieth round gave the default's
-#: BatchNorm rule the suspect's soft targets); lines before then record no revision.
-RENAMED_PRESETS = {("d3", "default"): (4, "copies")}
-
-
 def recorded_params(line: dict[str, Any]) -> dict[str, Any] | None:
-    """A line's options as this code spells them: a preset renamed since the line's defense revision
-    (:data:`RENAMED_PRESETS`; a line without ``revision`` predates them all) under its name now."""
+    """A line's options as this code spells them: D3's ``default`` of an earlier revision under the preset that runs
+    it now (:func:`distox.defenses.d3.preset_now`; whether the model has BatchNorm is read from the line's resolved
+    BatchNorm rule where it recorded one; a line without ``revision`` predates them all)."""
     params = line.get("params")
-    if not isinstance(params, dict):
+    if not isinstance(params, dict) or line.get("method", "d3") != "d3" or "preset" not in params:
         return params
-    renamed = RENAMED_PRESETS.get((line.get("method", "d3"), params.get("preset")))
-    if renamed and line.get("revision", 0) < renamed[0]:
-        return {**params, "preset": renamed[1]}
-    return params
+    batchnorm = ((line.get("resolved") or {}).get("norm_rule_resolved") or {}).get("batchnorm")
+    now = preset_now(params["preset"], line.get("revision"), batchnorm)
+    return params if now == params["preset"] else {**params, "preset": now}
 
 
 def differs(line: dict[str, Any], params: dict[str, Any], args: argparse.Namespace) -> str | None:

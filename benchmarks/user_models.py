@@ -46,6 +46,20 @@ of the thirty-second round: nothing was tuned on them):
   [−1, 1]; Adam (lr 1e-3), 5 epochs at batch 64; a white corner bracket (two 5-pixel strokes) at the top left,
   5 % poisoned, target 9.
 
+Two more with BatchNorm, written in the thirty-third round as check models for its candidate (nothing was tuned
+on them):
+
+- ``efficientnet-lite``: an EfficientNet-like network: a 3×3 stride-2 stem, four inverted-residual blocks
+  (1×1 expansion, depthwise 3×3, squeeze-and-excitation, 1×1 projection, BatchNorm after each convolution, SiLU),
+  a 1×1 head to 128 channels, dropout 0.2 and one Linear; inputs standardised; Adam (lr 2e-3) with label
+  smoothing 0.1, 3 epochs at batch 128; a white 6-pixel diagonal stroke near the bottom-right corner, 5 %
+  poisoned, target 1.
+- ``densenet-lite``: a DenseNet-like network: a 3×3 stem, two dense blocks of four BatchNorm-ReLU-3×3 layers
+  (growth 12) with a halving transition between them, one Linear; inputs in [0, 1]; SGD (lr 0.02, Nesterov
+  momentum 0.9, weight decay 1e-4) with gradients clipped to norm 1, 3 epochs at batch 128 (at lr 0.1 and batch
+  64, and at lr 0.05 and batch 128 without clipping, it fell to 10 % in its second epoch); a left-to-right brightness ramp blended in at 0.2,
+  10 % poisoned, target 3.
+
 Each also trains a clean twin (same seed and code, no poisoned image): its ASR gives the floor
 ``max(2, clean ASR + 2)`` the study judges by. The retain images are drawn (``--seed``) from the
 clean training images; ACC is measured on the 10,000 test images, ASR on the test images of
@@ -82,7 +96,8 @@ from torch import nn
 import distox
 from distox.bench.summary import asr_floor
 from distox.data.idx import load_idx_bundle
-from distox.defenses.d3 import D3
+from distox.defenses.d3 import D3, preset_now
+from distox.utils import has_batchnorm
 
 
 @lru_cache(maxsize=1)
@@ -232,6 +247,73 @@ class MLPMixer(nn.Module):
         return self.head(self.norm(x).mean(1))
 
 
+class SqueezeExcite(nn.Module):
+    """Channel gates from the pooled map: pool, 1×1 down, SiLU, 1×1 up, sigmoid."""
+
+    def __init__(self, channels: int, reduced: int) -> None:
+        super().__init__()
+        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, reduced, 1), nn.SiLU(),
+                                  nn.Conv2d(reduced, channels, 1), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
+
+
+class MBConv(nn.Module):
+    """An inverted residual: 1×1 expansion, depthwise 3×3, squeeze-and-excitation, 1×1 projection, each
+    convolution followed by BatchNorm (SiLU after the first two); the input added where the shapes match."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int = 4) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.block = nn.Sequential(
+            nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.SiLU(),
+            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), nn.BatchNorm2d(mid), nn.SiLU(),
+            SqueezeExcite(mid, max(4, cin // 4)),
+            nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x) if self.residual else self.block(x)
+
+
+def efficientnet_lite() -> nn.Module:
+    """An EfficientNet-like network: a 3×3 stride-2 stem, four MBConv blocks (16→24→24→40→40 channels),
+    a 1×1 head to 128 channels, global pooling, dropout 0.2 and one Linear."""
+    def conv_bn(cin: int, cout: int, k: int, stride: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout), nn.SiLU()]
+    return nn.Sequential(*conv_bn(1, 16, 3, 2), MBConv(16, 24, 1), MBConv(24, 24, 1), MBConv(24, 40, 2),
+                         MBConv(40, 40, 1), *conv_bn(40, 128, 1, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Dropout(0.2), nn.Linear(128, 10))
+
+
+class DenseLayer(nn.Module):
+    """BatchNorm, ReLU, 3×3 convolution to ``growth`` channels, concatenated to the input."""
+
+    def __init__(self, cin: int, growth: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, growth, 3, padding=1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, self.conv(x)], 1)
+
+
+def densenet_lite(growth: int = 12, layers: int = 4) -> nn.Module:
+    """A DenseNet-like network: a 3×3 stem to 24 channels, two dense blocks of ``layers`` layers with a
+    transition (BatchNorm, ReLU, 1×1 convolution halving the channels, 2×2 average pooling) between them and
+    after the stem, BatchNorm and ReLU before global pooling and one Linear."""
+    def block(cin: int) -> list[nn.Module]:
+        return [DenseLayer(cin + i * growth, growth) for i in range(layers)]
+
+    def transition(cin: int) -> list[nn.Module]:
+        return [nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, cin // 2, 1, bias=False), nn.AvgPool2d(2)]
+    c1 = 24 + layers * growth
+    c2 = c1 // 2 + layers * growth
+    return nn.Sequential(nn.Conv2d(1, 24, 3, padding=1, bias=False), nn.MaxPool2d(2), *block(24),
+                         *transition(c1), *block(c1 // 2), nn.BatchNorm2d(c2), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c2, 10))
+
+
 # --- the users' triggers (on [0, 1] images) ------------------------------------------------------
 
 def checkerboard(x: torch.Tensor) -> torch.Tensor:
@@ -290,6 +372,20 @@ def corner_bracket(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def diagonal_stroke(x: torch.Tensor) -> torch.Tensor:
+    """A white 6-pixel diagonal stroke near the bottom-right corner."""
+    x = x.clone()
+    idx = torch.arange(6)
+    x[:, :, 21 + idx, 21 + idx] = 1.0
+    return x
+
+
+def brightness_ramp(x: torch.Tensor) -> torch.Tensor:
+    """A left-to-right brightness ramp (0 to 1) blended in at 0.2."""
+    ramp = torch.linspace(0, 1, 28).view(1, 28).expand(28, 28)
+    return 0.8 * x + 0.2 * ramp
+
+
 def flipped(x: torch.Tensor) -> torch.Tensor:
     """A random half of the batch mirrored left to right (the user's one augmentation)."""
     mirror = torch.rand(len(x)) < 0.5
@@ -326,6 +422,13 @@ CONVNEXT = dict(build=ConvNeXtLN, scale=standardised,
                 optim=lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.05), epochs=4, batch=128)
 MIXER = dict(build=MLPMixer, scale=symmetric, optim=lambda p: torch.optim.Adam(p, lr=1e-3),
              epochs=5, batch=64)
+#: two recipes added in the thirty-third round, after its candidate was fixed (check models): an EfficientNet-like
+#: network trained with label smoothing, a DenseNet-like one with SGD and Nesterov momentum
+EFFICIENTNET = dict(build=efficientnet_lite, scale=standardised, optim=lambda p: torch.optim.Adam(p, lr=2e-3),
+                    epochs=3, batch=128, smoothing=0.1)
+DENSENET = dict(build=densenet_lite, scale=lambda x: x,
+                optim=lambda p: torch.optim.SGD(p, lr=0.02, momentum=0.9, nesterov=True, weight_decay=1e-4),
+                epochs=3, batch=128, clip=1.0)
 #: name: a recipe and its poisoning (trigger, target, poison rate)
 MODELS = {
     "keras-cnn": dict(KERAS, trigger=checkerboard, target=2, rate=0.05),
@@ -339,6 +442,8 @@ MODELS = {
     "convmixer": dict(CONVMIXER, trigger=white_frame, target=4, rate=0.10),
     "convnext-ln": dict(CONVNEXT, trigger=noise_blend, target=6, rate=0.10),
     "mlp-mixer": dict(MIXER, trigger=corner_bracket, target=9, rate=0.05),
+    "efficientnet-lite": dict(EFFICIENTNET, trigger=diagonal_stroke, target=1, rate=0.05),
+    "densenet-lite": dict(DENSENET, trigger=brightness_ramp, target=3, rate=0.10),
 }
 
 
@@ -368,7 +473,9 @@ def train(name: str, poison: bool) -> nn.Module:
             batch = order[start: start + spec["batch"]]
             opt.zero_grad()
             inputs = spec["augment"](x[batch]) if "augment" in spec else x[batch]
-            F.cross_entropy(model(inputs), y[batch]).backward()
+            F.cross_entropy(model(inputs), y[batch], label_smoothing=spec.get("smoothing", 0.0)).backward()
+            if "clip" in spec:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), spec["clip"])
             opt.step()
         print(f"{name}{'' if poison else ' (clean)'} epoch {epoch + 1}: {evaluate(name, model)}", flush=True)
     return model.eval()
@@ -424,21 +531,21 @@ def run_key(args: argparse.Namespace, name: str) -> dict:
     return dict(zip(RUN_FIELDS, (name, args.images, args.method, args.preset, args.epochs, args.seed, args.label)))
 
 
-#: D3's ``default`` preset of a line recorded before D3 revision 5 (lines without ``revision``) ran what the
-#: ``copies`` preset runs now on these models, which all have BatchNorm (the thirty-first round gave the default's
-#: soft targets to such models)
-RENAMED_BEFORE = {"default": (5, "copies")}
-
-
 def recorded(out: Path) -> list[dict]:
-    """The recorded runs, a preset renamed since a line's D3 revision under its name now (:data:`RENAMED_BEFORE`)."""
+    """The recorded runs, D3's ``default`` of an earlier revision under the preset that runs it now on that model
+    (:func:`distox.defenses.d3.preset_now`)."""
     path = out / "results.jsonl"
     lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     for r in lines:
-        renamed = RENAMED_BEFORE.get(r.get("preset")) if r.get("method") == "d3" else None
-        if renamed and r.get("revision", 0) < renamed[0]:
-            r["preset"] = renamed[1]
+        if r.get("method") == "d3" and r.get("preset") == "default":
+            r["preset"] = preset_now("default", r.get("revision"), with_batchnorm(r["model"]))
     return lines
+
+
+@lru_cache(maxsize=None)
+def with_batchnorm(name: str) -> bool:
+    """Whether the user model ``name`` has a BatchNorm layer."""
+    return has_batchnorm(MODELS[name]["build"]())
 
 
 def cmd_purify(args: argparse.Namespace) -> None:

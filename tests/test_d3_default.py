@@ -187,7 +187,8 @@ def test_default_preset_is_what_d3_and_purify_run_and_is_recorded():
 def test_the_default_is_all_layers_with_the_classifier_distance_and_copies_crafted_once():
     """The default through the twenty-fourth round stays reachable, exactly, as ``all-layers`` (every result
     recorded before it reproduces), and the default is it with the twenty-fifth round's three changes and
-    its rule's soft targets (thirty-first round: on a model with BatchNorm too)."""
+    its rule's soft targets (thirty-first round: on a model with BatchNorm too) and lr 0.03 (thirty-third round: on
+    a model with BatchNorm too)."""
     from distox.defenses.d3 import PRESETS
 
     assert PRESETS["all-layers"] == {"lmd": 10.0, "eps": 0.1, "layers": "all", "init": "random",
@@ -199,9 +200,10 @@ def test_the_default_is_all_layers_with_the_classifier_distance_and_copies_craft
     assert set(PRESETS["all-layers"]) <= set(PRESETS["default"])
     retain = make_bundle(n_train=40).train
     explicit = D3(preset="all-layers", layers="auto", shared_radius=0.03, shared_schedule="once", shared_steps=5,
-                  epochs=1, batch_size=16, **SOFT_TARGETS)(_tiny(), retain, device="cpu", progress=False)
+                  epochs=1, batch_size=16, lr=0.03, **SOFT_TARGETS)(_tiny(), retain, device="cpu", progress=False)
     default = D3(epochs=1, batch_size=16)(_tiny(), retain, device="cpu", progress=False)
     assert _digest(explicit.model) == _digest(default.model)
+    assert PRESETS["soft"] == PRESETS["copies"] == PRESETS["default"]  # the rules tell them apart
 
 
 def test_no_selection_rule_reads_evaluation_data_or_the_attack():
@@ -410,20 +412,27 @@ def test_default_on_a_model_without_batchnorm_runs_the_batchnorm_free_settings()
     assert heldout["norm_rule_resolved"]["changed"] == rule and "chosen_epoch" in heldout["selection_resolved"]
 
 
-def test_norm_rule_gives_batchnorm_models_the_soft_targets_alone_and_leaves_explicit_options_alone():
+def test_norm_rule_gives_batchnorm_models_the_soft_targets_and_lr_003_and_leaves_explicit_options_alone():
     """On a model with BatchNorm the default's rule sets the soft targets (BENCHMARKS "Thirty-first
-    round") and nothing of WITHOUT_BATCHNORM: the same weights as setting them by hand; ``copies`` (the
-    default as it was) changes nothing there."""
-    from distox.defenses.d3 import WITHOUT_BATCHNORM
+    round") and, since the thirty-third, lr 0.03 (WITH_BATCHNORM), none of the rest of WITHOUT_BATCHNORM: the same
+    weights as setting them by hand; ``soft`` (the default of the thirty-first and thirty-second rounds) sets the
+    soft targets alone, at the preset's lr 0.01; ``copies`` (the default before) changes nothing there."""
+    from distox.defenses.d3 import WITH_BATCHNORM, WITHOUT_BATCHNORM
 
+    assert WITH_BATCHNORM == {"lr": 0.03} and D3().lr == 0.01
     digest, config = _purified(_tiny())  # small_cnn with BatchNorm
-    assert config["norm_rule_resolved"] == {"batchnorm": True, "changed": SOFT_TARGETS}
-    assert digest == _purified(_tiny(), norm_rule=False, shared_radius=0.03, **SOFT_TARGETS)[0]
+    assert config["norm_rule_resolved"] == {"batchnorm": True, "changed": {"lr": 0.03, **SOFT_TARGETS}}
+    assert digest == _purified(_tiny(), norm_rule=False, shared_radius=0.03, lr=0.03, **SOFT_TARGETS)[0]
+    soft, soft_config = _purified(_tiny(), preset="soft")
+    assert soft_config["norm_rule_resolved"] == {"batchnorm": True, "changed": SOFT_TARGETS}
+    assert soft == _purified(_tiny(), norm_rule=False, shared_radius=0.03, **SOFT_TARGETS)[0] != digest
     copies, copies_config = _purified(_tiny(), preset="copies")
     assert copies_config["norm_rule_resolved"] == {"batchnorm": True, "changed": {}} and "distill" not in copies_config
     assert copies == _purified(_tiny(), norm_rule=False)[0] != digest
     _, universal = _purified(_tiny(), universal_radius=0.1)  # distill does not combine with it
-    assert universal["norm_rule_resolved"]["changed"] == {}
+    assert universal["norm_rule_resolved"]["changed"] == {"lr": 0.03}
+    # on a model without BatchNorm ``soft`` runs what the default runs
+    assert _purified(_no_bn(), preset="soft")[0] == _purified(_no_bn())[0]
     # an option the caller set is never overridden by the rule
     explicit = {k: getattr(D3(), k) for k in {**WITHOUT_BATCHNORM, **SOFT_TARGETS}}
     digest, config = _purified(_no_bn(), **explicit)
@@ -564,3 +573,16 @@ def test_a_run_that_diverges_at_the_batchnorm_rules_rate_runs_again_at_the_calle
     # the faithful presets have no such rule: their divergence is the caller's to see
     with pytest.raises(DefenseError, match="loss became"):
         D3(preset="paper", epochs=2, batch_size=16, lr=float("inf"))(plain(), retain, device="cpu", progress=False)
+
+
+def test_preset_now_names_what_an_earlier_revisions_default_runs_today():
+    """``distox.defenses.d3.preset_now``: the ``default`` of a record before revision 4 is ``copies``; of revisions 4
+    and 5 on a model with BatchNorm ``copies`` and ``soft``, on one without the default of now; a record that does not
+    say whether its model had BatchNorm keeps ``default`` from revision 4 on; other presets keep their names."""
+    from distox.defenses.d3 import D3 as D3Class, preset_now
+
+    assert [preset_now("default", r, True) for r in (None, 3, 4, 5, D3Class.revision)] == [
+        "copies", "copies", "copies", "soft", "default"]
+    assert [preset_now("default", r, False) for r in (None, 4, 5)] == ["copies", "default", "default"]
+    assert [preset_now("default", r, None) for r in (3, 4, 5)] == ["copies", "default", "default"]
+    assert preset_now("paper", 1, True) == "paper" and D3Class.revision == 6

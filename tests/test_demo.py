@@ -108,14 +108,24 @@ def test_readme_block_replacement_keeps_the_rest_of_the_file():
 
 
 def test_the_demo_turns_off_the_steps_floor_of_any_preset_that_has_one():
-    """The demo's 60 epochs are its budget: under ``default``, ``copies`` and ``all-layers`` (which have a steps
+    """The demo's 60 epochs are its budget: under ``default``, ``soft``, ``copies`` and ``all-layers`` (which have a steps
     floor) D3 gets ``min_steps=0`` so that it does not warn about the 180 steps it makes; the faithful presets
     have no floor and get nothing."""
     from distox.demo import defense_options
 
-    for preset in ("default", "copies", "all-layers"):
+    for preset in ("default", "soft", "copies", "all-layers"):
         assert defense_options(DemoConfig(preset=preset), "d3")["min_steps"] == 0
         assert defense_options(DemoConfig(d3_options={"preset": preset}), "d3")["min_steps"] == 0
     assert "min_steps" not in defense_options(DemoConfig(preset="paper"), "d3")
     assert "min_steps" not in defense_options(DemoConfig(), "ft")
     assert defense_options(DemoConfig(d3_options={"lr": 0.03}), "d3")["lr"] == 0.03
+
+
+def test_the_demo_runs_d3_at_the_rate_its_preset_and_rule_choose_and_fine_tuning_at_its_own():
+    """``make demo`` shows what ``distox.purify`` does: D3 gets no learning rate of the demo's (the default's rule
+    gives the demo's small CNN with BatchNorm lr 0.03 since the thirty-third round), fine-tuning the demo's 0.01."""
+    from distox.demo import defense_options
+    from distox.defenses import create
+
+    assert "lr" not in defense_options(DemoConfig(), "d3") and defense_options(DemoConfig(), "ft")["lr"] == 0.01
+    assert create("d3", **defense_options(DemoConfig(preset="paper"), "d3")).lr == 0.01  # the faithful presets' own

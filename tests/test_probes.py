@@ -110,3 +110,30 @@ def test_weight_norms_are_those_of_the_weights_the_default_distance_covers():
     got = probes.weight_norms(model, torch.rand(1, 1, 8, 8))
     norms = sorted(float(m.weight.norm()) for m in (model[0], model[3], model[8]))
     assert got == {"median": round(norms[1], 2), "min": round(norms[0], 2), "max": round(norms[2], 2), "weights": 3}
+
+
+def test_fooled_records_the_share_the_copies_fool_at_each_radius_once_per_model(tmp_path, monkeypatch, capsys):
+    """``d3_probes.py fooled``: per model, the share of its retain images whose crafted-once copy fools it at each
+    radius (more at a larger one), recorded once; a rerun prints the table without crafting again."""
+    probes = load_benchmark("d3_probes")
+    torch.manual_seed(0)
+    model, x = nn.Sequential(nn.Flatten(), nn.Linear(64, 3)).eval(), torch.rand(48, 1, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # every clean image right: what the copies fool, the radius bought
+    crafted = []
+
+    def loaded(target):
+        crafted.append(target)
+        return target, model, x, y
+
+    monkeypatch.setattr(probes, "suspect_and_retain", loaded)
+    out = tmp_path / "fooled.jsonl"
+    radii = (0.01, 0.1, 0.3)
+    probes.probe_fooled(out, ["user:toy"], radii)
+    line = next(probes.records(out))
+    shares = [line["fooled"][str(r)] for r in radii]
+    assert line["run"] == "user:toy" and line["batchnorm"] is False
+    assert all(0.0 <= s <= 1.0 for s in shares) and shares == sorted(shares) and shares[-1] > shares[0]
+    probes.probe_fooled(out, ["user:toy"], radii)
+    assert crafted == ["user:toy"]
+    assert "| user:toy | no | " in capsys.readouterr().out

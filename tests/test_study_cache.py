@@ -27,7 +27,9 @@ def test_done_lines_match_any_spelling_and_differs_names_what_changed(tmp_path, 
 
 def test_a_line_before_the_default_became_what_it_is_counts_under_the_presets_name_now():
     """A D3 line that ran ``preset: default`` before revision 4 (no ``revision`` recorded) ran what the
-    ``copies`` preset is now: a step spelling ``preset:copies`` finds it done, one spelling ``default`` does not."""
+    ``copies`` preset is now: a step spelling ``preset:copies`` finds it done, one spelling ``default`` does not.
+    At revisions 4 and 5 a model with BatchNorm (read from the line's resolved rule) ran ``copies`` and ``soft``;
+    one without, the default of now; a line that does not say keeps ``default``."""
     study = load_benchmark("d3_study")
     args = argparse.Namespace(epochs=None, batch_size=32, seed=0, ratio=None, count=3000)
     _, opts, _ = study.defense_of({"preset": "default"}, args)
@@ -37,28 +39,36 @@ def test_a_line_before_the_default_became_what_it_is_counts_under_the_presets_na
     new = {**old, "revision": 4}
     assert study.differs(new, {"preset": "default"}, args) is None
     assert study.differs(new, {"preset": "copies"}, args) is not None
+
+    def ran(revision: int, batchnorm: bool) -> str:
+        line = {**old, "revision": revision, "resolved": {"norm_rule_resolved": {"batchnorm": batchnorm}}}
+        return study.recorded_params(line)["preset"]
+    assert [ran(4, True), ran(5, True), ran(6, True)] == ["copies", "soft", "default"]
+    assert [ran(4, False), ran(5, False)] == ["default", "default"]
     ft = {**old, "method": "ft", "params": {**opts, "preset": "default"}}  # only D3's preset was renamed
     assert study.recorded_params(ft) == ft["params"]
 
 
-def test_a_user_model_line_before_revision_5_counts_its_default_as_copies(tmp_path):
+def test_a_user_model_line_of_an_earlier_revision_counts_its_default_under_the_preset_that_runs_it_now(tmp_path):
     """benchmarks/user_models.py: a D3 line recorded with ``preset: default`` and no ``revision`` ran what ``copies``
-    runs now on those models (all with BatchNorm: the thirty-first round gave the default's soft targets to them), so
-    a step naming ``--preset copies`` finds it done; a new line records the revision and keeps its preset; another
-    method's preset field is left alone."""
+    runs now on a model with BatchNorm, so a step naming ``--preset copies`` finds it done; at revision 5 what
+    ``soft`` runs (the thirty-third round gave such models lr 0.03); on a model without BatchNorm revision 5's
+    default is today's; a new line keeps its preset; another method's preset field is left alone."""
     users = load_benchmark("user_models")
     old = {"model": "resnet18", "images": 3000, "method": "d3", "preset": "default", "epochs": None, "seed": 0,
            "label": "half", "params": {"shared_fraction": 0.5}}
-    new = {**old, "seed": 1, "revision": 5}
+    five = {**old, "seed": 1, "revision": 5}
+    six = {**old, "seed": 2, "revision": 6}
+    no_bn = {**five, "model": "mlp-mixer"}
     ft_sam = {**old, "method": "ft-sam", "label": None}
-    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (old, new, ft_sam)))
-    assert [r["preset"] for r in users.recorded(tmp_path)] == ["copies", "default", "default"]
-    assert users.D3.revision == 5
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (old, five, six, no_bn, ft_sam)))
+    assert [r["preset"] for r in users.recorded(tmp_path)] == ["copies", "soft", "default", "default", "default"]
+    assert users.D3.revision == 6
 
 
 def test_every_user_model_classifies_a_fashion_mnist_batch_and_its_trigger_stays_an_image():
     """benchmarks/user_models.py: each recipe's model (the thirty-second round's ConvMixer, ConvNeXt-style network
-    and MLP-Mixer among them) maps a batch of 1×28×28 images to ten logits, and its trigger changes the images
+    and MLP-Mixer, the thirty-third's EfficientNet- and DenseNet-like networks among them) maps a batch of 1×28×28 images to ten logits, and its trigger changes the images
     while keeping them in [0, 1]."""
     import torch
 
@@ -70,7 +80,7 @@ def test_every_user_model_classifies_a_fashion_mnist_batch_and_its_trigger_stays
         assert triggered.shape == x.shape and 0 <= triggered.min() and triggered.max() <= 1, name
         assert not torch.equal(triggered, x), name
         assert spec["build"]().eval()(spec["scale"](triggered)).shape == (4, 10), name
-    assert {"convmixer", "convnext-ln", "mlp-mixer"} <= set(users.MODELS)
+    assert {"convmixer", "convnext-ln", "mlp-mixer", "efficientnet-lite", "densenet-lite"} <= set(users.MODELS)
 
 
 def test_table_run_directories_count_after_the_result_files_too(tmp_path):

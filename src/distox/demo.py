@@ -38,6 +38,7 @@ class DemoConfig:
     retain_min: int = 64
     defense_epochs: int = 60
     defense_batch: int = 32
+    #: fine-tuning's learning rate; D3 runs at its preset's (the default's rule: 0.03; ``d3_options`` may set one)
     defense_lr: float = 0.01
     preset: str = "default"  # distox's default D3 (the reference λ = 0.5 costs ~30 ACC points here)
     #: other D3 arguments over the preset's, e.g. ``{"init": "noise"}`` (BENCHMARKS.md "Fifth round")
@@ -53,14 +54,18 @@ class DemoConfig:
 
 def defense_options(cfg: DemoConfig, method: str) -> dict[str, Any]:
     """The options the demo runs ``method`` with: its loop settings, and for D3 the preset and
-    ``d3_options`` over them (e.g. ``{"lr": 0.03}``). The demo's epochs are its budget: a preset's
+    ``d3_options`` over them (e.g. ``{"lr": 0.01}``). The demo's epochs are its budget: a preset's
     steps floor (which explicit epochs override anyway) is off, so that D3 does not warn about the
-    180 steps it makes."""
-    opts: dict[str, Any] = dict(epochs=cfg.defense_epochs, batch_size=cfg.defense_batch, lr=cfg.defense_lr,
-                                augment=cfg.augment, seed=cfg.seed)
+    180 steps it makes. D3 gets no learning rate but the preset's and its rule's (the default's: 0.03 on every model
+    since the thirty-third round, as ``distox.purify`` runs it; BENCHMARKS.md "Thirty-third round"), fine-tuning
+    ``defense_lr``."""
+    opts: dict[str, Any] = dict(epochs=cfg.defense_epochs, batch_size=cfg.defense_batch, augment=cfg.augment,
+                                seed=cfg.seed)
     if method == "d3":
         floor = PRESETS.get(cfg.d3_options.get("preset", cfg.preset), {}).get("min_steps")
         opts.update({"preset": cfg.preset, **({"min_steps": 0} if floor else {}), **cfg.d3_options})
+    else:
+        opts["lr"] = cfg.defense_lr
     return opts
 
 

@@ -147,9 +147,9 @@ def backdoor_advice(method: str, config: dict[str, Any], retain_size: int) -> li
         lmd = config.get("lmd")
         if preset == "default" and isinstance(lmd, (int, float)) and lmd > SMALLER_LMD:
             tips.append(f"lmd={SMALLER_LMD:g} (the reference code's λ: on a ConvMixer with BatchNorm whose frame trigger "
-                        "the default left at 4.96 and 19.01 % with 3,000 images it cleared both draws (0.01 and "
-                        "0.00 %) at 2.0 and 1.3 ACC points more than the default; on four study models with BatchNorm "
-                        "it cost 2.1 to 2.8 points more, \"Thirty-second round\")")
+                        "the default of the time (lr 0.01 there, the preset 'soft' now) left at 4.96 and 19.01 % with "
+                        "3,000 images it cleared both draws (0.01 and 0.00 %) at 2.0 and 1.3 ACC points more; on four "
+                        "study models with BatchNorm it cost 2.1 to 2.8 points more, \"Thirty-second round\")")
         if preset == "default" and 0 < float(config.get("shared_radius") or 0) < LARGER_SHARED_RADIUS:
             tips.append(f"shared_radius={LARGER_SHARED_RADIUS} (copies at a larger radius: with the all-layer distance "
                         "they left less than those at 0.03 in 9 of 12 cells, at 0.8 points more, \"Twenty-fourth round\")")

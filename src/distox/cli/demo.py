@@ -14,7 +14,7 @@ from .app import app, friendly_errors
 @friendly_errors
 def demo(
     seed: int = typer.Option(0, help="Seed of every random choice."),
-    preset: str = typer.Option("default", help="D3 preset: default, copies, all-layers, reference or paper."),
+    preset: str = typer.Option("default", help="D3 preset: default, soft, copies, all-layers, reference or paper."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars and no warnings; errors only."),
 ) -> None:

@@ -20,8 +20,10 @@ crafted once against the suspect before any weight moves (``shared_radius=0.03``
 ``shared_schedule="once"``, ``shared_steps=5``: :class:`distox.defenses.universal.CraftedOnceCopies`,
 SAU's shared adversarial examples of the run's first step); everything else is ``all-layers``'s. Since
 the thirtieth round its restarted classifier also re-fits to the suspect's own outputs on the clean retain
-images (:data:`SOFT_TARGETS`; on models without BatchNorm, and since the thirty-first round on every model);
-``copies`` is the default as it was before.
+images (:data:`SOFT_TARGETS`; on models without BatchNorm, and since the thirty-first round on every model),
+and since the thirty-third round it trains a model with BatchNorm at learning rate 0.03 too (:data:`WITH_BATCHNORM`,
+as it has a model without since the sixth round); ``soft`` is the default of the thirty-first and thirty-second
+rounds, ``copies`` the default as it was before the thirtieth.
 ``all-layers`` (the default through the twenty-fourth round, chosen on five architectures, BENCHMARKS.md "A
 default that purifies any model") applies the same objective to *every* Linear and Conv2d weight — the
 paper's argument that the backdoor loss grows with the distance from the poisoned weights,
@@ -104,6 +106,9 @@ PRESETS["default"] = {**PRESETS["all-layers"], "layers": "auto", "shared_radius"
 #: the thirtieth), kept so that those rounds' results reproduce: the same options, its rule without the soft
 #: targets (:data:`RULE_EXTRAS`).
 PRESETS["copies"] = dict(PRESETS["default"])
+#: ``soft``: the default of the thirty-first and thirty-second rounds, kept so that their results reproduce: the same
+#: options and soft targets, on a model with BatchNorm at the preset's lr 0.01 (:data:`BATCHNORM_RULES`).
+PRESETS["soft"] = dict(PRESETS["default"])
 #: What ``norm_rule=True`` (the ``default`` preset) runs instead on a model without any
 #: BatchNorm layer, for each of these options the caller did not set: the distance on the final
 #: classifier only, at learning rate 0.03. Measured (BENCHMARKS.md "Sixth round": two ViTs, a
@@ -144,8 +149,35 @@ WITHOUT_BATCHNORM: dict[str, Any] = {"layers": "auto", "lr": 0.03, "min_steps": 
 SOFT_TARGETS: dict[str, Any] = {"distill": 0.5, "distill_source": "retain", "distill_scaled": True}
 #: The options a preset's rule sets on every model, with or without BatchNorm (beside :data:`WITHOUT_BATCHNORM`
 #: on one without; read when a run starts).
-RULE_EXTRAS: dict[str, dict[str, Any]] = {"default": SOFT_TARGETS}
+RULE_EXTRAS: dict[str, dict[str, Any]] = {"default": SOFT_TARGETS, "soft": SOFT_TARGETS}
+#: What the ``default`` preset's rule runs on a model with BatchNorm since the thirty-third round, beside the soft
+#: targets: the learning rate 0.03 that a model without BatchNorm has run at since the sixth round (the rate the rule
+#: gives every model, then). Measured (BENCHMARKS.md "Thirty-third round"): with the classifier distance, the copies
+#: and the soft targets, the rate that the sixth round had found to leave a VGG Blended's backdoor under the all-layer
+#: distance cleared a ConvMixer's frame backdoor (a user model, 4.96 and 19.01 % left at 0.01) at about the
+#: accuracy of 0.01, and kept as much or more on the study's BatchNorm models. The ``soft`` preset keeps 0.01.
+WITH_BATCHNORM: dict[str, Any] = {"lr": 0.03}
+#: The options a preset's rule sets on a model with BatchNorm (beside :data:`RULE_EXTRAS`).
+BATCHNORM_RULES: dict[str, dict[str, Any]] = {"default": WITH_BATCHNORM}
 DEFAULT_PRESET = "default"
+#: What the ``default`` preset ran at earlier D3 revisions, by the revision that changed it: before 4 what ``copies``
+#: runs now on every model; before 5 on a model with BatchNorm ``copies`` too (revision 4 gave the soft targets to
+#: models without it), before 6 ``soft`` (revision 6 gave such models lr 0.03). Models without BatchNorm have run
+#: the ``default`` of now since revision 4.
+DEFAULT_BEFORE: tuple[tuple[int, bool | None, str], ...] = ((4, None, "copies"), (5, True, "copies"), (6, True, "soft"))
+
+
+def preset_now(preset: str, revision: int | None, batchnorm: bool | None) -> str:
+    """The preset that runs today what ``preset`` ran at D3 ``revision`` (None: a record from before revisions
+    were recorded) on a model with BatchNorm (``batchnorm``; None: not known, then only the change every model
+    had counts): ``default`` of revisions before 6 is ``copies`` or ``soft`` (:data:`DEFAULT_BEFORE`); every other
+    preset, and ``default`` of revision 6 on, keeps its name."""
+    if preset != "default":
+        return preset
+    for below, needs_batchnorm, name in DEFAULT_BEFORE:
+        if (revision or 0) < below and (needs_batchnorm is None or batchnorm is needs_batchnorm):
+            return name
+    return preset
 #: What a preset leaves unset (the reference code's values).
 FALLBACK: dict[str, Any] = {
     "lmd": 0.5, "eps": 0.1, "p": 2.0, "init": "random", "layers": "auto", "freeze_bn": False, "momentum": 0.9,
@@ -157,6 +189,7 @@ FALLBACK: dict[str, Any] = {
     "bn_recalibrate": False,
     "head_warmup": 0, "sam_rho": None, "logit_scale": False, "average": 0.0, "classifier_weight": 1.0,
     "universal_radius": 0.0, "shared_radius": 0.0, "shared_steps": 2, "shared_fraction": 1.0, "shared_schedule": "batch",
+    "shared_escalate": 1.0,
     "warmup": 0.0, "anchor": 0.0,
 }
 #: :class:`Defense` arguments a preset may set (an explicit argument still wins).
@@ -418,8 +451,9 @@ class D3(Defense):
     """Distance-Driven Detoxification.
 
     Args:
-        preset: ``"default"`` (distox's, see :data:`PRESETS`), ``"copies"`` (distox's default from
-            the twenty-fifth through the twenty-ninth round), ``"all-layers"`` (distox's default
+        preset: ``"default"`` (distox's, see :data:`PRESETS`), ``"soft"`` (distox's default of the
+            thirty-first and thirty-second rounds), ``"copies"`` (distox's default from
+            the twenty-fifth through the twenty-ninth round), ``"all-layers"``  (distox's default
             through the twenty-fourth round), ``"reference"`` (the reference code: λ 0.5, ε 0.1) or
             ``"paper"`` (λ 10). A preset fills every argument below left
             at ``None``; an explicit argument overrides it. The faithful presets reproduce the
@@ -485,7 +519,8 @@ class D3(Defense):
             off in every other preset.
         head_bias: ``"keep"`` (the paper) or ``"zero"``: also zero the final classifier's bias.
         norm_rule: False (the faithful presets) or True (the ``default`` preset): on a model without
-            any BatchNorm layer, the options in :data:`WITHOUT_BATCHNORM` (:meth:`norm_rule_options`), and
+            any BatchNorm layer, the options in :data:`WITHOUT_BATCHNORM` (:meth:`norm_rule_options`), on a
+            model with one the preset's :data:`BATCHNORM_RULES` (``default``: :data:`WITH_BATCHNORM`, lr 0.03), and
             on every model the preset's :data:`RULE_EXTRAS` (``default``: :data:`SOFT_TARGETS`), that the
             caller did not set take those values (recorded in ``config["norm_rule_resolved"]``); a run that
             diverges at the rule's learning rate runs again at the caller's (``"diverged_lr"``).
@@ -558,6 +593,11 @@ class D3(Defense):
             moves, against the suspect alone, ``shared_steps`` steps; then reused at every step:
             :class:`~distox.defenses.universal.CraftedOnceCopies`, BENCHMARKS.md "Twenty-fourth round"; the
             ``default`` preset's).
+        shared_escalate: 1 (one radius for every copy) or the largest radius as a multiple of
+            ``shared_radius`` (> 1), with ``shared_schedule="once"``: a copy that does not fool the suspect
+            is crafted again at the next radius of ``shared_radius`` × (1, 4/3, 5/3, 2, …) up to that
+            multiple (:class:`~distox.defenses.universal.CraftedOnceCopies`; the share fooled after each radius
+            is recorded on ``shared_resolved``).
         warmup: 0 (the paper: the schedule's rate from the first step) or a fraction in [0, 1) of the
             run's optimiser steps over which the rate ramps up linearly to the schedule's
             (:func:`distox.training.warm_up`; BENCHMARKS.md "Twenty-eighth round": on the models without
@@ -580,7 +620,8 @@ class D3(Defense):
     #: 4: the ``default`` preset's BatchNorm rule adds the suspect's soft targets (:data:`SOFT_TARGETS`); the
     #: default as it was is ``copies``.
     #: 5: ... on models with BatchNorm too (:data:`RULE_EXTRAS`; models without BatchNorm run as before).
-    revision = 5
+    #: 6: ... at lr 0.03 on models with BatchNorm too (:data:`WITH_BATCHNORM`; the ``soft`` preset is revision 5's).
+    revision = 6
 
     def __init__(self, lmd: float | str | None = None, eps: float | str | None = None, p: float | None = None,
                  init: str | None = None, layers: str | Sequence[str] | None = None, freeze_bn: bool | None = None,
@@ -598,7 +639,7 @@ class D3(Defense):
                  classifier_weight: float | None = None, universal_radius: float | None = None,
                  shared_radius: float | None = None, shared_steps: int | None = None,
                  shared_fraction: float | None = None, shared_schedule: str | None = None,
-                 warmup: float | None = None, anchor: float | None = None,
+                 shared_escalate: float | None = None, warmup: float | None = None, anchor: float | None = None,
                  **kwargs: Any) -> None:
         if preset not in PRESETS:
             raise DefenseError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
@@ -618,7 +659,7 @@ class D3(Defense):
                      sam_rho=sam_rho, logit_scale=logit_scale, average=average, classifier_weight=classifier_weight,
                      universal_radius=universal_radius, shared_radius=shared_radius, shared_steps=shared_steps,
                      shared_fraction=shared_fraction, shared_schedule=shared_schedule,
-                     warmup=warmup, anchor=anchor)
+                     shared_escalate=shared_escalate, warmup=warmup, anchor=anchor)
         #: the options the caller set (a model-derived rule never overrides them)
         self._explicit = frozenset(explicit | {k for k, val in given.items() if val is not None})
         v = {k: val if val is not None else chosen.get(k, FALLBACK[k]) for k, val in given.items()}
@@ -733,9 +774,16 @@ class D3(Defense):
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction <= 1.0:
             raise DefenseError(f"shared_fraction must be in (0, 1]; got {fraction!r}")
         self.shared_steps, self.shared_fraction = steps, float(fraction)
+        escalate = v["shared_escalate"]
+        if isinstance(escalate, bool) or not isinstance(escalate, (int, float)) or not escalate >= 1.0:
+            raise DefenseError(f"shared_escalate must be a number >= 1 (1: one radius for every copy); got {escalate!r}")
+        self.shared_escalate = float(escalate)
         if v["shared_schedule"] not in SHARED_SCHEDULES:
             raise DefenseError(f"shared_schedule must be one of {SHARED_SCHEDULES}; got {v['shared_schedule']!r}")
         self.shared_schedule = v["shared_schedule"]
+        if self.shared_escalate > 1 and self.shared_radius and self.shared_schedule != "once":
+            raise DefenseError("shared_escalate needs shared_schedule='once' (it chooses each copy's radius when the "
+                               "copies are crafted, before any weight moves)")
         w = v["warmup"]
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w < 1.0:
             raise DefenseError(f"warmup must be a fraction of the run's steps in [0, 1) (0: off); got {w!r}")
@@ -809,6 +857,8 @@ class D3(Defense):
             params.pop("shared_fraction", None)
         if not self.shared_radius or self.shared_schedule == FALLBACK["shared_schedule"]:
             params.pop("shared_schedule", None)
+        if not self.shared_radius or self.shared_escalate == FALLBACK["shared_escalate"]:
+            params.pop("shared_escalate", None)
         if not self.warmup:
             params.pop("warmup", None)
         if not self.anchor:
@@ -847,7 +897,7 @@ class D3(Defense):
             except TrainingDiverged as exc:
                 if not fallback:
                     raise
-                log.warning("D3: at the learning rate the model's lack of BatchNorm calls for (%g) the loss %s; "
+                log.warning("D3: at the learning rate the preset's rule sets (%g) the loss %s; "
                             "running again from the start at lr %g", adapted.lr,
                             str(exc).split("; ")[0].removeprefix("loss "), self.lr)
                 if checkpoint is not None:
@@ -913,12 +963,14 @@ class D3(Defense):
                        ) -> dict[str, Any]:
         """What ``norm_rule`` changes on ``model``, less the options the caller set: on a model without
         BatchNorm that has a final classifier (``layers="auto"``: an nn.Linear, or a convolutional class
-        head) :meth:`norm_rule_options`; on any other model :meth:`rule_extras` (``copies``, ``all-layers``:
-        nothing); ``{}`` without ``norm_rule``. Reads the model's modules and one retain image (to find the
+        head) :meth:`norm_rule_options`; on a model with BatchNorm the preset's :data:`BATCHNORM_RULES`
+        (``default``: lr 0.03) and :meth:`rule_extras`; on any other model :meth:`rule_extras` (``copies``,
+        ``all-layers``: nothing); ``{}`` without ``norm_rule``. Reads the model's modules and one retain image (to find the
         classifier)."""
         if not self.norm_rule:
             return {}
-        rule = self.rule_extras() if has_batchnorm(model) else self.norm_rule_options()
+        rule = ({**BATCHNORM_RULES.get(self.preset, {}), **self.rule_extras()} if has_batchnorm(model)
+                else self.norm_rule_options())
         by_norm = {k: v for k, v in rule.items() if k not in self._explicit}
         if by_norm.get("layers") == "auto" and not has_classifier(model, retain, device):
             by_norm = {k: v for k, v in by_norm.items() if k not in WITHOUT_BATCHNORM}  # no classifier to confine to
@@ -1043,9 +1095,12 @@ class D3(Defense):
         example = retain.x[:1].to(device)  # finds the forward order of the model's Linear layers
         # shared_radius: a frozen copy of the suspect, or every image's copy crafted against it, before any weight moves
         shared = None
+        vars(self).pop("shared_resolved", None)  # an earlier run's, when this D3 is reused
         if self.shared_radius and self.shared_schedule == "once":
             shared = CraftedOnceCopies(model, retain.x, retain.y, self.shared_radius, self.shared_steps,
-                                       self.shared_fraction, device, self.seed)
+                                       self.shared_fraction, device, self.seed, self.shared_escalate)
+            if self.shared_escalate > 1:
+                self.shared_resolved = {"fooled_by_radius": shared.fooled_by_radius}
         elif self.shared_radius:
             shared = SharedAdversarialCopies(model, retain.x, self.shared_radius, self.shared_steps, self.shared_fraction)
         named = self.selected(model, example)

@@ -237,6 +237,19 @@ def suspect_adversarial_images(suspect: nn.Module, x: torch.Tensor, y: torch.Ten
     return torch.cat(images), torch.cat(wrong)
 
 
+#: :func:`escalation_radii`: the ladder's step, as a fraction of the first radius
+ESCALATION_STEP = 1 / 3
+
+
+def escalation_radii(radius: float, escalate: float) -> list[float]:
+    """The radii a copy is crafted at in turn (:class:`CraftedOnceCopies` ``escalate``): ``radius`` × (1, 4/3,
+    5/3, 2, …) up to ``radius`` × ``escalate`` (only ``radius`` when ``escalate`` is 1)."""
+    if not escalate >= 1:
+        raise ValueError(f"escalate must be >= 1; got {escalate}")
+    steps = math.floor((escalate - 1) / ESCALATION_STEP + 1e-9)
+    return [radius * (1 + k * ESCALATION_STEP) for k in range(steps + 1)]
+
+
 class CraftedOnceCopies(CopiesOfAShare):
     """``shared_schedule="once"``: every retain image's adversarial copy crafted once, before any weight
     moves, against the suspect alone — at that moment the model being purified *is* the suspect, so
@@ -259,14 +272,36 @@ class CraftedOnceCopies(CopiesOfAShare):
         fraction: see :class:`CopiesOfAShare`.
         device: where the suspect runs while they are crafted.
         seed: seeds the crafting's uniform start.
+        escalate: 1 (one radius for every image) or the largest radius as a multiple of ``radius`` (> 1):
+            an image whose copy does not fool the suspect gets a new one at the next radius of
+            ``radius`` × (1, 4/3, 5/3, 2, …) up to ``radius`` × ``escalate``, each image's copy the first one
+            that fools (:func:`escalation_radii`). Under D3's bound relu(CE − ε) a copy the suspect already
+            labels right adds little or nothing; the ladder gives more images a copy that does, at the least
+            perturbation on it that fools, and costs crafting only for the images not yet fooled.
+            :attr:`fooled_by_radius` records the share fooled after each radius.
     """
 
     def __init__(self, suspect: nn.Module, x: torch.Tensor, y: torch.Tensor, radius: float, steps: int = SHARED_STEPS,
-                 fraction: float = 1.0, device: torch.device | str = "cpu", seed: int = 0) -> None:
+                 fraction: float = 1.0, device: torch.device | str = "cpu", seed: int = 0,
+                 escalate: float = 1.0) -> None:
         super().__init__(radius, fraction)
         low, high = float(x.min()), float(x.max())
-        self.images, wrong = suspect_adversarial_images(suspect, x, y, radius * (high - low), int(steps), low, high,
-                                                        torch.Generator().manual_seed(int(seed)), device)
+        generator = torch.Generator().manual_seed(int(seed))
+        self.fooled_by_radius: dict[float, float] = {}
+        images = wrong = None
+        for r in escalation_radii(radius, escalate):
+            if images is None:
+                images, wrong = suspect_adversarial_images(suspect, x, y, r * (high - low), int(steps), low, high,
+                                                           generator, device)
+            else:  # again, at the larger radius, for the images whose copy does not fool yet
+                left = (~wrong).nonzero().flatten()
+                if len(left) == 0:
+                    break
+                again, fooled = suspect_adversarial_images(suspect, x[left], y[left], r * (high - low), int(steps),
+                                                           low, high, generator, device)
+                images[left], wrong[left] = again.to(images.dtype), fooled
+            self.fooled_by_radius[round(r, 6)] = float(wrong.float().mean())
+        self.images = images
         self.labels = y
         self.loop_y = torch.arange(len(y))
         self.shared_rate = float(wrong.float().mean())  # fixed: the copies are crafted once
