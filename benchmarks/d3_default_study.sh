@@ -276,12 +276,13 @@
 #   bash benchmarks/d3_default_study.sh thirty-third-screen SEED # thirty-third round: options on the ConvMixer
 #   bash benchmarks/d3_default_study.sh thirty-third-fooled [RUN_DIR|user:NAME...] # thirty-third round: how many
 #                                                  # retain images the copies fool at radius 0.03-0.06 (a probe)
-#   bash benchmarks/d3_default_study.sh thirty-third-bn r05|lr03|esc2 dev|check|check-small [SEED [IMAGES [NAME...]]]
+#   bash benchmarks/d3_default_study.sh thirty-third-bn r05|lr03|esc2|copies-lr03 dev|check|check-small [SEED [IMAGES [NAME...]]]
 #                                                  # thirty-third round: one option on the default of then
 #   bash benchmarks/d3_default_study.sh thirty-third-users [NAME...] # thirty-third round: two user models with
 #                                                  # BatchNorm (trains them first), the default now and `soft`
 #   bash benchmarks/d3_default_study.sh thirty-third-convmixer # thirty-third round: the ConvMixer, default now
 #   bash benchmarks/d3_default_study.sh thirty-third-new-default # thirty-third round: the default now on one model
+#   bash benchmarks/d3_default_study.sh thirty-third-copies-users [NAME...] # thirty-third round: `copies` at lr 0.03
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Every step before the twenty-sixth round ran
 # the default as it was before the twenty-fifth round, which is the `all-layers` preset now: `preset:all-layers` in
@@ -2216,14 +2217,16 @@ PY
     user_models purify convmixer --images 3000 --seed ${2:-0} --preset soft --epochs 24
     ;;
   thirty-third-bn)  # thirty-third round: one option on top of the default (LABEL: `r05` copies at radius 0.05,
-    # `lr03` lr 0.03, `esc2` each copy crafted again at up to twice the radius until it fools the suspect) on the
+    # `lr03` lr 0.03, `esc2` each copy crafted again at up to twice the radius until it fools the suspect; then
+    # `copies-lr03`, `copies` at lr 0.03: the default now without its soft targets) on the
     # thirty-first round's parts (`dev`, `check`, `check-small`), seed 0, 3,000 images unless given; names after
     # them: those models only. `thirty-third-bn LABEL PART [SEED [COUNT [NAME...]]]`
-    case ${2:?r05, lr03 or esc2} in
-      r05) option=shared_radius:0.05 ;;
-      lr03) option=lr:0.03 ;;
-      esc2) option=shared_escalate:2 ;;
-      *) echo "thirty-third-bn: r05, lr03 or esc2, not $2" >&2; exit 2 ;;
+    case ${2:?r05, lr03, esc2 or copies-lr03} in
+      r05) option=preset:soft,shared_radius:0.05 ;;
+      lr03) option=preset:soft,lr:0.03 ;;
+      esc2) option=preset:soft,shared_escalate:2 ;;
+      copies-lr03) option=preset:copies,lr:0.03 ;;  # after the change: the default now without its soft targets
+      *) echo "thirty-third-bn: r05, lr03, esc2 or copies-lr03, not $2" >&2; exit 2 ;;
     esac
     case ${3:?dev, check or check-small} in
       dev) names="cnn-blended-s1 vgg-blended-s0 vgg-a2a-badnets vgg-blended-t5" ;;
@@ -2233,7 +2236,7 @@ PY
     esac
     [ $# -gt 5 ] && names="${*:6}"
     study $(printf "$RUNS/%s " $names) --final-only --seed ${4:-0} --count ${5:-3000} \
-      --out $RUNS/thirty-third-$2-$3-${5:-3000}-s${4:-0}.jsonl --candidate "$2=preset:soft,epochs:null,$option"
+      --out $RUNS/thirty-third-$2-$3-${5:-3000}-s${4:-0}.jsonl --candidate "$2=epochs:null,$option"
     ;;
   thirty-third-fooled)  # thirty-third round: how many retain images the default's copies fool at radius 0.03-0.06
     # (crafted once against the suspect, no training) on the models with BatchNorm of the thirty-first round and the
@@ -2263,6 +2266,14 @@ PY
     # draws and 500 images
     for s in 0 1; do user_models purify convmixer --images 3000 --seed $s; done
     user_models purify convmixer --images 500
+    ;;
+  thirty-third-copies-users)  # thirty-third round, last (a probe; nothing changes): `copies` at lr 0.03, the default
+    # now without its soft targets, on the user models with BatchNorm of the round at both draws (names after the
+    # step: those only)
+    names="convmixer efficientnet-lite densenet-lite"; [ $# -gt 1 ] && names="${*:2}"
+    for s in 0 1; do
+      user_models purify $names --images 3000 --seed $s --preset copies --params '{"lr": 0.03}' --label copies-lr03
+    done
     ;;
   thirty-third-new-default)  # thirty-third round, after the change: the default now on one development model, seed
     # 0, 3,000 images (the `lr03` line's numbers)

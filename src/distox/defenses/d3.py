@@ -453,7 +453,7 @@ class D3(Defense):
     Args:
         preset: ``"default"`` (distox's, see :data:`PRESETS`), ``"soft"`` (distox's default of the
             thirty-first and thirty-second rounds), ``"copies"`` (distox's default from
-            the twenty-fifth through the twenty-ninth round), ``"all-layers"``  (distox's default
+            the twenty-fifth through the twenty-ninth round), ``"all-layers"`` (distox's default
             through the twenty-fourth round), ``"reference"`` (the reference code: λ 0.5, ε 0.1) or
             ``"paper"`` (λ 10). A preset fills every argument below left
             at ``None``; an explicit argument overrides it. The faithful presets reproduce the
@@ -597,7 +597,9 @@ class D3(Defense):
             ``shared_radius`` (> 1), with ``shared_schedule="once"``: a copy that does not fool the suspect
             is crafted again at the next radius of ``shared_radius`` × (1, 4/3, 5/3, 2, …) up to that
             multiple (:class:`~distox.defenses.universal.CraftedOnceCopies`; the share fooled after each radius
-            is recorded on ``shared_resolved``).
+            is recorded on ``shared_resolved``). An option, off in every preset: on a ConvMixer at 2 × it left
+            10.72 % of a backdoor that one radius of 0.05 for every copy cleared (BENCHMARKS.md "Thirty-third
+            round").
         warmup: 0 (the paper: the schedule's rate from the first step) or a fraction in [0, 1) of the
             run's optimiser steps over which the rate ramps up linearly to the schedule's
             (:func:`distox.training.warm_up`; BENCHMARKS.md "Twenty-eighth round": on the models without
