@@ -57,8 +57,8 @@ on them):
 - ``densenet-lite``: a DenseNet-like network: a 3×3 stem, two dense blocks of four BatchNorm-ReLU-3×3 layers
   (growth 12) with a halving transition between them, one Linear; inputs in [0, 1]; SGD (lr 0.02, Nesterov
   momentum 0.9, weight decay 1e-4) with gradients clipped to norm 1, 3 epochs at batch 128 (at lr 0.1 and batch
-  64, and at lr 0.05 and batch 128 without clipping, it fell to 10 % in its second epoch); a left-to-right brightness ramp blended in at 0.2,
-  10 % poisoned, target 3.
+  64, and at lr 0.05 and batch 128 without clipping, it fell to 10 % in its second epoch); a left-to-right
+  brightness ramp blended in at 0.2, 10 % poisoned, target 3.
 
 Each also trains a clean twin (same seed and code, no poisoned image): its ASR gives the floor
 ``max(2, clean ASR + 2)`` the study judges by. The retain images are drawn (``--seed``) from the
