@@ -598,8 +598,8 @@ class D3(Defense):
             is crafted again at the next radius of ``shared_radius`` × (1, 4/3, 5/3, 2, …) up to that
             multiple (:class:`~distox.defenses.universal.CraftedOnceCopies`; the share fooled after each radius
             is recorded on ``shared_resolved``). An option, off in every preset: on a ConvMixer at 2 × it left
-            10.72 % of a backdoor that one radius of 0.05 for every copy cleared (BENCHMARKS.md "Thirty-third
-            round").
+            3.01 and 10.72 % of a backdoor that one radius of 0.05 for every copy cleared (BENCHMARKS.md
+            "Thirty-third round").
         warmup: 0 (the paper: the schedule's rate from the first step) or a fraction in [0, 1) of the
             run's optimiser steps over which the rate ramps up linearly to the schedule's
             (:func:`distox.training.warm_up`; BENCHMARKS.md "Twenty-eighth round": on the models without
