@@ -272,7 +272,7 @@
 #   bash benchmarks/d3_default_study.sh thirty-second-lmd [LMD] # thirty-second round: the default at lambda 0.5 on
 #                                                  # five models with BatchNorm (a probe)
 #   bash benchmarks/d3_default_study.sh thirty-third-rise users|dev|check|check-small [SEED [IMAGES [NAME...]]]
-#                                                  # thirty-third round: lambda rising 0.5 -> 10 (LOW=2: from 2)
+#                                                  # thirty-third round: lambda rising 0.5 -> 10
 #   bash benchmarks/d3_default_study.sh thirty-third-screen SEED # thirty-third round: options on the ConvMixer
 #   bash benchmarks/d3_default_study.sh thirty-third-fooled [RUN_DIR|user:NAME...] # thirty-third round: how many
 #                                                  # retain images the copies fool at radius 0.03-0.06 (a probe)
@@ -472,6 +472,14 @@ user_models() { $PY benchmarks/user_models.py "$@" --out $USER_RUNS; }  # user_m
 #: the user models with BatchNorm, whose default before the thirty-third round is the `soft` preset now
 USER_BATCHNORM="keras-cnn keras-cnn-x resnet18 resnet18-patch resnet18-adam mobilenet-v3-small convmixer
   efficientnet-lite densenet-lite"
+bn_part() {  # bn_part STEP PART: the thirty-first round's models with BatchNorm of PART (dev, check, check-small)
+  case $2 in
+    dev) echo "cnn-blended-s1 vgg-blended-s0 vgg-a2a-badnets vgg-blended-t5" ;;
+    check) echo "vgg-sam-blended vgg-badnets-aug rn18-blended" ;;
+    check-small) echo "mlp-bn-blended mlp-bn-lf lenet-bn-badnets" ;;
+    *) echo "$1: dev, check or check-small, not $2" >&2; return 2 ;;
+  esac
+}
 soft_where_batchnorm() {  # soft_where_batchnorm NAME... -- ARGS...: `user_models purify` as the default ran in the
   # thirty-first and thirty-second rounds: `--preset soft` on a model with BatchNorm, the default on one without
   local names=()
@@ -2157,12 +2165,7 @@ PY
     # ACC 12.20, so it is left out) or check (`check`: SAM-trained VGG Blended, augmented VGG BadNets, ResNet-18
     # Blended; `check-small`: the twenty-sixth round's MLPs with BatchNorm1d, Blended and LF, and LeNet-5 with
     # BatchNorm BadNets), trained first; seed 0, 3,000 images unless given
-    case ${2:?dev, check or check-small} in
-      dev) names="cnn-blended-s1 vgg-blended-s0 vgg-a2a-badnets vgg-blended-t5" ;;
-      check) names="vgg-sam-blended vgg-badnets-aug rn18-blended" ;;
-      check-small) names="mlp-bn-blended mlp-bn-lf lenet-bn-badnets" ;;
-      *) echo "thirty-first-bn: dev, check or check-small, not $2" >&2; exit 2 ;;
-    esac
+    names=$(bn_part thirty-first-bn ${2:?dev, check or check-small})
     [ $# -gt 4 ] && names="${*:5}"  # `... check 1 3000 vgg-badnets-aug`: those of the part only
     if [ $2 = check-small ]; then
       for name in $names; do train_twenty_sixth_model $name; done
@@ -2188,24 +2191,16 @@ PY
   thirty-third-rise)  # thirty-third round: lambda rising from the reference's 0.5 to the paper's 10 over the run
     # (`lmd_control: geometric`, `lmd_range: [0.5, 10]`) on top of the default, on models with BatchNorm: `users` the
     # ConvMixer (a user model whose backdoor the default keeps at both draws), or the thirty-first round's parts
-    # (`dev`, `check`, `check-small`); seed 0, 3,000 images unless given; names after them: those models only;
-    # LOW=2 before the command: from 2 instead (`rise2`)
-    low=${LOW:-0.5}; label=rise${LOW:+$low}; label=${label//./}
-    rise='{"lmd_control": "geometric", "lmd_range": ['$low', 10]}'
-    case ${2:?users, dev, check or check-small} in
-      users) names=convmixer ;;
-      dev) names="cnn-blended-s1 vgg-blended-s0 vgg-a2a-badnets vgg-blended-t5" ;;
-      check) names="vgg-badnets-aug vgg-sam-blended rn18-blended" ;;
-      check-small) names="mlp-bn-blended mlp-bn-lf lenet-bn-badnets" ;;
-      *) echo "thirty-third-rise: users, dev, check or check-small, not $2" >&2; exit 2 ;;
-    esac
+    # (`dev`, `check`, `check-small`); seed 0, 3,000 images unless given; names after them: those models only
+    if [ ${2:?users, dev, check or check-small} = users ]; then names=convmixer; else names=$(bn_part thirty-third-rise $2); fi
     [ $# -gt 4 ] && names="${*:5}"
     if [ $2 = users ]; then
-      user_models purify $names --images ${4:-3000} --seed ${3:-0} --preset soft --params "$rise" --label $label
+      user_models purify $names --images ${4:-3000} --seed ${3:-0} --preset soft \
+        --params '{"lmd_control": "geometric", "lmd_range": [0.5, 10]}' --label rise
     else
       study $(printf "$RUNS/%s " $names) --final-only --seed ${3:-0} --count ${4:-3000} \
         --out $RUNS/thirty-third-rise-$2-${4:-3000}-s${3:-0}.jsonl \
-        --candidate "$label=preset:soft,epochs:null,lmd_control:geometric,lmd_range:[$low,10]"
+        --candidate "rise=preset:soft,epochs:null,lmd_control:geometric,lmd_range:[0.5,10]"
     fi
     ;;
   thirty-third-screen)  # thirty-third round: single options on top of the default on the ConvMixer (a development
@@ -2228,12 +2223,7 @@ PY
       copies-lr03) option=preset:copies,lr:0.03 ;;  # after the change: the default now without its soft targets
       *) echo "thirty-third-bn: r05, lr03, esc2 or copies-lr03, not $2" >&2; exit 2 ;;
     esac
-    case ${3:?dev, check or check-small} in
-      dev) names="cnn-blended-s1 vgg-blended-s0 vgg-a2a-badnets vgg-blended-t5" ;;
-      check) names="vgg-badnets-aug vgg-sam-blended rn18-blended" ;;
-      check-small) names="mlp-bn-blended mlp-bn-lf lenet-bn-badnets" ;;
-      *) echo "thirty-third-bn: dev, check or check-small, not $3" >&2; exit 2 ;;
-    esac
+    names=$(bn_part thirty-third-bn ${3:?dev, check or check-small})
     [ $# -gt 5 ] && names="${*:6}"
     study $(printf "$RUNS/%s " $names) --final-only --seed ${4:-0} --count ${5:-3000} \
       --out $RUNS/thirty-third-$2-$3-${5:-3000}-s${4:-0}.jsonl --candidate "$2=epochs:null,$option"
@@ -2241,8 +2231,7 @@ PY
   thirty-third-fooled)  # thirty-third round: how many retain images the default's copies fool at radius 0.03-0.06
     # (crafted once against the suspect, no training) on the models with BatchNorm of the thirty-first round and the
     # ConvMixer (names after the step: those only; `user:NAME` for a user model)
-    names="cnn-blended-s1 vgg-blended-s0 vgg-a2a-badnets vgg-blended-t5 vgg-badnets-aug vgg-sam-blended rn18-blended
-      mlp-bn-blended mlp-bn-lf lenet-bn-badnets"
+    names="$(bn_part thirty-third-fooled dev) $(bn_part thirty-third-fooled check) $(bn_part thirty-third-fooled check-small)"
     targets="$(printf "$RUNS/%s " $names) user:convmixer"; [ $# -gt 1 ] && targets="${*:2}"
     $PY benchmarks/d3_probes.py fooled $RUNS/thirty-third-fooled.jsonl $targets
     ;;

@@ -437,10 +437,8 @@ def suspect_and_retain(target: str) -> tuple[str, nn.Module, torch.Tensor, torch
     if target.startswith("user:"):
         import user_models  # benchmarks/ is the script's directory
         name = target[len("user:"):]
-        x, y = user_models.fashion("train")
-        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:3000]
-        suspect = user_models.load(Path("runs/user"), name)
-        return target, suspect.eval(), user_models.MODELS[name]["scale"](x[idx]), y[idx]
+        x, y = user_models.retain_draw(name, 3000, seed=0)
+        return target, user_models.load(Path("runs/user"), name).eval(), x, y
     run = Run(target)
     return run.path, run.suspect, run.retain.x, run.retain.y
 

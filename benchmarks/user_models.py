@@ -422,7 +422,7 @@ CONVNEXT = dict(build=ConvNeXtLN, scale=standardised,
                 optim=lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.05), epochs=4, batch=128)
 MIXER = dict(build=MLPMixer, scale=symmetric, optim=lambda p: torch.optim.Adam(p, lr=1e-3),
              epochs=5, batch=64)
-#: two recipes added in the thirty-third round, after its candidate was fixed (check models): an EfficientNet-like
+#: two recipes added in the thirty-third round (check models: nothing was tuned on them): an EfficientNet-like
 #: network trained with label smoothing, a DenseNet-like one with SGD and Nesterov momentum
 EFFICIENTNET = dict(build=efficientnet_lite, scale=standardised, optim=lambda p: torch.optim.Adam(p, lr=2e-3),
                     epochs=3, batch=128, smoothing=0.1)
@@ -498,6 +498,13 @@ def evaluate(name: str, model: nn.Module) -> dict[str, float]:
     return {"acc": round(acc, 2), "asr": round(asr, 2)}
 
 
+def retain_draw(name: str, images: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The user's clean images: ``images`` of the training set drawn at ``seed``, scaled as the model's inputs."""
+    x, y = fashion("train")
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:images]
+    return MODELS[name]["scale"](x[idx]), y[idx]
+
+
 def model_path(out: Path, name: str, poison: bool) -> Path:
     return out / f"{name}{'' if poison else '-clean'}.safetensors"
 
@@ -563,13 +570,10 @@ def cmd_purify(args: argparse.Namespace) -> None:
             if earlier != options:
                 print(f"{name}: {args.label!r} was recorded with {earlier}, not {options}; skipped (use another --label)")
             continue
-        spec = MODELS[name]
-        x, y = fashion("train")
-        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[: args.images]
         params = {"preset": args.preset} if args.method == "d3" else {}
         params.update(given)
         start = time.time()
-        retain = (spec["scale"](x[idx]), y[idx])
+        retain = retain_draw(name, args.images, args.seed)
         suspect = load(args.out, name)  # purify trains a copy: the suspect stays as loaded, for --angles too
         result = distox.purify(suspect, retain, method=args.method,
                                epochs=args.epochs, seed=args.seed, verbose=False, **params)

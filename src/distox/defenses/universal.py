@@ -287,19 +287,17 @@ class CraftedOnceCopies(CopiesOfAShare):
         super().__init__(radius, fraction)
         low, high = float(x.min()), float(x.max())
         generator = torch.Generator().manual_seed(int(seed))
-        self.fooled_by_radius: dict[float, float] = {}
-        images = wrong = None
-        for r in escalation_radii(radius, escalate):
-            if images is None:
-                images, wrong = suspect_adversarial_images(suspect, x, y, r * (high - low), int(steps), low, high,
-                                                           generator, device)
-            else:  # again, at the larger radius, for the images whose copy does not fool yet
-                left = (~wrong).nonzero().flatten()
-                if len(left) == 0:
-                    break
-                again, fooled = suspect_adversarial_images(suspect, x[left], y[left], r * (high - low), int(steps),
-                                                           low, high, generator, device)
-                images[left], wrong[left] = again.to(images.dtype), fooled
+        first, *larger = escalation_radii(radius, escalate)
+        images, wrong = suspect_adversarial_images(suspect, x, y, first * (high - low), int(steps), low, high,
+                                                   generator, device)
+        self.fooled_by_radius: dict[float, float] = {round(first, 6): float(wrong.float().mean())}
+        for r in larger:  # again, at the larger radius, for the images whose copy does not fool yet
+            left = (~wrong).nonzero().flatten()
+            if len(left) == 0:
+                break
+            again, fooled = suspect_adversarial_images(suspect, x[left], y[left], r * (high - low), int(steps),
+                                                       low, high, generator, device)
+            images[left], wrong[left] = again.to(images.dtype), fooled
             self.fooled_by_radius[round(r, 6)] = float(wrong.float().mean())
         self.images = images
         self.labels = y
