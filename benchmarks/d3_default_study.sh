@@ -491,6 +491,14 @@ soft_where_batchnorm() {  # soft_where_batchnorm NAME... -- ARGS...: `user_model
   done
 }
 
+distill_on_of() {  # distill_on_of LABEL: the `distill_on` value of a thirty-fourth-round candidate
+  case $1 in
+    copy-labels) echo images ;;
+    copy-soft) echo copies ;;
+    *) return 2 ;;
+  esac
+}
+
 dev_or_check() {  # dev_or_check NAME "DEV RUNS" "CHECK RUNS" CANDIDATE PART SEED...: one candidate on the
   # development or the check part, a file per seed ($RUNS/NAME-PART-sSEED.jsonl)
   local name=$1 dev=$2 check=$3 candidate=$4 part=$5 runs seed
@@ -2263,6 +2271,38 @@ PY
     for s in 0 1; do
       user_models purify $names --images 3000 --seed $s --preset copies --params '{"lr": 0.03}' --label copies-lr03
     done
+    ;;
+  thirty-fourth-bn)  # thirty-fourth round: the default with the suspect's soft targets on part of each batch only
+    # (LABEL: `copy-labels`, `distill_on: images`: the plain retain images, the copies on their labels; `copy-soft`,
+    # `distill_on: copies`: the copies, the plain images on their labels) on the thirty-first round's parts (`dev`,
+    # `check`, `check-small`), seed 0, 3,000 images unless given; names after them: those models only.
+    # `thirty-fourth-bn LABEL PART [SEED [COUNT [NAME...]]]`
+    on=$(distill_on_of ${2:?copy-labels or copy-soft}) || { echo "thirty-fourth-bn: copy-labels or copy-soft, not $2" >&2; exit 2; }
+    names=$(bn_part thirty-fourth-bn ${3:?dev, check or check-small})
+    [ $# -gt 5 ] && names="${*:6}"
+    study $(printf "$RUNS/%s " $names) --final-only --seed ${4:-0} --count ${5:-3000} \
+      --out $RUNS/thirty-fourth-$2-$3-${5:-3000}-s${4:-0}.jsonl --candidate "$2=epochs:null,preset:default,distill_on:$on"
+    ;;
+  thirty-fourth-users)  # thirty-fourth round: a candidate of thirty-fourth-bn (LABEL) on the user models with
+    # BatchNorm of the thirty-third round at both draws with 3,000 images and at draw 0 with 500 (names after the
+    # label: those only). `thirty-fourth-users LABEL [NAME...]`
+    on=$(distill_on_of ${2:?copy-labels or copy-soft}) || { echo "thirty-fourth-users: copy-labels or copy-soft, not $2" >&2; exit 2; }
+    names="convmixer densenet-lite efficientnet-lite"; [ $# -gt 2 ] && names="${*:3}"
+    for s in 0 1; do
+      user_models purify $names --images 3000 --seed $s --params "{\"distill_on\": \"$on\"}" --label $2
+    done
+    user_models purify $names --images 500 --params "{\"distill_on\": \"$on\"}" --label $2
+    ;;
+  thirty-fourth-check)  # thirty-fourth round: a user model written for it (`resnext-lite`, trained on shifted images;
+    # a check model, run once per candidate): trained, then the default and `copy-soft` (thirty-fourth-bn) at both
+    # draws with 3,000 images and at draw 0 with 500
+    user_models train resnext-lite
+    for s in 0 1; do user_models purify resnext-lite --images 3000 --seed $s; done
+    user_models purify resnext-lite --images 500
+    for s in 0 1; do
+      user_models purify resnext-lite --images 3000 --seed $s --params '{"distill_on": "copies"}' --label copy-soft
+    done
+    user_models purify resnext-lite --images 500 --params '{"distill_on": "copies"}' --label copy-soft
     ;;
   thirty-third-new-default)  # thirty-third round, after the change: the default now on one development model, seed
     # 0, 3,000 images (the `lr03` line's numbers)

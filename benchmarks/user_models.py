@@ -60,6 +60,16 @@ on them):
   64, and at lr 0.05 and batch 128 without clipping, it fell to 10 % in its second epoch); a left-to-right
   brightness ramp blended in at 0.2, 10 % poisoned, target 3.
 
+One more with BatchNorm, written in the thirty-fourth round as a check model for its candidate (nothing was tuned
+on it), trained with shifted images as the augmented VGG the default had left in the thirty-third round was:
+
+- ``resnext-lite``: a ResNeXt-like network: a 3×3 stem to 32 channels and max-pooling, three bottleneck blocks
+  (1×1 reduction, grouped 3×3 convolution in 8 groups, 1×1 expansion, BatchNorm after each, ReLU, a projected
+  shortcut where the shape changes; the second halves the map), global pooling and one Linear; inputs in [0, 1];
+  SGD (lr 0.02, momentum 0.9, weight decay 5e-4) with gradients clipped to norm 1, 3 epochs at batch 128, every
+  image shifted by up to 2 pixels each way (zero padding) (at lr 0.05 without clipping it fell to 10 % in its second
+  epoch); a white 5×5 plus sign at the left edge, halfway down, 10 % poisoned, target 5.
+
 Each also trains a clean twin (same seed and code, no poisoned image): its ASR gives the floor
 ``max(2, clean ASR + 2)`` the study judges by. The retain images are drawn (``--seed``) from the
 clean training images; ACC is measured on the 10,000 test images, ASR on the test images of
@@ -287,6 +297,31 @@ def efficientnet_lite() -> nn.Module:
                          nn.Dropout(0.2), nn.Linear(128, 10))
 
 
+class Bottleneck(nn.Module):
+    """ResNeXt's block: 1×1 to half the output channels, a grouped 3×3 (``stride``), 1×1 out, BatchNorm after each,
+    ReLU, and the input added back (through a strided 1×1 and BatchNorm where the shape changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, groups: int = 8) -> None:
+        super().__init__()
+        mid = cout // 2
+        self.body = nn.Sequential(nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(),
+                                  nn.Conv2d(mid, mid, 3, stride, 1, groups=groups, bias=False), nn.BatchNorm2d(mid),
+                                  nn.ReLU(), nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = (nn.Identity() if cin == cout and stride == 1 else
+                         nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+def resnext_lite() -> nn.Module:
+    """A ResNeXt-like network: 3×3 stem to 32 channels and 2×2 max-pooling, blocks 32→64, 64→128 (stride 2),
+    128→128, global pooling, one Linear."""
+    return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+                         Bottleneck(32, 64, 1), Bottleneck(64, 128, 2), Bottleneck(128, 128, 1),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
+
+
 class DenseLayer(nn.Module):
     """BatchNorm, ReLU, 3×3 convolution to ``growth`` channels, concatenated to the input."""
 
@@ -386,6 +421,21 @@ def brightness_ramp(x: torch.Tensor) -> torch.Tensor:
     return 0.8 * x + 0.2 * ramp
 
 
+def plus_sign(x: torch.Tensor) -> torch.Tensor:
+    """A white 5×5 plus sign at the left edge, halfway down (centre at row 14, column 4)."""
+    x = x.clone()
+    x[:, :, 14, 2:7] = 1.0
+    x[:, :, 12:17, 4] = 1.0
+    return x
+
+
+def shifted(x: torch.Tensor) -> torch.Tensor:
+    """Each image shifted by up to 2 pixels each way, zero padding (the user's one augmentation)."""
+    padded = F.pad(x, (2, 2, 2, 2))
+    dy, dx = torch.randint(0, 5, (2, len(x)))
+    return torch.stack([padded[i, :, dy[i]: dy[i] + 28, dx[i]: dx[i] + 28] for i in range(len(x))])
+
+
 def flipped(x: torch.Tensor) -> torch.Tensor:
     """A random half of the batch mirrored left to right (the user's one augmentation)."""
     mirror = torch.rand(len(x)) < 0.5
@@ -429,6 +479,10 @@ EFFICIENTNET = dict(build=efficientnet_lite, scale=standardised, optim=lambda p:
 DENSENET = dict(build=densenet_lite, scale=lambda x: x,
                 optim=lambda p: torch.optim.SGD(p, lr=0.02, momentum=0.9, nesterov=True, weight_decay=1e-4),
                 epochs=3, batch=128, clip=1.0)
+#: a recipe added in the thirty-fourth round (a check model): a ResNeXt-like network trained on shifted images
+RESNEXT = dict(build=resnext_lite, scale=lambda x: x,
+               optim=lambda p: torch.optim.SGD(p, lr=0.02, momentum=0.9, weight_decay=5e-4), epochs=3, batch=128,
+               augment=shifted, clip=1.0)
 #: name: a recipe and its poisoning (trigger, target, poison rate)
 MODELS = {
     "keras-cnn": dict(KERAS, trigger=checkerboard, target=2, rate=0.05),
@@ -444,6 +498,7 @@ MODELS = {
     "mlp-mixer": dict(MIXER, trigger=corner_bracket, target=9, rate=0.05),
     "efficientnet-lite": dict(EFFICIENTNET, trigger=diagonal_stroke, target=1, rate=0.05),
     "densenet-lite": dict(DENSENET, trigger=brightness_ramp, target=3, rate=0.10),
+    "resnext-lite": dict(RESNEXT, trigger=plus_sign, target=5, rate=0.10),
 }
 
 

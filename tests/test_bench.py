@@ -241,7 +241,7 @@ def test_clean_reference_shares_one_clean_cell_per_recipe():
      "valid: groups, norm_layer, replace_stride_with_dilation, width_per_group, zero_init_residual"),
     (lambda d: d.update(models=["torchvision:resnet1800"]), "models[0].kwargs: unknown torchvision model 'resnet1800'"),
     (lambda d: d["defense_settings"].update(params={"d3": {"lmdd": 1}}),
-     "defense_settings.params.d3.lmdd: unknown option for defense 'd3'; valid: anchor, augment, auto, average, batch_size, blend, bn_recalibrate, channels_last, classifier_lr, classifier_weight, compile, distill, distill_scaled, distill_schedule, distill_source, distill_temperature, epochs, eps,"),
+     "defense_settings.params.d3.lmdd: unknown option for defense 'd3'; valid: anchor, augment, auto, average, batch_size, blend, bn_recalibrate, channels_last, classifier_lr, classifier_weight, compile, distill, distill_on, distill_scaled, distill_schedule, distill_source, distill_temperature, epochs, eps,"),
     (lambda d: d["defenses"].append({"name": "ft-sam", "options": {"lmd": 10}}),  # FTSAM -> FT -> Defense
      "defenses[3].options.lmd: unknown option for defense 'ft-sam'; valid: adaptive, augment, batch_size, blend, "
      "channels_last, compile, count, epochs, eta, flip, label_smoothing, lr, momentum, precision, ratio, rho, "

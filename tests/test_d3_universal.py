@@ -168,6 +168,43 @@ def test_with_distillation_each_copy_keeps_the_soft_target_of_the_image_it_was_m
     assert all(torch.equal(soft[16:], soft[:8]) for _, _, soft in seen)
 
 
+@pytest.mark.parametrize("on", ["both", "images", "copies"])
+def test_distill_on_gives_the_soft_targets_to_the_images_the_copies_or_both(monkeypatch, on):
+    """``distill_on`` (thirty-fourth round): the part of the batch it names keeps the (1 − α)·CE + α·T²·KL mix,
+    the other gets α 0, whose per-sample loss is the plain cross-entropy; ``"both"`` (the fallback) gives every
+    image α and stays out of the record, the others are recorded."""
+    import distox.defenses.d3 as d3mod
+
+    seen = []
+    real = d3mod.d3_loss
+
+    def spy(logits, y, *args, **kw):
+        seen.append((logits.detach().clone(), y.clone(), args[6].detach().clone(), args[7]))
+        return real(logits, y, *args, **kw)
+
+    monkeypatch.setattr(d3mod, "d3_loss", spy)
+    model, retain = _toy_conv_and_retain()
+    d3 = D3Defense(epochs=1, batch_size=16, distill=0.5, distill_source="retain", shared_radius=0.1,
+                   shared_fraction=0.5, distill_on=on)
+    d3(model, retain, device="cpu", progress=False)
+    assert seen
+    for logits, y, soft, alpha in seen:
+        assert len(logits) == len(soft) == 24  # 16 images, copies of the first 8
+        if on == "both":
+            assert alpha == pytest.approx(0.5)
+            continue
+        images, copies = (0.5, 0.0) if on == "images" else (0.0, 0.5)
+        assert torch.equal(alpha, torch.tensor([images] * 16 + [copies] * 8))
+        labels_alone = slice(16, None) if on == "images" else slice(0, 16)  # the same loss as without soft targets
+        zero = [torch.zeros(1)]
+        part_logits, part_y = logits[labels_alone], y[labels_alone]
+        mixed = real(part_logits, part_y, zero, zero, 1.0, 0.0, soft=soft[labels_alone], alpha=alpha[labels_alone])
+        assert mixed[1]["clean_loss"] == pytest.approx(real(part_logits, part_y, zero, zero, 1.0, 0.0)[1]["clean_loss"])
+    assert ("distill_on" in d3.get_params()) == (on != "both")
+    with pytest.raises(DefenseError, match="distill_on"):
+        D3Defense(distill=0.5, distill_on="labels")
+
+
 def test_a_fraction_of_the_batch_gets_copies_and_the_error_rate_counts_only_them():
     torch.manual_seed(0)
     x, y = torch.rand(10, 1, 6, 6), torch.arange(10) % 4

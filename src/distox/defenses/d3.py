@@ -184,7 +184,7 @@ FALLBACK: dict[str, Any] = {
     "select": "last", "val_fraction": 0.2, "tolerance": "auto", "min_tolerance": 0.5,
     "lmd_control": "constant", "lmd_range": (0.5, 10.0), "init_layers": "selected", "lmd_rate": 0.05,
     "layer_weighting": "sum", "distill": 0.0, "distill_temperature": 4.0, "distill_source": "batch",
-    "distill_schedule": "constant", "distill_scaled": False,
+    "distill_schedule": "constant", "distill_scaled": False, "distill_on": "both",
     "head_bias": "keep", "norm_rule": False, "min_steps": 0, "input_prune": False, "classifier_lr": None,
     "bn_recalibrate": False,
     "head_warmup": 0, "sam_rho": None, "logit_scale": False, "average": 0.0, "classifier_weight": 1.0,
@@ -210,6 +210,8 @@ DISTILL_SOURCES = ("batch", "retain")
 #: ``distill_schedule``: α the same in every epoch (``"constant"``) or falling linearly to 0 by the last epoch
 #: (``"decay"``: the run ends on the labels alone).
 DISTILL_SCHEDULES = ("constant", "decay")
+#: ``distill_on``: with copies, which images get the soft targets (the plain images and copies, or one of them)
+DISTILL_ON = ("both", "images", "copies")
 
 
 def lp_norm(t: torch.Tensor, p: float) -> torch.Tensor:
@@ -219,14 +221,16 @@ def lp_norm(t: torch.Tensor, p: float) -> torch.Tensor:
 
 def d3_loss(logits: torch.Tensor, y: torch.Tensor, weights: Sequence[torch.Tensor],
             init: Sequence[torch.Tensor], lmd: float, eps: float, p: float = 2.0,
-            scales: Sequence[float] | None = None, soft: torch.Tensor | None = None, alpha: float = 0.0,
+            scales: Sequence[float] | None = None, soft: torch.Tensor | None = None,
+            alpha: float | torch.Tensor = 0.0,
             temperature: float = 1.0, fused: bool = False, distance_grad: bool = True,
             metric: Sequence[torch.Tensor | None] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The D3 objective for one batch (reference code): per-sample hinge relu(CE_i − ε)
     averaged over the batch, minus the summed p-norm distance, scaled by 1/(λ + 1) when λ > 1.
     ``scales`` (optional) weighs each weight's distance (``layer_weighting="angle"``).
     ``soft`` (optional, the suspect's outputs for the batch): the per-sample loss inside the
-    hinge becomes (1 − α)·CE_i + α·T²·KL_i (:mod:`distox.defenses.self_distill`). ``fused``
+    hinge becomes (1 − α)·CE_i + α·T²·KL_i (:mod:`distox.defenses.self_distill`; α one number, or one per
+    sample). ``fused``
     (p = 2 only): the distances in one fused op (:mod:`distox.defenses.d3_kernels`).
     ``distance_grad=False``: the same value, the distance a constant (its gradient is the clean
     loss's alone: SAM's ascent pass, ``sam_rho``). ``metric`` (optional, one tensor or None per
@@ -516,7 +520,13 @@ class D3(Defense):
             more than the preset's E₀ (:attr:`preset_epochs`; E set by ``min_steps`` with few images, or by
             the caller), α · E₀ / E instead of α (recorded in ``distill_resolved``). The ``default``
             preset's rule sets α 0.5 on the plain images, scaled, on every model (:data:`SOFT_TARGETS`);
-            off in every other preset.
+            off in every other preset. ``distill_on``: with ``shared_radius``, which images of a batch
+            get the (1 − α)·CE + α·T²·KL mix, the rest their labels alone: ``"both"`` (the plain images
+            and their perturbed copies, each copy fitted to its image's soft target, as since the
+            twenty-ninth round), ``"images"`` (the plain images only: the copies' cross-entropy is not
+            diluted) or ``"copies"`` (the copies only: the suspect's clean outputs as a consistency
+            target for the perturbed images, the plain images on their labels). BENCHMARKS.md
+            "Thirty-fourth round".
         head_bias: ``"keep"`` (the paper) or ``"zero"``: also zero the final classifier's bias.
         norm_rule: False (the faithful presets) or True (the ``default`` preset): on a model without
             any BatchNorm layer, the options in :data:`WITHOUT_BATCHNORM` (:meth:`norm_rule_options`), on a
@@ -633,7 +643,8 @@ class D3(Defense):
                  lmd_range: Sequence[float] | None = None, init_layers: str | None = None,
                  lmd_rate: float | None = None, layer_weighting: str | None = None, distill: float | None = None,
                  distill_temperature: float | None = None, distill_source: str | None = None,
-                 distill_schedule: str | None = None, distill_scaled: bool | None = None, head_bias: str | None = None,
+                 distill_schedule: str | None = None, distill_scaled: bool | None = None,
+                 distill_on: str | None = None, head_bias: str | None = None,
                  norm_rule: bool | None = None, min_steps: int | None = None, input_prune: bool | None = None,
                  classifier_lr: float | None = None, bn_recalibrate: bool | None = None,
                  head_warmup: int | None = None, sam_rho: float | None = None,
@@ -655,7 +666,7 @@ class D3(Defense):
                      lmd_control=lmd_control, lmd_range=lmd_range, init_layers=init_layers, lmd_rate=lmd_rate,
                      layer_weighting=layer_weighting, distill=distill, distill_temperature=distill_temperature,
                      distill_source=distill_source, distill_schedule=distill_schedule,
-                     distill_scaled=distill_scaled,
+                     distill_scaled=distill_scaled, distill_on=distill_on,
                      head_bias=head_bias, norm_rule=norm_rule, min_steps=min_steps, input_prune=input_prune,
                      classifier_lr=classifier_lr, bn_recalibrate=bn_recalibrate, head_warmup=head_warmup,
                      sam_rho=sam_rho, logit_scale=logit_scale, average=average, classifier_weight=classifier_weight,
@@ -716,6 +727,9 @@ class D3(Defense):
         if not isinstance(v["distill_scaled"], bool):
             raise DefenseError(f"distill_scaled must be true or false; got {v['distill_scaled']!r}")
         self.distill_scaled = v["distill_scaled"]
+        if v["distill_on"] not in DISTILL_ON:
+            raise DefenseError(f"distill_on must be one of {DISTILL_ON}; got {v['distill_on']!r}")
+        self.distill_on = v["distill_on"]
         if v["head_bias"] not in HEAD_BIASES:
             raise DefenseError(f"head_bias must be one of {HEAD_BIASES}; got {v['head_bias']!r}")
         self.head_bias = v["head_bias"]
@@ -824,7 +838,8 @@ class D3(Defense):
         if not self.distill:
             params.pop("distill", None)
             params.pop("distill_temperature", None)
-        for key in ("distill_source", "distill_schedule", "distill_scaled"):  # recorded only when they change a run
+        # recorded only when they change a run
+        for key in ("distill_source", "distill_schedule", "distill_scaled", "distill_on"):
             if not self.distill or getattr(self, key) == FALLBACK[key]:
                 params.pop(key, None)
         if self.head_bias == "keep":
@@ -1183,13 +1198,19 @@ class D3(Defense):
                 labels, soft = targets(x, y)
                 if copies is None or copies.loop_y is None:  # copies looked up by image index keep the indices
                     y = labels
+            weight = alpha.value
             if copies is not None:
                 x, y = copies.batch_with_perturbed(x, y, m)
                 if soft is not None:  # the copies, of the batch's first images, keep their originals' targets
-                    soft = torch.cat([soft, soft[:len(y) - len(soft)]])
+                    plain = len(soft)
+                    soft = torch.cat([soft, soft[:len(y) - plain]])
+                    if self.distill_on != "both":  # α on one part, 0 (the labels alone) on the other
+                        on_images = self.distill_on == "images"
+                        weight = torch.cat([torch.full((plain,), weight if on_images else 0.0),
+                                            torch.full((len(y) - plain,), 0.0 if on_images else weight)]).to(y.device)
             logits = m(x)
             loss, stats = d3_loss(logits, y, weights, init, lmd.value, self.eps, self.p, scales,
-                                  soft, alpha.value, self.distill_temperature, fused, distance_grad=not ascent,
+                                  soft, weight, self.distill_temperature, fused, distance_grad=not ascent,
                                   metric=metric)
             if pull is not None:
                 penalty = pull.penalty()
