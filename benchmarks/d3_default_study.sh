@@ -2304,6 +2304,10 @@ PY
     done
     user_models purify resnext-lite --images 500 --params '{"distill_on": "copies"}' --label copy-soft
     ;;
+  thirty-fourth-demo)  # thirty-fourth round: the README demo (a small CNN with BatchNorm, 67 images, 60 epochs) at
+    # seeds 0-2 with `copy-soft` (the default's row is thirty-third-demo's `lr 0.03`)
+    demo_table "D3 on the demo (60 epochs)" '{"copy-soft": {"distill_on": "copies"}}'
+    ;;
   thirty-third-new-default)  # thirty-third round, after the change: the default now on one development model, seed
     # 0, 3,000 images (the `lr03` line's numbers)
     study $RUNS/vgg-blended-t5 --final-only --seed 0 --out $RUNS/thirty-third-lr03-dev-3000-s0.jsonl \
