@@ -491,11 +491,11 @@ soft_where_batchnorm() {  # soft_where_batchnorm NAME... -- ARGS...: `user_model
   done
 }
 
-distill_on_of() {  # distill_on_of LABEL: the `distill_on` value of a thirty-fourth-round candidate
-  case $1 in
+distill_on_of() {  # distill_on_of STEP LABEL: the `distill_on` value of a thirty-fourth-round candidate
+  case $2 in
     copy-labels) echo images ;;
     copy-soft) echo copies ;;
-    *) return 2 ;;
+    *) echo "$1: copy-labels or copy-soft, not $2" >&2; return 2 ;;
   esac
 }
 
@@ -2277,7 +2277,7 @@ PY
     # `distill_on: copies`: the copies, the plain images on their labels) on the thirty-first round's parts (`dev`,
     # `check`, `check-small`), seed 0, 3,000 images unless given; names after them: those models only.
     # `thirty-fourth-bn LABEL PART [SEED [COUNT [NAME...]]]`
-    on=$(distill_on_of ${2:?copy-labels or copy-soft}) || { echo "thirty-fourth-bn: copy-labels or copy-soft, not $2" >&2; exit 2; }
+    on=$(distill_on_of thirty-fourth-bn ${2:?copy-labels or copy-soft}) || exit 2
     names=$(bn_part thirty-fourth-bn ${3:?dev, check or check-small})
     [ $# -gt 5 ] && names="${*:6}"
     study $(printf "$RUNS/%s " $names) --final-only --seed ${4:-0} --count ${5:-3000} \
@@ -2286,7 +2286,7 @@ PY
   thirty-fourth-users)  # thirty-fourth round: a candidate of thirty-fourth-bn (LABEL) on the user models with
     # BatchNorm of the thirty-third round at both draws with 3,000 images and at draw 0 with 500 (names after the
     # label: those only). `thirty-fourth-users LABEL [NAME...]`
-    on=$(distill_on_of ${2:?copy-labels or copy-soft}) || { echo "thirty-fourth-users: copy-labels or copy-soft, not $2" >&2; exit 2; }
+    on=$(distill_on_of thirty-fourth-users ${2:?copy-labels or copy-soft}) || exit 2
     names="convmixer densenet-lite efficientnet-lite"; [ $# -gt 2 ] && names="${*:3}"
     for s in 0 1; do
       user_models purify $names --images 3000 --seed $s --params "{\"distill_on\": \"$on\"}" --label $2
@@ -2299,10 +2299,7 @@ PY
     user_models train resnext-lite
     for s in 0 1; do user_models purify resnext-lite --images 3000 --seed $s; done
     user_models purify resnext-lite --images 500
-    for s in 0 1; do
-      user_models purify resnext-lite --images 3000 --seed $s --params '{"distill_on": "copies"}' --label copy-soft
-    done
-    user_models purify resnext-lite --images 500 --params '{"distill_on": "copies"}' --label copy-soft
+    bash "$0" thirty-fourth-users copy-soft resnext-lite
     ;;
   thirty-fourth-demo)  # thirty-fourth round: the README demo (a small CNN with BatchNorm, 67 images, 60 epochs) at
     # seeds 0-2 with `copy-soft` (the default's row is thirty-third-demo's `lr 0.03`)

@@ -147,17 +147,7 @@ def test_shared_copies_are_not_combined_with_the_universal_perturbation():
 def test_with_distillation_each_copy_keeps_the_soft_target_of_the_image_it_was_made_from(monkeypatch, schedule):
     """``distill`` with ``shared_radius``: the copies (of a batch's first images) get the suspect's
     outputs on their originals, so the soft targets line up with the labels the loss sees."""
-    import distox.defenses.d3 as d3mod
-
-    seen = []
-    real = d3mod.d3_loss
-
-    def spy(logits, y, *args, **kw):
-        soft = args[6] if len(args) > 6 else kw.get("soft")
-        seen.append((len(logits), len(y), None if soft is None else soft.detach().clone()))
-        return real(logits, y, *args, **kw)
-
-    monkeypatch.setattr(d3mod, "d3_loss", spy)
+    seen = _spy_on_d3_loss(monkeypatch, lambda args: (len(args[0]), len(args[1]), args[8].detach().clone()))
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 3))
     g = torch.Generator().manual_seed(0)
@@ -173,16 +163,10 @@ def test_distill_on_gives_the_soft_targets_to_the_images_the_copies_or_both(monk
     """``distill_on`` (thirty-fourth round): the part of the batch it names keeps the (1 − α)·CE + α·T²·KL mix,
     the other gets α 0, whose per-sample loss is the plain cross-entropy; ``"both"`` (the fallback) gives every
     image α and stays out of the record, the others are recorded."""
-    import distox.defenses.d3 as d3mod
+    from distox.defenses.d3 import d3_loss
 
-    seen = []
-    real = d3mod.d3_loss
-
-    def spy(logits, y, *args, **kw):
-        seen.append((logits.detach().clone(), y.clone(), args[6].detach().clone(), args[7]))
-        return real(logits, y, *args, **kw)
-
-    monkeypatch.setattr(d3mod, "d3_loss", spy)
+    seen = _spy_on_d3_loss(monkeypatch, lambda args: (args[0].detach().clone(), args[1].clone(),
+                                                      args[8].detach().clone(), args[9]))
     model, retain = _toy_conv_and_retain()
     d3 = D3Defense(epochs=1, batch_size=16, distill=0.5, distill_source="retain", shared_radius=0.1,
                    shared_fraction=0.5, distill_on=on)
@@ -198,8 +182,9 @@ def test_distill_on_gives_the_soft_targets_to_the_images_the_copies_or_both(monk
         labels_alone = slice(16, None) if on == "images" else slice(0, 16)  # the same loss as without soft targets
         zero = [torch.zeros(1)]
         part_logits, part_y = logits[labels_alone], y[labels_alone]
-        mixed = real(part_logits, part_y, zero, zero, 1.0, 0.0, soft=soft[labels_alone], alpha=alpha[labels_alone])
-        assert mixed[1]["clean_loss"] == pytest.approx(real(part_logits, part_y, zero, zero, 1.0, 0.0)[1]["clean_loss"])
+        mixed = d3_loss(part_logits, part_y, zero, zero, 1.0, 0.0, soft=soft[labels_alone], alpha=alpha[labels_alone])
+        plain_ce = d3_loss(part_logits, part_y, zero, zero, 1.0, 0.0)
+        assert mixed[1]["clean_loss"] == pytest.approx(plain_ce[1]["clean_loss"])
     assert ("distill_on" in d3.get_params()) == (on != "both")
     with pytest.raises(DefenseError, match="distill_on"):
         D3Defense(distill=0.5, distill_on="labels")
@@ -271,13 +256,13 @@ def test_the_once_schedule_trains_on_copies_other_than_the_per_batch_ones_and_is
 
 
 def _spy_on_d3_loss(monkeypatch, pick) -> list:
-    """What ``pick`` takes from the positional arguments after (logits, y) of every D3 batch loss."""
+    """What ``pick`` takes from the positional arguments (logits, y, weights, ...) of every D3 batch loss."""
     import distox.defenses.d3 as d3mod
 
     seen, real = [], d3mod.d3_loss
 
     def spy(logits, y, *args, **kw):
-        seen.append(pick(args))
+        seen.append(pick((logits, y) + args))
         return real(logits, y, *args, **kw)
 
     monkeypatch.setattr(d3mod, "d3_loss", spy)
@@ -299,7 +284,7 @@ def test_distill_source_retain_takes_the_suspects_outputs_on_the_plain_retain_im
     soft target is the suspect's output on a plain retain image; ``"batch"`` scores the overlaid batch."""
     from distox.metrics import logits as model_logits
 
-    seen = _spy_on_d3_loss(monkeypatch, lambda args: args[6].detach().clone())
+    seen = _spy_on_d3_loss(monkeypatch, lambda args: args[8].detach().clone())
     model, retain = _toy_conv_and_retain()
     table = model_logits(model, retain.x, device="cpu")
     d3 = D3Defense(epochs=1, batch_size=16, distill=0.5, shared_radius=0.1, distill_source=source)
@@ -317,7 +302,7 @@ def test_the_decay_schedule_lowers_the_soft_targets_weight_each_epoch_to_zero_an
         monkeypatch):
     """``distill_schedule="decay"``: epoch k + 1 of E trains with α · (1 − k/E) (so the last epochs come
     near the labels alone), recorded per epoch; ``"constant"`` keeps α and stays out of the record."""
-    weights = _spy_on_d3_loss(monkeypatch, lambda args: args[7])  # α, as each batch's loss gets it
+    weights = _spy_on_d3_loss(monkeypatch, lambda args: args[9])  # α, as each batch's loss gets it
     model, retain = _toy_conv_and_retain()
     d3 = D3Defense(epochs=4, batch_size=16, min_steps=0, distill=0.8, distill_source="retain",
                    distill_schedule="decay")

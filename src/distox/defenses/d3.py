@@ -1206,8 +1206,9 @@ class D3(Defense):
                     soft = torch.cat([soft, soft[:len(y) - plain]])
                     if self.distill_on != "both":  # α on one part, 0 (the labels alone) on the other
                         on_images = self.distill_on == "images"
-                        weight = torch.cat([torch.full((plain,), weight if on_images else 0.0),
-                                            torch.full((len(y) - plain,), 0.0 if on_images else weight)]).to(y.device)
+                        weight = torch.cat([torch.full((plain,), weight if on_images else 0.0, device=y.device),
+                                            torch.full((len(y) - plain,), 0.0 if on_images else weight,
+                                                       device=y.device)])
             logits = m(x)
             loss, stats = d3_loss(logits, y, weights, init, lmd.value, self.eps, self.p, scales,
                                   soft, weight, self.distill_temperature, fused, distance_grad=not ascent,
