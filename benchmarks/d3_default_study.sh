@@ -283,6 +283,11 @@
 #   bash benchmarks/d3_default_study.sh thirty-third-convmixer # thirty-third round: the ConvMixer, default now
 #   bash benchmarks/d3_default_study.sh thirty-third-new-default # thirty-third round: the default now on one model
 #   bash benchmarks/d3_default_study.sh thirty-third-copies-users [NAME...] # thirty-third round: `copies` at lr 0.03
+#   bash benchmarks/d3_default_study.sh thirty-fifth-check # thirty-fifth round: a check model trained with mixup
+#                                                  # (trains it first), the default now and `soft-lr03`
+#   bash benchmarks/d3_default_study.sh thirty-fifth-plain copy-labels|copy-soft dev|check [SEED [IMAGES]]
+#                                                  # thirty-fifth round: thirty-fourth-bn's candidates on the models
+#                                                  # without BatchNorm
 #   bash benchmarks/d3_default_study.sh table [sixth|seventh|eighth] # the tables of BENCHMARKS.md (or from that round on)
 # Runs go to $RUNS (runs/study); every step skips what is already done. Every step before the twenty-sixth round ran
 # the default as it was before the twenty-fifth round, which is the `all-layers` preset now: `preset:all-layers` in
@@ -302,7 +307,10 @@
 # the default: the steps of the thirty-first and thirty-second rounds, and the thirty-third's before the change, that
 # ran the default of then on such models now name `preset:soft` / `--preset soft` (`soft_where_batchnorm` where a
 # step's user models have BatchNorm or not); both scripts read a D3 line of revision 5 whose preset is `default` on a
-# model with BatchNorm as `soft`, `distox.defenses.d3.preset_now`.) Steps before the fourth round
+# model with BatchNorm as `soft`, `distox.defenses.d3.preset_now`. The thirty-fifth round gave every model's soft
+# targets to the copies only, D3 revision 7: the steps of the thirtieth to thirty-fourth rounds that ran the default
+# of then name `preset:soft-lr03` / `--preset soft-lr03`, and a D3 line of revisions 4 to 6 whose preset is `default`
+# reads as `soft-lr03`, on a model with BatchNorm at revisions 4 and 5 as above.) Steps before the fourth round
 # ran the default preset as it was then, without the overlay augmentation: `preset:all-layers,blend:0`;
 # steps before the sixth round ran it without its BatchNorm rule, `norm_rule:false`, and the eighth round's MLP
 # steps without the ninth round's input pruning, `input_prune:false` (all spelled out below).
@@ -481,13 +489,14 @@ bn_part() {  # bn_part STEP PART: the thirty-first round's models with BatchNorm
   esac
 }
 soft_where_batchnorm() {  # soft_where_batchnorm NAME... -- ARGS...: `user_models purify` as the default ran in the
-  # thirty-first and thirty-second rounds: `--preset soft` on a model with BatchNorm, the default on one without
+  # thirty-first and thirty-second rounds: `--preset soft` on a model with BatchNorm, `--preset soft-lr03` on one
+  # without (there the same)
   local names=()
   while [ "$1" != -- ]; do names+=("$1"); shift; done
   shift
   for name in "${names[@]}"; do
     if [[ " $(echo $USER_BATCHNORM) " == *" $name "* ]]; then user_models purify $name --preset soft "$@"
-    else user_models purify $name "$@"; fi
+    else user_models purify $name --preset soft-lr03 "$@"; fi
   done
 }
 
@@ -2157,13 +2166,13 @@ PY
     # (`default30`) on the twenty-seventh round's check models (`a` and `b` side by side), seed 0, 1,000 or 500 images;
     # then `... a|b 3000 1`, a second retain draw at 3,000 images
     study $(twenty_seventh_runs "${2:?a or b}") --final-only --seed ${4:-0} --count ${3:?1000, 500 or 3000} \
-      --out $RUNS/thirtieth-check-${3}-s${4:-0}.jsonl "${the_default[@]}" --candidate 'default30=preset:default,epochs:null'
+      --out $RUNS/thirtieth-check-${3}-s${4:-0}.jsonl "${the_default[@]}" --candidate 'default30=preset:soft-lr03,epochs:null'
     ;;
   thirtieth-new-default)  # thirtieth round, last: the default as it is now (`default30`) on the MLP and LeNet-5
     # BadNets at 500, 1,000 and 3,000 images: the same numbers as the candidate it was made of
     for n in 500 1000 3000; do
       study $RUNS/mlp-plain-badnets $RUNS/lenet-badnets --final-only --seed 0 --count $n \
-        --out $RUNS/thirtieth-dev-$n-s0.jsonl --candidate 'default30=preset:default,epochs:null'
+        --out $RUNS/thirtieth-dev-$n-s0.jsonl --candidate 'default30=preset:soft-lr03,epochs:null'
     done
     ;;
   thirty-first-bn)  # thirty-first round: the default (on a model with BatchNorm the same as `copies`) and the soft
@@ -2193,7 +2202,8 @@ PY
     ;;
   thirty-first-demo)  # thirty-first round: the README demo (a small CNN with BatchNorm, 67 images, 60 epochs) at
     # seeds 0-2: the default now (α scaled by 12 / 60), its soft targets unscaled, and `copies`
-    demo_table "D3 on the demo (60 epochs)" '{"default31": {}, "soft, α 0.5 unscaled": {"distill_scaled": false},
+    demo_table "D3 on the demo (60 epochs)" '{"default31": {"preset": "soft"},
+      "soft, α 0.5 unscaled": {"preset": "soft", "distill_scaled": false},
       "copies": {"preset": "copies"}}'
     ;;
   thirty-third-rise)  # thirty-third round: lambda rising from the reference's 0.5 to the paper's 10 over the run
@@ -2250,10 +2260,10 @@ PY
     names="efficientnet-lite densenet-lite"; [ $# -gt 1 ] && names="${*:2}"
     user_models train $names
     for s in 0 1; do
-      user_models purify $names --images 3000 --seed $s
+      user_models purify $names --images 3000 --seed $s --preset soft-lr03
       user_models purify $names --images 3000 --seed $s --preset soft
     done
-    user_models purify $names --images 500
+    user_models purify $names --images 500 --preset soft-lr03
     user_models purify $names --images 500 --preset soft
     for p in reference paper; do
       user_models purify $names --images 3000 --preset $p --epochs 12 --params "$TWELVE" --label $p-12
@@ -2261,8 +2271,8 @@ PY
     ;;
   thirty-third-convmixer)  # thirty-third round, after the change: the ConvMixer under the default now (lr 0.03), both
     # draws and 500 images
-    for s in 0 1; do user_models purify convmixer --images 3000 --seed $s; done
-    user_models purify convmixer --images 500
+    for s in 0 1; do user_models purify convmixer --images 3000 --seed $s --preset soft-lr03; done
+    user_models purify convmixer --images 500 --preset soft-lr03
     ;;
   thirty-third-copies-users)  # thirty-third round, last (a probe; nothing changes): `copies` at lr 0.03, the default
     # now without its soft targets, on the user models with BatchNorm of the round at both draws (names after the
@@ -2271,6 +2281,27 @@ PY
     for s in 0 1; do
       user_models purify $names --images 3000 --seed $s --preset copies --params '{"lr": 0.03}' --label copies-lr03
     done
+    ;;
+  thirty-fifth-check)  # thirty-fifth round, after the change: a user model written for it (`wrn-mixup`, a
+    # wide-ResNet-style network trained with mixup; a check model, run once): trained, then the default now and
+    # `soft-lr03` (the default before) at both draws with 3,000 images and at draw 0 with 500
+    user_models train wrn-mixup
+    for p in default soft-lr03; do
+      for s in 0 1; do user_models purify wrn-mixup --images 3000 --seed $s --preset $p; done
+      user_models purify wrn-mixup --images 500 --preset $p
+    done
+    ;;
+  thirty-fifth-plain)  # thirty-fifth round: a candidate of thirty-fourth-bn (LABEL) on the models without BatchNorm,
+    # the twenty-seventh round's development models (`dev`) or its check models (`check`, halves a and b), seed 0,
+    # 3,000 images unless given. `thirty-fifth-plain LABEL PART [SEED [COUNT]]`
+    on=$(distill_on_of thirty-fifth-plain ${2:?copy-labels or copy-soft}) || exit 2
+    case ${3:?dev or check} in
+      dev) runs=$(printf "$RUNS/%s " $TWENTY_SEVENTH_DEV) ;;
+      check) runs="$(twenty_seventh_runs a)$(twenty_seventh_runs b)" ;;
+      *) echo "thirty-fifth-plain: dev or check, not $3" >&2; exit 2 ;;
+    esac
+    study $runs --final-only --seed ${4:-0} --count ${5:-3000} \
+      --out $RUNS/thirty-fifth-$2-plain-$3-${5:-3000}-s${4:-0}.jsonl --candidate "$2=epochs:null,preset:soft-lr03,distill_on:$on"
     ;;
   thirty-fourth-bn)  # thirty-fourth round: the default with the suspect's soft targets on part of each batch only
     # (LABEL: `copy-labels`, `distill_on: images`: the plain retain images, the copies on their labels; `copy-soft`,
@@ -2281,7 +2312,7 @@ PY
     names=$(bn_part thirty-fourth-bn ${3:?dev, check or check-small})
     [ $# -gt 5 ] && names="${*:6}"
     study $(printf "$RUNS/%s " $names) --final-only --seed ${4:-0} --count ${5:-3000} \
-      --out $RUNS/thirty-fourth-$2-$3-${5:-3000}-s${4:-0}.jsonl --candidate "$2=epochs:null,preset:default,distill_on:$on"
+      --out $RUNS/thirty-fourth-$2-$3-${5:-3000}-s${4:-0}.jsonl --candidate "$2=epochs:null,preset:soft-lr03,distill_on:$on"
     ;;
   thirty-fourth-users)  # thirty-fourth round: a candidate of thirty-fourth-bn (LABEL) on the user models with
     # BatchNorm of the thirty-third round at both draws with 3,000 images and at draw 0 with 500 (names after the
@@ -2289,16 +2320,16 @@ PY
     on=$(distill_on_of thirty-fourth-users ${2:?copy-labels or copy-soft}) || exit 2
     names="convmixer densenet-lite efficientnet-lite"; [ $# -gt 2 ] && names="${*:3}"
     for s in 0 1; do
-      user_models purify $names --images 3000 --seed $s --params "{\"distill_on\": \"$on\"}" --label $2
+      user_models purify $names --images 3000 --seed $s --preset soft-lr03 --params "{\"distill_on\": \"$on\"}" --label $2
     done
-    user_models purify $names --images 500 --params "{\"distill_on\": \"$on\"}" --label $2
+    user_models purify $names --images 500 --preset soft-lr03 --params "{\"distill_on\": \"$on\"}" --label $2
     ;;
   thirty-fourth-check)  # thirty-fourth round: a user model written for it (`resnext-lite`, trained on shifted images;
     # a check model, run once per candidate): trained, then the default and `copy-soft` (thirty-fourth-bn) at both
     # draws with 3,000 images and at draw 0 with 500
     user_models train resnext-lite
-    for s in 0 1; do user_models purify resnext-lite --images 3000 --seed $s; done
-    user_models purify resnext-lite --images 500
+    for s in 0 1; do user_models purify resnext-lite --images 3000 --seed $s --preset soft-lr03; done
+    user_models purify resnext-lite --images 500 --preset soft-lr03
     bash "$0" thirty-fourth-users copy-soft resnext-lite
     ;;
   thirty-fourth-demo)  # thirty-fourth round: the README demo (a small CNN with BatchNorm, 67 images, 60 epochs) at
@@ -2308,11 +2339,12 @@ PY
   thirty-third-new-default)  # thirty-third round, after the change: the default now on one development model, seed
     # 0, 3,000 images (the `lr03` line's numbers)
     study $RUNS/vgg-blended-t5 --final-only --seed 0 --out $RUNS/thirty-third-lr03-dev-3000-s0.jsonl \
-      --candidate 'default33=preset:default,epochs:null'
+      --candidate 'default33=preset:soft-lr03,epochs:null'
     ;;
   thirty-third-demo)  # thirty-third round: the README demo (a small CNN with BatchNorm, 67 images, 60 epochs) at
     # seeds 0-2 with D3 at the rate the default's rule now gives models with BatchNorm and at the demo's lr 0.01
-    demo_table "D3 on the demo (60 epochs)" '{"lr 0.03": {"lr": 0.03}, "lr 0.01 (the demo until now)": {}}'
+    demo_table "D3 on the demo (60 epochs)" '{"lr 0.03": {"preset": "soft-lr03"},
+      "lr 0.01 (the demo until now)": {"preset": "soft-lr03", "lr": 0.01}}'
     ;;
   thirty-second-der)  # thirty-second round: the issue's DER bar for the default since the thirty-first round, seed
     # 0, 3,000 images, on one to three models of each family the rounds 29-31 ran it on: the faithful presets (the

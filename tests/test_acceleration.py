@@ -352,12 +352,13 @@ def test_defaults_keep_checkpoint_identities_specs_and_bench_keys(monkeypatch):
     D3's revision 3 (its layer selections take ``nn.MultiheadAttention``'s projections, "Seventeenth
     round") changes its identities and bench keys on purpose: at revision 2 they are as pinned; so does
     revision 4 (the default's soft targets on models without BatchNorm, "Thirtieth round"), revision 5 (with
-    BatchNorm too, "Thirty-first round") and revision 6 (lr 0.03 there too, "Thirty-third round"). Since the
+    BatchNorm too, "Thirty-first round"), revision 6 (lr 0.03 there too, "Thirty-third round") and revision 7 (the
+    soft targets on the copies only, "Thirty-fifth round"). Since the
     twenty-fifth round the default's distance is on the classifier, with adversarial copies: ``layers="all",
     shared_radius=0`` undo that."""
     from distox import defenses
 
-    assert defenses.get("d3").revision == 6
+    assert defenses.get("d3").revision == 7
     monkeypatch.setattr(defenses.get("d3"), "revision", 2)
     torch.manual_seed(1)
     model = create_model("small_cnn", 4, 1, (0.5,), (0.5,), width=4)

@@ -129,8 +129,8 @@ def test_revision_one_keeps_the_keys_of_before(monkeypatch):
     # pinned from the code before revisions existed, after the per-dataset flip of issue 17
     # (which changed the keys of every non-CIFAR-10 attack cell; BENCHMARKS.md says so)
     # D3() runs the default preset (2); attention projections (3); the default's soft targets without BatchNorm (4),
-    # then with BatchNorm too (5); lr 0.03 on models with BatchNorm (6)
-    assert defenses.get("d3").revision == 6
+    # then with BatchNorm too (5); lr 0.03 on models with BatchNorm (6); the soft targets on the copies only (7)
+    assert defenses.get("d3").revision == 7
     d3_keys = {c.key for c in expand(cfg_of()).defenses if c.column.startswith("d3")}
     monkeypatch.setattr(defenses.get("d3"), "revision", 1)
     grid = expand(cfg_of())
@@ -146,18 +146,18 @@ def test_bumping_a_revision_changes_only_its_cells(monkeypatch, tmp_path):
     from distox import attacks, defenses
 
     base = _keys_by_label(expand(cfg_of()))
-    monkeypatch.setattr(defenses.get("d3"), "revision", 7)
+    monkeypatch.setattr(defenses.get("d3"), "revision", 8)
     grid = expand(cfg_of())
     bumped = _keys_by_label(grid)
     diff = {k for k in base if base[k] != bumped[k]}
     assert diff == {k for k in base if k[1].startswith("d3")} and len(diff) == 8 * 2
     d3 = next(c for c in grid.defenses if c.column.startswith("d3"))
-    assert d3.revisions == {"attack": 1, "defense": 7}
+    assert d3.revisions == {"attack": 1, "defense": 8}
     # the revision a cell ran with is in its record and in the manifest
     grid, cache = prepare(cfg_of(seeds=[0]), str(tmp_path))
     execute(grid, cache, cell_fn=FakeCells(), progress=False)
     d3 = next(c for c in grid.defenses if c.column.startswith("d3"))
-    assert cache.load(d3.key)["revisions"] == {"attack": 1, "defense": 7}
+    assert cache.load(d3.key)["revisions"] == {"attack": 1, "defense": 8}
     assert cache.read_manifest()[1].defenses[0].revisions == grid.defenses[0].revisions
     monkeypatch.undo()
     assert _keys_by_label(expand(cfg_of())) == base
@@ -247,7 +247,7 @@ def test_clean_reference_shares_one_clean_cell_per_recipe():
      "channels_last, compile, count, epochs, eta, flip, label_smoothing, lr, momentum, precision, ratio, rho, "
      "weight_decay"),
     (lambda d: d["defenses"][2]["options"].update(preset="papr"),
-     "defenses[2] (d3: preset=papr, ratio=0.01): preset must be one of ['all-layers', 'copies', 'default', 'paper', 'reference', 'soft']"),
+     "defenses[2] (d3: preset=papr, ratio=0.01): preset must be one of ['all-layers', 'copies', 'default', 'paper', 'reference', 'soft', 'soft-lr03']"),
     (lambda d: d["attacks"][2]["grid"].update(k=[4, -1]), "attacks[2] (wanet: poison_rate=0.05, k=-1): wanet: k (control grid size) must be >= 2"),
     (lambda d: d["attacks"][2].update(grid={"poison_rate": 0.1}), "attacks[2].grid.poison_rate: "),
 ])

@@ -10,7 +10,7 @@ from torch import nn
 
 from distox.data.core import ImageSplit
 from distox.defenses import D3, DefenseError
-from distox.defenses.d3 import SOFT_TARGETS
+from distox.defenses.d3 import SOFT_TARGETS, SOFT_TARGETS_ON_COPIES
 from distox.defenses.heldout import EpochChooser, resolve_tolerance, split_retain, standard_error_points
 from distox.models import create_model
 
@@ -200,10 +200,10 @@ def test_the_default_is_all_layers_with_the_classifier_distance_and_copies_craft
     assert set(PRESETS["all-layers"]) <= set(PRESETS["default"])
     retain = make_bundle(n_train=40).train
     explicit = D3(preset="all-layers", layers="auto", shared_radius=0.03, shared_schedule="once", shared_steps=5,
-                  epochs=1, batch_size=16, lr=0.03, **SOFT_TARGETS)(_tiny(), retain, device="cpu", progress=False)
+                  epochs=1, batch_size=16, lr=0.03, **SOFT_TARGETS_ON_COPIES)(_tiny(), retain, device="cpu", progress=False)
     default = D3(epochs=1, batch_size=16)(_tiny(), retain, device="cpu", progress=False)
     assert _digest(explicit.model) == _digest(default.model)
-    assert PRESETS["soft"] == PRESETS["copies"] == PRESETS["default"]  # the rules tell them apart
+    assert PRESETS["soft"] == PRESETS["soft-lr03"] == PRESETS["copies"] == PRESETS["default"]  # the rules tell them apart
 
 
 def test_no_selection_rule_reads_evaluation_data_or_the_attack():
@@ -304,7 +304,7 @@ def test_default_preset_leaves_a_convolutional_head_where_it_is(caplog):
         result = D3(epochs=1, batch_size=16)(model, retain, device="cpu", progress=False)
     assert "no nn.Linear classifier to warm-start" in caplog.text and len(result.history) == 1
     assert result.config["norm_rule_resolved"]["changed"] == {"layers": "auto", "lr": 0.03, "min_steps": 1128,
-                                                              **SOFT_TARGETS}
+                                                              **SOFT_TARGETS_ON_COPIES}
     assert (result.model.head.weight.detach() - start).norm() < 0.5 * start.norm()  # not restarted
     assert list(D3.selected_in(model, "auto", retain.x[:1])) == ["head.weight"]
     # init_layers="auto" (the eighth round's rejected variant) turns the conv head instead
@@ -313,7 +313,7 @@ def test_default_preset_leaves_a_convolutional_head_where_it_is(caplog):
     turned = D3(epochs=1, batch_size=16, init_layers="auto")(other, retain, device="cpu", progress=False)
     assert (turned.model.head.weight.detach() - other_start).norm() > 0.5 * other_start.norm()
     wider = D3(epochs=1, batch_size=16)(ConvHead(head_channels=6), retain, device="cpu", progress=False)
-    assert wider.config["norm_rule_resolved"]["changed"] == SOFT_TARGETS  # what the rule sets on every model
+    assert wider.config["norm_rule_resolved"]["changed"] == SOFT_TARGETS_ON_COPIES  # what the rule sets on every model
     # no classifier at all: the default's distance goes over every weight (all-layers'), not an error
     assert wider.config["layers_resolved"] == {"layers": "all", "reason": "no classifier"}
     assert "layers_resolved" not in result.config
@@ -395,7 +395,7 @@ def test_default_on_a_model_without_batchnorm_runs_the_batchnorm_free_settings()
     choice is recorded. ``copies``, the default as it was, runs WITHOUT_BATCHNORM alone."""
     from distox.defenses.d3 import WITHOUT_BATCHNORM
 
-    rule = {**WITHOUT_BATCHNORM, **SOFT_TARGETS}
+    rule = {**WITHOUT_BATCHNORM, **SOFT_TARGETS_ON_COPIES}
     digest, config = _purified(_no_bn())
     assert config["norm_rule"] is True
     assert config["norm_rule_resolved"] == {"batchnorm": False, "changed": rule}
@@ -421,8 +421,8 @@ def test_norm_rule_gives_batchnorm_models_the_soft_targets_and_lr_003_and_leaves
 
     assert WITH_BATCHNORM == {"lr": 0.03} and D3().lr == 0.01
     digest, config = _purified(_tiny())  # small_cnn with BatchNorm
-    assert config["norm_rule_resolved"] == {"batchnorm": True, "changed": {"lr": 0.03, **SOFT_TARGETS}}
-    assert digest == _purified(_tiny(), norm_rule=False, shared_radius=0.03, lr=0.03, **SOFT_TARGETS)[0]
+    assert config["norm_rule_resolved"] == {"batchnorm": True, "changed": {"lr": 0.03, **SOFT_TARGETS_ON_COPIES}}
+    assert digest == _purified(_tiny(), norm_rule=False, shared_radius=0.03, lr=0.03, **SOFT_TARGETS_ON_COPIES)[0]
     soft, soft_config = _purified(_tiny(), preset="soft")
     assert soft_config["norm_rule_resolved"] == {"batchnorm": True, "changed": SOFT_TARGETS}
     assert soft == _purified(_tiny(), norm_rule=False, shared_radius=0.03, **SOFT_TARGETS)[0] != digest
@@ -431,10 +431,17 @@ def test_norm_rule_gives_batchnorm_models_the_soft_targets_and_lr_003_and_leaves
     assert copies == _purified(_tiny(), norm_rule=False)[0] != digest
     _, universal = _purified(_tiny(), universal_radius=0.1)  # distill does not combine with it
     assert universal["norm_rule_resolved"]["changed"] == {"lr": 0.03}
-    # on a model without BatchNorm ``soft`` runs what the default runs
-    assert _purified(_no_bn(), preset="soft")[0] == _purified(_no_bn())[0]
+    # ``soft-lr03`` (the default of the thirty-third and thirty-fourth rounds): lr 0.03 and the soft targets on the
+    # plain images and the copies alike, where the default now gives them to the copies alone
+    lr03, lr03_config = _purified(_tiny(), preset="soft-lr03")
+    assert lr03_config["norm_rule_resolved"] == {"batchnorm": True, "changed": {"lr": 0.03, **SOFT_TARGETS}}
+    assert lr03 == _purified(_tiny(), norm_rule=False, shared_radius=0.03, lr=0.03, **SOFT_TARGETS)[0]
+    assert len({lr03, soft, digest}) == 3
+    # on a model without BatchNorm ``soft`` runs what ``soft-lr03`` runs (they differ at lr 0.01 / 0.03 with
+    # BatchNorm only), and the default differs from both by where the soft targets go
+    assert _purified(_no_bn(), preset="soft")[0] == _purified(_no_bn(), preset="soft-lr03")[0] != _purified(_no_bn())[0]
     # an option the caller set is never overridden by the rule
-    explicit = {k: getattr(D3(), k) for k in {**WITHOUT_BATCHNORM, **SOFT_TARGETS}}
+    explicit = {k: getattr(D3(), k) for k in {**WITHOUT_BATCHNORM, **SOFT_TARGETS_ON_COPIES}}
     digest, config = _purified(_no_bn(), **explicit)
     assert config["norm_rule_resolved"]["changed"] == {}
     assert digest == _purified(_no_bn(), norm_rule=False)[0]
@@ -567,7 +574,7 @@ def test_a_run_that_diverges_at_the_batchnorm_rules_rate_runs_again_at_the_calle
     assert "running again from the start at lr 0.01" in caplog.text
     resolved = result.config["norm_rule_resolved"]
     assert resolved["diverged_lr"] == float("inf")
-    assert resolved["changed"] == {"layers": "auto", "min_steps": 1128, **SOFT_TARGETS}
+    assert resolved["changed"] == {"layers": "auto", "min_steps": 1128, **SOFT_TARGETS_ON_COPIES}
     direct = D3(epochs=2, batch_size=16, lr=0.01)(plain(), retain, device="cpu", progress=False)
     assert _digest(result.model) == _digest(direct.model)
     # the faithful presets have no such rule: their divergence is the caller's to see
@@ -576,13 +583,15 @@ def test_a_run_that_diverges_at_the_batchnorm_rules_rate_runs_again_at_the_calle
 
 
 def test_preset_now_names_what_an_earlier_revisions_default_runs_today():
-    """``distox.defenses.d3.preset_now``: the ``default`` of a record before revision 4 is ``copies``; of revisions 4
-    and 5 on a model with BatchNorm ``copies`` and ``soft``, on one without the default of now; a record that does not
-    say whether its model had BatchNorm keeps ``default`` from revision 4 on; other presets keep their names."""
+    """``distox.defenses.d3.preset_now``: the ``default`` of a record before revision 4 is ``copies``; of revisions 4,
+    5 and 6 on a model with BatchNorm ``copies``, ``soft`` and ``soft-lr03``, on one without ``soft-lr03`` (what it ran
+    from revision 4, before revision 7 moved the soft targets to the copies on every model); a record that does not
+    say whether its model had BatchNorm is ``soft-lr03`` from revision 4 to 6; other presets keep their names."""
     from distox.defenses.d3 import D3 as D3Class, preset_now
 
-    assert [preset_now("default", r, True) for r in (None, 3, 4, 5, D3Class.revision)] == [
-        "copies", "copies", "copies", "soft", "default"]
-    assert [preset_now("default", r, False) for r in (None, 4, 5)] == ["copies", "default", "default"]
-    assert [preset_now("default", r, None) for r in (3, 4, 5)] == ["copies", "default", "default"]
-    assert preset_now("paper", 1, True) == "paper" and D3Class.revision == 6
+    assert [preset_now("default", r, True) for r in (None, 3, 4, 5, 6, D3Class.revision)] == [
+        "copies", "copies", "copies", "soft", "soft-lr03", "default"]
+    assert [preset_now("default", r, False) for r in (None, 4, 5, 6, 7)] == [
+        "copies", "soft-lr03", "soft-lr03", "soft-lr03", "default"]
+    assert [preset_now("default", r, None) for r in (3, 4, 6, 7)] == ["copies", "soft-lr03", "soft-lr03", "default"]
+    assert preset_now("paper", 1, True) == "paper" and D3Class.revision == 7

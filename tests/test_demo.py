@@ -108,12 +108,12 @@ def test_readme_block_replacement_keeps_the_rest_of_the_file():
 
 
 def test_the_demo_turns_off_the_steps_floor_of_any_preset_that_has_one():
-    """The demo's 60 epochs are its budget: under ``default``, ``soft``, ``copies`` and ``all-layers`` (which have a steps
+    """The demo's 60 epochs are its budget: under ``default``, ``soft-lr03``, ``soft``, ``copies`` and ``all-layers`` (which have a steps
     floor) D3 gets ``min_steps=0`` so that it does not warn about the 180 steps it makes; the faithful presets
     have no floor and get nothing."""
     from distox.demo import defense_options
 
-    for preset in ("default", "soft", "copies", "all-layers"):
+    for preset in ("default", "soft-lr03", "soft", "copies", "all-layers"):
         assert defense_options(DemoConfig(preset=preset), "d3")["min_steps"] == 0
         assert defense_options(DemoConfig(d3_options={"preset": preset}), "d3")["min_steps"] == 0
     assert "min_steps" not in defense_options(DemoConfig(preset="paper"), "d3")

@@ -151,6 +151,15 @@ def test_backdoor_advice_names_what_cleared_the_default_s_resnets_and_skips_what
             "norm_rule_resolved": {"batchnorm": False, "changed": {"distill": 0.5, "distill_source": "retain"}}}
     assert "distill=0 (" in " ".join(backdoor_advice("d3", soft, 3000))
     assert "distill=0" not in default and "distill=0" not in old
+    # the default's soft targets went to the copies alone: giving them to the plain images too is named; not where
+    # they already went there, nor without copies (where ``distill_on`` changes nothing)
+    rule = soft["norm_rule_resolved"]
+    on_copies = {**soft, "norm_rule_resolved": {**rule, "changed": {**rule["changed"], "distill_on": "copies"}}}
+    assert "distill_on='both' (" in " ".join(backdoor_advice("d3", on_copies, 3000))
+    assert "distill_on='both'" not in " ".join(backdoor_advice("d3", soft, 3000))
+    assert "distill_on='both'" not in " ".join(backdoor_advice("d3", {**on_copies, "shared_radius": 0.0}, 3000))
+    explicit = {"preset": "default", "shared_radius": 0.03, "distill": 0.5, "distill_on": "copies"}  # the caller's
+    assert "distill_on='both' (" in " ".join(backdoor_advice("d3", explicit, 3000))
     # the default's own lambda (10) above the reference code's: that smaller lambda is named; once it ran, not
     assert "lmd=0.5 (" in " ".join(backdoor_advice("d3", {**soft, "lmd": 10.0}, 3000))
     assert "lmd=0.5" not in " ".join(backdoor_advice("d3", {**soft, "lmd": 0.5}, 3000)) and "lmd=0.5" not in default

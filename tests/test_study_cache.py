@@ -14,7 +14,7 @@ def test_done_lines_match_any_spelling_and_differs_names_what_changed(tmp_path, 
     (tmp_path / "runs" / "m").mkdir(parents=True)
     args = argparse.Namespace(epochs=12, batch_size=32, seed=0, ratio=None, count=500)
     _, opts, _ = study.defense_of({"preset": "default"}, args)
-    line = {"run": "runs/m", "candidate": "default", "params": opts, "revision": 4, "count": 500}
+    line = {"run": "runs/m", "candidate": "default", "params": opts, "revision": 7, "count": 500}
     out = tmp_path / "cells.jsonl"
     out.write_text(json.dumps(line) + "\n")
     done = study.done_lines(out)
@@ -28,23 +28,27 @@ def test_done_lines_match_any_spelling_and_differs_names_what_changed(tmp_path, 
 def test_a_line_before_the_default_became_what_it_is_counts_under_the_presets_name_now():
     """A D3 line that ran ``preset: default`` before revision 4 (no ``revision`` recorded) ran what the
     ``copies`` preset is now: a step spelling ``preset:copies`` finds it done, one spelling ``default`` does not.
-    At revisions 4 and 5 a model with BatchNorm (read from the line's resolved rule) ran ``copies`` and ``soft``;
-    one without, the default of now; a line that does not say keeps ``default``."""
+    At revisions 4, 5 and 6 a model with BatchNorm (read from the line's resolved rule) ran ``copies``, ``soft`` and
+    ``soft-lr03``; one without, and a line that does not say, ``soft-lr03`` (revision 7 changed every model's
+    default); from revision 7 on the line keeps ``default``."""
     study = load_benchmark("d3_study")
     args = argparse.Namespace(epochs=None, batch_size=32, seed=0, ratio=None, count=3000)
     _, opts, _ = study.defense_of({"preset": "default"}, args)
     old = {"run": "runs/m", "candidate": "default", "params": opts, "method": "d3", "count": 3000}
     assert study.differs(old, {"preset": "copies"}, args) is None
     assert "copies" in study.differs(old, {"preset": "default"}, args)
-    new = {**old, "revision": 4}
+    four = {**old, "revision": 4}  # not saying whether its model had BatchNorm: the change every model had counts
+    assert study.differs(four, {"preset": "soft-lr03"}, args) is None
+    assert study.differs(four, {"preset": "default"}, args) is not None
+    new = {**old, "revision": 7}
     assert study.differs(new, {"preset": "default"}, args) is None
     assert study.differs(new, {"preset": "copies"}, args) is not None
 
     def ran(revision: int, batchnorm: bool) -> str:
         line = {**old, "revision": revision, "resolved": {"norm_rule_resolved": {"batchnorm": batchnorm}}}
         return study.recorded_params(line)["preset"]
-    assert [ran(4, True), ran(5, True), ran(6, True)] == ["copies", "soft", "default"]
-    assert [ran(4, False), ran(5, False)] == ["default", "default"]
+    assert [ran(4, True), ran(5, True), ran(6, True), ran(7, True)] == ["copies", "soft", "soft-lr03", "default"]
+    assert [ran(4, False), ran(6, False), ran(7, False)] == ["soft-lr03", "soft-lr03", "default"]
     ft = {**old, "method": "ft", "params": {**opts, "preset": "default"}}  # only D3's preset was renamed
     assert study.recorded_params(ft) == ft["params"]
 
@@ -52,18 +56,22 @@ def test_a_line_before_the_default_became_what_it_is_counts_under_the_presets_na
 def test_a_user_model_line_of_an_earlier_revision_counts_its_default_under_the_preset_that_runs_it_now(tmp_path):
     """benchmarks/user_models.py: a D3 line recorded with ``preset: default`` and no ``revision`` ran what ``copies``
     runs now on a model with BatchNorm, so a step naming ``--preset copies`` finds it done; at revision 5 what
-    ``soft`` runs (the thirty-third round gave such models lr 0.03); on a model without BatchNorm revision 5's
-    default is today's; a new line keeps its preset; another method's preset field is left alone."""
+    ``soft`` runs (the thirty-third round gave such models lr 0.03), at revision 6 ``soft-lr03``; on a model without
+    BatchNorm revision 5's default is ``soft-lr03`` too (the thirty-fifth round moved every model's soft targets to the
+    copies); a line of revision 7 keeps its preset; another method's preset field is left alone."""
     users = load_benchmark("user_models")
     old = {"model": "resnet18", "images": 3000, "method": "d3", "preset": "default", "epochs": None, "seed": 0,
            "label": "half", "params": {"shared_fraction": 0.5}}
     five = {**old, "seed": 1, "revision": 5}
     six = {**old, "seed": 2, "revision": 6}
+    seven = {**old, "seed": 3, "revision": 7}
     no_bn = {**five, "model": "mlp-mixer"}
     ft_sam = {**old, "method": "ft-sam", "label": None}
-    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (old, five, six, no_bn, ft_sam)))
-    assert [r["preset"] for r in users.recorded(tmp_path)] == ["copies", "soft", "default", "default", "default"]
-    assert users.D3.revision == 6
+    lines = (old, five, six, seven, no_bn, ft_sam)
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert [r["preset"] for r in users.recorded(tmp_path)] == [
+        "copies", "soft", "soft-lr03", "default", "soft-lr03", "default"]
+    assert users.D3.revision == 7
 
 
 def test_every_user_model_classifies_a_fashion_mnist_batch_and_its_trigger_stays_an_image():
