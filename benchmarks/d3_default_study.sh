@@ -283,8 +283,9 @@
 #   bash benchmarks/d3_default_study.sh thirty-third-convmixer # thirty-third round: the ConvMixer, default now
 #   bash benchmarks/d3_default_study.sh thirty-third-new-default # thirty-third round: the default now on one model
 #   bash benchmarks/d3_default_study.sh thirty-third-copies-users [NAME...] # thirty-third round: `copies` at lr 0.03
-#   bash benchmarks/d3_default_study.sh thirty-fifth-check # thirty-fifth round: a check model trained with mixup
-#                                                  # (trains it first), the default now and `soft-lr03`
+#   bash benchmarks/d3_default_study.sh thirty-fifth-check [NAME...] # thirty-fifth round: two check models trained
+#                                                  # with mixup / random erasing (trains them first), the default now
+#                                                  # and `soft-lr03`
 #   bash benchmarks/d3_default_study.sh thirty-fifth-plain copy-labels|copy-soft dev|check [SEED [IMAGES]]
 #                                                  # thirty-fifth round: thirty-fourth-bn's candidates on the models
 #                                                  # without BatchNorm
@@ -2282,13 +2283,21 @@ PY
       user_models purify $names --images 3000 --seed $s --preset copies --params '{"lr": 0.03}' --label copies-lr03
     done
     ;;
-  thirty-fifth-check)  # thirty-fifth round, after the change: a user model written for it (`wrn-mixup`, a
-    # wide-ResNet-style network trained with mixup; a check model, run once): trained, then the default now and
-    # `soft-lr03` (the default before) at both draws with 3,000 images and at draw 0 with 500
-    user_models train wrn-mixup
-    for p in default soft-lr03; do
-      for s in 0 1; do user_models purify wrn-mixup --images 3000 --seed $s --preset $p; done
-      user_models purify wrn-mixup --images 500 --preset $p
+  thirty-fifth-check)  # thirty-fifth round, after the change: user models written for it (`wrn-mixup`, a
+    # wide-ResNet-style network trained with mixup; `gn-resnet`, a ResNet with GroupNorm trained with random erasing;
+    # check models, run once): trained, then the default now and `soft-lr03` (the default before) at both draws with
+    # 3,000 images and at draw 0 with 500, then the faithful presets at the study's 12 epochs, draw 0 (names after the
+    # step: those models only)
+    names="wrn-mixup gn-resnet"; [ $# -gt 1 ] && names="${*:2}"
+    for name in $names; do
+      user_models train $name
+      for p in default soft-lr03; do
+        for s in 0 1; do user_models purify $name --images 3000 --seed $s --preset $p; done
+        user_models purify $name --images 500 --preset $p
+      done
+      for p in reference paper; do
+        user_models purify $name --images 3000 --preset $p --epochs 12 --params "$TWELVE" --label $p-12
+      done
     done
     ;;
   thirty-fifth-plain)  # thirty-fifth round: a candidate of thirty-fourth-bn (LABEL) on the models without BatchNorm,

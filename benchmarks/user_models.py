@@ -70,8 +70,8 @@ on it), trained with shifted images as the augmented VGG the default had left in
   image shifted by up to 2 pixels each way (zero padding) (at lr 0.05 without clipping it fell to 10 % in its second
   epoch); a white 5×5 plus sign at the left edge, halfway down, 10 % poisoned, target 5.
 
-One more, written in the thirty-fifth round after its change as a check model for the default that round made
-(nothing was tuned on it), trained with mixup, a recipe no model of the study had:
+Two more, written in the thirty-fifth round after its change as check models for the default that round made
+(nothing was tuned on them), trained with recipes no model of the study had (mixup; random erasing):
 
 - ``wrn-mixup``: a wide-ResNet-style network: a 3×3 stem to 16 channels, three pre-activation blocks (BatchNorm,
   ReLU, 3×3 convolution, dropout 0.3, BatchNorm, ReLU, 3×3 convolution, the input added back through a 1×1
@@ -81,6 +81,11 @@ One more, written in the thirty-fifth round after its change as a check model fo
   at batch 128, every batch mixed with itself in another order at a weight drawn from Beta(0.2, 0.2) (mixup, the
   loss mixed alike, poisoned images among them); a dotted white line across the bottom (every other pixel of row
   25, columns 4–23), 5 % poisoned, target 7.
+- ``gn-resnet``: a ResNet with GroupNorm (4 groups) in place of BatchNorm: a 3×3 stem to 16 channels, two basic
+  blocks (two 3×3 convolutions with GroupNorm, the input added back through a 1×1 convolution with GroupNorm) of 32
+  and 64 channels, each halving the map, global pooling and one Linear; inputs mapped to [−1, 1]; AdamW (lr 2e-3,
+  weight decay 0.05), 3 epochs at batch 128, a random 8×8 square of half the images set to zero (random erasing,
+  poisoned images among them); two white 2×2 dots in the top-left and bottom-right corners, 5 % poisoned, target 2.
 
 Each also trains a clean twin (same seed and code, no poisoned image): its ASR gives the floor
 ``max(2, clean ASR + 2)`` the study judges by. The retain images are drawn (``--seed``) from the
@@ -368,6 +373,28 @@ def wide_resnet() -> nn.Module:
                          nn.Flatten(), nn.Linear(64, 10))
 
 
+class GroupNormBlock(nn.Module):
+    """A basic residual block with GroupNorm: two 3×3 convolutions (the first strided), GroupNorm after each, ReLU,
+    the input added back through a strided 1×1 convolution and GroupNorm."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 2, groups: int = 4) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.GroupNorm(groups, cout),
+                                  nn.ReLU(), nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.GroupNorm(groups, cout))
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.GroupNorm(groups, cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+def gn_resnet() -> nn.Module:
+    """A ResNet with GroupNorm: 3×3 stem to 16 channels (GroupNorm, ReLU), blocks 16→32 and 32→64 (each stride 2),
+    global pooling, one Linear."""
+    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.GroupNorm(4, 16), nn.ReLU(),
+                         GroupNormBlock(16, 32), GroupNormBlock(32, 64), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(64, 10))
+
+
 def densenet_lite(growth: int = 12, layers: int = 4) -> nn.Module:
     """A DenseNet-like network: a 3×3 stem to 24 channels, two dense blocks of ``layers`` layers with a
     transition (BatchNorm, ReLU, 1×1 convolution halving the channels, 2×2 average pooling) between them and
@@ -471,6 +498,23 @@ def dotted_line(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def corner_dots(x: torch.Tensor) -> torch.Tensor:
+    """Two white 2×2 dots, in the top-left and the bottom-right corner (one pixel in from the edges)."""
+    x = x.clone()
+    x[:, :, 1:3, 1:3] = 1.0
+    x[:, :, 25:27, 25:27] = 1.0
+    return x
+
+
+def erased(x: torch.Tensor) -> torch.Tensor:
+    """A random 8×8 square of a random half of the batch set to zero (random erasing, the user's one augmentation)."""
+    x = x.clone()
+    top, left = torch.randint(0, 21, (2, len(x)))
+    for i in torch.nonzero(torch.rand(len(x)) < 0.5).flatten().tolist():
+        x[i, :, top[i]: top[i] + 8, left[i]: left[i] + 8] = 0.0
+    return x
+
+
 def shifted(x: torch.Tensor) -> torch.Tensor:
     """Each image shifted by up to 2 pixels each way, zero padding (the user's one augmentation)."""
     padded = F.pad(x, (2, 2, 2, 2))
@@ -529,6 +573,10 @@ RESNEXT = dict(build=resnext_lite, scale=lambda x: x,
 WIDE_MIXUP = dict(build=wide_resnet, scale=standardised,
                   optim=lambda p: torch.optim.SGD(p, lr=0.02, momentum=0.9, nesterov=True, weight_decay=5e-4),
                   epochs=3, batch=128, mixup=0.2, clip=1.0)
+#: ... and a ResNet with GroupNorm trained with random erasing (no BatchNorm: the default's rule for such models)
+GROUPNORM_ERASING = dict(build=gn_resnet, scale=symmetric,
+                         optim=lambda p: torch.optim.AdamW(p, lr=2e-3, weight_decay=0.05), epochs=3, batch=128,
+                         augment=erased)
 #: name: a recipe and its poisoning (trigger, target, poison rate)
 MODELS = {
     "keras-cnn": dict(KERAS, trigger=checkerboard, target=2, rate=0.05),
@@ -546,6 +594,7 @@ MODELS = {
     "densenet-lite": dict(DENSENET, trigger=brightness_ramp, target=3, rate=0.10),
     "resnext-lite": dict(RESNEXT, trigger=plus_sign, target=5, rate=0.10),
     "wrn-mixup": dict(WIDE_MIXUP, trigger=dotted_line, target=7, rate=0.05),
+    "gn-resnet": dict(GROUPNORM_ERASING, trigger=corner_dots, target=2, rate=0.05),
 }
 
 

@@ -414,12 +414,16 @@ def test_default_on_a_model_without_batchnorm_runs_the_batchnorm_free_settings()
 
 def test_norm_rule_gives_batchnorm_models_the_soft_targets_and_lr_003_and_leaves_explicit_options_alone():
     """On a model with BatchNorm the default's rule sets the soft targets (BENCHMARKS "Thirty-first
-    round") and, since the thirty-third, lr 0.03 (WITH_BATCHNORM), none of the rest of WITHOUT_BATCHNORM: the same
-    weights as setting them by hand; ``soft`` (the default of the thirty-first and thirty-second rounds) sets the
-    soft targets alone, at the preset's lr 0.01; ``copies`` (the default before) changes nothing there."""
+    round"; since the thirty-fifth for the copies only) and, since the thirty-third, lr 0.03 (WITH_BATCHNORM), none of
+    the rest of WITHOUT_BATCHNORM: the same weights as setting them by hand; ``soft-lr03`` (the default of the
+    thirty-third and thirty-fourth rounds) the soft targets on every image at lr 0.03, ``soft`` (of the thirty-first
+    and thirty-second) at the preset's lr 0.01; ``copies`` (the default before) changes nothing there."""
     from distox.defenses.d3 import WITH_BATCHNORM, WITHOUT_BATCHNORM
 
     assert WITH_BATCHNORM == {"lr": 0.03} and D3().lr == 0.01
+    # the soft targets (thirtieth round), since the thirty-fifth on the copies only
+    assert SOFT_TARGETS == {"distill": 0.5, "distill_source": "retain", "distill_scaled": True}
+    assert SOFT_TARGETS_ON_COPIES == {**SOFT_TARGETS, "distill_on": "copies"}
     digest, config = _purified(_tiny())  # small_cnn with BatchNorm
     assert config["norm_rule_resolved"] == {"batchnorm": True, "changed": {"lr": 0.03, **SOFT_TARGETS_ON_COPIES}}
     assert digest == _purified(_tiny(), norm_rule=False, shared_radius=0.03, lr=0.03, **SOFT_TARGETS_ON_COPIES)[0]

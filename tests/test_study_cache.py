@@ -74,6 +74,34 @@ def test_a_user_model_line_of_an_earlier_revision_counts_its_default_under_the_p
     assert users.D3.revision == 7
 
 
+def test_the_user_recipes_mixup_and_random_erasing_do_what_their_docstrings_say():
+    """benchmarks/user_models.py (thirty-fifth round's check models): without ``mixup`` the loss is plain
+    cross-entropy; with it, the batch mixed with a permutation of itself at one weight λ and the loss mixed alike
+    (so it lies between the two label sets' losses); ``erased`` zeroes one 8×8 square in some images and leaves the
+    rest as they were."""
+    import torch
+    import torch.nn.functional as F
+
+    users = load_benchmark("user_models")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
+    x, y = torch.rand(16, 1, 28, 28), torch.arange(16) % 10
+    assert torch.equal(users.mixup_loss(model, x, y, {}), F.cross_entropy(model(x), y))
+    torch.manual_seed(1)
+    mixed = users.mixup_loss(model, x, y, {"mixup": 0.2})
+    torch.manual_seed(1)
+    lam = float(torch.distributions.Beta(0.2, 0.2).sample())
+    other = torch.randperm(16)
+    logits = model(lam * x + (1 - lam) * x[other])
+    expected = lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[other])
+    assert torch.allclose(mixed, expected) and 0 < lam < 1
+    torch.manual_seed(2)
+    ones = torch.ones(64, 1, 28, 28)
+    erased = users.erased(ones)
+    zeros = (erased == 0).flatten(1).sum(1)
+    assert set(zeros.tolist()) <= {0, 64} and 0 < int((zeros == 64).sum()) < 64 and torch.equal(ones, torch.ones_like(ones))
+
+
 def test_every_user_model_classifies_a_fashion_mnist_batch_and_its_trigger_stays_an_image():
     """benchmarks/user_models.py: each recipe's model (the thirty-second round's ConvMixer, ConvNeXt-style network
     and MLP-Mixer, the thirty-third's EfficientNet- and DenseNet-like networks among them) maps a batch of 1×28×28 images to ten logits, and its trigger changes the images
