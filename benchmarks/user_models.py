@@ -624,7 +624,7 @@ def train(name: str, poison: bool) -> nn.Module:
             batch = order[start: start + spec["batch"]]
             opt.zero_grad()
             inputs = spec["augment"](x[batch]) if "augment" in spec else x[batch]
-            mixup_loss(model, inputs, y[batch], spec).backward()
+            recipe_loss(model, inputs, y[batch], spec).backward()
             if "clip" in spec:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), spec["clip"])
             opt.step()
@@ -632,7 +632,7 @@ def train(name: str, poison: bool) -> nn.Module:
     return model.eval()
 
 
-def mixup_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: dict) -> torch.Tensor:
+def recipe_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: dict) -> torch.Tensor:
     """The user's loss: cross-entropy (label smoothing where the recipe has it); with ``mixup`` (a Beta parameter)
     the batch mixed with itself in another order at one weight λ ~ Beta(a, a), the loss mixed alike."""
     smoothing = spec.get("smoothing", 0.0)

@@ -86,9 +86,9 @@ def test_the_user_recipes_mixup_and_random_erasing_do_what_their_docstrings_say(
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
     x, y = torch.rand(16, 1, 28, 28), torch.arange(16) % 10
-    assert torch.equal(users.mixup_loss(model, x, y, {}), F.cross_entropy(model(x), y))
+    assert torch.equal(users.recipe_loss(model, x, y, {}), F.cross_entropy(model(x), y))
     torch.manual_seed(1)
-    mixed = users.mixup_loss(model, x, y, {"mixup": 0.2})
+    mixed = users.recipe_loss(model, x, y, {"mixup": 0.2})
     torch.manual_seed(1)
     lam = float(torch.distributions.Beta(0.2, 0.2).sample())
     other = torch.randperm(16)
