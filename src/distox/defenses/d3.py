@@ -165,7 +165,7 @@ SOFT_TARGETS: dict[str, Any] = {"distill": 0.5, "distill_source": "retain", "dis
 #: (worst −4.30 against −4.45), 28 of 28 check cells against 26, a plain CNN's Blended backdoor left at one draw
 #: (7.61 % against 5.64); on the 30 models of the DER bar (seed 0) 30 under the bar against 27, the higher mean DER on
 #: five of six architectures against three. With 500 images it passes more (33 of 38 cells against 30) at 0.2–0.8
-#: points more lost, with 1,000 (models without BatchNorm) as many (24 of 25) at 0.2–0.4 more. Why: the suspect's soft targets cost a copy its label (the copies' error at the last epoch
+#: points more lost, with 1,000 too (31 of 32 against 30) at 0.2–0.5 more. Why: the suspect's soft targets cost a copy its label (the copies' error at the last epoch
 #: 0.08–0.18 with them on every image, 0.04–0.08 without), so each copy keeps to the suspect's clean answer while
 #: the plain images keep to their labels.
 SOFT_TARGETS_ON_COPIES: dict[str, Any] = {**SOFT_TARGETS, "distill_on": "copies"}
