@@ -508,6 +508,12 @@ distill_on_of() {  # distill_on_of STEP LABEL: the `distill_on` value of a thirt
     *) echo "$1: copy-labels or copy-soft, not $2" >&2; return 2 ;;
   esac
 }
+distill_on_candidate() {  # distill_on_candidate STEP LABEL: that candidate as d3_study.py takes it (the default of
+  # the thirty-third and thirty-fourth rounds, `soft-lr03`, with its `distill_on`)
+  local on
+  on=$(distill_on_of "$1" "$2") || return 2
+  echo "$2=epochs:null,preset:soft-lr03,distill_on:$on"
+}
 
 dev_or_check() {  # dev_or_check NAME "DEV RUNS" "CHECK RUNS" CANDIDATE PART SEED...: one candidate on the
   # development or the check part, a file per seed ($RUNS/NAME-PART-sSEED.jsonl)
@@ -2303,25 +2309,25 @@ PY
   thirty-fifth-plain)  # thirty-fifth round: a candidate of thirty-fourth-bn (LABEL) on the models without BatchNorm,
     # the twenty-seventh round's development models (`dev`) or its check models (`check`, halves a and b), seed 0,
     # 3,000 images unless given. `thirty-fifth-plain LABEL PART [SEED [COUNT]]`
-    on=$(distill_on_of thirty-fifth-plain ${2:?copy-labels or copy-soft}) || exit 2
+    candidate=$(distill_on_candidate thirty-fifth-plain ${2:?copy-labels or copy-soft}) || exit 2
     case ${3:?dev or check} in
       dev) runs=$(printf "$RUNS/%s " $TWENTY_SEVENTH_DEV) ;;
       check) runs="$(twenty_seventh_runs a)$(twenty_seventh_runs b)" ;;
       *) echo "thirty-fifth-plain: dev or check, not $3" >&2; exit 2 ;;
     esac
     study $runs --final-only --seed ${4:-0} --count ${5:-3000} \
-      --out $RUNS/thirty-fifth-$2-plain-$3-${5:-3000}-s${4:-0}.jsonl --candidate "$2=epochs:null,preset:soft-lr03,distill_on:$on"
+      --out $RUNS/thirty-fifth-$2-plain-$3-${5:-3000}-s${4:-0}.jsonl --candidate "$candidate"
     ;;
   thirty-fourth-bn)  # thirty-fourth round: the default with the suspect's soft targets on part of each batch only
     # (LABEL: `copy-labels`, `distill_on: images`: the plain retain images, the copies on their labels; `copy-soft`,
     # `distill_on: copies`: the copies, the plain images on their labels) on the thirty-first round's parts (`dev`,
     # `check`, `check-small`), seed 0, 3,000 images unless given; names after them: those models only.
     # `thirty-fourth-bn LABEL PART [SEED [COUNT [NAME...]]]`
-    on=$(distill_on_of thirty-fourth-bn ${2:?copy-labels or copy-soft}) || exit 2
+    candidate=$(distill_on_candidate thirty-fourth-bn ${2:?copy-labels or copy-soft}) || exit 2
     names=$(bn_part thirty-fourth-bn ${3:?dev, check or check-small})
     [ $# -gt 5 ] && names="${*:6}"
     study $(printf "$RUNS/%s " $names) --final-only --seed ${4:-0} --count ${5:-3000} \
-      --out $RUNS/thirty-fourth-$2-$3-${5:-3000}-s${4:-0}.jsonl --candidate "$2=epochs:null,preset:soft-lr03,distill_on:$on"
+      --out $RUNS/thirty-fourth-$2-$3-${5:-3000}-s${4:-0}.jsonl --candidate "$candidate"
     ;;
   thirty-fourth-users)  # thirty-fourth round: a candidate of thirty-fourth-bn (LABEL) on the user models with
     # BatchNorm of the thirty-third round at both draws with 3,000 images and at draw 0 with 500 (names after the

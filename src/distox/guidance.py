@@ -137,14 +137,15 @@ def backdoor_advice(method: str, config: dict[str, Any], retain_size: int) -> li
                         "copies with the distance over every Linear and Conv2d weight: 20 of 20 cells, the five where "
                         "all-layers alone left a backdoor among them, at 0.9 ACC points more than all-layers on average "
                         "and 1.7 more than the default on the cells both ran, \"Twenty-fourth round\")")
-        if preset == "default" and ((config.get("norm_rule_resolved") or {}).get("changed") or {}).get("distill"):
+        by_rule = (config.get("norm_rule_resolved") or {}).get("changed") or {}  # what the default's rule set
+        if preset == "default" and by_rule.get("distill"):
             tips.append("distill=0 (the default without the suspect's soft targets, the preset 'copies': with 500 "
                         "images it left 1 of 11 development backdoors without BatchNorm above the bar where the soft "
                         "targets left 2, and at 3,000 images it cleared a ViT Blended with label smoothing (2.11 % "
                         "against 2.06) and a VGG BadNets trained with augmentation (5.54 % against 3.94) that the "
                         "soft targets left, at 0.25 to 2.06 accuracy points less on average, \"Thirtieth round\", "
                         "\"Thirty-first round\")")
-        ran = {**config, **((config.get("norm_rule_resolved") or {}).get("changed") or {})}  # the rule's values won
+        ran = {**config, **by_rule}  # the rule's values won
         if preset == "default" and ran.get("distill") and ran.get("distill_on") == "copies" and ran.get("shared_radius"):
             tips.append("distill_on='both' (the suspect's soft targets on the plain images too, as the default of the "
                         "thirty-third and thirty-fourth rounds ran them, the preset 'soft-lr03': on a ConvMixer whose "
